@@ -1,0 +1,1 @@
+"""A from-scratch reverse-mode autograd engine on NumPy arrays."""

@@ -1,0 +1,1 @@
+"""fwbench harness: data, training loop and the command line."""

@@ -1,0 +1,26 @@
+"""Shipped model specs and the loader that resolves `--model NAME|PATH`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU, SpecError, load, parse
+
+HERE = Path(__file__).parent
+
+__all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ModelSpec", "ReLU", "SpecError",
+           "get", "load", "parse", "shipped"]
+
+
+def shipped() -> list[str]:
+    """Names of the specs that ship with fwbench."""
+    return sorted(p.stem for p in HERE.glob("*.toml"))
+
+
+def get(name_or_path: str | Path) -> ModelSpec:
+    """A shipped spec by name, or any spec by TOML path."""
+    text = str(name_or_path)
+    if text in shipped():
+        return load(HERE / f"{text}.toml")
+    if text.endswith(".toml") or Path(text).exists():
+        return load(text)
+    raise SpecError(f"unknown model '{text}'; choose one of {', '.join(shipped())} or give a path to a .toml spec")
