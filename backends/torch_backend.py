@@ -1,0 +1,152 @@
+"""The spec lowered to PyTorch: an nn.Sequential with one module per spec layer."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backends.base import Backend, BackendError, OptimizerConfig, check_device
+from models.params import Params, check
+from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+OPTIMIZERS = ("sgd", "adam")
+
+
+def build(spec: ModelSpec) -> nn.Sequential:
+    """One module per spec layer, so module index == layer index == canonical key prefix."""
+    modules, prev = [], spec.input
+    for layer, shape in zip(spec.layers, spec.shapes):
+        if isinstance(layer, Conv2D):
+            modules.append(nn.Conv2d(prev[0], layer.out_channels, layer.kernel_size,
+                                     stride=layer.stride, padding=layer.padding))
+        elif isinstance(layer, ReLU):
+            modules.append(nn.ReLU())
+        elif isinstance(layer, MaxPool2D):
+            modules.append(nn.MaxPool2d(layer.size, stride=layer.step))
+        elif isinstance(layer, Flatten):
+            modules.append(nn.Flatten())  # NCHW flattens in C, H, W order: already canonical
+        elif isinstance(layer, Dense):
+            modules.append(nn.Linear(prev[0], layer.units))
+        else:
+            raise BackendError(f"torch backend cannot lower layer type '{layer.type}'")
+        prev = shape
+    return nn.Sequential(*modules)
+
+
+def to_native(params: Params) -> Params:
+    """Canonical -> torch layout: nn.Linear stores (out, in); conv is already (out, in, kh, kw)."""
+    return {k: v.T if v.ndim == 2 else v for k, v in params.items()}
+
+
+def from_native(native: Params) -> Params:
+    """Torch layout -> canonical; the same for parameters and gradients."""
+    return {k: np.array(v.T if v.ndim == 2 else v) for k, v in native.items()}
+
+
+class TorchBackend(Backend):
+    """PyTorch eager mode, torch.optim optimizers."""
+
+    name = "torch"
+    framework = "torch"
+
+    def __init__(self, spec: ModelSpec, params: Params | None = None, *,
+                 device: str = "cpu", dtype: str = "float32", seed: int = 0):
+        """Build the model; params=None asks for torch's default initialiser, seeded."""
+        check_device(type(self), device)
+        if dtype not in DTYPES:
+            raise BackendError(f"torch backend: unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+        # Full-precision float32 matmuls/convs on GPU, as the NumPy and JAX backends compute.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        self.spec, self.dtype, self.device = spec, DTYPES[dtype], torch.device(device)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
+            torch.manual_seed(seed)
+            self.model = build(spec)
+        self.model.to(device=self.device, dtype=self.dtype).eval()  # no dropout/batchnorm: mode is moot
+        self.named = dict(self.model.named_parameters())  # "{i}.weight" / "{i}.bias"
+        assert set(self.named) == set(spec.param_shapes()), sorted(self.named)
+        self.opt: torch.optim.Optimizer | None = None
+        if params is not None:
+            self.set_params(params)
+
+    @classmethod
+    def version(cls) -> str:
+        """Version string of torch."""
+        return f"torch {torch.__version__}"
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        """CPU, plus CUDA when a GPU is visible."""
+        return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+    def get_params(self) -> Params:
+        """Current parameters in canonical layout, as host NumPy arrays."""
+        return from_native({k: p.detach().cpu().numpy() for k, p in self.named.items()})
+
+    def set_params(self, params: Params) -> None:
+        """Replace the parameters (in place, so optimizer state keeps pointing at them)."""
+        check(self.spec, params)
+        native = to_native(params)
+        with torch.no_grad():
+            for k, p in self.named.items():
+                value = torch.from_numpy(np.ascontiguousarray(native[k]))
+                assert value.shape == p.shape, f"'{k}': {tuple(value.shape)} vs native {tuple(p.shape)}"
+                p.copy_(value)  # copy_ casts to the backend dtype and device
+
+    def _x(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, classes) for NCHW input x, as a host array."""
+        with torch.no_grad():
+            return self.model(self._x(x)).cpu().numpy()
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
+        """Mean cross-entropy and canonical gradients; leaves .grad cleared."""
+        self.model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(self._x(x)), torch.from_numpy(np.asarray(y)).to(self.device, torch.long))
+        loss.backward()
+        grads = from_native({k: p.grad.detach().cpu().numpy() for k, p in self.named.items()})
+        self.model.zero_grad(set_to_none=True)
+        return loss.item(), grads
+
+    def init_optimizer(self, config: OptimizerConfig) -> None:
+        """Fresh torch.optim state; torch.optim's rules are the protocol's definition."""
+        params = list(self.model.parameters())
+        if config.name == "sgd":
+            self.opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+        elif config.name == "adam":
+            self.opt = torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
+        else:
+            raise BackendError(f"torch backend: unknown optimizer '{config.name}'; choose one of {', '.join(OPTIMIZERS)}")
+
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate in place; momentum/moment buffers are kept."""
+        for group in self._optimizer().param_groups:
+            group["lr"] = lr
+
+    def prepare_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """NCHW x in the backend dtype and int64 labels, on the device."""
+        return self._x(x), torch.from_numpy(np.asarray(y)).to(self.device, torch.long)
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """One update; returns the loss as a device tensor, so no host sync happens here."""
+        opt = self._optimizer()
+        x, y = batch
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    def synchronize(self) -> None:
+        """Wait for queued CUDA kernels; CPU work is already done when calls return."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        if self.opt is None:
+            raise BackendError("torch backend: call init_optimizer() before training")
+        return self.opt
