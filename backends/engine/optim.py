@@ -1,0 +1,54 @@
+"""SGD with momentum and Adam, updating parameter arrays in place with torch.optim semantics."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class SGD:
+    """v = momentum * v + g; p -= lr * v (plain p -= lr * g when momentum is 0)."""
+
+    def __init__(self, params: list[np.ndarray], lr: float, momentum: float = 0.0):
+        self.params, self.lr, self.momentum = params, lr, momentum
+        # torch starts v at g on the first step; zeros give the same v after one update.
+        self.velocity = [np.zeros_like(p) for p in params] if momentum else None
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        """Apply one update from grads, aligned with params."""
+        if self.velocity is None:
+            for p, g in zip(self.params, grads):
+                p -= self.lr * g
+            return
+        for p, g, v in zip(self.params, grads, self.velocity):
+            v *= self.momentum
+            v += g
+            p -= self.lr * v
+
+
+class Adam:
+    """Adam with bias correction, arranged as torch.optim.Adam computes it."""
+
+    def __init__(self, params: list[np.ndarray], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.t = 0
+
+    def step(self, grads: list[np.ndarray]) -> None:
+        """Apply one update: p -= lr * mhat / (sqrt(vhat) + eps)."""
+        self.t += 1
+        b1, b2 = self.betas
+        step_size = self.lr / (1 - b1 ** self.t)
+        sqrt_bc2 = math.sqrt(1 - b2 ** self.t)
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            # Same grouping as torch: sqrt(v)/sqrt(bc2) + eps, then a step of lr/bc1.
+            denom = np.sqrt(v)
+            denom /= sqrt_bc2
+            denom += self.eps
+            p -= step_size * (m / denom)

@@ -1,0 +1,48 @@
+"""Max pooling over VALID windows, overlapping or not, with torch's first-max tie rule."""
+from __future__ import annotations
+
+import numpy as np
+
+from backends.engine.tensor import Tensor
+
+
+def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
+    """Max over each size x size window of NCHW x, windows `stride` apart (default: size)."""
+    s = size if stride is None else stride
+    h, w = x.shape[2:]
+    oh, ow = (h - size) // s + 1, (w - size) // s + 1
+    # Offset (a, b) of every window at once is one strided view of x, so a loop over the
+    # size*size offsets keeps each operation vectorised over N, C, OH and OW.
+    offsets = [(slice(a, a + s * (oh - 1) + 1, s), slice(b, b + s * (ow - 1) + 1, s))
+               for a in range(size) for b in range(size)]
+    best = x.data[:, :, offsets[0][0], offsets[0][1]].copy(order="K")  # keep x's memory order: faster
+    arg = np.zeros_like(best, dtype=np.uint8)  # index of the winning offset, row-major in the window
+    for k, (rows, cols) in enumerate(offsets[1:], start=1):
+        v = x.data[:, :, rows, cols]
+        # Strictly greater, so on ties the earlier offset keeps the win (torch's rule). The winner
+        # is the last offset that beat the running max, hence arg = max(arg, k * better).
+        better = (v > best).view(np.uint8)
+        np.maximum(arg, better * np.uint8(k), out=arg)
+        np.maximum(best, v, out=best)
+    out = Tensor(best, _prev=(x,), _op="maxpool2d")
+
+    def _backward(g):
+        if not x.requires_grad:
+            return
+        g = same_layout(g, best)
+        dx = np.zeros_like(x.data)
+        # Overlapping windows share input cells, so each offset adds into dx rather than assigning.
+        for k, (rows, cols) in enumerate(offsets):
+            dx[:, :, rows, cols] += g * (arg == k)
+        x.accumulate(dx)
+    out._backward = _backward
+    return out
+
+
+def same_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """a, copied into like's memory order if it differs; mixed orders make NumPy loops several times slower."""
+    if a.strides == like.strides:
+        return a
+    out = np.empty_like(like)
+    out[...] = a
+    return out

@@ -1,0 +1,122 @@
+"""The `numpy` backend: the spec lowered to the from-scratch engine in backends/engine."""
+from __future__ import annotations
+
+import numpy as np
+
+from backends.base import Backend, BackendError, OptimizerConfig, check_device
+from backends.engine import SGD, Adam, Tensor, conv2d, cross_entropy, dense, flatten, maxpool2d, relu
+from models.params import Params, check, init_params
+from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+
+DTYPES = ("float32", "float64")
+OPTIMIZERS = ("sgd", "adam")
+
+
+class NumpyBackend(Backend):
+    """Pure NumPy: canonical layout is the native layout, so conversion is only a copy and a cast."""
+
+    name = "numpy"
+    framework = "numpy"
+
+    def __init__(self, spec: ModelSpec, params: Params | None = None, *,
+                 device: str = "cpu", dtype: str = "float32", seed: int = 0):
+        """Build the model; params=None uses the shared seeded initialiser (NumPy has no default of its own)."""
+        check_device(type(self), device)
+        if dtype not in DTYPES:
+            raise BackendError(f"backend 'numpy' does not support dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+        self.spec, self.device, self.dtype = spec, device, np.dtype(dtype)
+        if params is None:
+            params = init_params(spec, seed, dtype)
+        check(spec, params)
+        # Owned copies: the optimizer updates these arrays in place, so they must never alias the caller's.
+        self.params = {k: Tensor(np.array(v, dtype=self.dtype), requires_grad=True) for k, v in params.items()}
+        self.optimizer: SGD | Adam | None = None
+
+    @classmethod
+    def version(cls) -> str:
+        """NumPy's version string."""
+        return np.__version__
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        """Only the CPU."""
+        return ["cpu"]
+
+    def get_params(self) -> Params:
+        """Copies of the current parameters."""
+        return {k: t.data.copy() for k, t in self.params.items()}
+
+    def set_params(self, params: Params) -> None:
+        """Copy params in, cast to the backend dtype; arrays keep their identity so optimizer state stays attached."""
+        check(self.spec, params)
+        for k, t in self.params.items():
+            np.copyto(t.data, params[k], casting="same_kind")
+
+    def _logits(self, x: np.ndarray) -> Tensor:
+        """Run the layers of the spec on an NCHW batch."""
+        h = Tensor(x)
+        for i, layer in enumerate(self.spec.layers):
+            if isinstance(layer, Conv2D):
+                h = conv2d(h, self.params[f"{i}.weight"], self.params[f"{i}.bias"], layer.stride, layer.padding)
+            elif isinstance(layer, ReLU):
+                h = relu(h)
+            elif isinstance(layer, MaxPool2D):
+                h = maxpool2d(h, layer.size, layer.step)
+            elif isinstance(layer, Flatten):
+                h = flatten(h)
+            elif isinstance(layer, Dense):
+                h = dense(h, self.params[f"{i}.weight"], self.params[f"{i}.bias"])
+            else:
+                raise BackendError(f"backend 'numpy' has no lowering for layer {i} ({layer.type})")
+        return h
+
+    def _loss(self, x: np.ndarray, y: np.ndarray) -> Tensor:
+        """Forward and backward; leaves gradients in each parameter's .grad."""
+        for t in self.params.values():
+            t.zero_grad()
+        loss = cross_entropy(self._logits(x), y)
+        loss.backward()
+        return loss
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, classes)."""
+        return self._logits(np.asarray(x, dtype=self.dtype)).data.copy()
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
+        """Mean cross-entropy and a copy of every parameter's gradient; parameters are untouched."""
+        x, y = self.prepare_batch(x, y)
+        loss = self._loss(x, y)
+        return float(loss.data), {k: t.grad.copy() for k, t in self.params.items()}
+
+    def init_optimizer(self, config: OptimizerConfig) -> None:
+        """Fresh SGD or Adam state over the parameter arrays."""
+        arrays = [t.data for t in self.params.values()]
+        if config.name == "sgd":
+            self.optimizer = SGD(arrays, config.lr, config.momentum)
+        elif config.name == "adam":
+            self.optimizer = Adam(arrays, config.lr, config.betas, config.eps)
+        else:
+            raise BackendError(f"backend 'numpy' has no optimizer '{config.name}'; choose one of {', '.join(OPTIMIZERS)}")
+
+    def set_lr(self, lr: float) -> None:
+        """New learning rate; moments and velocities are kept."""
+        self._require_optimizer().lr = lr
+
+    def prepare_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x in the backend dtype, y as int64; no copy when they already are."""
+        return np.asarray(x, dtype=self.dtype), np.asarray(y, dtype=np.int64)
+
+    def train_step(self, batch: tuple[np.ndarray, np.ndarray]) -> np.floating:
+        """One forward, backward and update; returns the loss as a NumPy scalar."""
+        optimizer = self._require_optimizer()
+        loss = self._loss(*batch)
+        optimizer.step([t.grad for t in self.params.values()])
+        return loss.data[()]
+
+    def synchronize(self) -> None:
+        """NumPy runs eagerly; nothing is queued."""
+
+    def _require_optimizer(self) -> SGD | Adam:
+        if self.optimizer is None:
+            raise BackendError("backend 'numpy' has no optimizer yet; call init_optimizer(config) first")
+        return self.optimizer
