@@ -29,6 +29,7 @@ class Backend:
 
     name: ClassVar[str] = "base"
     framework: ClassVar[str] = "none"
+    device: str  # "cpu" or "cuda", as asked for; native device objects stay private
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0):

@@ -104,8 +104,8 @@ class FlaxBackend(Backend):
             # Process-wide and must precede array creation; float32 models stay float32 afterwards
             # because every layer, input and hyperparameter gets an explicit dtype.
             jax.config.update("jax_enable_x64", True)
-        self.spec, self.dtype = spec, DTYPES[dtype]
-        self.device = jax.devices("gpu" if device == "cuda" else "cpu")[0]
+        self.spec, self.dtype, self.device = spec, DTYPES[dtype], device
+        self._dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
         self.model = Net(spec, self.dtype)
         dummy = jnp.zeros((1, *spec.input[1:], spec.input[0]), self.dtype)  # one NHWC sample
         init = partial(self.model.init, jax.random.PRNGKey(seed), dummy)
@@ -137,7 +137,7 @@ class FlaxBackend(Backend):
         shapes = jax.tree_util.tree_map(np.shape, native)
         assert shapes == self.native_shapes, f"native shapes {shapes} != flax's {self.native_shapes}"
         cast = jax.tree_util.tree_map(lambda v: np.asarray(v, self.dtype), native)
-        self.params = jax.device_put(cast, self.device)
+        self.params = jax.device_put(cast, self._dev)
 
     def get_params(self) -> Params:
         """Current parameters in canonical layout, as host NumPy arrays."""
@@ -160,7 +160,7 @@ class FlaxBackend(Backend):
     def init_optimizer(self, config: OptimizerConfig) -> None:
         """Fresh optax state and the jitted train step that uses it."""
         tx = _optimizer(config, self.dtype)
-        self.opt_state = jax.device_put(tx.init(self.params), self.device)
+        self.opt_state = jax.device_put(tx.init(self.params), self._dev)
 
         def step(params, opt_state, x, y):
             loss, grads = jax.value_and_grad(lambda p: _loss(self.model, p, x, y))(params)
@@ -174,15 +174,15 @@ class FlaxBackend(Backend):
         """Overwrite the injected learning rate; moments are kept and nothing recompiles."""
         if self.opt_state is None:
             raise BackendError("flax backend: call init_optimizer() before set_lr()")
-        self.opt_state.hyperparams["learning_rate"] = jax.device_put(np.asarray(lr, self.dtype), self.device)
+        self.opt_state.hyperparams["learning_rate"] = jax.device_put(np.asarray(lr, self.dtype), self._dev)
 
     def _x(self, x: np.ndarray) -> jax.Array:
         # The one place inputs change layout: NCHW arrives, the network runs NHWC.
-        return jax.device_put(layout.nchw_to_nhwc(np.asarray(x, self.dtype)), self.device)
+        return jax.device_put(layout.nchw_to_nhwc(np.asarray(x, self.dtype)), self._dev)
 
     def prepare_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """NHWC x in the backend dtype and int32 labels, on the device."""
-        return self._x(x), jax.device_put(np.asarray(y, np.int32), self.device)
+        return self._x(x), jax.device_put(np.asarray(y, np.int32), self._dev)
 
     def train_step(self, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
         """One jitted update; returns the loss as a device scalar, so no host sync happens here."""

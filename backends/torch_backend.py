@@ -60,11 +60,12 @@ class TorchBackend(Backend):
         # Full-precision float32 matmuls/convs on GPU, as the NumPy and JAX backends compute.
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
-        self.spec, self.dtype, self.device = spec, DTYPES[dtype], torch.device(device)
+        self.spec, self.dtype, self.device = spec, DTYPES[dtype], device
+        self._dev = torch.device(device)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
             torch.manual_seed(seed)
             self.model = build(spec)
-        self.model.to(device=self.device, dtype=self.dtype).eval()  # no dropout/batchnorm: mode is moot
+        self.model.to(device=self._dev, dtype=self.dtype).eval()  # no dropout/batchnorm: mode is moot
         self.named = dict(self.model.named_parameters())  # "{i}.weight" / "{i}.bias"
         assert set(self.named) == set(spec.param_shapes()), sorted(self.named)
         self.opt: torch.optim.Optimizer | None = None
@@ -96,7 +97,7 @@ class TorchBackend(Backend):
                 p.copy_(value)  # copy_ casts to the backend dtype and device
 
     def _x(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype)
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self._dev, self.dtype)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits (N, classes) for NCHW input x, as a host array."""
@@ -106,7 +107,7 @@ class TorchBackend(Backend):
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
         """Mean cross-entropy and canonical gradients; leaves .grad cleared."""
         self.model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(self._x(x)), torch.from_numpy(np.asarray(y)).to(self.device, torch.long))
+        loss = F.cross_entropy(self.model(self._x(x)), torch.from_numpy(np.asarray(y)).to(self._dev, torch.long))
         loss.backward()
         grads = from_native({k: p.grad.detach().cpu().numpy() for k, p in self.named.items()})
         self.model.zero_grad(set_to_none=True)
@@ -129,7 +130,7 @@ class TorchBackend(Backend):
 
     def prepare_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """NCHW x in the backend dtype and int64 labels, on the device."""
-        return self._x(x), torch.from_numpy(np.asarray(y)).to(self.device, torch.long)
+        return self._x(x), torch.from_numpy(np.asarray(y)).to(self._dev, torch.long)
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """One update; returns the loss as a device tensor, so no host sync happens here."""
@@ -143,8 +144,8 @@ class TorchBackend(Backend):
 
     def synchronize(self) -> None:
         """Wait for queued CUDA kernels; CPU work is already done when calls return."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self._dev.type == "cuda":
+            torch.cuda.synchronize(self._dev)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         if self.opt is None:
