@@ -27,7 +27,7 @@ def batch(n: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_registry_and_metadata():
     assert backends.load("numpy") is NumpyBackend
-    assert NumpyBackend.version() == np.__version__
+    assert NumpyBackend.version() == f"numpy {np.__version__}"
     assert NumpyBackend.devices() == ["cpu"]
 
 

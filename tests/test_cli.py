@@ -1,0 +1,97 @@
+"""The `fwbench` command: listings, one-line errors, and a short training run per backend."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_models_lists_shipped_specs(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    assert "cnn" in out and "54,410" in out and "109,386" in out
+    assert "conv2d(32, k3, s1, p0) > relu > maxpool2d(2, s2) > flatten > dense(10)" in out
+
+
+def test_models_shows_one_spec_layer_by_layer(capsys):
+    code, out, _ = run(capsys, "models", "cnn")
+    assert code == 0
+    assert "32x13x13" in out and "54,090" in out  # the dense layer: 5408*10 + 10
+
+
+def test_backends_lists_every_backend(capsys):
+    code, out, _ = run(capsys, "backends", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert set(rows) == {"numpy", "torch", "flax"}
+    assert rows["numpy"]["status"] == "ok" and "cpu" in rows["numpy"]["devices"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--backend", "mxnet"], "invalid choice: 'mxnet'"),
+    (["train", "--backend", "numpy", "--model", "resnet"], "unknown model 'resnet'; choose one of"),
+    (["train", "--backend", "numpy", "--device", "cuda"], "cannot use device 'cuda'"),
+    (["train", "--backend", "numpy", "--epochs", "0"], "must be a positive integer"),
+    (["train", "--backend", "numpy", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
+    (["compare", "--backends", "numpy,caffe"], "unknown backend 'caffe'; choose one of"),
+    (["train", "--backend", "numpy", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
+])
+def test_bad_input_gives_one_line_error(capsys, argv, needle):
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's own usage errors
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_non_mnist_spec_is_refused_clearly(capsys, tmp_path):
+    path = tmp_path / "rgb.toml"
+    path.write_text('name = "rgb"\ninput = [3, 8, 8]\nclasses = 2\n'
+                    '[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "dense"\nunits = 2\n')
+    code, _, err = run(capsys, "train", "--backend", "numpy", "--model", str(path))
+    assert code == 2 and "MNIST images are [1, 28, 28]" in err
+
+
+def test_train_json_summary_per_backend(capsys, backend_name):
+    code, out, _ = run(capsys, "train", "--backend", backend_name, "--model", "tinycnn", "--limit", "2000",
+                       "--epochs", "2", "--lr", "0.01", "--json", "--no-progress")
+    assert code == 0
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["backend"] == backend_name
+    assert summary["config"]["model"] == "tinycnn" and summary["config"]["train_images"] == 2000
+    assert len(summary["epoch_seconds"]) == 2
+    first, second = summary["epochs"]
+    assert second["train_loss"] < first["train_loss"] < 2.31  # learning, from chance level ln(10)
+    assert summary["test_accuracy"] > 0.5
+
+
+def test_nan_loss_stops_with_epoch_and_step(capsys):
+    code, _, err = run(capsys, "train", "--backend", "numpy", "--model", "mlp", "--limit", "640",
+                       "--lr", "1e9", "--optimizer", "sgd", "--schedule", "constant", "--no-progress")
+    assert code == 1
+    assert "at epoch 1, step" in err and "smaller --lr" in err
+
+
+def test_python_dash_m_harness_matches_console_script():
+    out = subprocess.run([sys.executable, "-m", "harness", "models"], capture_output=True, text=True)
+    assert out.returncode == 0 and "tinycnn" in out.stdout
+
+
+def test_cli_and_numpy_training_never_import_frameworks():
+    code = ("import sys; from harness.cli import main; "
+            "main(['train', '--backend', 'numpy', '--model', 'tinycnn', '--limit', '128', '--epochs', '1', "
+            "'--no-progress', '--json']); "
+            "bad = [m for m in ('torch', 'jax', 'flax', 'optax') if m in sys.modules]; "
+            "assert not bad, bad")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
