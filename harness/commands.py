@@ -28,15 +28,16 @@ def backends_(args) -> int:
 
 def _recipe(args, spec):
     return recipe_for(spec.name, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-                      lr=args.lr, momentum=args.momentum, schedule=args.schedule)
+                      lr=args.lr, momentum=args.momentum, schedule=args.schedule, shift=args.shift)
 
 
 def _train_one(name: str, spec, data, recipe, args) -> dict:
     """Train one backend and return its self-describing summary."""
     backend = make_backend(name, spec, device=args.device, dtype=args.dtype, seed=args.seed, init=args.init)
     if not args.json:
-        print(f"{name} {type(backend).version()} on {backend.device}: {spec.name}, "
-              f"{recipe.epochs} epochs, batch {recipe.batch_size}, {recipe.optimizer.name} lr {recipe.optimizer.lr}")
+        print(f"{name} ({type(backend).version()}) on {backend.device}: {spec.name}, "
+              f"{recipe.epochs} epochs, batch {recipe.batch_size}, {recipe.optimizer.name} lr {recipe.optimizer.lr}, "
+              f"{recipe.schedule} schedule, shift {recipe.shift}")
 
     def on_epoch(log):
         if not args.json:

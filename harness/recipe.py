@@ -13,6 +13,7 @@ class Recipe:
     batch_size: int = 64
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: str = "cosine"  # "cosine" decays lr to 0 over all steps; "constant" keeps it
+    shift: int = 0  # random translation of each training image by up to this many pixels, per epoch
 
     def lr_at(self, step: int, total: int) -> float:
         """Learning rate for a global step out of total."""
@@ -27,7 +28,8 @@ OPTIMIZERS = ("adam", "sgd")
 SWITCH_TO = {"adam": OptimizerConfig("adam", lr=1e-3), "sgd": OptimizerConfig("sgd", lr=0.05, momentum=0.9)}
 # Measured on full MNIST; see README.md for the accuracies they reach.
 RECIPES: dict[str, Recipe] = {
-    "cnn": Recipe(epochs=5, optimizer=OptimizerConfig("adam", lr=1e-3)),
+    # Without the 1-pixel shifts this one-conv model plateaus near 98.45% (Adam or SGD, 5-8 epochs).
+    "cnn": Recipe(epochs=5, optimizer=OptimizerConfig("adam", lr=1e-3), shift=1),
     "mlp": Recipe(epochs=4, optimizer=OptimizerConfig("adam", lr=1e-3)),
 }
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from backends.base import Backend
+from harness.augment import random_shift
 from harness.data import batch_order
 from harness.progress import Progress
 from harness.recipe import Recipe
@@ -70,12 +71,13 @@ def train(backend: Backend, recipe: Recipe, train_x: np.ndarray, train_y: np.nda
     result = TrainResult()
     for epoch in range(1, recipe.epochs + 1):
         order = batch_order(len(train_x), recipe.batch_size, seed, epoch - 1)
+        images = random_shift(train_x, recipe.shift, seed, epoch - 1)  # before the clock starts
         bar = Progress(len(order), f"epoch {epoch}/{recipe.epochs}", enabled=progress)
         pending, loss_sum, first = [], 0.0, 0
         start = time.perf_counter()
         for step, idx in enumerate(order):
             backend.set_lr(recipe.lr_at((epoch - 1) * steps_per_epoch + step, total))
-            pending.append(backend.train_step(backend.prepare_batch(train_x[idx], train_y[idx])))
+            pending.append(backend.train_step(backend.prepare_batch(images[idx], train_y[idx])))
             if len(pending) == CHECK_EVERY:
                 loss_sum += _check(pending, epoch, first)
                 pending, first = [], step + 1
