@@ -6,26 +6,9 @@ import backends
 import models
 from backends.base import OptimizerConfig
 from models.params import init_params
+from specs import WIDE, batch
 
-SPECS = {
-    "tinycnn": models.get("tinycnn"),
-    # non-square, multi-channel, stride, padding, overlapping pool, two convs and two dense layers
-    "mixed": models.parse({"name": "mixed", "input": [3, 13, 10], "classes": 4, "layers": [
-        {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "stride": 1, "padding": 1},
-        {"type": "relu"},
-        {"type": "maxpool2d", "size": 3, "stride": 2},
-        {"type": "conv2d", "out_channels": 5, "kernel_size": 2, "stride": 2},
-        {"type": "relu"},
-        {"type": "flatten"},
-        {"type": "dense", "units": 6},
-        {"type": "relu"},
-        {"type": "dense", "units": 4}]}),
-}
-
-
-def batch(spec, n=6, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, *spec.input)), rng.integers(0, spec.classes, size=n)
+SPECS = {"tinycnn": models.get("tinycnn"), "wide": WIDE}
 
 
 def rel(a, b):

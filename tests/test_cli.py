@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+import backends
 from harness.cli import main
 
 
@@ -95,3 +96,30 @@ def test_cli_and_numpy_training_never_import_frameworks():
             "assert not bad, bad")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_backends_shows_install_hint_for_a_missing_framework(capsys, monkeypatch):
+
+    real = backends.missing
+    monkeypatch.setattr(backends, "missing", lambda name: ["torch"] if name == "torch" else real(name))
+    code, out, _ = run(capsys, "backends")
+    assert code == 0
+    line = next(row for row in out.splitlines() if row.startswith("torch"))
+    assert "missing torch: pip install 'fwbench[torch]'" in line
+    assert any(row.startswith("numpy") and row.rstrip().endswith("ok") for row in out.splitlines())
+
+
+def test_train_with_a_missing_framework_says_how_to_install(capsys, monkeypatch):
+
+    monkeypatch.setattr(backends, "missing", lambda name: ["jax"])
+    code, _, err = run(capsys, "train", "--backend", "flax", "--model", "tinycnn")
+    assert code == 2 and "needs jax, which is not installed; install it with: pip install 'fwbench[flax]'" in err
+
+
+def test_native_init_and_auto_device_are_recorded(capsys, backend_name):
+    code, out, _ = run(capsys, "train", "--backend", backend_name, "--model", "tinycnn", "--limit", "256",
+                       "--epochs", "1", "--init", "native", "--device", "auto", "--json", "--no-progress")
+    assert code == 0
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["config"]["init"] == "native"
+    assert summary["device"] == ("cuda" if "cuda" in backends.load(backend_name).devices() else "cpu")

@@ -10,23 +10,7 @@ import models  # noqa: E402
 from backends.base import BackendError, OptimizerConfig  # noqa: E402
 from backends.flax_backend import FlaxBackend  # noqa: E402
 from models.params import init_params  # noqa: E402
-
-# Non-square multichannel input, stride, padding, an overlapping pool, two dense layers after a flatten.
-WIDE = models.parse({"name": "wide", "input": [3, 11, 9], "classes": 5, "layers": [
-    {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1},
-    {"type": "relu"},
-    {"type": "maxpool2d", "size": 3, "stride": 1},
-    {"type": "flatten"},
-    {"type": "dense", "units": 7},
-    {"type": "relu"},
-    {"type": "dense", "units": 5},
-]})
-SPECS = {"tinycnn": models.get("tinycnn"), "cnn": models.get("cnn"), "mlp": models.get("mlp"), "wide": WIDE}
-
-
-def batch(spec, n=6, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, *spec.input)), rng.integers(0, spec.classes, n)
+from specs import SPECS, batch, relerr  # noqa: E402
 
 
 def ties(spec, p, n=6):
@@ -35,10 +19,6 @@ def ties(spec, p, n=6):
     x = rng.integers(0, 2, (n, *spec.input)).astype(np.float64)
     q = {k: np.zeros_like(v) if k.endswith("bias") else np.round(v * 16) / 4 for k, v in p.items()}
     return x, rng.integers(0, spec.classes, n), q
-
-
-def relerr(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
 def torch_backend():

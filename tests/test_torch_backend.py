@@ -8,25 +8,8 @@ import models  # noqa: E402
 from backends.base import BackendError, OptimizerConfig  # noqa: E402
 from backends.torch_backend import TorchBackend  # noqa: E402
 from models.params import init_params  # noqa: E402
+from specs import SPECS, batch, relerr  # noqa: E402
 from models.spec import Conv2D, Dense, Flatten, MaxPool2D  # noqa: E402
-
-# Non-square multichannel input, stride, padding, an overlapping pool, two dense layers after a flatten.
-WIDE = models.parse({"name": "wide", "input": [3, 11, 9], "classes": 5, "layers": [
-    {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1},
-    {"type": "relu"},
-    {"type": "maxpool2d", "size": 3, "stride": 1},
-    {"type": "flatten"},
-    {"type": "dense", "units": 7},
-    {"type": "relu"},
-    {"type": "dense", "units": 5},
-]})
-SPECS = {"tinycnn": models.get("tinycnn"), "cnn": models.get("cnn"), "mlp": models.get("mlp"), "wide": WIDE}
-
-
-def batch(spec, n=6, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, *spec.input)), rng.integers(0, spec.classes, n)
-
 
 def windows(x, k, s):
     """Views x[:, :, i::s, j::s] for each kernel offset (i, j), cut to the output size."""
@@ -58,10 +41,6 @@ def numpy_forward(spec, p, x):
 def cross_entropy(logits, y):
     z = logits - logits.max(axis=1, keepdims=True)
     return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]))
-
-
-def relerr(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
 @pytest.mark.parametrize("name", SPECS)
