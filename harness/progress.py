@@ -6,11 +6,13 @@ import time
 
 
 class Progress:
-    """Redraws `label [#####.....] i/n ETA` at most every 0.2 s; silent when disabled."""
+    """Redraws `label [#####.....] i/n ETA` at most every 0.2 s; silent when disabled or not on a terminal."""
 
     def __init__(self, total: int, label: str = "", enabled: bool = True, stream=None):
-        self.total, self.label, self.enabled = total, label, enabled
         self.stream = stream or sys.stderr
+        # Redrawing with \r only makes sense on a terminal; in a log file it is noise.
+        self.total, self.label = total, label
+        self.enabled = enabled and self.stream.isatty()
         self.start = self.last = time.perf_counter()
         self.done = 0
 
