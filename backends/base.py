@@ -46,6 +46,11 @@ class Backend:
         """Devices usable right now, e.g. ["cpu", "cuda"]."""
         raise NotImplementedError(f"{cls.__name__} must implement devices()")
 
+    @classmethod
+    def pin_numerics(cls) -> dict[str, object]:
+        """Pin full-precision, deterministic settings before a comparison; return what is now in force."""
+        return {}
+
     def get_params(self) -> Params:
         """Current parameters in canonical layout, as host NumPy arrays."""
         raise NotImplementedError(f"{self.name} does not support get_params()")

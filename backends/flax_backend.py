@@ -120,6 +120,13 @@ class FlaxBackend(Backend):
             self.set_params(params)
 
     @classmethod
+    def pin_numerics(cls) -> dict[str, object]:
+        """Highest matmul precision everywhere; report x64 and the per-layer precision."""
+        jax.config.update("jax_default_matmul_precision", "highest")
+        return {"matmul_precision": "highest", "layer_precision": str(PRECISION),
+                "x64_enabled": bool(jax.config.jax_enable_x64)}
+
+    @classmethod
     def version(cls) -> str:
         """Versions of flax and of the jax and optax it runs on."""
         return f"flax {flax.__version__} / jax {jax.__version__} / optax {optax.__version__}"

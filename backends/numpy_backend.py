@@ -33,6 +33,12 @@ class NumpyBackend(Backend):
         self.optimizer: SGD | Adam | None = None
 
     @classmethod
+    def pin_numerics(cls) -> dict[str, object]:
+        """Nothing to pin: NumPy computes in the array dtype; report the BLAS it uses."""
+        blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {}).get("name", "unknown")
+        return {"blas": blas}
+
+    @classmethod
     def version(cls) -> str:
         """NumPy's version string."""
         return f"numpy {np.__version__}"

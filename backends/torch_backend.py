@@ -1,6 +1,8 @@
 """The spec lowered to PyTorch: an nn.Sequential with one module per spec layer."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -71,6 +73,18 @@ class TorchBackend(Backend):
         self.opt: torch.optim.Optimizer | None = None
         if params is not None:
             self.set_params(params)
+
+    @classmethod
+    def pin_numerics(cls) -> dict[str, object]:
+        """TF32 off, deterministic kernels, no cuDNN autotuning."""
+        # cuBLAS needs this workspace setting before its first call to be deterministic.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True)
+        return {"tf32": False, "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                "cudnn_benchmark": torch.backends.cudnn.benchmark, "threads": torch.get_num_threads()}
 
     @classmethod
     def version(cls) -> str:

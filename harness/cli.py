@@ -75,6 +75,25 @@ def build_parser() -> Parser:
     p.add_argument("--backends", default=",".join(backends.names()), help="comma-separated backend names")
     p.add_argument("--out", default="results", help="directory for the results JSON and Markdown table")
     _common(p)
+
+    p = sub.add_parser("agree", help="compare first-step gradients and short trajectories across backends")
+    p.add_argument("--model", default="cnn", help=f"shipped spec ({', '.join(models.shipped())}) or a .toml path")
+    p.add_argument("--backends", help="comma-separated; default: numpy,torch,flax where installed")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=0, help="also train this many steps in lockstep")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="for --steps (default sgd)")
+    p.add_argument("--lr", type=_positive_float, default=0.01, help="for --steps (default 0.01)")
+    p.add_argument("--momentum", type=float, default=0.9, help="sgd momentum for --steps (default 0.9)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    p.add_argument("--data", choices=("mnist", "random"), default="mnist",
+                   help="mnist (when the input is 1x28x28) or seeded synthetic batches")
+    p.add_argument("--data-dir", help="directory of MNIST IDX files")
+    p.add_argument("--ties", action="store_true", help="use inputs built to hit relu(0) and max-pool ties")
+    p.add_argument("--check", choices=("fd",), help="fd: NumPy engine vs central finite differences")
+    p.add_argument("--json", action="store_true", help="print the whole result as one JSON document")
+    p.add_argument("--dump", metavar="DIR", help="write params, batch, every backend's grads and a summary")
     return parser
 
 

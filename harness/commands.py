@@ -7,6 +7,7 @@ from pathlib import Path
 import backends
 import models
 from harness import info, report
+from harness.agree_cmd import agree
 from harness.recipe import recipe_for
 from harness.session import make_backend, mnist_for
 from harness.train import train as run_training
@@ -76,4 +77,4 @@ def compare(args) -> int:
 
 
 # Trailing underscores keep `models` and `backends` free for the packages.
-COMMANDS = {"models": models_, "backends": backends_, "train": train, "compare": compare}
+COMMANDS = {"models": models_, "backends": backends_, "train": train, "compare": compare, "agree": agree}

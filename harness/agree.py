@@ -1,0 +1,130 @@
+"""Gradient and trajectory agreement: identical weights and batches into every backend, differences out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+
+import backends
+from backends.base import Backend, OptimizerConfig
+from harness.metrics import compare, tree_distance
+from models import ModelSpec
+from models.params import Params
+
+REFERENCE = "reference"  # the NumPy engine in float64, whatever dtype is under test
+# Relative L2 bounds, enforced on every tensor and every backend pair; docs/agreement.md has the
+# measurements behind them. float64: the contract, met with five orders of magnitude to spare.
+# float32: worst seen 3.3e-6 over cnn/mlp/tinycnn, seeds 1-3, batches 8-256. Rounding in a sum of n
+# terms grows like sqrt(n), and the longest sums (bias gradients) grow with the batch, so the bound does too.
+GRAD_TOL = {"float64": 1e-10, "float32": 1e-5}
+# After K lockstep steps. SGD in float32 drifted at most 4.3e-7 in 100 steps. Adam divides by sqrt(v),
+# so rounding noise in near-zero gradients becomes lr-sized steps: 100 float32 steps drifted up to 1.1e-2.
+TRAJECTORY_TOL = {("float64", "sgd"): 1e-8, ("float64", "adam"): 1e-8,
+                  ("float32", "sgd"): 1e-5, ("float32", "adam"): 5e-2}
+
+
+def grad_tol(dtype: str, batch: int) -> float:
+    """The relative L2 bound for one step at this batch size."""
+    return GRAD_TOL[dtype] * (max(1.0, (batch / 256) ** 0.5) if dtype == "float32" else 1.0)
+
+
+@dataclass
+class Run:
+    """One backend's answers on the shared batch."""
+    name: str
+    loss: float
+    logits: np.ndarray
+    grads: Params
+    device: str
+
+
+@dataclass
+class StepReport:
+    runs: dict[str, Run]
+    rows: list[str]                       # "logits", "loss", then parameters in layer order
+    table: dict[str, dict[str, dict]]     # row -> pair "a~b" -> metrics
+    breaches: list[str] = field(default_factory=list)
+
+
+def pairs(names: list[str]) -> list[tuple[str, str]]:
+    """Each backend against the reference, then every pair of backends."""
+    return [(n, REFERENCE) for n in names] + list(combinations(names, 2))
+
+
+def evaluate(cls: type[Backend], spec: ModelSpec, params: Params, x, y, *, dtype: str, device: str) -> Run:
+    """Loss, logits and canonical gradients of one backend at the given weights."""
+    backend = cls(spec, {k: v.astype(dtype) for k, v in params.items()}, device=device, dtype=dtype)
+    xd = x.astype(dtype)
+    loss, grads = backend.loss_and_grads(xd, y)
+    return Run(cls.name, float(loss), np.asarray(backend.forward(xd)), grads, device)
+
+
+def one_step(spec: ModelSpec, names: list[str], params: Params, x: np.ndarray, y: np.ndarray, *,
+             dtype: str, devices: dict[str, str]) -> StepReport:
+    """Every backend's first-step loss, logits and gradients, compared pairwise and with the reference."""
+    runs = {REFERENCE: evaluate(backends.load("numpy"), spec, params, x, y, dtype="float64", device="cpu")}
+    for name in names:
+        runs[name] = evaluate(backends.load(name), spec, params, x, y, dtype=dtype, device=devices[name])
+    rows = ["logits", "loss", *spec.param_shapes()]
+    table: dict[str, dict[str, dict]] = {row: {} for row in rows}
+    for a, b in pairs(names):
+        for row in rows:
+            table[row][f"{a}~{b}"] = compare(_tensor(runs[a], row), _tensor(runs[b], row))
+    return StepReport(runs, rows, table)
+
+
+def _tensor(run: Run, row: str) -> np.ndarray:
+    if row == "logits":
+        return run.logits
+    if row == "loss":
+        return np.array([run.loss])
+    return run.grads[row]
+
+
+def check(report: StepReport, tol: float, dtype: str) -> list[str]:
+    """One line per tensor and pair whose relative L2 difference exceeds the bound."""
+    return [f"{row}: {pair} differ by {m['rel_l2']:.3g} relative (bound {tol:g} for {dtype})"
+            for row, cells in report.table.items() for pair, m in cells.items() if not m["rel_l2"] <= tol]
+
+
+def worst(report: StepReport, metric: str = "rel_l2") -> tuple[str, str, float]:
+    """The (row, pair, value) furthest from agreement for a metric."""
+    sign = -1 if metric == "cosine" else 1  # cosine is worst when smallest
+    cells = [(row, pair, m[metric]) for row, c in report.table.items() for pair, m in c.items()]
+    return max(cells, key=lambda cell: sign * cell[2])
+
+
+@dataclass
+class Trajectory:
+    losses: dict[str, list[float]]        # backend -> loss at each step
+    distance: dict[str, list[float]]      # pair "a~b" -> relative parameter distance after each step
+
+
+def trajectory(spec: ModelSpec, names: list[str], params: Params, batches, config: OptimizerConfig, *,
+               dtype: str, devices: dict[str, str]) -> Trajectory:
+    """Train every backend and the reference in lockstep on the same batches; record where they drift."""
+    instances: dict[str, Backend] = {REFERENCE: backends.load("numpy")(spec, params, dtype="float64")}
+    for name in names:
+        cast = {k: v.astype(dtype) for k, v in params.items()}
+        instances[name] = backends.load(name)(spec, cast, device=devices[name], dtype=dtype)
+    for backend in instances.values():
+        backend.init_optimizer(config)
+    losses: dict[str, list[float]] = {n: [] for n in instances}
+    distance: dict[str, list[float]] = {f"{a}~{b}": [] for a, b in pairs(names)}
+    for x, y in batches:
+        current = {}
+        for name, backend in instances.items():
+            xd = x.astype("float64" if name == REFERENCE else dtype)
+            losses[name].append(float(backend.train_step(backend.prepare_batch(xd, y))))
+            current[name] = backend.get_params()
+        for a, b in pairs(names):
+            distance[f"{a}~{b}"].append(tree_distance(current[a], current[b]))
+    return Trajectory(losses, distance)
+
+
+def check_trajectory(traj: Trajectory, tol: float, dtype: str) -> list[str]:
+    """One line per pair whose final parameter distance exceeds the bound."""
+    steps = len(next(iter(traj.losses.values())))
+    return [f"parameters: {pair} drift {d[-1]:.3g} relative after {steps} steps (bound {tol:g} for {dtype})"
+            for pair, d in traj.distance.items() if d and not d[-1] <= tol]

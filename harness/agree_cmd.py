@@ -1,0 +1,177 @@
+"""`fwbench agree`: run the agreement checks and print, dump or emit them as JSON."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+import backends
+import models
+from backends.base import BackendError, OptimizerConfig
+from harness import agree as ag
+from harness import agree_view as view
+from harness.data import batch_order, load_mnist, normalize
+from harness.report import git_commit, machine
+from harness.session import MNIST_SHAPE, resolve_device
+from models.params import init_params
+
+SCHEMA = "fwbench.agree/1"
+DEFAULT_BACKENDS = ("numpy", "torch", "flax")
+
+
+def backend_names(text: str | None) -> tuple[list[str], list[str]]:
+    """Backends to compare and notes on defaults skipped for a missing framework."""
+    if text:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        for name in names:
+            backends.load(name)  # unknown or missing: a clear error now
+        return names, []
+    names = [n for n in DEFAULT_BACKENDS if not backends.missing(n)]
+    return names, [f"{n} skipped: not installed" for n in DEFAULT_BACKENDS if n not in names]
+
+
+def batches(spec, args, count: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """`count` float64 batches: MNIST in the harness's batch order, or seeded synthetic data."""
+    if args.data == "mnist" and spec.input == MNIST_SHAPE:
+        data = load_mnist(args.data_dir)
+        order = batch_order(len(data.train_x), args.batch_size, args.seed, 0)
+        picked = [order[i % len(order)] for i in range(count)]
+        out = [(normalize(data.train_x[i], "float64"), data.train_y[i].astype(np.int64)) for i in picked]
+        return out, f"MNIST train batches ({data.source})"
+    rng = np.random.default_rng(args.seed)
+    out = [(rng.standard_normal((args.batch_size, *spec.input)), rng.integers(0, spec.classes, args.batch_size))
+           for _ in range(count)]
+    why = "--data random" if args.data == "random" else f"input {list(spec.input)} is not MNIST's"
+    return out, f"synthetic normal inputs, random labels ({why})"
+
+
+def agree(args) -> int:
+    spec = models.get(args.model)
+    names, notes = backend_names(args.backends)
+    if not names:
+        raise BackendError("no backend to compare; install torch or flax, or pass --backends numpy")
+    classes = {n: backends.load(n) for n in names}
+    numerics = {n: cls.pin_numerics() for n, cls in classes.items()}
+    devices = {n: resolve_device(cls, args.device) for n, cls in classes.items()}
+    params = init_params(spec, args.seed, "float64")
+    data, source = batches(spec, args, max(1, args.steps))
+    x, y = data[0]
+    doc = {"schema": SCHEMA, "model": spec.name, "dtype": args.dtype, "batch_size": len(y), "seed": args.seed,
+           "data": source, "notes": notes, "machine": machine(), "git": git_commit(),
+           "tolerance": {"grad_rel_l2": ag.grad_tol(args.dtype, len(y))}}
+    if args.steps:
+        doc["tolerance"]["trajectory_rel"] = ag.TRAJECTORY_TOL[(args.dtype, args.optimizer)]
+    if args.check == "fd":
+        return fd(spec, params, x, y, doc, args)
+    from harness import ties
+    conventions = {n: ties.probe(cls, devices[n]) for n, cls in classes.items()}
+    if args.ties:
+        x, y, params = ties.tie_case(spec, params, len(y), args.seed)
+        doc["ties_hit"] = ties.count_ties(spec, params, x)
+        doc["data"] = "constructed ties: 0/1 inputs, weights on a 1/4 grid, zero biases"
+    report = ag.one_step(spec, names, params, x, y, dtype=args.dtype, devices=devices)
+    breaches, at_ties = split_ties(ag.check(report, doc['tolerance']['grad_rel_l2'], args.dtype), conventions, args.ties)
+    doc["backends"] = {n: {"version": classes[n].version(), "device": devices[n], "numerics": numerics[n],
+                           "ties": conventions[n], "loss": report.runs[n].loss} for n in names}
+    doc["reference"] = {"backend": "numpy", "dtype": "float64", "loss": report.runs[ag.REFERENCE].loss}
+    doc["table"] = report.table
+    doc["worst"] = {m: list(ag.worst(report, m)) for m in ("max_abs", "rel_l2", "rho", "cosine")}
+    lines = [view.step_table(report), *view.worst_lines(report)]
+    if args.steps:
+        config = OptimizerConfig(args.optimizer, lr=args.lr, momentum=args.momentum if args.optimizer == "sgd" else 0.0)
+        traj = ag.trajectory(spec, names, params, data, config, dtype=args.dtype, devices=devices)
+        breaches += ag.check_trajectory(traj, doc['tolerance']['trajectory_rel'], args.dtype)
+        doc["trajectory"] = {"optimizer": dataclasses.asdict(config),
+                             "losses": traj.losses, "distance": traj.distance}
+        lines += view.trajectory_lines(traj)
+    if args.dump:
+        dump(Path(args.dump), params, x, y, report, doc)
+    doc["breaches"], doc["tie_disagreements"], doc["passed"] = breaches, at_ties, not breaches
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(header(doc, names))
+        print("\n".join(lines))
+        print(verdict(doc))
+    return 1 if breaches else 0
+
+
+def split_ties(breaches: list[str], conventions: dict[str, dict], ties_case: bool) -> tuple[list[str], list[str]]:
+    """On a tie case, a breach between backends with different measured conventions is a tie, not a failure."""
+    if not ties_case:
+        return breaches, []
+    conventions = conventions | {ag.REFERENCE: conventions.get("numpy") or _numpy_conventions()}
+    failures, at_ties = [], []
+    for line in breaches:
+        a, b = line.split(": ", 1)[1].split(" differ")[0].split("~")
+        (at_ties if conventions[a] != conventions[b] else failures).append(line)
+    return failures, at_ties
+
+
+def _numpy_conventions() -> dict:
+    from harness import ties
+    return ties.probe(backends.load("numpy"), "cpu")
+
+
+def fd(spec, params, x, y, doc, args) -> int:
+    """Central finite differences against the NumPy engine's float64 gradients."""
+    from harness.fdcheck import fd_check
+    from harness.fdcheck import worst as fd_worst
+    result = fd_check(spec, params, x, y, seed=args.seed)
+    name, rel = fd_worst(result)
+    doc["fd"], doc["passed"] = result, rel <= FD_TOL
+    if args.json:
+        print(json.dumps(doc))
+        return 0 if doc["passed"] else 1
+    print(f"finite differences: {spec.name}, NumPy engine float64, batch {len(y)}, {doc['data']}")
+    for key, r in result.items():
+        print(f"  {key:12s} {len(r['coords'])} coordinates, worst relative error {r['worst_rel']:.2e}")
+    print(f"worst: {rel:.2e} at {name} (bound {FD_TOL:g}): {'PASS' if doc['passed'] else 'FAIL'}")
+    return 0 if doc["passed"] else 1
+
+
+# Rounding noise in the central differences reads up to ~1e-6 (see harness/fdcheck.py); a wrong
+# gradient is off by far more (a 1% error reads 1e-2).
+FD_TOL = 1e-5
+
+
+def dump(directory: Path, params, x, y, report: ag.StepReport, doc: dict) -> None:
+    """Everything needed to check the gradients with one's own code."""
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez(directory / "params.npz", **params)
+    np.savez(directory / "batch.npz", x=x, y=y)
+    for name, run in report.runs.items():
+        np.savez(directory / f"grads_{name}.npz", **run.grads)
+    summary = {k: doc[k] for k in ("schema", "model", "dtype", "batch_size", "seed", "data", "tolerance")}
+    summary["losses"] = {name: run.loss for name, run in report.runs.items()}
+    summary["backends"] = doc["backends"]
+    (directory / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def header(doc: dict, names: list[str]) -> str:
+    lines = [f"agree: {doc['model']}, {doc['dtype']}, batch {doc['batch_size']}, seed {doc['seed']}; "
+             f"reference: NumPy engine in float64", f"data: {doc['data']}"]
+    lines += [f"note: {n}" for n in doc["notes"]]
+    for n in names:
+        b = doc["backends"][n]
+        settings = ", ".join(f"{k}={v}" for k, v in b["numerics"].items()) or "-"
+        lines.append(f"  {n} ({b['version']}) on {b['device']}: loss {b['loss']:.10f}; {settings}")
+    lines.append("tie conventions (measured):")
+    lines += view.ties_lines({n: doc["backends"][n]["ties"] for n in names})
+    if "ties_hit" in doc:
+        lines.append(f"tie case hits {doc['ties_hit']['relu_zeros']} relu zeros and {doc['ties_hit']['pool_ties']} "
+                     "tied pool windows")
+    return "\n".join(lines) + "\n"
+
+
+def verdict(doc: dict) -> str:
+    lines = [f"differs at ties (conventions differ, not a failure): {t}" for t in doc["tie_disagreements"]]
+    if doc["breaches"]:
+        lines += [f"FAIL {b}" for b in doc["breaches"]]
+    else:
+        tol = doc["tolerance"]
+        lines.append(f"PASS: every tensor within {tol['grad_rel_l2']:g} relative"
+                     + (f", parameters within {tol['trajectory_rel']:g} after the trajectory" if "trajectory" in doc else ""))
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""Text views of an agreement run: the per-tensor table, the worst cells and the verdict."""
+from __future__ import annotations
+
+import sys
+
+from harness.agree import StepReport, Trajectory, worst
+from harness.metrics import DESCRIPTIONS, METRICS
+from harness.table import text_table
+
+
+def step_table(report: StepReport, metric: str = "rel_l2", bold: bool | None = None) -> str:
+    """Rows are tensors in layer order, columns backend pairs; the worst cell is starred (and bold on a tty)."""
+    bold = sys.stdout.isatty() if bold is None else bold
+    pairs = list(next(iter(report.table.values())))
+    worst_row, worst_pair, _ = worst(report, metric)
+    rows = []
+    for row in report.rows:
+        cells = [row]
+        for pair in pairs:
+            text = f"{report.table[row][pair][metric]:.2e}"
+            if (row, pair) == (worst_row, worst_pair):
+                text = f"\x1b[1m{text}*\x1b[0m" if bold else f"{text}*"
+            cells.append(text)
+        rows.append(cells)
+    return f"{DESCRIPTIONS[metric]}, * marks the worst\n" + text_table(["tensor", *pairs], rows)
+
+
+def worst_lines(report: StepReport) -> list[str]:
+    """The worst value of each measure, with where it occurs."""
+    out = []
+    for metric in METRICS:
+        row, pair, value = worst(report, metric)
+        shown = f"1 - {1 - value:.3g}" if metric == "cosine" else f"{value:.3g}"  # cosines all read 1.0 otherwise
+        out.append(f"worst {DESCRIPTIONS[metric]}: {shown} at {row}, {pair}")
+    return out
+
+
+def trajectory_lines(traj: Trajectory) -> list[str]:
+    """Final losses and parameter drift of every pair, with the largest drift seen on the way."""
+    steps = len(next(iter(traj.losses.values())))
+    out = [f"trajectory: {steps} steps in lockstep"]
+    out += [f"  final loss {name}: {values[-1]:.6f}" for name, values in traj.losses.items()]
+    out += [f"  parameter drift {pair}: {d[-1]:.3g} after {steps} steps (largest {max(d):.3g})"
+            for pair, d in traj.distance.items()]
+    return out
+
+
+def ties_lines(conventions: dict[str, dict]) -> list[str]:
+    """Each framework's measured subgradient conventions."""
+    return [f"  {name}: relu'(0) = {c['relu_grad_at_zero']:g}, max-pool ties -> {c['maxpool_tie']}"
+            for name, c in conventions.items()]

@@ -1,0 +1,130 @@
+"""Subgradient conventions at ties, measured through the backend protocol, and inputs that hit them."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+import models
+from backends.base import Backend
+from backends.engine import Tensor, conv2d, dense, flatten, maxpool2d
+from models.params import Params
+from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+
+# One pixel x=1. For the pool probe, a 2x2 conv with padding 1 turns it into the 2x2 map
+# out[i, j] = w[1-i, 1-j] * x, so all-ones weights give a 4-way tie in one 2x2 pool window.
+PIXEL = {"name": "probe", "input": [1, 1, 1], "classes": 2}
+POOL_PROBE = {**PIXEL, "layers": [
+    {"type": "conv2d", "out_channels": 1, "kernel_size": 2, "padding": 1},
+    {"type": "maxpool2d", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 2}]}
+RELU_PROBE = {**PIXEL, "layers": [
+    {"type": "conv2d", "out_channels": 1, "kernel_size": 1},
+    {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "units": 2}]}
+# Dense weights (1, -1) and a bias that makes both logits 0: softmax (1/2, 1/2), label 0, so the
+# gradient reaching the single feature is exactly (1/2 - 1) * 1 + 1/2 * (-1) = -1.
+READOUT = np.array([[1.0, -1.0]])
+NAMED_ROUTES = {"first": [[1, 0], [0, 0]], "last": [[0, 0], [0, 1]],
+                "split": [[0.25, 0.25], [0.25, 0.25]], "all": [[1, 1], [1, 1]]}
+
+
+def probe(cls: type[Backend], device: str = "cpu", dtype: str = "float64") -> dict:
+    """{"relu_grad_at_zero": float, "maxpool_tie": "first"|"last"|"split"|"all"|"other: ..."} for a backend class."""
+    return {"relu_grad_at_zero": _relu_grad_at_zero(cls, device, dtype),
+            "maxpool_tie": _maxpool_tie(cls, device, dtype)}
+
+
+def _relu_grad_at_zero(cls: type[Backend], device: str, dtype: str) -> float:
+    """relu'(0), read off d(loss)/d(conv weight) when the pre-activation is exactly 0."""
+    params = {"0.weight": np.zeros((1, 1, 1, 1)), "0.bias": np.zeros(1),
+              "3.weight": READOUT.copy(), "3.bias": np.zeros(2)}
+    dw = _conv_weight_grad(cls, RELU_PROBE, params, device, dtype)
+    # d(loss)/dw = relu'(0) * upstream * x, with x = 1.
+    return _readable(dw.item() / _upstream(0.0, params["3.weight"], params["3.bias"]))
+
+
+def _maxpool_tie(cls: type[Backend], device: str, dtype: str) -> str:
+    """Which of four tied maxima received the gradient, by name, or the measured 2x2 routing."""
+    params = {"0.weight": np.ones((1, 1, 2, 2)), "0.bias": np.zeros(1),
+              "3.weight": READOUT.copy(), "3.bias": np.array([-1.0, 1.0])}
+    dw = _conv_weight_grad(cls, POOL_PROBE, params, device, dtype)
+    # out[i, j] depends only on w[1-i, 1-j], so flipping dw gives the gradient each output position got.
+    route = np.flip(dw[0, 0]) / _upstream(1.0, params["3.weight"], params["3.bias"])
+    route = [[_readable(v) for v in row] for row in route]
+    for name, want in NAMED_ROUTES.items():
+        if route == want:
+            return name
+    return f"other: {route}"
+
+
+def _conv_weight_grad(cls: type[Backend], spec: dict, params: Params, device: str, dtype: str) -> np.ndarray:
+    """d(loss)/d(layer-0 weight) for the one-pixel input x=1 with label 0."""
+    backend = cls(models.parse(spec), params, device=device, dtype=dtype)
+    _, grads = backend.loss_and_grads(np.ones((1, 1, 1, 1), dtype=dtype), np.zeros(1, dtype=np.int64))
+    return np.asarray(grads["0.weight"], dtype=np.float64)
+
+
+def _upstream(h: float, w: np.ndarray, b: np.ndarray) -> float:
+    """d(loss)/dh for one feature h read out by dense (w, b) into softmax cross-entropy, label 0."""
+    logits = h * w[0] + b
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    p[0] -= 1.0
+    return float(p @ w[0])
+
+
+def _readable(v: float) -> float:
+    """v without float noise below 1e-9, and never -0.0."""
+    return round(float(v), 9) + 0.0
+
+
+def tie_case(spec: ModelSpec, params: Params, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, Params]:
+    """A batch (x, y) and dyadic parameters whose forward pass is exact and full of relu zeros and pool ties."""
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n, *spec.input)) < 0.5).astype(np.float64)
+    y = rng.integers(0, spec.classes, n)
+    # Weights on a grid of about a third of their scale (a power of two, so small integer multiples
+    # of it): every activation is an exact dyadic sum, identical in any framework and summation
+    # order, so all backends see the same ties; coarse steps and zero biases make exact zeros and
+    # equal maxima common. Exact in float32 while the numerators fit 24 bits (true for the shipped specs).
+    quantized = {}
+    for key, value in params.items():
+        value = np.asarray(value, dtype=np.float64)
+        scale = float(np.abs(value).max())
+        if key.endswith(".bias") or scale == 0.0:
+            quantized[key] = np.zeros_like(value)
+            continue
+        step = 2.0 ** round(math.log2(scale / 2))
+        quantized[key] = np.round(value / step) * step
+    return x, y, quantized
+
+
+def count_ties(spec: ModelSpec, params: Params, x: np.ndarray) -> dict[str, int]:
+    """How many relu inputs are exactly 0 and how many max-pool windows have a tied maximum, over all layers."""
+    h = np.asarray(x, dtype=np.float64)
+    zeros = ties = 0
+    for i, layer in enumerate(spec.layers):
+        if isinstance(layer, ReLU):
+            zeros += int(np.count_nonzero(h == 0))
+            h = np.maximum(h, 0)
+        elif isinstance(layer, MaxPool2D):
+            ties += _tied_windows(h, layer.size, layer.step)
+            h = maxpool2d(Tensor(h), layer.size, layer.step).data
+        elif isinstance(layer, Conv2D):
+            w, b = (Tensor(np.asarray(params[f"{i}.{k}"], dtype=np.float64)) for k in ("weight", "bias"))
+            h = conv2d(Tensor(h), w, b, layer.stride, layer.padding).data
+        elif isinstance(layer, Flatten):
+            h = flatten(Tensor(h)).data
+        elif isinstance(layer, Dense):
+            w, b = (Tensor(np.asarray(params[f"{i}.{k}"], dtype=np.float64)) for k in ("weight", "bias"))
+            h = dense(Tensor(h), w, b).data
+        else:
+            raise NotImplementedError(f"count_ties has no forward for layer {i} ({layer.type})")
+    return {"relu_zeros": zeros, "pool_ties": ties}
+
+
+def _tied_windows(h: np.ndarray, size: int, stride: int) -> int:
+    """Windows of NCHW h (VALID, `stride` apart) whose maximum occurs more than once."""
+    windows = sliding_window_view(h, (size, size), axis=(2, 3))[:, :, ::stride, ::stride]
+    best = windows.max(axis=(4, 5), keepdims=True)
+    return int(np.count_nonzero((windows == best).sum(axis=(4, 5)) > 1))
