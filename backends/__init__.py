@@ -21,6 +21,7 @@ BUILTIN: dict[str, Entry] = {
     "numpy": Entry("backends.numpy_backend:NumpyBackend", ("numpy",), "pip install numpy"),
     "torch": Entry("backends.torch_backend:TorchBackend", ("torch",), "pip install 'fwbench[torch]'"),
     "flax": Entry("backends.flax_backend:FlaxBackend", ("jax", "flax", "optax"), "pip install 'fwbench[flax]'"),
+    "micrograd": Entry("backends.micrograd_backend:MicrogradBackend", ("numpy",), "built in; needs only numpy"),
 }
 
 

@@ -72,7 +72,7 @@ def build_parser() -> Parser:
     _common(p)
 
     p = sub.add_parser("compare", help="train several backends from identical weights and compare")
-    p.add_argument("--backends", default=",".join(backends.names()), help="comma-separated backend names")
+    p.add_argument("--backends", default="numpy,torch,flax", help="comma-separated backend names")
     p.add_argument("--out", default="results", help="directory for the results JSON and Markdown table")
     _common(p)
 

@@ -4,13 +4,20 @@ import pytest
 import backends
 
 
+# Backends that compute one Python scalar at a time (MicrogradBackend.scalar_limit): they refuse
+# MNIST-sized training batches, so tests that train on MNIST leave them out.
+SCALAR_BACKENDS = {"micrograd"}
+
+
 def pytest_generate_tests(metafunc):
-    """`backend_name` runs once per backend, skipped (not failed) where its framework is absent."""
-    if "backend_name" in metafunc.fixturenames:
-        params = [pytest.param(name, marks=pytest.mark.skipif(bool(backends.missing(name)),
-                                                              reason=f"{name} not installed"))
-                  for name in backends.names()]
-        metafunc.parametrize("backend_name", params)
+    """`backend_name` runs once per backend, `trainable_backend` once per MNIST-trainable one; absent ones skip."""
+    for fixture, names in [("backend_name", backends.names()),
+                           ("trainable_backend", [n for n in backends.names() if n not in SCALAR_BACKENDS])]:
+        if fixture in metafunc.fixturenames:
+            params = [pytest.param(name, marks=pytest.mark.skipif(bool(backends.missing(name)),
+                                                                  reason=f"{name} not installed"))
+                      for name in names]
+            metafunc.parametrize(fixture, params)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -31,7 +31,7 @@ def test_models_shows_one_spec_layer_by_layer(capsys):
 def test_backends_lists_every_backend(capsys):
     code, out, _ = run(capsys, "backends", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
-    assert set(rows) == {"numpy", "torch", "flax"}
+    assert set(rows) == {"numpy", "torch", "flax", "micrograd"}
     assert rows["numpy"]["status"] == "ok" and "cpu" in rows["numpy"]["devices"]
 
 
@@ -63,12 +63,12 @@ def test_non_mnist_spec_is_refused_clearly(capsys, tmp_path):
     assert code == 2 and "MNIST images are [1, 28, 28]" in err
 
 
-def test_train_json_summary_per_backend(capsys, backend_name):
-    code, out, _ = run(capsys, "train", "--backend", backend_name, "--model", "tinycnn", "--limit", "2000",
+def test_train_json_summary_per_backend(capsys, trainable_backend):
+    code, out, _ = run(capsys, "train", "--backend", trainable_backend, "--model", "tinycnn", "--limit", "2000",
                        "--epochs", "2", "--lr", "0.01", "--json", "--no-progress")
     assert code == 0
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["backend"] == backend_name
+    assert summary["backend"] == trainable_backend
     assert summary["config"]["model"] == "tinycnn" and summary["config"]["train_images"] == 2000
     assert len(summary["epoch_seconds"]) == 2
     first, second = summary["epochs"]
@@ -116,10 +116,10 @@ def test_train_with_a_missing_framework_says_how_to_install(capsys, monkeypatch)
     assert code == 2 and "needs jax, which is not installed; install it with: pip install 'fwbench[flax]'" in err
 
 
-def test_native_init_and_auto_device_are_recorded(capsys, backend_name):
-    code, out, _ = run(capsys, "train", "--backend", backend_name, "--model", "tinycnn", "--limit", "256",
+def test_native_init_and_auto_device_are_recorded(capsys, trainable_backend):
+    code, out, _ = run(capsys, "train", "--backend", trainable_backend, "--model", "tinycnn", "--limit", "256",
                        "--epochs", "1", "--init", "native", "--device", "auto", "--json", "--no-progress")
     assert code == 0
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["config"]["init"] == "native"
-    assert summary["device"] == ("cuda" if "cuda" in backends.load(backend_name).devices() else "cpu")
+    assert summary["device"] == ("cuda" if "cuda" in backends.load(trainable_backend).devices() else "cpu")
