@@ -87,6 +87,10 @@ class Backend:
         """Block until all queued device work is done."""
         raise NotImplementedError(f"{self.name} must implement synchronize()")
 
+    def peak_device_memory(self) -> int | None:
+        """Bytes the framework allocated at most on the GPU so far; None on the CPU."""
+        return None
+
 
 def check_device(backend: type[Backend], device: str) -> None:
     """Raise BackendError unless the device is one the backend can use now."""

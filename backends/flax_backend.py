@@ -198,6 +198,12 @@ class FlaxBackend(Backend):
         self.params, self.opt_state, loss = self._step(self.params, self.opt_state, *batch)
         return loss
 
+    def peak_device_memory(self) -> int | None:
+        """XLA's peak_bytes_in_use on a GPU."""
+        if self.device != "cuda":
+            return None
+        return (self._dev.memory_stats() or {}).get("peak_bytes_in_use")
+
     def synchronize(self) -> None:
         """Block until the queued steps have produced the current parameters and state."""
         jax.block_until_ready((self.params, self.opt_state))

@@ -156,6 +156,10 @@ class TorchBackend(Backend):
         opt.step()
         return loss.detach()
 
+    def peak_device_memory(self) -> int | None:
+        """torch's max_memory_allocated on cuda."""
+        return torch.cuda.max_memory_allocated(self._dev) if self._dev.type == "cuda" else None
+
     def synchronize(self) -> None:
         """Wait for queued CUDA kernels; CPU work is already done when calls return."""
         if self._dev.type == "cuda":

@@ -13,7 +13,7 @@ from backends.base import BackendError, OptimizerConfig
 from harness import agree as ag
 from harness import agree_view as view
 from harness.data import batch_order, load_mnist, normalize
-from harness.report import git_commit, machine
+from harness.provenance import git_commit, machine
 from harness.session import MNIST_SHAPE, resolve_device
 from models.params import init_params
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import backends
 import models
-from harness import info, report
+from harness import info, summary
 from harness.agree_cmd import agree
+from harness.bench.command import bench
 from harness.recipe import recipe_for
 from harness.session import make_backend, mnist_for
 from harness.train import train as run_training
@@ -47,7 +48,7 @@ def _train_one(name: str, spec, data, recipe, args) -> dict:
 
     result = run_training(backend, recipe, data.train_x, data.train_y, data.test_x, data.test_y,
                           seed=args.seed, progress=not args.no_progress, on_epoch=on_epoch)
-    return report.summary(name, type(backend).version(), backend.device, spec, recipe, args, data, result)
+    return summary.summary(name, type(backend).version(), backend.device, spec, recipe, args, data, result)
 
 
 def train(args) -> int:
@@ -68,13 +69,14 @@ def compare(args) -> int:
     data = mnist_for(spec, args.dtype, args.data_dir, args.limit)
     recipe = _recipe(args, spec)
     runs = [_train_one(name, spec, data, recipe, args) for name in names]
-    doc = report.comparison(runs)
-    path = report.write(doc, Path(args.out), f"compare-{spec.name}")
-    table = report.markdown(doc)
+    doc = summary.comparison(runs)
+    path = summary.write(doc, Path(args.out), f"compare-{spec.name}")
+    table = summary.markdown(doc)
     path.with_suffix(".md").write_text(table + "\n")
     print(json.dumps(doc) if args.json else f"\n{table}\n\nwrote {path} and {path.with_suffix('.md')}")
     return 0
 
 
 # Trailing underscores keep `models` and `backends` free for the packages.
-COMMANDS = {"models": models_, "backends": backends_, "train": train, "compare": compare, "agree": agree}
+COMMANDS = {"models": models_, "backends": backends_, "train": train, "compare": compare, "agree": agree,
+            "bench": bench}

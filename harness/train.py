@@ -23,12 +23,15 @@ class EpochLog:
     epoch: int
     train_loss: float
     test_accuracy: float
-    epoch_seconds: float  # training steps only, evaluation excluded
+    epoch_seconds: float  # training steps only: batches were on the device before the clock started
 
 
 @dataclass
 class TrainResult:
     epochs: list[EpochLog] = field(default_factory=list)
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (global step, mean loss since last point)
+    accuracy_curve: list[tuple[float, float, float]] = field(default_factory=list)  # (train s, epochs, accuracy)
+    time_to_accuracy: float | None = None  # training seconds until test accuracy first reached the target
 
     @property
     def test_accuracy(self) -> float:
@@ -61,32 +64,48 @@ def _check(losses: list, epoch: int, first_step: int) -> float:
     return total
 
 
+def eval_points(steps: int, evals_per_epoch: int) -> set[int]:
+    """Step indices after which to evaluate: evenly spread, always including the epoch's last step."""
+    return {max(1, round(k * steps / evals_per_epoch)) - 1 for k in range(1, evals_per_epoch + 1)}
+
+
 def train(backend: Backend, recipe: Recipe, train_x: np.ndarray, train_y: np.ndarray,
           test_x: np.ndarray, test_y: np.ndarray, *, seed: int = 0, progress: bool = True,
-          on_epoch=None) -> TrainResult:
-    """Train with the recipe, evaluating on the test set after each epoch."""
+          on_epoch=None, evals_per_epoch: int = 1, target: float | None = None) -> TrainResult:
+    """Train with the recipe, evaluating on the test set evals_per_epoch times an epoch (off the clock)."""
     backend.init_optimizer(recipe.optimizer)
     steps_per_epoch = math.ceil(len(train_x) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
-    result = TrainResult()
+    result, train_seconds = TrainResult(), 0.0
     for epoch in range(1, recipe.epochs + 1):
         order = batch_order(len(train_x), recipe.batch_size, seed, epoch - 1)
-        images = random_shift(train_x, recipe.shift, seed, epoch - 1)  # before the clock starts
+        images = random_shift(train_x, recipe.shift, seed, epoch - 1)
+        batches = [backend.prepare_batch(images[idx], train_y[idx]) for idx in order]  # before the clock starts
+        evals = eval_points(len(order), evals_per_epoch)
         bar = Progress(len(order), f"epoch {epoch}/{recipe.epochs}", enabled=progress)
-        pending, loss_sum, first = [], 0.0, 0
+        pending, loss_sum, first, epoch_seconds, accuracy = [], 0.0, 0, 0.0, float("nan")
         start = time.perf_counter()
-        for step, idx in enumerate(order):
+        for step, batch in enumerate(batches):
             backend.set_lr(recipe.lr_at((epoch - 1) * steps_per_epoch + step, total))
-            pending.append(backend.train_step(backend.prepare_batch(images[idx], train_y[idx])))
-            if len(pending) == CHECK_EVERY:
-                loss_sum += _check(pending, epoch, first)
+            pending.append(backend.train_step(batch))
+            if len(pending) == CHECK_EVERY or step in evals:
+                chunk = _check(pending, epoch, first)
+                loss_sum += chunk
+                result.loss_curve.append(((epoch - 1) * steps_per_epoch + step + 1, chunk / len(pending)))
                 pending, first = [], step + 1
                 bar.update(step + 1, f"loss {loss_sum / (step + 1):.4f}")
-        loss_sum += _check(pending, epoch, first)
-        backend.synchronize()
-        seconds = time.perf_counter() - start
+            if step in evals:
+                backend.synchronize()
+                epoch_seconds += time.perf_counter() - start
+                accuracy = evaluate(backend, test_x, test_y)
+                done = train_seconds + epoch_seconds
+                result.accuracy_curve.append((done, epoch - 1 + (step + 1) / len(order), accuracy))
+                if target is not None and result.time_to_accuracy is None and accuracy >= target:
+                    result.time_to_accuracy = done
+                start = time.perf_counter()
         bar.close()
-        log = EpochLog(epoch, loss_sum / len(order), evaluate(backend, test_x, test_y), seconds)
+        train_seconds += epoch_seconds
+        log = EpochLog(epoch, loss_sum / len(order), accuracy, epoch_seconds)
         result.epochs.append(log)
         if on_epoch:
             on_epoch(log)

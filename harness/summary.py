@@ -1,45 +1,18 @@
-"""Self-describing run summaries, written atomically, and the Markdown table derived from them."""
+"""`fwbench compare`: self-describing training summaries, written atomically, and their Markdown table."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from statistics import median
 
+from harness.provenance import git_commit, machine
 from harness.table import markdown_table
 
 SCHEMA = "fwbench.compare/1"
-
-
-def machine() -> dict:
-    """What ran it: CPU, cores, OS and Python."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version()}
-
-
-def git_commit() -> dict:
-    """The commit of the working tree and whether it had uncommitted changes."""
-    here = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return {"commit": None, "dirty": None}
-    if sha.returncode != 0:
-        return {"commit": None, "dirty": None}
-    return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
 def summary(name, version, device, spec, recipe, args, data, result) -> dict:

@@ -1,0 +1,1 @@
+"""`fwbench bench`: the backend x model x batch-size matrix, one fresh process per cell."""

@@ -1,0 +1,84 @@
+"""One benchmark cell, run in a fresh process: `python -m harness.bench.cell CELL.json OUT.json`."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import backends
+import models
+from backends.base import OptimizerConfig
+from harness.bench.timing import time_steps
+from harness.data import batch_order
+from harness.recipe import Recipe
+from harness.session import make_backend, mnist_for, resolve_device
+from harness.train import train
+
+
+def recipe_from(d: dict) -> Recipe:
+    opt = dict(d["optimizer"], betas=tuple(d["optimizer"]["betas"]))
+    return Recipe(**{**d, "optimizer": OptimizerConfig(**opt)})
+
+
+def run(cell: dict) -> dict:
+    """Step timing, then (for training cells) the recipe with periodic evaluation; everything JSON-able."""
+    spec = models.get(cell["model"])
+    cls = backends.load(cell["backend"])
+    device = resolve_device(cls, cell["device"])
+    out = {"device": device, "framework_version": cls.version(), "numerics": cls.pin_numerics()}
+    data = mnist_for(spec, cell["dtype"], os.environ.get("FWBENCH_DATA"), cell["limit"])
+    recipe = recipe_from(cell["recipe"])
+    build = dict(device=device, dtype=cell["dtype"], seed=cell["seed"], init="canonical")
+
+    backend = make_backend(cell["backend"], spec, **build)
+    backend.init_optimizer(recipe.optimizer)
+    count = 1 + cell["warmup_steps"] + cell["timed_steps"]
+    order = batch_order(len(data.train_x), cell["batch_size"], cell["seed"], 0)
+    batches = [backend.prepare_batch(data.train_x[i], data.train_y[i]) for i in order[:count]]
+    timing = time_steps(backend, batches, [recipe.optimizer.lr], cell["warmup_steps"], cell["timed_steps"])
+    metrics = {**timing, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3}
+    peaks = [backend.peak_device_memory()]
+    del backend, batches
+
+    curves = filters = None
+    if cell["train"]:
+        backend = make_backend(cell["backend"], spec, **build)
+        result = train(backend, recipe, data.train_x, data.train_y, data.test_x, data.test_y, seed=cell["seed"],
+                       progress=False, evals_per_epoch=cell["evals_per_epoch"], target=cell["target"])
+        seconds = [e.epoch_seconds for e in result.epochs]
+        metrics |= {"epoch_s": float(np.median(seconds[1:] or seconds)), "epoch_s_each": seconds,
+                    "test_accuracy": result.test_accuracy, "accuracy_target": cell["target"],
+                    "time_to_accuracy_s": result.time_to_accuracy}
+        curves = {"loss": result.loss_curve, "accuracy": result.accuracy_curve}
+        conv = next((k for k, v in backend.get_params().items() if v.ndim == 4), None)
+        filters = backend.get_params()[conv].tolist() if conv else None
+        peaks.append(backend.peak_device_memory())
+    peak = max((p for p in peaks if p is not None), default=None)
+    # ru_maxrss is in KiB on Linux: the whole life of this process, which ran only this cell.
+    metrics |= {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "gpu_peak_mb": peak / 2**20 if peak is not None else None}
+    out |= {"metrics": metrics, "curves": curves, "filters": filters,
+            "data": data.source, "train_images": len(data.train_x), "test_images": len(data.test_x)}
+    return out
+
+
+def main(argv: list[str]) -> int:
+    cell = json.loads(Path(argv[0]).read_text())
+    try:
+        result = {"status": "ok", "error": None, **run(cell)}
+    except Exception as e:  # recorded in the results; the matrix goes on
+        result = {"status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0]}
+    fd, tmp = tempfile.mkstemp(dir=Path(argv[1]).parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,59 @@
+"""`fwbench bench`: turn the options into a suite, check them up front, and run it."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import backends
+import models
+from backends.base import BackendError
+from harness.bench.runner import run_suite
+from harness.bench.suite import PRESETS
+from harness.session import MNIST_SHAPE
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", choices=tuple(PRESETS), default="default",
+                   help="quick: about a minute; default: what make bench runs; full: more sizes, repeats, GPU")
+    p.add_argument("--backends", help="comma-separated; default: the suite's (numpy,torch,flax)")
+    p.add_argument("--models", help="comma-separated shipped names or .toml paths; default: cnn,mlp")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="default: the suite's")
+    p.add_argument("--batch-sizes", help="comma-separated, e.g. 64,512; default: the suite's")
+    p.add_argument("--repeat", type=int, help="run the timing cells N times; default: the suite's")
+    p.add_argument("--out", default="results", help="directory for the results file (default results/)")
+
+
+def _list(text: str | None) -> tuple[str, ...] | None:
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else None
+
+
+def suite_from(args):
+    """The preset with the user's overrides, every name checked before anything runs."""
+    suite = PRESETS[args.suite]
+    names, model_names = _list(args.backends), _list(args.models)
+    for name in names or ():
+        if name not in backends.names():
+            raise BackendError(f"unknown backend '{name}'; choose from {', '.join(backends.names())}")
+    for name in model_names or ():
+        spec = models.get(name)
+        if spec.input != MNIST_SHAPE:
+            raise models.SpecError(f"model '{name}' takes input {list(spec.input)}; the suite trains on MNIST "
+                                   f"{list(MNIST_SHAPE)}")
+    sizes = _list(args.batch_sizes)
+    try:
+        sizes = tuple(int(s) for s in sizes) if sizes else None
+    except ValueError:
+        raise ValueError(f"--batch-sizes takes whole numbers such as 64,512, got '{args.batch_sizes}'") from None
+    if sizes and min(sizes) < 1 or args.repeat is not None and args.repeat < 1:
+        raise ValueError("--batch-sizes and --repeat must be positive")
+    overrides = {"backends": names, "models": model_names, "device": args.device, "batch_sizes": sizes,
+                 "repeat": args.repeat}
+    return replace(suite, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def bench(args) -> int:
+    suite = suite_from(args)
+    path = run_suite(suite, Path(args.out))
+    print(f"wrote {path}; make the tables with: fwbench report {path}")
+    return 0

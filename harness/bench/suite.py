@@ -1,0 +1,77 @@
+"""Suite presets and the cells they expand to."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from harness.recipe import RECIPES, Recipe
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    models: tuple[str, ...] = ("cnn", "mlp")
+    backends: tuple[str, ...] = ("numpy", "torch", "flax")
+    batch_sizes: tuple[int, ...] = (64,)
+    device: str = "cpu"
+    repeat: int = 1
+    timed_steps: int = 50
+    warmup_steps: int = 5
+    train: bool = True            # run the recipe for accuracy, time-to-accuracy, epoch time and curves
+    limit: int | None = None      # train on the first N images (quick looks), None for all of MNIST
+    epochs: int | None = None     # override the recipe's epochs
+    evals_per_epoch: int = 4      # test-set evaluations per epoch, to find the time-to-accuracy
+
+
+PRESETS = {
+    # About a minute on 2 cores: the real models, one short epoch on a slice of MNIST.
+    "quick": Suite("quick", timed_steps=20, warmup_steps=3, limit=6400, epochs=1, evals_per_epoch=2),
+    # `make bench`: the default recipes on all of MNIST, every metric, on the CPU.
+    "default": Suite("default"),
+    # More batch sizes, repeats, and the GPU where there is one.
+    "full": Suite("full", batch_sizes=(64, 512), device="auto", repeat=3, timed_steps=100),
+}
+# The accuracy each model's recipe is judged by: the course's published figures.
+TARGETS = {"cnn": 0.985, "mlp": 0.970}
+
+
+@dataclass(frozen=True)
+class Cell:
+    backend: str
+    model: str
+    batch_size: int
+    device: str
+    repeat: int
+    timed_steps: int
+    warmup_steps: int
+    train: bool                   # only at the recipe's own batch size, and only on the first repeat
+    limit: int | None
+    recipe: dict
+    target: float | None
+    evals_per_epoch: int
+    dtype: str = "float32"
+    seed: int = 0
+
+    def label(self) -> str:
+        return f"{self.backend} {self.model} b{self.batch_size} {self.device}" + (f" #{self.repeat + 1}" if self.repeat else "")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def recipe_of(model: str, suite: Suite) -> Recipe:
+    recipe = RECIPES.get(model, Recipe())
+    return replace(recipe, epochs=suite.epochs) if suite.epochs else recipe
+
+
+def cells(suite: Suite) -> list[Cell]:
+    """The matrix in run order: repeat, then model, then batch size, then backend (backends back to back)."""
+    out = []
+    for r in range(suite.repeat):
+        for model in suite.models:
+            recipe = recipe_of(model, suite)
+            for bs in suite.batch_sizes:
+                for backend in suite.backends:
+                    trains = suite.train and r == 0 and bs == recipe.batch_size
+                    out.append(Cell(backend, model, bs, suite.device, r, suite.timed_steps, suite.warmup_steps,
+                                    trains, suite.limit, asdict(recipe), TARGETS.get(model), suite.evals_per_epoch))
+    return out

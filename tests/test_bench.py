@@ -1,0 +1,83 @@
+"""`fwbench bench`: cells in fresh processes, a self-describing results file, failures and interruptions kept."""
+import json
+from dataclasses import replace
+
+import pytest
+
+from harness.bench import runner
+from harness.bench.results import SCHEMA
+from harness.bench.suite import PRESETS, Suite, cells
+from harness.cli import main
+
+TINY = replace(PRESETS["quick"], name="tiny", models=("mlp",), backends=("numpy", "micrograd"),
+               timed_steps=5, warmup_steps=1, limit=640)
+
+
+def test_quick_preset_covers_the_matrix():
+    quick = cells(PRESETS["quick"])
+    assert {(c.backend, c.model) for c in quick} == {(b, m) for b in ("numpy", "torch", "flax") for m in ("cnn", "mlp")}
+    full = cells(PRESETS["full"])
+    assert {c.batch_size for c in full} == {64, 512} and {c.repeat for c in full} == {0, 1, 2}
+    # the recipe runs once per backend and model: at its own batch size, on the first repeat
+    assert sum(c.train for c in full) == 6
+
+
+def test_results_file_is_self_describing_and_keeps_a_failed_cell(tmp_path):
+    path = runner.run_suite(TINY, tmp_path, log=lambda *a: None)
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == SCHEMA and doc["status"] == "complete" and doc["finished"]
+    assert {"cpu", "cores", "ram_gb", "gpu", "os", "python"} <= set(doc["machine"])
+    assert set(doc["git"]) == {"commit", "dirty"}
+    assert doc["metrics"]["step_ms"]["unit"] == "ms" and "synchronize" in doc["metrics"]["step_ms"]["how"]
+    ok, failed = doc["cells"]
+    assert ok["backend"] == "numpy" and ok["status"] == "ok"
+    m = ok["metrics"]
+    assert m["step_ms"] > 0 and m["images_per_s"] == pytest.approx(64 / m["step_ms"] * 1e3)
+    assert 0.2 < m["test_accuracy"] <= 1 and m["peak_rss_mb"] > 50 and m["gpu_peak_mb"] is None
+    assert m["agreement_worst_rel_l2"] < 1e-5
+    assert ok["curves"]["loss"] and len(ok["curves"]["accuracy"]) == 2 and ok["filters"] is None  # mlp: no conv
+    assert ok["recipe"]["optimizer"]["name"] == "adam" and ok["train_images"] == 640
+    # micrograd refuses the mlp: recorded with its reason, and the run still completed
+    assert failed["status"] == "error" and "micrograd" in failed["error"] and "\n" not in failed["error"]
+    assert doc["agreement"]["mlp"]["worst_rel_l2"]["numpy"] < 1e-5
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_interrupted_run_keeps_finished_cells(tmp_path, monkeypatch):
+    real, calls = runner.run_cell, []
+
+    def interrupt_second(cell):
+        calls.append(cell)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(cell)
+
+    monkeypatch.setattr(runner, "run_cell", interrupt_second)
+    monkeypatch.setattr(runner, "agreement", lambda model, suite: {})
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_suite(replace(TINY, backends=("numpy", "numpy")), tmp_path, log=lambda *a: None)
+    doc = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    assert doc["status"] == "interrupted" and len(doc["cells"]) == 1 and doc["cells"][0]["status"] == "ok"
+
+
+def test_cell_process_crash_is_recorded(monkeypatch):
+    cell = cells(replace(TINY, backends=("numpy",)))[0]
+    monkeypatch.setattr(runner.sys, "executable", "/bin/false")
+    record = runner.run_cell(cell)
+    assert record["status"] == "error" and record["error"].startswith("cell process exit 1")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["bench", "--backends", "numpy,caffe"], "unknown backend 'caffe'"),
+    (["bench", "--models", "resnet"], "unknown model 'resnet'"),
+    (["bench", "--batch-sizes", "64,big"], "--batch-sizes takes whole numbers"),
+    (["bench", "--suite", "huge"], "invalid choice: 'huge'"),
+])
+def test_bad_options_fail_before_running(capsys, argv, needle, tmp_path):
+    try:
+        code = main([*argv, "--out", str(tmp_path)])
+    except SystemExit as exit:
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())
