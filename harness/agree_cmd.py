@@ -53,6 +53,12 @@ def agree(args) -> int:
     if not names:
         raise BackendError("no backend to compare; install torch or flax, or pass --backends numpy")
     classes = {n: backends.load(n) for n in names}
+    if args.skip_unsupported:
+        classes, skipped = usable(classes, spec, args)
+        notes += skipped
+        names = list(classes)
+        if not names:
+            raise BackendError("no backend left to compare: " + "; ".join(skipped))
     numerics = {n: cls.pin_numerics() for n, cls in classes.items()}
     devices = {n: resolve_device(cls, args.device) for n, cls in classes.items()}
     params = init_params(spec, args.seed, "float64")
@@ -96,6 +102,19 @@ def agree(args) -> int:
         print("\n".join(lines))
         print(verdict(doc))
     return 1 if breaches else 0
+
+
+def usable(classes: dict, spec, args) -> tuple[dict, list[str]]:
+    """The backends that accept this spec, dtype and device, and a note for each one that refuses."""
+    params = init_params(spec, args.seed, args.dtype)
+    kept, notes = {}, []
+    for name, cls in classes.items():
+        try:
+            cls(spec, params, device=resolve_device(cls, args.device), dtype=args.dtype)
+            kept[name] = cls
+        except BackendError as e:
+            notes.append(f"{name} skipped: {e}")
+    return kept, notes
 
 
 def split_ties(breaches: list[str], conventions: dict[str, dict], ties_case: bool) -> tuple[list[str], list[str]]:

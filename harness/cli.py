@@ -94,6 +94,8 @@ def build_parser() -> Parser:
     p.add_argument("--check", choices=("fd",), help="fd: NumPy engine vs central finite differences")
     p.add_argument("--json", action="store_true", help="print the whole result as one JSON document")
     p.add_argument("--dump", metavar="DIR", help="write params, batch, every backend's grads and a summary")
+    p.add_argument("--skip-unsupported", action="store_true",
+                   help="leave out, with a note, a backend that refuses this model, dtype or device")
 
     p = sub.add_parser("bench", help="run the benchmark suite: backend x model x batch size, one process per cell")
     from harness.bench.command import add_arguments as bench_arguments

@@ -152,3 +152,12 @@ def test_finite_differences(capsys):
 def test_unknown_backend_is_one_line(capsys):
     code, _, err = agree(capsys, "--backends", "numpy,theano")
     assert code == 2 and "unknown backend 'theano'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_skip_unsupported_leaves_out_a_refusing_backend_with_a_note(capsys):
+    code, doc, _ = agree_json(capsys, "--model", "mlp", "--backends", "numpy,micrograd", "--batch-size", "4",
+                              "--skip-unsupported")
+    assert code == 0 and list(doc["backends"]) == ["numpy"]
+    assert doc["notes"][0].startswith("micrograd skipped: backend 'micrograd'")
+    code, _, err = agree(capsys, "--model", "mlp", "--backends", "numpy,micrograd", "--batch-size", "4")
+    assert code == 2 and "micrograd" in err

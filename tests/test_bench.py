@@ -40,6 +40,7 @@ def test_results_file_is_self_describing_and_keeps_a_failed_cell(tmp_path):
     # micrograd refuses the mlp: recorded with its reason, and the run still completed
     assert failed["status"] == "error" and "micrograd" in failed["error"] and "\n" not in failed["error"]
     assert doc["agreement"]["mlp"]["worst_rel_l2"]["numpy"] < 1e-5
+    assert any(n.startswith("micrograd skipped: ") for n in doc["agreement"]["mlp"]["notes"])
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 

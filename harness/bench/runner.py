@@ -71,16 +71,18 @@ def agreement(model: str, suite: Suite) -> dict:
     """fwbench agree in float32 on one MNIST batch, summarised per backend; an error is recorded, not raised."""
     names = [b for b in suite.backends if b in backends.names() and not backends.missing(b)]
     cmd = [sys.executable, "-m", "harness", "agree", "--model", model, "--backends", ",".join(names),
-           "--device", suite.device, "--batch-size", "32", "--json"]
+           "--device", suite.device, "--batch-size", "32", "--skip-unsupported", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     try:
         doc = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         return {"error": (proc.stderr.strip().splitlines() or ["fwbench agree failed"])[-1]}
     table = {row: {pair: m["rel_l2"] for pair, m in cells_.items()} for row, cells_ in doc["table"].items()}
-    worst = {n: max(table[row][f"{n}~reference"] for row in table) for n in names}
-    return {"worst_rel_l2": worst, "table": table, "ties": {n: doc["backends"][n]["ties"] for n in names},
-            "passed": doc["passed"], "tolerance": doc["tolerance"]["grad_rel_l2"], "data": doc["data"]}
+    compared = list(doc["backends"])
+    worst = {n: max(table[row][f"{n}~reference"] for row in table) for n in compared}
+    return {"worst_rel_l2": worst, "table": table, "ties": {n: doc["backends"][n]["ties"] for n in compared},
+            "passed": doc["passed"], "tolerance": doc["tolerance"]["grad_rel_l2"], "data": doc["data"],
+            "notes": doc["notes"]}
 
 
 def describe(record: dict) -> str:
