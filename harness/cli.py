@@ -100,6 +100,10 @@ def build_parser() -> Parser:
     p = sub.add_parser("bench", help="run the benchmark suite: backend x model x batch size, one process per cell")
     from harness.bench.command import add_arguments as bench_arguments
     bench_arguments(p)
+
+    p = sub.add_parser("report", help="tables and plots from results files: Markdown, HTML or CSV")
+    from harness.reporting.cli_args import add_arguments as report_arguments
+    report_arguments(p)
     return parser
 
 

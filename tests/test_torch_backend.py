@@ -4,7 +4,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import models  # noqa: E402
 from backends.base import BackendError, OptimizerConfig  # noqa: E402
 from backends.torch_backend import TorchBackend  # noqa: E402
 from models.params import init_params  # noqa: E402

@@ -5,7 +5,6 @@ import json
 import os
 import resource
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 import backends
 import models
 from backends.base import OptimizerConfig
+from harness.atomic import atomic_write_json
 from harness.bench.timing import time_steps
 from harness.data import batch_order
 from harness.recipe import Recipe
@@ -30,7 +30,8 @@ def run(cell: dict) -> dict:
     spec = models.get(cell["model"])
     cls = backends.load(cell["backend"])
     device = resolve_device(cls, cell["device"])
-    out = {"device": device, "framework_version": cls.version(), "numerics": cls.pin_numerics()}
+    out = {"device": device, "framework_version": cls.version(), "numerics": cls.pin_numerics(),
+           "parameters": spec.param_count()}
     data = mnist_for(spec, cell["dtype"], os.environ.get("FWBENCH_DATA"), cell["limit"])
     recipe = recipe_from(cell["recipe"])
     build = dict(device=device, dtype=cell["dtype"], seed=cell["seed"], init="canonical")
@@ -73,10 +74,7 @@ def main(argv: list[str]) -> int:
         result = {"status": "ok", "error": None, **run(cell)}
     except Exception as e:  # recorded in the results; the matrix goes on
         result = {"status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0]}
-    fd, tmp = tempfile.mkstemp(dir=Path(argv[1]).parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, argv[1])
+    atomic_write_json(Path(argv[1]), result)
     return 0
 
 

@@ -1,12 +1,10 @@
 """The results document of one bench run: provenance, metric definitions, cells; written atomically."""
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
+from harness.atomic import atomic_write_json
 from harness.provenance import git_commit, machine
 
 SCHEMA = "fwbench.results/1"
@@ -45,15 +43,7 @@ def path_for(directory: Path, suite: str) -> Path:
 
 def save(doc: dict, path: Path) -> None:
     """Replace path with doc in one step, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(path, doc)
 
 
 def finish(doc: dict, status: str) -> None:

@@ -1,0 +1,83 @@
+"""Find and read results files, checking them against schema fwbench.results/1."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+SCHEMA = "fwbench.results/1"
+DEFAULT_DIR = Path("results")
+STAMP = re.compile(r"(\d{8}-\d{6})\.json$")
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read; the message is one line and names the file."""
+
+
+def find(paths: list[str] | None) -> list[Path]:
+    """Files named, directories expanded to their bench-*.json; no paths means the newest in results/."""
+    if not paths:
+        runs = _runs(DEFAULT_DIR)
+        if not runs:
+            raise ResultsError(f"{DEFAULT_DIR}/: no bench-*.json results files; run `fwbench bench` first")
+        return runs[-1:]
+    out: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            runs = _runs(path)
+            if not runs:
+                raise ResultsError(f"{path}/: no bench-*.json results files")
+            out += runs
+        elif path.exists():
+            out.append(path)
+        else:
+            raise ResultsError(f"{path}: no such file or directory")
+    return out
+
+
+def _runs(directory: Path) -> list[Path]:
+    """bench-*.json in a directory, oldest first by the timestamp in the name (then mtime)."""
+    def key(p: Path):
+        m = STAMP.search(p.name)
+        return (m.group(1) if m else "", p.stat().st_mtime)
+    return sorted(directory.glob("bench-*.json"), key=key)
+
+
+def load(path: str | Path) -> dict:
+    """The parsed results of one file, or ResultsError naming the file and what is wrong."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot read: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path}: not JSON ({str(e).splitlines()[0]})") from None
+    problem = _problem(data)
+    if problem:
+        raise ResultsError(f"{path}: {problem}")
+    return data
+
+
+def _problem(data) -> str | None:
+    """What makes data not a usable fwbench.results/1 document, or None."""
+    if not isinstance(data, dict) or "schema" not in data:
+        return f"not a fwbench results file (no \"schema\": \"{SCHEMA}\")"
+    if data["schema"] != SCHEMA:
+        return f"unsupported schema {data['schema']!r}; this fwbench reads {SCHEMA}"
+    if not isinstance(data.get("cells"), list):
+        return "\"cells\" must be a list"
+    for i, cell in enumerate(data["cells"]):
+        if not isinstance(cell, dict):
+            return f"cells[{i}] is not an object"
+        for key in ("backend", "model"):
+            if not isinstance(cell.get(key), str):
+                return f"cells[{i}] has no \"{key}\""
+        if cell.get("status") not in ("ok", "error"):
+            return f"cells[{i}] ({cell['backend']} {cell['model']}) has status {cell.get('status')!r}, not ok or error"
+        if cell["status"] == "ok" and not isinstance(cell.get("metrics"), dict):
+            return f"cells[{i}] ({cell['backend']} {cell['model']}) is ok but has no \"metrics\" object"
+    for key in ("machine", "git", "frameworks", "agreement", "overhead", "metrics"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"\"{key}\" must be an object"
+    return None

@@ -1,0 +1,56 @@
+"""The Markdown report: run facts, one table per model, harness overhead and the course table."""
+from __future__ import annotations
+
+from harness.reporting import tables
+from harness.reporting.course import course_table
+
+
+def cell(text: str) -> str:
+    """Escape what would end a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table_md(table: tables.Table, level: int = 3) -> str:
+    """A heading, a GitHub table (bold best values, failed rows carry their error) and the note."""
+    width = len(table.headers)
+    lines = [f"{'#' * level} {table.title}", "",
+             "| " + " | ".join(table.headers) + " |",
+             "| --- |" + (" ---: |" if table.right else " --- |") * (width - 1)]
+    for row in table.rows:
+        if row.error is not None:
+            texts = [row.cells[0], f"failed: {row.error}"] + [""] * (width - 2)
+        else:
+            texts = [f"**{t}**" if i in row.best else t for i, t in enumerate(row.cells)]
+        lines.append("| " + " | ".join(cell(t) for t in texts) + " |")
+    if table.note:
+        lines += ["", table.note]
+    return "\n".join(lines)
+
+
+def facts_line(results: dict) -> str:
+    """The machine, software, commit, suite and date on one line."""
+    return " · ".join(f"**{k}**: {cell(v)}" for k, v in tables.run_facts(results))
+
+
+def run_md(results: dict, level: int = 2) -> str:
+    """Every section for one results file."""
+    parts = [facts_line(results), tables.EPOCH_NOTE]
+    parts += [table_md(tables.model_table(results, m), level) for m in tables.models_in(results)]
+    overhead = tables.overhead_table(results)
+    if overhead:
+        parts.append(table_md(overhead, level))
+    parts.append(table_md(course_table(results), level))
+    notes = tables.metric_notes(results)
+    if notes:
+        parts.append(f"{'#' * level} How each metric is measured\n\n"
+                     + "\n".join(f"- `{name}` ({cell(text)})" for name, text in notes))
+    return "\n\n".join(parts)
+
+
+def render(runs: list[tuple[str, dict]]) -> str:
+    """The whole document; one section per results file when there are several."""
+    if len(runs) == 1:
+        name, results = runs[0]
+        return f"# fwbench report: {name}\n\n{run_md(results)}\n"
+    body = "\n\n".join(f"## {name}\n\n{run_md(results, level=3)}" for name, results in runs)
+    return f"# fwbench report\n\n{body}\n"

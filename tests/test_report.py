@@ -1,0 +1,243 @@
+"""`fwbench report`: Markdown, HTML, CSV and --compare views of a results file, and bad-file errors."""
+import argparse
+import base64
+import copy
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import results_fixture
+from harness.reporting import ResultsError, compare, render, report
+from harness.reporting.cli_args import add_arguments
+from harness.reporting.load import load
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "bench-default-20261126-054000.json"
+COLUMNS = ["backend", "step ms", "images/s", "epoch s", "compile s", "peak MB", "accuracy",
+           "time to accuracy s", "worst grad diff"]
+
+
+@pytest.fixture
+def results_file(tmp_path):
+    return results_fixture.write(tmp_path / NAME)
+
+
+def args(*argv):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def tables(md: str) -> dict[str, list[list[str]]]:
+    """Markdown tables by the heading above them, as rows of stripped cells (header row first)."""
+    out, title = {}, None
+    for line in md.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("# ")
+        elif line.startswith("| ") and not line.startswith("| ---"):
+            out.setdefault(title, []).append([c.strip() for c in line.strip("|").split(" | ")])
+    return out
+
+
+def row(table, label):
+    return next(r for r in table if r[0] == label)
+
+
+def test_markdown_has_one_table_per_model_with_every_column(results_file):
+    found = tables(render([str(results_file)]))
+    model_tables = {t: rows for t, rows in found.items() if rows[0] == COLUMNS}
+    assert list(model_tables) == ["cnn (54,410 parameters)", "mlp (109,386 parameters)"]
+    assert len(model_tables["cnn (54,410 parameters)"]) == 1 + 4  # three backends and the failed cell
+    assert len(model_tables["mlp (109,386 parameters)"]) == 1 + 3
+
+
+def test_markdown_bolds_the_best_value_of_each_column(results_file):
+    found = tables(render([str(results_file)]))
+    cnn, mlp = found["cnn (54,410 parameters)"], found["mlp (109,386 parameters)"]
+    step = COLUMNS.index("step ms")
+    assert [r[step] for r in cnn[1:4]] == ["13.00", "**6.71**", "24.40"]  # lowest step time
+    assert row(cnn, "torch batch 64")[COLUMNS.index("images/s")] == "**9,538**"  # highest throughput
+    assert row(cnn, "flax batch 64")[COLUMNS.index("worst grad diff")] == "**2.0e-07**"
+    assert row(mlp, "flax batch 64")[COLUMNS.index("accuracy")] == "**97.75%**"
+    assert row(mlp, "numpy batch 64")[COLUMNS.index("time to accuracy s")] == "not reached"
+    # torch and numpy tie on cnn accuracy: both are the best
+    assert [row(cnn, b)[COLUMNS.index("accuracy")] for b in ("numpy batch 64", "torch batch 64")] == ["**98.71%**"] * 2
+
+
+def test_failed_cell_shows_its_one_line_error(tmp_path):
+    data = results_fixture.build()
+    data["cells"][-1]["error"] = results_fixture.FAILED_ERROR + "\nTraceback (most recent call last): ..."
+    path = results_fixture.write(tmp_path / NAME, data)
+    cnn = tables(render([str(path)]))["cnn (54,410 parameters)"]
+    failed = row(cnn, "flax batch 512")
+    assert failed[1] == f"failed: {results_fixture.FAILED_ERROR}"
+    assert "Traceback" not in render([str(path)])
+
+
+def test_header_describes_the_machine_and_how_epochs_are_timed(results_file):
+    md = render([str(results_file)])
+    header = next(line for line in md.splitlines() if line.startswith("**Machine**"))
+    for fact in ("Intel(R) Xeon(R) Processor", "2 cores", "23.5 GB RAM", "no GPU", "Python 3.11.7",
+                 "torch 2.13.0+cpu", "abc1234def56 (dirty)", "default", "2026-11-26"):
+        assert fact in header
+    assert "data already in memory" in md and "excludes evaluation" in md
+
+
+def test_gpu_memory_shares_the_cell_with_host_memory(tmp_path):
+    data = results_fixture.build()
+    data["machine"]["gpu"] = [{"name": "NVIDIA H200", "driver": "580.159.04", "memory_mb": 143771}]
+    data["cells"][1]["metrics"]["gpu_peak_mb"] = 1024.0
+    md = render([str(results_fixture.write(tmp_path / NAME, data))])
+    assert "NVIDIA H200" in md and "no GPU" not in md
+    assert row(tables(md)["cnn (54,410 parameters)"], "torch batch 64")[COLUMNS.index("peak MB")] == "812 / 1,024 GPU"
+
+
+def test_overhead_table(results_file):
+    overhead = tables(render([str(results_file)]))["Harness overhead"]
+    assert overhead[0] == ["backend", "fwbench step ms", "hand-written step ms", "ratio"]
+    assert row(overhead, "torch") == ["torch", "6.70", "6.60", "1.015"]
+
+
+def test_course_table_has_the_published_rows_and_ours(results_file):
+    course = tables(render([str(results_file)]))["Course table"]
+    assert course[0] == ["Model", "Parameters", "Data", "Time", "Accuracy"]
+    assert course[1] == ["PyTorch MLP 784-128-64-10 — course (published)", "109K", "MNIST", "—", "97.0%"]
+    assert course[2] == ["PyTorch CNN — course (published)", "—", "MNIST", "~30 s per epoch (CPU)", "98.5%"]
+    assert course[3] == ["Naive NumPy convolution loops — course (published)", "—", "MNIST",
+                         "~15 min per epoch", "—"]
+    assert row(course, "fwbench torch cnn") == ["fwbench torch cnn", "54K", "MNIST 60k/10k", "6.3 s per epoch (CPU)",
+                                                "98.71%"]
+    assert row(course, "fwbench flax mlp")[1:] == ["109K", "MNIST 60k/10k", "0.6 s per epoch (CPU)", "97.75%"]
+    assert len(course) == 1 + 3 + 6  # the failed timing-only cell has no accuracy, so no row
+
+
+@pytest.fixture(scope="module")
+def html_text(tmp_path_factory):
+    pytest.importorskip("matplotlib")
+    path = results_fixture.write(tmp_path_factory.mktemp("html") / NAME)
+    return render([str(path)], "html")
+
+
+def test_html_is_self_contained(html_text):
+    assert not re.search(r"https?://|<script|<link|@import|url\(", html_text)
+    sources = re.findall(r'src="([^"]*)"', html_text)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+
+
+def test_html_embeds_every_figure_and_table(html_text):
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]+)"', html_text)
+    # loss curves, throughput, one agreement heatmap per model, filters for the one conv model
+    assert [alt for _, alt in images] == ["training loss curves", "images per second", "cnn agreement heatmap",
+                                          "mlp agreement heatmap", "cnn first-layer filters"]
+    assert all(base64.b64decode(data).startswith(b"\x89PNG") for data, _ in images)
+    assert html_text.count("<table>") == 4  # cnn, mlp, overhead, course
+    assert '<td class="num best">6.71</td>' in html_text
+    assert "failed: RESOURCE_EXHAUSTED" in html_text and 'colspan="8"' in html_text
+    assert "No first-layer filters recorded for mlp" in html_text
+
+
+def test_html_skips_plots_with_a_note_when_data_is_missing(tmp_path):
+    pytest.importorskip("matplotlib")
+    data = results_fixture.build()
+    del data["agreement"]
+    for cell in data["cells"]:
+        cell.update(curves=None, filters=None)
+    html = render([str(results_fixture.write(tmp_path / NAME, data))], "html")
+    assert html.count("<img ") == 1  # throughput only
+    assert "No loss curves" in html and "No agreement table for cnn" in html and "No first-layer filters" in html
+
+
+def test_csv_has_one_row_per_cell(results_file):
+    rows = list(csv.DictReader(io.StringIO(render([str(results_file)], "csv"))))
+    assert len(rows) == len(results_fixture.build()["cells"]) == 7
+    torch_cnn = next(r for r in rows if (r["backend"], r["model"]) == ("torch", "cnn"))
+    assert float(torch_cnn["step_ms"]) == 6.71 and torch_cnn["batch_size"] == "64" and torch_cnn["run"] == NAME
+    failed = next(r for r in rows if r["status"] == "error")
+    assert failed["error"] == results_fixture.FAILED_ERROR and failed["step_ms"] == ""
+
+
+def test_compare_flags_a_20_percent_slower_step_but_not_2_percent(tmp_path):
+    a = results_fixture.build()
+    b = copy.deepcopy(a)
+    b["cells"][0]["metrics"]["step_ms"] *= 1.02  # numpy cnn
+    b["cells"][1]["metrics"]["step_ms"] *= 1.20  # torch cnn
+    b["cells"][5]["metrics"]["test_accuracy"] -= 0.006  # flax mlp: 0.6 points
+    b["frameworks"]["torch"] = "torch 2.14.0+cpu"
+    b["git"]["commit"] = "fedcba987654"
+    md = compare.render("A.json", a, "B.json", b, threshold=0.10)
+    cells = tables(md)["Per cell"]
+    torch_step = next(r for r in cells if r[:2] == ["torch cnn batch 64 cpu", "step ms"])
+    numpy_step = next(r for r in cells if r[:2] == ["numpy cnn batch 64 cpu", "step ms"])
+    flax_acc = next(r for r in cells if r[:2] == ["flax mlp batch 64 cpu", "accuracy"])
+    assert torch_step[4:] == ["1.200x", "**REGRESSION**"]
+    assert numpy_step[4:] == ["1.020x", ""]
+    assert flax_acc[4:] == ["-0.60 pp", "**REGRESSION**"]
+    assert "**2 regressions**" in md
+    differs = tables(md)["What differs between the runs"]
+    assert ["torch version", "torch 2.13.0+cpu", "torch 2.14.0+cpu"] in differs
+    assert ["commit", "abc1234def56 (dirty)", "fedcba987654 (dirty)"] in differs
+
+
+def test_compare_threshold_and_failures(tmp_path):
+    a = results_fixture.build()
+    b = copy.deepcopy(a)
+    b["cells"][1]["metrics"]["step_ms"] *= 1.20
+    b["cells"][2].update(status="error", error="boom", metrics=None)
+    md = compare.render("A.json", a, "B.json", b, threshold=0.25)
+    cells = tables(md)["Per cell"]
+    assert next(r for r in cells if r[:2] == ["torch cnn batch 64 cpu", "step ms"])[5] == ""
+    assert next(r for r in cells if r[:2] == ["flax cnn batch 64 cpu", "status"])[3:] == [
+        "failed: boom", "—", "**REGRESSION**"]
+
+
+def test_report_command_writes_each_format(tmp_path, monkeypatch, capsys, results_file):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    assert report(args(str(results_file), "--format", "html")) == 0
+    assert (tmp_path / "results" / "report.html").read_text().startswith("<!doctype html>")
+    assert report(args(str(results_file), "--format", "csv", "--out", "out/r.csv")) == 0
+    assert (tmp_path / "out" / "r.csv").read_text().startswith("run,suite,commit,backend")
+    capsys.readouterr()
+    assert report(args("--compare", str(results_file), str(results_file))) == 0
+    assert "**0 regressions**" in capsys.readouterr().out
+
+
+def test_default_is_the_newest_results_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    results_fixture.write(tmp_path / "results" / "bench-quick-20261127-090000.json")
+    results_fixture.write(tmp_path / "results" / "bench-default-20261126-054000.json")
+    assert report(args()) == 0
+    assert capsys.readouterr().out.startswith("# fwbench report: bench-quick-20261127-090000.json")
+    assert render(["results"]).count("**Machine**") == 2  # a directory means every run in it
+
+
+@pytest.mark.parametrize("content, says", [
+    ("{not json", "not JSON"),
+    (json.dumps({"schema": "fwbench.compare/1", "runs": []}), "unsupported schema 'fwbench.compare/1'"),
+    (json.dumps([1, 2]), "not a fwbench results file"),
+    (json.dumps({"schema": "fwbench.results/1", "cells": [{"backend": "torch", "model": "cnn", "status": "?"}]}),
+     "cells[0] (torch cnn) has status '?'"),
+])
+def test_bad_file_gives_one_line_naming_it(tmp_path, content, says):
+    path = tmp_path / "bench-bad.json"
+    path.write_text(content)
+    with pytest.raises(ResultsError) as e:
+        load(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: ") and says in message and "\n" not in message
+    with pytest.raises(ResultsError, match="no such file"):
+        render([str(tmp_path / "missing.json")])
+
+
+def test_markdown_and_csv_never_import_matplotlib(results_file):
+    code = ("import sys; from harness.reporting import render; "
+            f"render([{str(results_file)!r}]); render([{str(results_file)!r}], 'csv'); "
+            "sys.exit('matplotlib' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
