@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml constraints.txt
 # The default suite (cnn and mlp on numpy, torch and flax, every metric), then its reports.
 bench: setup
 	$(VENV)/bin/fwbench bench --suite default --out results/
+	# Harness overhead: fwbench's step time against hand-written torch and flax loops, merged into the run.
+	$(PY) benchmarks/overhead.py --rounds 3 --steps 100 --out results/
 	$(VENV)/bin/fwbench report --format md --out results/report.md
 	$(VENV)/bin/fwbench report --format html --out results/report.html
 

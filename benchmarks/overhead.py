@@ -1,0 +1,132 @@
+"""fwbench's step time over a hand-written loop's: same batches and lrs, rounds alternating in one process.
+
+Usage: python benchmarks/overhead.py [--frameworks torch,flax] [--rounds 3] [--steps 200] [--json] [--out results/]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import backends
+import models
+import plain_data
+import plain_timer
+from backends.base import OptimizerConfig
+from harness import augment
+from harness.bench import results
+from harness.bench.timing import time_steps as fwbench_time_steps
+from harness.data import batch_order, load_mnist, normalize
+from harness.provenance import git_commit, machine
+from models.params import init_params
+
+FRAMEWORKS = ("torch", "flax")
+
+
+def recipe_batches(count: int, seed: int, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The plain loops' first `count` batches, checked equal to the ones fwbench's harness makes."""
+    batches = plain_data.first_batches(count, seed, batch_size)
+    data = load_mnist()
+    images = augment.random_shift(normalize(data.train_x), 1, seed, 0)
+    for k, idx in enumerate(batch_order(len(images), batch_size, seed, 0)[:count]):
+        x, y = batches[k]
+        if not (np.array_equal(x, images[idx]) and np.array_equal(y, data.train_y[idx])):
+            raise AssertionError(f"plain_data's batch {k} differs from fwbench's; the comparison would be unfair")
+    return batches
+
+
+def plain_side(framework: str, batches: list, lrs: list[float], warmup: int, steps: int, device: str) -> dict:
+    """The hand-written loop, from a fresh model."""
+    module = __import__(f"plain_{framework}")
+    return plain_timer.time_steps(module.ready_step(batches, lrs, seed=0, device=device), steps, warmup)
+
+
+def fwbench_side(framework: str, batches: list, lrs: list[float], warmup: int, steps: int, device: str) -> dict:
+    """What a bench cell times: a fresh backend from canonical weights, batches prepared beforehand."""
+    spec = models.get("cnn")
+    backend = backends.load(framework)(spec, init_params(spec, 0), device=device, dtype="float32")
+    backend.init_optimizer(OptimizerConfig("adam", lr=plain_data.LR))
+    prepared = [backend.prepare_batch(x, y) for x, y in batches]
+    return fwbench_time_steps(backend, prepared, lrs, warmup, steps)
+
+
+def compare(framework: str, rounds: int, warmup: int, steps: int, device: str, batch_size: int = 64) -> dict:
+    """Rounds of plain then fwbench (the order flipping each round); medians over the rounds."""
+    # Bench cells pin numerics first; doing it here applies the same process-wide settings to both loops.
+    backends.load(framework).pin_numerics()
+    count = 1 + warmup + steps
+    batches, lrs = recipe_batches(count, 0, batch_size), plain_data.cosine_lrs(count, batch_size)
+    sides = {"plain": plain_side, "fwbench": fwbench_side}
+    each: dict[str, list[float]] = {"plain": [], "fwbench": []}
+    for r in range(rounds):
+        for side in (("plain", "fwbench") if r % 2 == 0 else ("fwbench", "plain")):
+            gc.collect()  # the last round's models go before the clock starts, not during it
+            each[side].append(sides[side](framework, batches, lrs, warmup, steps, device)["step_ms"])
+    ratios = [f / p for f, p in zip(each["fwbench"], each["plain"])]
+    return {"fwbench_step_ms": statistics.median(each["fwbench"]), "plain_step_ms": statistics.median(each["plain"]),
+            "ratio": statistics.median(ratios), "ratio_each": ratios, "fwbench_step_ms_each": each["fwbench"],
+            "plain_step_ms_each": each["plain"], "rounds": rounds, "steps": steps, "warmup": warmup, "device": device}
+
+
+def table(overhead: dict) -> str:
+    """A readable table of the comparison."""
+    lines = ["| framework | fwbench step ms | plain step ms | ratio (median of rounds) | ratio each round |",
+             "| --- | ---: | ---: | ---: | --- |"]
+    for name, r in overhead.items():
+        lines.append(f"| {name} | {r['fwbench_step_ms']:.2f} | {r['plain_step_ms']:.2f} | {r['ratio']:.3f} | "
+                     + ", ".join(f"{x:.3f}" for x in r["ratio_each"]) + " |")
+    return "\n".join(lines)
+
+
+def write(out: Path, overhead: dict, doc: dict) -> list[Path]:
+    """overhead-<time>.json in out, and the overhead merged into the newest bench-*.json there, if any."""
+    written = [out / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"]
+    results.save(doc, written[0])
+    # The newest by the timestamp that ends every bench file's name, whatever its suite.
+    benches = sorted(out.glob("bench-*.json"), key=lambda p: p.stem[-15:])
+    if benches:
+        bench = json.loads(benches[-1].read_text())
+        if bench.get("status") == "running":
+            print(f"warning: {benches[-1]} is still being written; its runner may overwrite the overhead",
+                  file=sys.stderr)
+        bench["overhead"] = overhead
+        results.save(bench, benches[-1])
+        written.append(benches[-1])
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated: torch,flax")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=200, help="timed steps per side per round")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line, not a table")
+    p.add_argument("--out", type=Path,
+                   help="results folder: write overhead-<time>.json and merge into the newest bench-*.json")
+    args = p.parse_args(argv)
+    overhead = {}
+    for name in args.frameworks.split(","):
+        if name not in FRAMEWORKS:
+            p.error(f"unknown framework '{name}'; choose from {', '.join(FRAMEWORKS)}")
+        overhead[name] = compare(name, args.rounds, args.warmup, args.steps, args.device)
+    doc = {"overhead": overhead, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_commit(),
+           "machine": machine(), "frameworks": {n: backends.load(n).version() for n in overhead},
+           "how": "step_ms is the median of the timed steps (set lr, train step, synchronize) in one round; "
+                  "each side's value is the median over rounds, ratio the median of per-round fwbench/plain"}
+    print(json.dumps(doc) if args.json else table(overhead))
+    if args.out:
+        for path in write(args.out, overhead, doc):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

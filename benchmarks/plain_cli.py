@@ -1,0 +1,28 @@
+"""The command line both plain loops share: time steps (one JSON line) or train the full recipe."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Callable
+
+
+def main(name: str, version: str, time_steps: Callable[..., dict], train: Callable[..., None],
+         argv: list[str] | None = None) -> int:
+    """Parse the arguments, then time steps or train, printing JSON lines."""
+    p = argparse.ArgumentParser(description=f"The reference cnn in plain {name}, without fwbench: "
+                                            "time training steps, or train the cnn recipe.")
+    p.add_argument("--steps", type=int, default=200, help="timed steps (default 200)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps after the first (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--epochs", type=int, default=0,
+                   help="train this many epochs of the recipe, printing test accuracy per epoch, instead of timing")
+    args = p.parse_args(argv)
+    common = {"seed": args.seed, "batch_size": args.batch_size, "device": args.device}
+    if args.epochs:
+        train(args.epochs, **common)
+        return 0
+    result = time_steps(args.steps, args.warmup, **common)
+    print(json.dumps({"loop": f"plain {name}", "version": version, "warmup": args.warmup, **common, **result}))
+    return 0
