@@ -109,7 +109,9 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from harness.allocator import tune
     from harness.commands import COMMANDS  # after parsing, so --help stays fast
+    tune()  # the same allocator behaviour in every command as in the bench cells
     try:
         return COMMANDS[args.command](args)
     except ERRORS as e:

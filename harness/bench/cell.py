@@ -12,6 +12,7 @@ import numpy as np
 import backends
 import models
 from backends.base import OptimizerConfig
+from harness.allocator import tune
 from harness.atomic import atomic_write_json
 from harness.bench.timing import time_steps
 from harness.data import batch_order
@@ -31,7 +32,7 @@ def run(cell: dict) -> dict:
     cls = backends.load(cell["backend"])
     device = resolve_device(cls, cell["device"])
     out = {"device": device, "framework_version": cls.version(), "numerics": cls.pin_numerics(),
-           "parameters": spec.param_count()}
+           "allocator": tune(), "parameters": spec.param_count()}
     data = mnist_for(spec, cell["dtype"], os.environ.get("FWBENCH_DATA"), cell["limit"])
     recipe = recipe_from(cell["recipe"])
     build = dict(device=device, dtype=cell["dtype"], seed=cell["seed"], init="canonical")
