@@ -1,13 +1,26 @@
-"""Registry of built-in backends, loaded by name without importing any framework up front."""
+"""Registry of backends: built-ins, plugins from the `fwbench.backends` entry points, and module:Class paths."""
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
 
 from backends.base import Backend, BackendError, OptimizerConfig
 
-__all__ = ["Backend", "BackendError", "OptimizerConfig", "BUILTIN", "load", "names", "missing"]
+__all__ = ["Backend", "BackendError", "BrokenBackend", "MissingDependency", "OptimizerConfig", "BUILTIN", "Entry",
+           "GROUP", "entries", "load", "missing", "names", "source"]
+
+class MissingDependency(BackendError):
+    """A backend's framework or one of its modules is not installed."""
+
+
+class BrokenBackend(BackendError):
+    """A backend's module fails to import, or does not hold a Backend class."""
+
+
+GROUP = "fwbench.backends"  # the entry-point group a plugin package registers its backend class in
 
 
 @dataclass(frozen=True)
@@ -15,6 +28,7 @@ class Entry:
     target: str                 # "module:Class"
     requires: tuple[str, ...]   # top-level modules that must be importable
     install: str                # how to get them
+    source: str = "built-in"    # or "plugin <distribution> <version>"
 
 
 BUILTIN: dict[str, Entry] = {
@@ -25,28 +39,71 @@ BUILTIN: dict[str, Entry] = {
 }
 
 
+@functools.cache
+def plugins() -> dict[str, Entry]:
+    """Backends that installed packages register under the entry-point group; built-in names win."""
+    found: dict[str, Entry] = {}
+    for ep in importlib.metadata.entry_points(group=GROUP):
+        if ep.name in BUILTIN or ep.name in found:
+            continue  # a plugin cannot take over a built-in name, and the first registration wins
+        dist = ep.dist
+        where = f"plugin {dist.name} {dist.version}" if dist else "plugin"
+        hint = f"pip install {dist.name}" if dist else "reinstall the plugin"
+        found[ep.name] = Entry(ep.value, (), hint, where)
+    return found
+
+
+def entries() -> dict[str, Entry]:
+    """Every registered backend: built-ins first, then plugins."""
+    return {**BUILTIN, **plugins()}
+
+
 def names() -> list[str]:
-    """Names of the built-in backends."""
-    return list(BUILTIN)
+    """Names of every registered backend."""
+    return list(entries())
+
+
+def source(name: str) -> str:
+    """Where a backend comes from: built-in, a plugin distribution, or a module path."""
+    return "module path" if _is_path(name) else _entry(name).source
 
 
 def missing(name: str) -> list[str]:
-    """The framework modules a backend needs that are not installed."""
+    """The framework modules a registered backend is known to need that are not installed."""
+    if _is_path(name):
+        return []
     return [m for m in _entry(name).requires if importlib.util.find_spec(m) is None]
 
 
 def load(name: str) -> type[Backend]:
-    """The backend class for a name; BackendError when unknown or its framework is missing."""
-    entry = _entry(name)
+    """The backend class for a name or a "module.path:ClassName"; BackendError saying why it cannot load."""
+    entry = Entry(name, (), "check the module path") if _is_path(name) else _entry(name)
     absent = missing(name)
     if absent:
-        raise BackendError(f"backend '{name}' needs {', '.join(absent)}, which is not installed; "
-                           f"install it with: {entry.install}")
-    module, cls = entry.target.split(":")
-    return getattr(importlib.import_module(module), cls)
+        raise MissingDependency(f"backend '{name}' needs {', '.join(absent)}, which is not installed; "
+                                f"install it with: {entry.install}")
+    module, _, attr = entry.target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as e:
+        if _is_path(name) and e.name == module.split(".")[0]:
+            raise BrokenBackend(f"backend '{name}': no module named '{module}'") from None
+        raise MissingDependency(f"backend '{name}' needs module '{e.name}', which is not installed; "
+                                f"install it ({entry.install})") from None
+    except Exception as e:  # a plugin's import can fail in any way; it must not take the CLI down
+        raise BrokenBackend(f"backend '{name}' is broken: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BrokenBackend(f"backend '{name}': {entry.target} is not a subclass of backends.base.Backend")
+    return cls
+
+
+def _is_path(name: str) -> bool:
+    return ":" in name
 
 
 def _entry(name: str) -> Entry:
-    if name not in BUILTIN:
-        raise BackendError(f"unknown backend '{name}'; choose one of {', '.join(BUILTIN)}")
-    return BUILTIN[name]
+    known = entries()
+    if name not in known:
+        raise BackendError(f"unknown backend '{name}'; choose one of {', '.join(known)}, "
+                           "or give module.path:ClassName")
+    return known[name]

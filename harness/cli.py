@@ -68,7 +68,8 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("train", help="train one backend on MNIST")
-    p.add_argument("--backend", required=True, choices=backends.names())
+    p.add_argument("--backend", required=True,
+                   help=f"{', '.join(backends.names())}, or a plugin's module.path:ClassName")
     _common(p)
 
     p = sub.add_parser("compare", help="train several backends from identical weights and compare")

@@ -40,25 +40,27 @@ def models_summary(names: list[str]) -> str:
 
 def backend_rows() -> list[dict]:
     """Status of every registered backend; a broken one never hides the others."""
-    out = []
-    for name in backends.names():
-        row = {"name": name, "version": "-", "devices": [], "status": "ok"}
-        absent = backends.missing(name)
-        if absent:
-            row["status"] = f"missing {', '.join(absent)}: {backends.BUILTIN[name].install}"
-        else:
-            try:
-                cls = backends.load(name)
-                row["version"], row["devices"] = cls.version(), cls.devices()
-            except Exception as e:  # a broken install must not break the listing
-                row["status"] = f"broken: {type(e).__name__}: {e}".splitlines()[0]
-        out.append(row)
-    return out
+    return [backend_row(name) for name in backends.names()]
+
+
+def backend_row(name: str) -> dict:
+    """Name, source, framework version, devices and status (ok, missing ..., broken: ...) of one backend."""
+    row = {"name": name, "source": backends.source(name), "version": "-", "devices": [], "status": "ok"}
+    try:
+        cls = backends.load(name)
+        row["version"], row["devices"] = cls.version(), cls.devices()
+    except backends.MissingDependency as e:
+        row["status"] = f"missing dependency: {e}"
+    except Exception as e:  # a plugin can fail in any way, in import or in version()/devices()
+        reason = str(e) if isinstance(e, backends.BrokenBackend) else f"{type(e).__name__}: {e}"
+        row["status"] = f"broken: {reason}".splitlines()[0]
+    return row
 
 
 def backends_table(rows: list[dict]) -> str:
-    return text_table(["backend", "version", "devices", "status"],
-                      [[r["name"], r["version"], ",".join(r["devices"]) or "-", r["status"]] for r in rows])
+    return text_table(["backend", "source", "version", "devices", "status"],
+                      [[r["name"], r["source"], r["version"], ",".join(r["devices"]) or "-", r["status"]]
+                       for r in rows])
 
 
 def _size(shape) -> int:

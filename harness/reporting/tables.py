@@ -53,8 +53,13 @@ def labeller(cells: list[dict]):
     words = {"batch_size": "batch {}", "device": "{}", "dtype": "{}", "repeat": "repeat {}"}
 
     def label(cell: dict) -> str:
-        return " ".join([cell["backend"]] + [words[k].format(cell[k]) for k in varying if cell.get(k) is not None])
+        text = " ".join([cell["backend"]] + [words[k].format(cell[k]) for k in varying if cell.get(k) is not None])
+        return text + PLUGIN_MARKS.get(cell.get("conformance"), "")
     return label
+
+
+# A plugin's rows say whether it passed the conformance kit; built-ins carry no mark.
+PLUGIN_MARKS = {"passed": " (plugin, conformant)", "failed": " (plugin, NONCONFORMANT)"}
 
 
 def model_table(results: dict, model: str) -> Table:
