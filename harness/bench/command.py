@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", help="comma-separated, e.g. 64,512; default: the suite's")
     p.add_argument("--repeat", type=int, help="run the timing cells N times; default: the suite's")
     p.add_argument("--out", default="results", help="directory for the results file (default results/)")
+    p.add_argument("--allow-nonconformant", action="store_true",
+                   help="bench a plugin backend even if it fails fwbench conformance (its rows are marked)")
 
 
 def _list(text: str | None) -> tuple[str, ...] | None:
@@ -33,8 +35,9 @@ def suite_from(args):
     suite = PRESETS[args.suite]
     names, model_names = _list(args.backends), _list(args.models)
     for name in names or ():
-        if name not in backends.names():
-            raise BackendError(f"unknown backend '{name}'; choose from {', '.join(backends.names())}")
+        if name not in backends.names() and ":" not in name:
+            raise BackendError(f"unknown backend '{name}'; choose from {', '.join(backends.names())}, "
+                               "or give module.path:ClassName")
     for name in model_names or ():
         spec = models.get(name)
         if spec.input != MNIST_SHAPE:
@@ -48,7 +51,7 @@ def suite_from(args):
     if sizes and min(sizes) < 1 or args.repeat is not None and args.repeat < 1:
         raise ValueError("--batch-sizes and --repeat must be positive")
     overrides = {"backends": names, "models": model_names, "device": args.device, "batch_sizes": sizes,
-                 "repeat": args.repeat}
+                 "repeat": args.repeat, "allow_nonconformant": args.allow_nonconformant or None}
     return replace(suite, **{k: v for k, v in overrides.items() if v is not None})
 
 

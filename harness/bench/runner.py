@@ -24,13 +24,26 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
     log(f"fwbench bench: suite {suite.name}, {len(todo)} cells -> {path}")
     bar = Progress(len(todo) + len(suite.models), "bench")
     try:
+        for name in suite.backends:
+            if backends.source(name) != "built-in":
+                doc.setdefault("conformance", {})[name] = conformance(name, suite.device)
+                results.save(doc, path)
         for i, model in enumerate(suite.models):
             doc["agreement"][model] = agreement(model, suite)
             results.save(doc, path)
             bar.update(i + 1, f"agreement {model}")
         for i, cell in enumerate(todo):
             start = time.perf_counter()
-            record = run_cell(cell)
+            checked = doc.get("conformance", {}).get(cell.backend)
+            if checked and not checked["passed"] and not suite.allow_nonconformant:
+                record = {**cell.to_dict(), "status": "error", "conformance": "failed",
+                          "error": f"not run: {cell.backend} failed the conformance kit "
+                                   f"({', '.join(checked['failed']) or checked.get('error')}); "
+                                   "--allow-nonconformant runs it anyway"}
+            else:
+                record = run_cell(cell)
+                if checked:
+                    record["conformance"] = "passed" if checked["passed"] else "failed"
             worst = doc["agreement"].get(cell.model, {}).get("worst_rel_l2", {}).get(cell.backend)
             if record["status"] == "ok":
                 record["metrics"]["agreement_worst_rel_l2"] = worst
@@ -67,9 +80,21 @@ def run_cell(cell: Cell) -> dict:
     return {**cell.to_dict(), **result}
 
 
+def conformance(name: str, device: str) -> dict:
+    """The conformance kit's verdict on a plugin, from a fresh process; a crash counts as failing."""
+    proc = subprocess.run([sys.executable, "-m", "harness", "conformance", name, "--device", device, "--json"],
+                          capture_output=True, text=True)
+    try:
+        doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"passed": False, "failed": [], "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+    failed = [c["name"] for c in doc["checks"] if c["status"] == "fail"]
+    return {"passed": doc["passed"], "failed": failed, "version": doc.get("version"), "source": doc.get("source")}
+
+
 def agreement(model: str, suite: Suite) -> dict:
     """fwbench agree in float32 on one MNIST batch, summarised per backend; an error is recorded, not raised."""
-    names = [b for b in suite.backends if b in backends.names() and not backends.missing(b)]
+    names = [b for b in suite.backends if ":" in b or (b in backends.names() and not backends.missing(b))]
     cmd = [sys.executable, "-m", "harness", "agree", "--model", model, "--backends", ",".join(names),
            "--device", suite.device, "--batch-size", "32", "--skip-unsupported", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -20,6 +20,7 @@ class Suite:
     limit: int | None = None      # train on the first N images (quick looks), None for all of MNIST
     epochs: int | None = None     # override the recipe's epochs
     evals_per_epoch: int = 2      # test-set evaluations per epoch, to find the time-to-accuracy (off the clock)
+    allow_nonconformant: bool = False  # bench a plugin even when it fails the conformance kit (rows are marked)
 
 
 PRESETS = {
