@@ -105,6 +105,14 @@ def build_parser() -> Parser:
     p = sub.add_parser("report", help="tables and plots from results files: Markdown, HTML or CSV")
     from harness.reporting.cli_args import add_arguments as report_arguments
     report_arguments(p)
+
+    p = sub.add_parser("conformance", help="run the conformance kit against a backend (built-in or plugin)")
+    from harness.conformance.command import add_arguments as conformance_arguments
+    conformance_arguments(p)
+
+    p = sub.add_parser("new-backend", help="scaffold a plugin package for a new backend")
+    from harness.scaffold import add_arguments as scaffold_arguments
+    scaffold_arguments(p)
     return parser
 
 

@@ -9,7 +9,9 @@ import models
 from harness import info, summary
 from harness.agree_cmd import agree
 from harness.bench.command import bench
+from harness.conformance.command import conformance
 from harness.reporting import report
+from harness.scaffold import new_backend
 from harness.recipe import recipe_for
 from harness.session import make_backend, mnist_for
 from harness.train import train as run_training
@@ -80,4 +82,4 @@ def compare(args) -> int:
 
 # Trailing underscores keep `models` and `backends` free for the packages.
 COMMANDS = {"models": models_, "backends": backends_, "train": train, "compare": compare, "agree": agree,
-            "bench": bench, "report": report}
+            "bench": bench, "report": report, "conformance": conformance, "new-backend": new_backend}

@@ -1,0 +1,88 @@
+"""The tiny specs and seeded batches the battery runs on, and the float64 reference's answers on them."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+import models
+from backends.numpy_backend import NumpyBackend
+from models.params import Params, init_params
+from models.spec import ModelSpec
+
+SEED = 7
+BATCH = 4        # per-layer cases
+MODEL_BATCH = 8  # tinycnn and cnn
+
+
+def _spec(name: str, input_: list[int], classes: int, *layers: dict) -> dict:
+    return {"name": name, "input": input_, "classes": classes, "layers": list(layers)}
+
+
+def _conv(out: int, k: int, stride: int = 1, padding: int = 0) -> dict:
+    return {"type": "conv2d", "out_channels": out, "kernel_size": k, "stride": stride, "padding": padding}
+
+
+FLAT, RELU = {"type": "flatten"}, {"type": "relu"}
+DENSE3 = {"type": "dense", "units": 3}
+# One case per layer variant, each as small as a valid spec allows: it must end in a dense layer of
+# `classes` units, so every case has one, and its row is read with the dense cases' rows beside it.
+# Inputs are multi-channel and non-square (H != W) so a swapped axis cannot go unnoticed; a 1x1 conv
+# in front of relu and maxpool2d gives them a parameter whose gradient passes through their backward.
+LAYER_CASES: dict[str, dict] = {
+    # (in, out) is square in the second dense layer: a transposed weight keeps its shape there.
+    "dense": _spec("dense", [5, 1, 1], 4, FLAT, {"type": "dense", "units": 4}, {"type": "dense", "units": 4}),
+    "flatten (C, H, W order)": _spec("flatten", [3, 4, 5], 3, FLAT, DENSE3),
+    "conv2d 3x3": _spec("conv", [3, 7, 5], 3, _conv(4, 3), FLAT, DENSE3),
+    "conv2d 3x3 stride 2 padding 1": _spec("conv_s2p1", [3, 8, 7], 3, _conv(4, 3, 2, 1), FLAT, DENSE3),
+    # stride 3 over a 2x2 kernel skips pixels; padding 2 is wider than the kernel's overlap.
+    "conv2d 2x2 stride 3 padding 2": _spec("conv_s3p2", [2, 9, 7], 3, _conv(3, 2, 3, 2), FLAT, DENSE3),
+    "relu": _spec("relu", [2, 5, 6], 3, _conv(3, 1), RELU, FLAT, DENSE3),
+    # 7x9 under a 2x2 pool leaves a row and a column over, which must be dropped.
+    "maxpool2d 2": _spec("pool2", [2, 7, 9], 3, _conv(3, 1), {"type": "maxpool2d", "size": 2}, FLAT, DENSE3),
+    "maxpool2d 3 stride 2 (overlapping)": _spec("pool32", [2, 9, 8], 3, _conv(3, 1),
+                                                {"type": "maxpool2d", "size": 3, "stride": 2}, FLAT, DENSE3),
+}
+# Round trip: conv, pool, a flatten of a spatial map (flax permutes that dense layer's rows), square dense.
+ROUND_TRIP = _spec("round_trip", [2, 8, 7], 5, _conv(3, 3, 2, 1), RELU, {"type": "maxpool2d", "size": 2},
+                   FLAT, {"type": "dense", "units": 5}, RELU, {"type": "dense", "units": 5})
+
+
+@functools.cache
+def spec_of(case: str) -> ModelSpec:
+    """A layer case, "round trip", or a shipped model, as a validated spec."""
+    if case in LAYER_CASES:
+        return models.parse(LAYER_CASES[case], case)
+    return models.parse(ROUND_TRIP, case) if case == "round trip" else models.get(case)
+
+
+@functools.cache
+def params_of(case: str) -> Params:
+    """The canonical float64 initial parameters of a case."""
+    return init_params(spec_of(case), SEED, "float64")
+
+
+@functools.cache
+def batch_of(case: str) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded float64 NCHW batch and integer labels for a case."""
+    spec = spec_of(case)
+    n = BATCH if case in LAYER_CASES else MODEL_BATCH
+    rng = np.random.default_rng(SEED + 1)
+    return rng.standard_normal((n, *spec.input)), rng.integers(0, spec.classes, n)
+
+
+@functools.cache
+def reference(case: str, dtype: str) -> tuple[np.ndarray, float, Params]:
+    """Logits, loss and gradients of the float64 engine at the case's params and batch as rounded to dtype."""
+    # Rounding the inputs first leaves only the backend's arithmetic in the difference, not the cast.
+    params = {k: v.astype(dtype).astype(np.float64) for k, v in params_of(case).items()}
+    x, y = batch_of(case)
+    x = x.astype(dtype).astype(np.float64)
+    ref = NumpyBackend(spec_of(case), params, dtype="float64")
+    loss, grads = ref.loss_and_grads(x, y)
+    return ref.forward(x), loss, grads
+
+
+def layer_of(spec: ModelSpec, key: str) -> str:
+    """'0.weight (conv2d)': a canonical parameter name with the type of the layer it belongs to."""
+    return f"{key} ({spec.layers[int(key.split('.')[0])].type})"

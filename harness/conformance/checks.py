@@ -1,0 +1,58 @@
+"""The battery: every named check, in the order the table shows them (simplest layers first)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from harness import ties
+from harness.conformance import layers, protocol, training
+from harness.conformance.context import UNSUPPORTED, Context, Outcome, first_line
+
+CANONICAL_TIES = {"relu_grad_at_zero": 0.0, "maxpool_tie": "first"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str                          # "group/what", unique; the pytest test id
+    run: Callable[[Context], Outcome]
+    required: bool = False             # a refusal here fails: without it a backend cannot be compared at all
+
+
+# Every backend must build the small models, convert parameters and give gradients; optimizers, native
+# initialisation, devices and larger models may be honestly unsupported.
+REQUIRED = ("protocol/", "round trip/", "forward/", "backward/", "model/tinycnn", "determinism/loss")
+
+
+def _ties(ctx: Context, key: str) -> Outcome:
+    """The measured convention: pass when canonical, a note when not, never a failure."""
+    try:
+        measured = ctx.once("ties", lambda: ties.probe(ctx.cls, ctx.device, ctx.dtype))
+    except UNSUPPORTED:
+        raise
+    except Exception as e:  # ties are reported, not enforced, so even a crash in the probe is a note
+        return Outcome(None, None, f"could not measure: {type(e).__name__}: {first_line(e)}", "note")
+    value, canonical = measured[key], CANONICAL_TIES[key]
+    text = f"relu'(0) = {value:g}" if key == "relu_grad_at_zero" else f"tied maxima -> {value}"
+    if value == canonical:
+        return Outcome(None, None, f"{text} (canonical)")
+    return Outcome(None, None, f"{text}; canonical is {canonical}: gradients differ only at exact ties", "note")
+
+
+def _battery() -> list[Check]:
+    rows = [("protocol/version, devices, pin_numerics", protocol.protocol),
+            ("round trip/canonical params", protocol.round_trip),
+            *layers.layer_checks(),
+            *layers.model_checks(),
+            *[(f"optimizer/{label}", lambda ctx, label=label: training.optimizer(ctx, label))
+              for label in training.CONFIGS],
+            ("optimizer/set_lr keeps state", training.set_lr),
+            ("determinism/loss and gradients", protocol.repeat),
+            ("determinism/native init from a seed", protocol.native_init),
+            ("device/unavailable device refused", protocol.device_refusal),
+            ("training/tinycnn loss falls", training.smoke),
+            ("ties/relu'(0)", lambda ctx: _ties(ctx, "relu_grad_at_zero")),
+            ("ties/max-pool", lambda ctx: _ties(ctx, "maxpool_tie"))]
+    return [Check(name, run, name.startswith(REQUIRED)) for name, run in rows]
+
+
+BATTERY: list[Check] = _battery()

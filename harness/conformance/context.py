@@ -1,0 +1,73 @@
+"""What every check receives: the backend class under test, its device and dtype, and shared answers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from backends.base import Backend, BackendError
+from models.params import Params
+from models.spec import ModelSpec
+
+# What a backend raises to say "I cannot do this": the base class's NotImplementedError for a missing
+# method, BackendError for a refused dtype, device, model size or optimizer. Either makes a row
+# "not supported", never a failure; any other exception is a bug in the backend and fails the row.
+UNSUPPORTED = (NotImplementedError, BackendError)
+
+
+@dataclass
+class Outcome:
+    """What one check measured: the error and its bound (None when there is no number), and why."""
+    error: float | None
+    bound: float | None
+    detail: str = ""
+    status: str | None = None  # None: pass when error <= bound (or no error), else fail; or "note"/"fail"
+
+
+@dataclass
+class Context:
+    """The backend under test and answers shared between checks (one computation, several rows)."""
+    cls: type[Backend]
+    device: str
+    dtype: str              # "float64", or "float32" when the backend refuses float64
+    dtype_note: str = ""    # why the dtype is not float64, said in every measured row's detail
+    memo: dict = field(default_factory=dict)
+
+    def build(self, spec: ModelSpec, params: Params) -> Backend:
+        """An instance on the device in the dtype, from params cast to that dtype."""
+        return self.cls(spec, cast(params, self.dtype), device=self.device, dtype=self.dtype)
+
+    def once(self, key, compute: Callable):
+        """compute() the first time key is asked for; later the same value, or the same exception again."""
+        if key not in self.memo:
+            try:
+                self.memo[key] = (True, compute())
+            except Exception as e:  # kept so every row that shares this answer reports the same cause
+                self.memo[key] = (False, e)
+        ok, value = self.memo[key]
+        if not ok:
+            raise value
+        return value
+
+
+def cast(params: Params, dtype: str) -> Params:
+    """Copies of params in dtype."""
+    return {k: np.array(v, dtype=dtype) for k, v in params.items()}
+
+
+def choose_dtype(cls: type[Backend], spec: ModelSpec, params: Params, device: str) -> tuple[str, str]:
+    """float64 when the backend accepts it, else float32 with the reason; other errors surface in the rows."""
+    try:
+        cls(spec, cast(params, "float64"), device=device, dtype="float64")
+    except UNSUPPORTED as e:
+        return "float32", f"float32, as float64 was refused ({first_line(e) or type(e).__name__})"
+    except Exception:
+        pass  # not a refusal of float64: the rows that build the model will report it
+    return "float64", ""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or ""."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""

@@ -1,0 +1,67 @@
+"""Forward and backward rows per layer case, and loss-and-gradient rows on whole models."""
+from __future__ import annotations
+
+import numpy as np
+
+from harness.agree import grad_tol
+from harness.conformance.cases import LAYER_CASES, batch_of, layer_of, params_of, reference, spec_of
+from harness.conformance.context import Context, Outcome
+from harness.conformance.measure import outcome
+
+
+def bound(ctx: Context, case: str) -> float:
+    """The one-step bound of fwbench agree: 1e-10 in float64, the batch-scaled float32 bound otherwise."""
+    return grad_tol(ctx.dtype, len(batch_of(case)[1]))
+
+
+def instance(ctx: Context, case: str):
+    """One instance per case, shared by its forward and backward rows."""
+    return ctx.once(("instance", case), lambda: ctx.build(spec_of(case), params_of(case)))
+
+
+def _x(ctx: Context, case: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = batch_of(case)
+    return x.astype(ctx.dtype), y.copy()
+
+
+def forward(ctx: Context, case: str) -> Outcome:
+    """Logits of forward(x) against the reference's."""
+    logits = instance(ctx, case).forward(_x(ctx, case)[0])
+    want, _, _ = reference(case, ctx.dtype)
+    return outcome(case, [("logits", logits, want)], bound(ctx, case), ctx.dtype_note)
+
+
+def backward(ctx: Context, case: str) -> Outcome:
+    """Loss and every parameter's gradient from loss_and_grads against the reference's."""
+    loss, grads = instance(ctx, case).loss_and_grads(*_x(ctx, case))
+    _, want_loss, want = reference(case, ctx.dtype)
+    spec = spec_of(case)
+    tensors = [("loss", [loss], [want_loss])]
+    missing = sorted(set(want) - set(grads))
+    if missing:
+        return Outcome(float("inf"), bound(ctx, case), f"{case}: no gradient for {', '.join(missing)}")
+    tensors += [(f"gradient of {layer_of(spec, k)}", grads[k], want[k]) for k in want]
+    return outcome(case, tensors, bound(ctx, case), ctx.dtype_note)
+
+
+def model(ctx: Context, case: str) -> Outcome:
+    """Logits, loss and gradients of a shipped model on one batch, in one row."""
+    got = forward(ctx, case)
+    grads = backward(ctx, case)
+    worst = got if got.error > grads.error else grads
+    breaches = [o.detail for o in (got, grads) if not o.error <= o.bound]  # both, when both are off
+    return Outcome(worst.error, worst.bound, "; ".join(breaches) or worst.detail)
+
+
+def layer_checks() -> list[tuple[str, object]]:
+    """(name, check) for a forward and a backward row per layer case."""
+    rows = []
+    for case in LAYER_CASES:
+        rows.append((f"forward/{case}", lambda ctx, case=case: forward(ctx, case)))
+        rows.append((f"backward/{case}", lambda ctx, case=case: backward(ctx, case)))
+    return rows
+
+
+def model_checks() -> list[tuple[str, object]]:
+    """(name, check) for loss, logits and gradients on tinycnn and cnn."""
+    return [(f"model/{name}", lambda ctx, name=name: model(ctx, name)) for name in ("tinycnn", "cnn")]

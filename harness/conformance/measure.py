@@ -1,0 +1,34 @@
+"""Relative L2 errors of a backend's tensors against the reference, summed up as one row's outcome."""
+from __future__ import annotations
+
+import numpy as np
+
+from harness.conformance.context import Outcome
+from harness.metrics import compare
+
+
+def rel_error(got, want) -> tuple[float, str]:
+    """Relative L2 error of got against want, and "" or why it could not be measured (shape, type)."""
+    try:
+        got = np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        return float("inf"), f"is not an array of numbers ({type(e).__name__}: {e})"
+    want = np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return float("inf"), f"has shape {got.shape}, expected {want.shape}"
+    error = compare(got, want)["rel_l2"]
+    return (error if np.isfinite(error) else float("inf")), ""
+
+
+def outcome(where: str, tensors: list[tuple[str, object, object]], bound: float, note: str = "") -> Outcome:
+    """The worst tensor's error against the bound; a breach names the case and every tensor over it."""
+    measured = [(label, *rel_error(got, want)) for label, got, want in tensors]
+    measured.sort(key=lambda m: -m[1])
+    worst_label, worst, _ = measured[0]
+    over = [m for m in measured if not m[1] <= bound]
+    if not over:
+        detail = "exact" if worst == 0.0 else f"worst: {worst_label}"
+    else:
+        parts = [f"{label} {why}" if why else f"{label} off by {error:.1e} relative" for label, error, why in over]
+        detail = f"{where}: {parts[0]}" + (f"; also {', '.join(parts[1:])}" if parts[1:] else "")
+    return Outcome(worst, bound, f"{detail}; {note}" if note else detail)

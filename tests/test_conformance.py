@@ -1,0 +1,288 @@
+"""The conformance kit: built-ins pass; backends wrong on purpose fail at the right layer, in the CLI and pytest."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import backends
+from harness.conformance import BATTERY, run_conformance
+from harness.conformance.command import add_arguments, conformance
+from harness.conformance.runner import prepare, run
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = [check.name for check in BATTERY]
+# Backends that are wrong on purpose, each in one way. A module file, so the pytest plugin's
+# subprocess can load them by module:Class path too.
+WRONG = '''
+import numpy as np
+
+from backends.base import Backend, BackendError
+from backends.numpy_backend import NumpyBackend
+
+
+class ScaledConvGrad(NumpyBackend):
+    """Every conv weight gradient 10% too large."""
+    def loss_and_grads(self, x, y):
+        loss, grads = super().loss_and_grads(x, y)
+        for i, layer in enumerate(self.spec.layers):
+            if layer.type == "conv2d":
+                grads[f"{i}.weight"] = grads[f"{i}.weight"] * 1.1
+        return loss, grads
+
+
+class TransposedDense(NumpyBackend):
+    """get_params hands dense weights back as (out, in), torch's native layout."""
+    def get_params(self):
+        return {k: v.T.copy() if v.ndim == 2 else v for k, v in super().get_params().items()}
+
+
+class NoOptimizers(NumpyBackend):
+    """Everything but optimizers, which raise the base class's NotImplementedError."""
+    def init_optimizer(self, config):
+        Backend.init_optimizer(self, config)
+
+
+class NoGradients(NumpyBackend):
+    """Refuses the one thing every backend must do."""
+    def loss_and_grads(self, x, y):
+        return Backend.loss_and_grads(self, x, y)
+
+
+class Float32Only(NumpyBackend):
+    """Refuses float64."""
+    def __init__(self, spec, params=None, *, device="cpu", dtype="float32", seed=0):
+        if dtype != "float32":
+            raise BackendError(f"backend 'float32only' supports only float32, not {dtype}")
+        super().__init__(spec, params, device=device, dtype=dtype, seed=seed)
+
+
+class CrashingForward(NumpyBackend):
+    """forward() has a bug."""
+    def forward(self, x):
+        return 1 / 0
+
+
+class AnyDevice(NumpyBackend):
+    """Does not check the device, and falls over on it with the wrong exception."""
+    def __init__(self, spec, params=None, *, device="cpu", dtype="float32", seed=0):
+        {"cpu": 0}[device]
+        super().__init__(spec, params, device=device, dtype=dtype, seed=seed)
+
+
+class NoisyGrads(NumpyBackend):
+    """Gradients that differ between calls, by SCALE relative (atomics on a GPU, say)."""
+    SCALE = 1e-13
+
+    def loss_and_grads(self, x, y):
+        loss, grads = super().loss_and_grads(x, y)
+        self.calls = getattr(self, "calls", 0) + 1
+        return loss, {k: g * (1 + self.SCALE * self.calls) for k, g in grads.items()}
+'''
+
+
+@pytest.fixture(scope="module")
+def wrong_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("wrong")
+    (path / "wrongmod.py").write_text(WRONG)
+    return path
+
+
+@pytest.fixture
+def wrong(wrong_dir, monkeypatch):
+    """The wrongmod module, importable as wrongmod (for module:Class paths) while the test runs."""
+    monkeypatch.syspath_prepend(str(wrong_dir))
+    sys.modules.pop("wrongmod", None)
+    yield importlib.import_module("wrongmod")
+    sys.modules.pop("wrongmod", None)
+
+
+def statuses(doc: dict) -> dict[str, str]:
+    return {c["name"]: c["status"] for c in doc["checks"]}
+
+
+def detail(doc: dict, name: str) -> str:
+    return next(c["detail"] for c in doc["checks"] if c["name"] == name)
+
+
+def test_numpy_passes_every_check_in_float64():
+    doc = run_conformance("numpy")
+    assert [c["name"] for c in doc["checks"]] == NAMES and len(set(NAMES)) == len(NAMES)
+    assert set(statuses(doc).values()) == {"pass"}, [c for c in doc["checks"] if c["status"] != "pass"]
+    assert doc["passed"] and doc["dtype"] == "float64" and doc["device"] == "cpu"
+    assert doc["source"] == "built-in" and doc["version"].startswith("numpy")
+    measured = [c for c in doc["checks"] if c["name"].startswith(("forward/", "backward/", "model/", "optimizer/"))]
+    assert measured and all(c["bound"] == 1e-10 and c["error"] <= 1e-10 for c in measured)
+    assert json.loads(json.dumps(doc)) == doc
+
+
+@pytest.mark.parametrize("name", ["torch", "flax"])
+def test_installed_builtins_pass(name):
+    if backends.missing(name):
+        pytest.skip(f"{name} not installed")
+    doc = run_conformance(name)
+    assert doc["passed"], [c for c in doc["checks"] if c["status"] != "pass"]
+    assert set(statuses(doc).values()) == {"pass"}  # float64 everywhere, canonical ties, bit-identical repeats
+
+
+def test_wrong_conv_gradient_fails_rows_that_name_conv2d(wrong):
+    doc = run_conformance(wrong.ScaledConvGrad)
+    failed = {name for name, status in statuses(doc).items() if status == "fail"}
+    # Only the rows whose gradients pass through a conv weight; forward rows and dense rows stay green.
+    assert failed == {"backward/conv2d 3x3", "backward/conv2d 3x3 stride 2 padding 1",
+                      "backward/conv2d 2x2 stride 3 padding 2", "backward/relu", "backward/maxpool2d 2",
+                      "backward/maxpool2d 3 stride 2 (overlapping)", "model/tinycnn", "model/cnn"}
+    assert not doc["passed"]
+    assert detail(doc, "backward/conv2d 3x3 stride 2 padding 1") == (
+        "conv2d 3x3 stride 2 padding 1: gradient of 0.weight (conv2d) off by 1.0e-01 relative")
+    assert "gradient of 0.weight (conv2d) off by 1.0e-01" in detail(doc, "model/tinycnn")
+    assert "3.weight (conv2d)" in detail(doc, "model/tinycnn")  # the second conv too
+    error = next(c["error"] for c in doc["checks"] if c["name"] == "backward/conv2d 3x3")
+    assert error == pytest.approx(0.1, rel=1e-6)
+
+
+def test_transposed_dense_weights_fail_the_round_trip_naming_dense(wrong):
+    doc = run_conformance(wrong.TransposedDense)
+    status = statuses(doc)
+    assert status["round trip/canonical params"] == "fail" and not doc["passed"]
+    text = detail(doc, "round trip/canonical params")
+    assert "4.weight (dense) after construction: shape (5, 12), expected (12, 5)" in text
+    assert "6.weight (dense) after construction: values differ" in text  # the square one: same shape, wrong values
+    assert "(conv2d)" not in text
+    assert status["forward/dense"] == "pass"  # the computation itself is right; only the conversion is not
+
+
+def test_missing_optimizers_are_not_supported_not_failed(wrong, capsys):
+    doc = run_conformance(wrong.NoOptimizers)
+    unsupported = {name for name, status in statuses(doc).items() if status == "not supported"}
+    assert unsupported == {"optimizer/sgd momentum 0.9", "optimizer/adam", "optimizer/set_lr keeps state",
+                           "training/tinycnn loss falls"}
+    assert detail(doc, "optimizer/adam") == "numpy does not support optimizer 'adam'"
+    assert doc["passed"] and "fail" not in statuses(doc).values()
+    assert cli(["wrongmod:NoOptimizers"]) == 0
+    assert "conformant: 25 pass, 4 not supported" in capsys.readouterr().out
+
+
+def test_refusing_a_required_method_fails_instead_of_being_unsupported(wrong):
+    doc = run_conformance(wrong.NoGradients)
+    status = statuses(doc)
+    assert not doc["passed"]
+    assert status["backward/conv2d 3x3"] == "fail" and status["model/tinycnn"] == "fail"
+    assert detail(doc, "backward/conv2d 3x3").startswith("required, but refused: ")
+    assert status["forward/conv2d 3x3"] == "pass"
+
+
+def test_float64_refused_falls_back_to_float32_bounds(wrong):
+    doc = run_conformance(wrong.Float32Only)
+    assert doc["passed"] and doc["dtype"] == "float32"
+    assert "float64 was refused (backend 'float32only' supports only float32" in doc["dtype_note"]
+    forward = next(c for c in doc["checks"] if c["name"] == "forward/conv2d 3x3")
+    assert forward["bound"] == 1e-5 and 0 < forward["error"] < 1e-5 and "float64 was refused" in forward["detail"]
+
+
+def test_a_crash_fails_its_rows_in_one_line_and_the_battery_goes_on(wrong):
+    doc = run_conformance(wrong.CrashingForward)
+    status = statuses(doc)
+    crashed = {n for n, s in status.items() if s == "fail"}
+    assert crashed == {n for n in NAMES if n.startswith(("forward/", "model/"))}
+    assert detail(doc, "forward/dense") == "raised ZeroDivisionError: division by zero"
+    assert status["backward/dense"] == "pass" and status["ties/max-pool"] == "pass"
+
+
+def test_a_device_it_cannot_use_must_raise_backend_error(wrong):
+    doc = run_conformance(wrong.AnyDevice)
+    assert [n for n, s in statuses(doc).items() if s == "fail"] == ["device/unavailable device refused"]
+    assert detail(doc, "device/unavailable device refused") == (
+        "device 'cuda' raised KeyError: 'cuda', not BackendError; "
+        "device 'no-such-device' raised KeyError: 'no-such-device', not BackendError")
+
+
+def test_other_tie_conventions_and_tiny_nondeterminism_are_notes(wrong, monkeypatch):
+    import harness.ties
+    monkeypatch.setattr(harness.ties, "probe", lambda cls, device, dtype: {"relu_grad_at_zero": 1.0,
+                                                                            "maxpool_tie": "split"})
+    doc = run_conformance(wrong.NoisyGrads)
+    status = statuses(doc)
+    assert [n for n, s in status.items() if s == "note"] == ["determinism/loss and gradients", "ties/relu'(0)",
+                                                            "ties/max-pool"]
+    assert doc["passed"] and "fail" not in status.values()
+    assert detail(doc, "ties/max-pool").startswith("tied maxima -> split; canonical is first")
+    assert detail(doc, "determinism/loss and gradients").startswith("not bit-identical: ")
+    monkeypatch.setattr(wrong.NoisyGrads, "SCALE", 1e-6)  # beyond the float64 bound: no longer a note
+    ctx = prepare(wrong.NoisyGrads)
+    [result] = run(ctx, [c for c in BATTERY if c.name == "determinism/loss and gradients"])
+    assert result.status == "fail" and result.error > 1e-10
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return conformance(parser.parse_args(argv))
+
+
+def test_cli_prints_one_row_per_check_and_exits_1_on_a_failure(wrong, capsys):
+    assert cli(["wrongmod:ScaledConvGrad"]) == 1
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("fwbench conformance: wrongmod:ScaledConvGrad (numpy ") and "module path" in lines[0]
+    body = lines[lines.index("") + 3: lines.index("", lines.index("") + 1)]  # table rows after header and rule
+    assert [line.split("  ")[0] for line in body] == NAMES
+    row = next(line for line in body if line.startswith("backward/conv2d 3x3 "))
+    assert " FAIL " in row and "1.0e-01" in row and "gradient of 0.weight (conv2d)" in row
+    assert lines[-1].startswith("NOT conformant: ") and "backward/relu" in lines[-1]
+
+
+def test_cli_json_document(capsys):
+    assert cli(["numpy", "--json", "--device", "auto"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {"backend", "source", "version", "device", "dtype", "checks", "passed"} <= set(doc)
+    assert doc["backend"] == "numpy" and doc["device"] == "cpu" and doc["passed"] is True
+    assert all({"name", "status", "error", "bound", "detail"} <= set(c) for c in doc["checks"])
+
+
+def test_cli_refuses_a_device_the_backend_lacks():
+    with pytest.raises(backends.BackendError, match="cannot use device 'cuda'"):
+        cli(["numpy", "--device", "cuda"])
+
+
+def pytest_run(args: list[str], cwd: Path, extra_path: Path) -> subprocess.CompletedProcess:
+    """pytest in a fresh process with only this plugin loaded (no entry points, so no double registration)."""
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+           "PYTHONPATH": os.pathsep.join([str(extra_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "harness.conformance.pytest_plugin",
+                           "-p", "no:cacheprovider", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_pytest_plugin_runs_one_test_per_check(tmp_path):
+    proc = pytest_run(["--fwbench-backend", "numpy", "-v"], tmp_path, tmp_path)  # no test files of its own
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(BATTERY)} passed" in proc.stdout.splitlines()[-1]
+    assert "fwbench::test_conformance[backward/conv2d 3x3 stride 2 padding 1] PASSED" in proc.stdout
+
+
+def test_pytest_plugin_fails_wrong_checks_and_skips_unsupported_ones(tmp_path, wrong_dir):
+    (tmp_path / "test_own.py").write_text("def test_authors_own():\n    assert True\n")
+    proc = pytest_run(["--fwbench-backend", "wrongmod:ScaledConvGrad", "--fwbench-backend", "wrongmod:NoOptimizers",
+                       "-q", "-rfs"], tmp_path, wrong_dir)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    summary = proc.stdout.splitlines()[-1]
+    assert summary.startswith(f"8 failed, {2 * len(BATTERY) - 8 - 4 + 1} passed, 4 skipped"), summary
+    failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 8 and all("[wrongmod:ScaledConvGrad " in line for line in failed)
+    assert "FAILED fwbench::test_conformance[wrongmod:ScaledConvGrad backward/conv2d 3x3]" in proc.stdout
+    # The failure section says which layer and parameter, without a traceback.
+    assert "\nconv2d 3x3: gradient of 0.weight (conv2d) off by 1.0e-01 relative (bound 1e-10)\n" in proc.stdout
+    assert "not supported: numpy does not support optimizer 'adam'" in proc.stdout
+    assert "Traceback" not in proc.stdout
+
+
+def test_pytest_plugin_reports_a_backend_that_cannot_load_as_a_usage_error(tmp_path):
+    proc = pytest_run(["--fwbench-backend", "nosuch"], tmp_path, tmp_path)
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "--fwbench-backend nosuch: unknown backend 'nosuch'" in proc.stderr
