@@ -82,3 +82,23 @@ def test_bad_options_fail_before_running(capsys, argv, needle, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_a_plugin_that_fails_conformance_is_not_benched_unless_allowed(tmp_path, monkeypatch):
+    plugin = "backends.numpy_backend:NumpyBackend"  # a module path: not built in, so it is checked first
+    monkeypatch.setattr(runner, "conformance", lambda name, device: {"passed": False, "failed": ["backward/relu"]})
+    monkeypatch.setattr(runner, "agreement", lambda model, suite: {})
+    suite = replace(TINY, backends=(plugin,))
+    doc = json.loads(runner.run_suite(suite, tmp_path / "a", log=lambda *a: None).read_text())
+    (cell,) = doc["cells"]
+    assert cell["status"] == "error" and "failed the conformance kit (backward/relu)" in cell["error"]
+    assert doc["conformance"][plugin]["passed"] is False
+    doc = json.loads(runner.run_suite(replace(suite, allow_nonconformant=True), tmp_path / "b",
+                                      log=lambda *a: None).read_text())
+    (cell,) = doc["cells"]
+    assert cell["status"] == "ok" and cell["conformance"] == "failed"
+
+
+def test_a_conformant_plugin_is_checked_in_a_fresh_process_and_marked():
+    verdict = runner.conformance("backends.numpy_backend:NumpyBackend", "cpu")
+    assert verdict["passed"] and verdict["failed"] == [] and verdict["source"] == "module path"
