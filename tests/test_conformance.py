@@ -267,7 +267,7 @@ def test_pytest_plugin_runs_one_test_per_check(tmp_path):
 
 
 def test_pytest_plugin_fails_wrong_checks_and_skips_unsupported_ones(tmp_path, wrong_dir):
-    (tmp_path / "test_own.py").write_text("def test_authors_own():\n    assert True\n")
+    (tmp_path / "test_own.py").write_text("def test_authors_own():\n    assert sorted([2, 1]) == [1, 2]\n")
     proc = pytest_run(["--fwbench-backend", "wrongmod:ScaledConvGrad", "--fwbench-backend", "wrongmod:NoOptimizers",
                        "-q", "-rfs"], tmp_path, wrong_dir)
     assert proc.returncode == 1, proc.stdout + proc.stderr
