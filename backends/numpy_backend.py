@@ -61,13 +61,20 @@ class NumpyBackend(Backend):
     def _logits(self, x: np.ndarray) -> Tensor:
         """Run the layers of the spec on an NCHW batch."""
         h = Tensor(x)
-        for i, layer in enumerate(self.spec.layers):
+        layers = self.spec.layers
+        for i, layer in enumerate(layers):
             if isinstance(layer, Conv2D):
                 h = conv2d(h, self.params[f"{i}.weight"], self.params[f"{i}.bias"], layer.stride, layer.padding)
             elif isinstance(layer, ReLU):
+                if i + 1 < len(layers) and isinstance(layers[i + 1], MaxPool2D):
+                    continue  # applied after the pool, on the smaller array; see below
                 h = relu(h)
             elif isinstance(layer, MaxPool2D):
                 h = maxpool2d(h, layer.size, layer.step)
+                # relu then maxpool == maxpool then relu, gradients included: relu is monotone, so a
+                # window's first max is the same either way whenever it is > 0, and the gradient is 0 otherwise.
+                if i > 0 and isinstance(layers[i - 1], ReLU):
+                    h = relu(h)
             elif isinstance(layer, Flatten):
                 h = flatten(h)
             elif isinstance(layer, Dense):

@@ -194,3 +194,25 @@ def test_no_framework_is_imported():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "", f"imported: {result.stdout.strip()}"
+
+
+def test_relu_before_maxpool_is_lowered_as_pool_then_relu_exactly():
+    """The backend pools before the ReLU (less work); values and gradients must match the spec order bit for bit."""
+    from backends.engine import Tensor, conv2d, cross_entropy, dense, flatten, maxpool2d, relu
+    spec = models.get("cnn")
+    params = init_params(spec, 0)
+    rng = np.random.default_rng(0)
+    # Few distinct values, so pool windows hold ties, zeros and all-negative runs after the conv.
+    x = rng.integers(-1, 2, (4, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 4)
+    params["0.weight"] = rng.integers(-1, 2, params["0.weight"].shape).astype(np.float32)
+    params["0.bias"] = np.zeros_like(params["0.bias"])
+    loss, grads = NumpyBackend(spec, params).loss_and_grads(x, y)
+
+    p = {k: Tensor(v.copy(), requires_grad=True) for k, v in params.items()}
+    h = maxpool2d(relu(conv2d(Tensor(x), p["0.weight"], p["0.bias"])), 2)  # the spec's order
+    ref = cross_entropy(dense(flatten(h), p["4.weight"], p["4.bias"]), y)
+    ref.backward()
+    assert loss == float(ref.data)
+    for k, t in p.items():
+        np.testing.assert_array_equal(grads[k], t.grad, err_msg=k)

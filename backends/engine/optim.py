@@ -34,6 +34,8 @@ class Adam:
         self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
         self.m = [np.zeros_like(p) for p in params]
         self.v = [np.zeros_like(p) for p in params]
+        self.tmp = [np.empty_like(p) for p in params]  # scratch, so a step allocates nothing
+        self.denom = [np.empty_like(p) for p in params]
         self.t = 0
 
     def step(self, grads: list[np.ndarray]) -> None:
@@ -42,13 +44,16 @@ class Adam:
         b1, b2 = self.betas
         step_size = self.lr / (1 - b1 ** self.t)
         sqrt_bc2 = math.sqrt(1 - b2 ** self.t)
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+        for p, g, m, v, tmp, denom in zip(self.params, grads, self.m, self.v, self.tmp, self.denom):
+            # In place through two scratch arrays per parameter; each line rounds as the plain expression would.
             m *= b1
-            m += (1 - b1) * g
+            m += np.multiply(g, 1 - b1, out=tmp)            # m += (1 - b1) * g
             v *= b2
-            v += (1 - b2) * (g * g)
+            np.multiply(g, g, out=tmp)
+            v += np.multiply(tmp, 1 - b2, out=tmp)          # v += (1 - b2) * (g * g)
             # Same grouping as torch: sqrt(v)/sqrt(bc2) + eps, then a step of lr/bc1.
-            denom = np.sqrt(v)
+            np.sqrt(v, out=denom)
             denom /= sqrt_bc2
             denom += self.eps
-            p -= step_size * (m / denom)
+            np.divide(m, denom, out=denom)
+            p -= np.multiply(denom, step_size, out=denom)   # p -= step_size * (m / denom)

@@ -17,23 +17,31 @@ def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
                for a in range(size) for b in range(size)]
     best = x.data[:, :, offsets[0][0], offsets[0][1]].copy(order="K")  # keep x's memory order: faster
     arg = np.zeros_like(best, dtype=np.uint8)  # index of the winning offset, row-major in the window
+    better = np.empty_like(best, dtype=bool)
     for k, (rows, cols) in enumerate(offsets[1:], start=1):
         v = x.data[:, :, rows, cols]
         # Strictly greater, so on ties the earlier offset keeps the win (torch's rule). The winner
         # is the last offset that beat the running max, hence arg = max(arg, k * better).
-        better = (v > best).view(np.uint8)
-        np.maximum(arg, better * np.uint8(k), out=arg)
+        np.greater(v, best, out=better)
+        np.maximum(arg, better.view(np.uint8) * np.uint8(k), out=arg)
         np.maximum(best, v, out=best)
-    out = Tensor(best, _prev=(x,), _op="maxpool2d")
+    # Handed on C-contiguous: flatten is then a free reshape, and relu's mask and a gradient
+    # coming back through flatten share one memory order (mixed orders make NumPy loops slow).
+    out = Tensor(np.ascontiguousarray(best), _prev=(x,), _op="maxpool2d")
 
     def _backward(g):
         if not x.requires_grad:
             return
         g = same_layout(g, best)
-        dx = np.zeros_like(x.data)
-        # Overlapping windows share input cells, so each offset adds into dx rather than assigning.
+        # When the windows tile x exactly, every cell is written below, so dx needs no zeroing.
+        dx = np.empty_like(x.data) if s == size and h == oh * s and w == ow * s else np.zeros_like(x.data)
+        won = np.empty_like(arg, dtype=bool)
         for k, (rows, cols) in enumerate(offsets):
-            dx[:, :, rows, cols] += g * (arg == k)
+            np.equal(arg, k, out=won)
+            if s >= size:  # disjoint windows: each cell hears from one window, so assign
+                np.multiply(g, won, out=dx[:, :, rows, cols])
+            else:  # overlapping windows share input cells, so each offset adds into dx
+                dx[:, :, rows, cols] += g * won
         x.accumulate(dx)
     out._backward = _backward
     return out
