@@ -82,9 +82,9 @@ def _tensor(run: Run, row: str) -> np.ndarray:
     return run.grads[row]
 
 
-def check(report: StepReport, tol: float, dtype: str) -> list[str]:
-    """One line per tensor and pair whose relative L2 difference exceeds the bound."""
-    return [f"{row}: {pair} differ by {m['rel_l2']:.3g} relative (bound {tol:g} for {dtype})"
+def check(report: StepReport, tol: float, dtype: str) -> list[tuple[str, str]]:
+    """(pair, message) for each tensor and pair whose relative L2 difference exceeds the bound."""
+    return [(pair, f"{row}: {pair} differ by {m['rel_l2']:.3g} relative (bound {tol:g} for {dtype})")
             for row, cells in report.table.items() for pair, m in cells.items() if not m["rel_l2"] <= tol]
 
 

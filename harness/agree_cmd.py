@@ -117,14 +117,15 @@ def usable(classes: dict, spec, args) -> tuple[dict, list[str]]:
     return kept, notes
 
 
-def split_ties(breaches: list[str], conventions: dict[str, dict], ties_case: bool) -> tuple[list[str], list[str]]:
+def split_ties(breaches: list[tuple[str, str]], conventions: dict[str, dict],
+               ties_case: bool) -> tuple[list[str], list[str]]:
     """On a tie case, a breach between backends with different measured conventions is a tie, not a failure."""
     if not ties_case:
-        return breaches, []
+        return [line for _, line in breaches], []
     conventions = conventions | {ag.REFERENCE: conventions.get("numpy") or _numpy_conventions()}
     failures, at_ties = [], []
-    for line in breaches:
-        a, b = line.split(": ", 1)[1].split(" differ")[0].split("~")
+    for pair, line in breaches:
+        a, b = pair.split("~")
         (at_ties if conventions[a] != conventions[b] else failures).append(line)
     return failures, at_ties
 

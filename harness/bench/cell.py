@@ -57,8 +57,9 @@ def run(cell: dict) -> dict:
                     "test_accuracy": result.test_accuracy, "accuracy_target": cell["target"],
                     "time_to_accuracy_s": result.time_to_accuracy}
         curves = {"loss": result.loss_curve, "accuracy": result.accuracy_curve}
-        conv = next((k for k, v in backend.get_params().items() if v.ndim == 4), None)
-        filters = backend.get_params()[conv].tolist() if conv else None
+        trained = backend.get_params()
+        conv = next((k for k, v in trained.items() if v.ndim == 4), None)
+        filters = trained[conv].tolist() if conv else None
         peaks.append(backend.peak_device_memory())
     peak = max((p for p in peaks if p is not None), default=None)
     # ru_maxrss is in KiB on Linux: the whole life of this process, which ran only this cell.
