@@ -7,10 +7,10 @@ import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
 
-from backends.base import Backend, BackendError, OptimizerConfig
+from backends.base import Backend, BackendError, OptimizerConfig, check_mode
 
 __all__ = ["Backend", "BackendError", "BrokenBackend", "MissingDependency", "OptimizerConfig", "BUILTIN", "Entry",
-           "GROUP", "entries", "load", "missing", "names", "source"]
+           "GROUP", "entries", "load", "missing", "names", "source", "split"]
 
 class MissingDependency(BackendError):
     """A backend's framework or one of its modules is not installed."""
@@ -63,20 +63,31 @@ def names() -> list[str]:
     return list(entries())
 
 
+def split(name: str) -> tuple[str, str | None]:
+    """"flax@scan" -> ("flax", "scan"); a name without "@" has no mode (the backend's default)."""
+    base, at, mode = name.partition("@")
+    if at and not mode:
+        raise BackendError(f"backend '{name}': nothing after '@'; write NAME@MODE, e.g. torch@compile")
+    return base, mode or None
+
+
 def source(name: str) -> str:
     """Where a backend comes from: built-in, a plugin distribution, or a module path."""
+    name = split(name)[0]
     return "module path" if _is_path(name) else _entry(name).source
 
 
 def missing(name: str) -> list[str]:
     """The framework modules a registered backend is known to need that are not installed."""
+    name = split(name)[0]
     if _is_path(name):
         return []
     return [m for m in _entry(name).requires if importlib.util.find_spec(m) is None]
 
 
 def load(name: str) -> type[Backend]:
-    """The backend class for a name or a "module.path:ClassName"; BackendError saying why it cannot load."""
+    """The backend class for a name or a "module.path:ClassName", with an optional "@mode"; BackendError saying why not."""
+    name, mode = split(name)
     entry = Entry(name, (), "check the module path") if _is_path(name) else _entry(name)
     absent = missing(name)
     if absent:
@@ -94,6 +105,7 @@ def load(name: str) -> type[Backend]:
         raise BrokenBackend(f"backend '{name}' is broken: {type(e).__name__}: {e}".splitlines()[0]) from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise BrokenBackend(f"backend '{name}': {entry.target} is not a subclass of backends.base.Backend")
+    check_mode(cls, mode)
     return cls
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,6 +31,13 @@ class Backend:
     name: ClassVar[str] = "base"
     framework: ClassVar[str] = "none"
     device: str  # "cpu" or "cuda", as asked for; native device objects stay private
+    # Execution modes, the default first ("torch@compile" picks one); each is benchmarked as its own row.
+    # A backend with modes takes mode= in __init__ and sets self.mode; one without is called without it.
+    modes: ClassVar[tuple[str, ...]] = ()
+    mode: str | None = None
+    # True when train_steps runs many steps in one call (a scan, a captured graph): the harness then
+    # hands it whole segments between evaluations instead of a few dozen steps at a time.
+    fused: bool = False
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0):
@@ -83,6 +91,18 @@ class Backend:
         """One forward, backward and optimizer update; returns the loss (float() reads it)."""
         raise NotImplementedError(f"{self.name} does not support train_step()")
 
+    def prepare_epoch(self, x: np.ndarray, y: np.ndarray, order: Sequence[np.ndarray]) -> Any:
+        """One epoch's batches (order[i] indexes batch i) on the device in native form; kept out of timed regions."""
+        return [self.prepare_batch(x[idx], y[idx]) for idx in order]
+
+    def train_steps(self, epoch: Any, start: int, stop: int, lrs: Sequence[float]) -> Sequence[Any]:
+        """Steps start..stop-1 of a prepared epoch at lrs[0..]; their losses (float() reads each), maybe still queued."""
+        losses = []
+        for i, lr in zip(range(start, stop), lrs, strict=True):
+            self.set_lr(lr)
+            losses.append(self.train_step(epoch[i]))
+        return losses
+
     def synchronize(self) -> None:
         """Block until all queued device work is done."""
         raise NotImplementedError(f"{self.name} must implement synchronize()")
@@ -90,6 +110,16 @@ class Backend:
     def peak_device_memory(self) -> int | None:
         """Bytes the framework allocated at most on the GPU so far; None on the CPU."""
         return None
+
+
+def check_mode(backend: type[Backend], mode: str | None) -> str | None:
+    """The mode to use (None asks for the default); BackendError naming the choices if it is not offered."""
+    if mode is None:
+        return backend.modes[0] if backend.modes else None
+    if mode not in backend.modes:
+        offered = f"choose one of {', '.join(backend.modes)}" if backend.modes else "it has none"
+        raise BackendError(f"backend '{backend.name}' has no mode '{mode}'; {offered}")
+    return mode
 
 
 def check_device(backend: type[Backend], device: str) -> None:

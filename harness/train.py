@@ -69,6 +69,15 @@ def eval_points(steps: int, evals_per_epoch: int) -> set[int]:
     return {max(1, round(k * steps / evals_per_epoch)) - 1 for k in range(1, evals_per_epoch + 1)}
 
 
+def segments(steps: int, evals: set[int], chunk: int | None) -> list[tuple[int, int]]:
+    """[start, stop) runs of steps ending at each evaluation point, cut every `chunk` steps unless chunk is None."""
+    cuts = {e + 1 for e in evals} | {steps}
+    if chunk:
+        cuts |= set(range(chunk, steps, chunk))
+    bounds = [0, *sorted(c for c in cuts if 0 < c <= steps)]
+    return list(zip(bounds, bounds[1:]))
+
+
 def train(backend: Backend, recipe: Recipe, train_x: np.ndarray, train_y: np.ndarray,
           test_x: np.ndarray, test_y: np.ndarray, *, seed: int = 0, progress: bool = True,
           on_epoch=None, evals_per_epoch: int = 1, target: float | None = None) -> TrainResult:
@@ -80,28 +89,31 @@ def train(backend: Backend, recipe: Recipe, train_x: np.ndarray, train_y: np.nda
     for epoch in range(1, recipe.epochs + 1):
         order = batch_order(len(train_x), recipe.batch_size, seed, epoch - 1)
         images = random_shift(train_x, recipe.shift, seed, epoch - 1)
-        batches = [backend.prepare_batch(images[idx], train_y[idx]) for idx in order]  # before the clock starts
+        batches = backend.prepare_epoch(images, train_y, order)  # before the clock starts
         evals = eval_points(len(order), evals_per_epoch)
+        # A fused backend runs each stretch between evaluations in one call; others are read back
+        # every CHECK_EVERY steps, so a NaN stops training soon after it appears.
+        runs = segments(len(order), evals, None if backend.fused else CHECK_EVERY)
         bar = Progress(len(order), f"epoch {epoch}/{recipe.epochs}", enabled=progress)
-        pending, loss_sum, first, epoch_seconds, accuracy = [], 0.0, 0, 0.0, float("nan")
+        loss_sum, epoch_seconds, accuracy = 0.0, 0.0, float("nan")
+        done_before = (epoch - 1) * steps_per_epoch
         start = time.perf_counter()
-        for step, batch in enumerate(batches):
-            backend.set_lr(recipe.lr_at((epoch - 1) * steps_per_epoch + step, total))
-            pending.append(backend.train_step(batch))
-            if len(pending) == CHECK_EVERY or step in evals:
-                chunk = _check(pending, epoch, first)
+        for a, b in runs:
+            lrs = [recipe.lr_at(done_before + s, total) for s in range(a, b)]
+            losses = backend.train_steps(batches, a, b, lrs)
+            for c in range(a, b, CHECK_EVERY):
+                chunk = _check(losses[c - a:min(b, c + CHECK_EVERY) - a], epoch, c)
                 loss_sum += chunk
-                result.loss_curve.append(((epoch - 1) * steps_per_epoch + step + 1, chunk / len(pending)))
-                pending, first = [], step + 1
-                bar.update(step + 1, f"loss {loss_sum / (step + 1):.4f}")
-            if step in evals:
+                result.loss_curve.append((done_before + min(b, c + CHECK_EVERY), chunk / (min(b, c + CHECK_EVERY) - c)))
+            bar.update(b, f"loss {loss_sum / b:.4f}")
+            if b - 1 in evals:
                 backend.synchronize()
                 epoch_seconds += time.perf_counter() - start
                 accuracy = evaluate(backend, test_x, test_y)
-                done = train_seconds + epoch_seconds
-                result.accuracy_curve.append((done, epoch - 1 + (step + 1) / len(order), accuracy))
+                elapsed = train_seconds + epoch_seconds
+                result.accuracy_curve.append((elapsed, epoch - 1 + b / len(order), accuracy))
                 if target is not None and result.time_to_accuracy is None and accuracy >= target:
-                    result.time_to_accuracy = done
+                    result.time_to_accuracy = elapsed
                 start = time.perf_counter()
         bar.close()
         train_seconds += epoch_seconds

@@ -1,25 +1,39 @@
-"""Step timing that measures only the step: data is prepared first, each step ends in synchronize()."""
+"""Step timing that measures only the steps: data is prepared first, each timed call ends in synchronize()."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
 from backends.base import Backend
 
+# A fused backend is timed over whole calls of `steps` steps, this many times, after a compiling call.
+FUSED_CALLS = 5
 
-def time_steps(backend: Backend, batches: list, lrs: list[float], warmup: int, steps: int) -> dict:
-    """First step (compilation included) apart, then the median and IQR of `steps` timed steps after `warmup`."""
-    def one(i: int) -> float:
-        start = time.perf_counter()
-        backend.set_lr(lrs[i % len(lrs)])
-        backend.train_step(batches[i % len(batches)])
+
+def time_steps(backend: Backend, epoch: Any, lrs: list[float], warmup: int, steps: int) -> dict:
+    """First call (compilation included) apart, then the median and IQR per step of the timed calls.
+
+    `epoch` is what backend.prepare_epoch returned, with at least 1 + warmup + steps batches, or
+    `steps` for a fused backend, which runs `steps` steps per call and skips the warm-up.
+    """
+    def one(start: int, n: int) -> float:
+        begin = time.perf_counter()
+        backend.train_steps(epoch, start, start + n, [lrs[(start + k) % len(lrs)] for k in range(n)])
         backend.synchronize()
-        return time.perf_counter() - start
+        return time.perf_counter() - begin
 
-    first = one(0)
-    for i in range(1, 1 + warmup):
-        one(i)
-    times = np.array([one(i) for i in range(1 + warmup, 1 + warmup + steps)]) * 1e3
+    if backend.fused:
+        first = one(0, steps)
+        times = np.array([one(0, steps) for _ in range(FUSED_CALLS)]) / steps * 1e3
+    else:
+        first = one(0, 1)
+        for i in range(1, 1 + warmup):
+            one(i, 1)
+        times = np.array([one(i, 1) for i in range(1 + warmup, 1 + warmup + steps)]) * 1e3
     q1, median, q3 = np.percentile(times, [25, 50, 75])
-    return {"first_step_s": first, "step_ms": float(median), "step_ms_iqr": float(q3 - q1), "steps": steps}
+    per_call = steps if backend.fused else 1
+    # Compilation is what the first call took beyond an ordinary call of the same length.
+    return {"first_step_s": first, "compile_s": max(0.0, first - median * per_call / 1e3), "step_ms": float(median),
+            "step_ms_iqr": float(q3 - q1), "steps": steps, "steps_per_call": per_call}
