@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from backends import layout
-from backends.base import Backend, BackendError, OptimizerConfig, check_device
+from backends import flax_kernels, flax_scan, layout
+from backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
 from models.params import Params, check
 from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
 
@@ -35,11 +35,12 @@ class Net(nn.Module):
             kw = dict(dtype=self.dtype, param_dtype=self.dtype, precision=PRECISION, name=f"layer_{i}")
             if isinstance(layer, Conv2D):
                 k, s, p = layer.kernel_size, layer.stride, layer.padding
-                x = nn.Conv(layer.out_channels, (k, k), strides=(s, s), padding=[(p, p), (p, p)], **kw)(x)
+                x = nn.Conv(layer.out_channels, (k, k), strides=(s, s), padding=[(p, p), (p, p)],
+                            conv_general_dilated=flax_kernels.conv_general_dilated, **kw)(x)
             elif isinstance(layer, ReLU):
                 x = nn.relu(x)
             elif isinstance(layer, MaxPool2D):
-                x = nn.max_pool(x, (layer.size, layer.size), strides=(layer.step, layer.step), padding="VALID")
+                x = flax_kernels.max_pool(x, layer.size, layer.step)
             elif isinstance(layer, Flatten):
                 x = x.reshape((x.shape[0], -1))  # H, W, C order: layout.py permutes the next dense's rows
             elif isinstance(layer, Dense):
@@ -89,15 +90,18 @@ def _optimizer(config: OptimizerConfig, dtype) -> optax.GradientTransformation:
 
 
 class FlaxBackend(Backend):
-    """Flax linen on jax.jit, NHWC inside, optax optimizers."""
+    """Flax linen on jax.jit, NHWC inside, optax optimizers; `step` jits one update, `scan` fuses many."""
 
     name = "flax"
     framework = "flax"
+    modes = ("step", "scan")
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
-                 device: str = "cpu", dtype: str = "float32", seed: int = 0):
+                 device: str = "cpu", dtype: str = "float32", seed: int = 0, mode: str | None = None):
         """Build the model; params=None asks for flax's default init (lecun_normal, zeros), seeded."""
         check_device(type(self), device)
+        self.mode = check_mode(type(self), mode)
+        self.fused = self.mode == "scan"
         if dtype not in DTYPES:
             raise BackendError(f"flax backend: unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
         if dtype == "float64":
@@ -178,6 +182,7 @@ class FlaxBackend(Backend):
 
         # Donating params and state lets XLA update them in place, as torch.optim does.
         self._step = jax.jit(step, donate_argnums=(0, 1))
+        self._scan, self._ragged = flax_scan.fuse(step), flax_scan.ragged_step(step)
 
     def set_lr(self, lr: float) -> None:
         """Set the injected learning rate for the next steps; moments are kept and nothing recompiles."""
@@ -201,6 +206,34 @@ class FlaxBackend(Backend):
             raise BackendError("flax backend: call init_optimizer() before training")
         self.params, self.opt_state, loss = self._step(self.params, self.opt_state, *batch, self._lr)
         return loss
+
+    def prepare_epoch(self, x: np.ndarray, y: np.ndarray, order) -> Any:
+        """scan: the epoch's images, labels and batch indices resident on the device; step: a list of batches."""
+        if not self.fused:
+            return super().prepare_epoch(x, y, order)
+        return flax_scan.resident(layout.nchw_to_nhwc(np.asarray(x, self.dtype)), y, order, self.dtype, self._dev)
+
+    def train_steps(self, epoch: Any, start: int, stop: int, lrs) -> Any:
+        """scan: the full batches of start..stop-1 in one lax.scan (plus the short last batch); losses on the host."""
+        if not self.fused:
+            return super().train_steps(epoch, start, stop, lrs)
+        if self._step is None:
+            raise BackendError("flax backend: call init_optimizer() before training")
+        if not 0 <= start <= stop <= epoch.steps or len(lrs) != stop - start:
+            raise BackendError(f"flax backend: steps {start}..{stop} with {len(lrs)} learning rates do not fit "
+                               f"an epoch of {epoch.steps} steps")
+        lrs = np.asarray(lrs, self.dtype)
+        n = min(stop, len(epoch.full)) - start
+        losses = []
+        if n > 0:
+            self.params, self.opt_state, fused = self._scan(self.params, self.opt_state, epoch.x, epoch.y,
+                                                            epoch.full, lrs[:n], np.int32(start), n)
+            losses.append(fused)
+        if stop > len(epoch.full):  # the short last batch: its own shape, its own compiled step
+            self.params, self.opt_state, loss = self._ragged(self.params, self.opt_state, epoch.x, epoch.y,
+                                                             epoch.ragged, lrs[-1])
+            losses.append(loss)
+        return flax_scan.to_host(losses)
 
     def peak_device_memory(self) -> int | None:
         """XLA's peak_bytes_in_use on a GPU."""

@@ -71,3 +71,34 @@ def test_discovery_in_a_fresh_process(site):
                          env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "plugin fake-plugins 1.2.3" in out.stdout
+
+
+def test_a_mode_is_split_off_and_checked_against_the_backend():
+    assert backends.split("flax@scan") == ("flax", "scan")
+    assert backends.split("pkg.mod:Cls@fast") == ("pkg.mod:Cls", "fast")
+    assert backends.split("numpy") == ("numpy", None)
+    assert backends.source("numpy@anything") == "built-in"
+    with pytest.raises(backends.BackendError, match="nothing after '@'; write NAME@MODE"):
+        backends.split("torch@")
+    with pytest.raises(backends.BackendError, match="backend 'numpy' has no mode 'fast'; it has none"):
+        backends.load("numpy@fast")
+
+
+def test_make_backend_passes_a_chosen_mode_only(monkeypatch):
+    from backends.numpy_backend import NumpyBackend
+    from harness.session import make_backend
+    seen = []
+
+    class Moded(NumpyBackend):
+        modes = ("slow", "fast")
+
+        def __init__(self, *args, mode=None, **kw):
+            seen.append(mode)
+            super().__init__(*args, **kw)
+    monkeypatch.setitem(sys.modules, "fake_moded", type(sys)("fake_moded"))
+    sys.modules["fake_moded"].Moded = Moded
+    spec = __import__("models").get("tinycnn")
+    make_backend("fake_moded:Moded@fast", spec, device="cpu", dtype="float32", seed=0, init="canonical")
+    make_backend("numpy", spec, device="cpu", dtype="float32", seed=0, init="canonical")  # no mode= for it
+    make_backend("fake_moded:Moded", spec, device="cpu", dtype="float32", seed=0, init="canonical")
+    assert seen == ["fast", None]

@@ -1,0 +1,95 @@
+"""Flax's step and scan modes train identically, and its rewritten gradients equal XLA's own."""
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+pytest.importorskip("flax")
+pytest.importorskip("optax")
+
+from jax import lax  # noqa: E402
+
+from backends import flax_kernels  # noqa: E402
+from backends.base import BackendError, OptimizerConfig  # noqa: E402
+from backends.flax_backend import FlaxBackend  # noqa: E402
+from harness.data import batch_order  # noqa: E402
+from models.params import init_params  # noqa: E402
+from specs import SPECS, batch  # noqa: E402
+
+
+def trained(spec, mode: str, n: int, size: int, cuts: list[int]) -> tuple[dict, np.ndarray]:
+    """Params and losses after one epoch of Adam over n images, train_steps called on the given segments."""
+    x, y = batch(spec, n, seed=4)
+    b = FlaxBackend(spec, init_params(spec, 0, "float64"), dtype="float64", mode=mode)
+    b.init_optimizer(OptimizerConfig("adam", lr=1e-2))
+    order = batch_order(n, size, 0, 0)
+    epoch = b.prepare_epoch(x, y, order)
+    bounds = [0, *cuts, len(order)]
+    losses = [np.asarray([float(v) for v in b.train_steps(epoch, a, z, [1e-2 * (1 - s / 10) for s in range(a, z)])])
+              for a, z in zip(bounds, bounds[1:])]
+    return b.get_params(), np.concatenate(losses)
+
+
+@pytest.mark.parametrize("name", ["tinycnn", "wide"])
+def test_scan_trains_exactly_like_step_with_a_short_last_batch(name):
+    spec = SPECS[name]
+    step_params, step_losses = trained(spec, "step", 27, 4, [])          # 6 full batches and one of 3
+    scan_params, scan_losses = trained(spec, "scan", 27, 4, [2, 5])      # segments 0-2, 2-5, 5-7
+    assert len(scan_losses) == 7
+    np.testing.assert_allclose(scan_losses, step_losses, rtol=1e-12)
+    for k in step_params:
+        np.testing.assert_allclose(scan_params[k], step_params[k], rtol=1e-10, atol=1e-12, err_msg=k)
+    assert not np.allclose(scan_params["0.weight"], init_params(spec, 0, "float64")["0.weight"])
+
+
+def test_modes_are_declared_and_checked():
+    spec = SPECS["tinycnn"]
+    assert FlaxBackend.modes == ("step", "scan")
+    default = FlaxBackend(spec, init_params(spec, 0))
+    assert (default.mode, default.fused) == ("step", False)
+    assert FlaxBackend(spec, init_params(spec, 0), mode="scan").fused
+    with pytest.raises(BackendError, match="no mode 'graph'; choose one of step, scan"):
+        FlaxBackend(spec, init_params(spec, 0), mode="graph")
+
+
+def test_scan_refuses_steps_outside_the_epoch():
+    spec = SPECS["tinycnn"]
+    x, y = batch(spec, 8)
+    b = FlaxBackend(spec, init_params(spec, 0), mode="scan")
+    b.init_optimizer(OptimizerConfig("sgd", lr=0.1))
+    epoch = b.prepare_epoch(x, y, batch_order(8, 4, 0, 0))
+    with pytest.raises(BackendError, match="steps 1..3 .* an epoch of 2 steps"):
+        b.train_steps(epoch, 1, 3, [0.1, 0.1])
+
+
+@pytest.mark.parametrize("n,h,w,c,o,k,s,p", [(4, 28, 28, 1, 8, 3, 1, 0), (3, 13, 10, 2, 5, 3, 2, 1),
+                                             (2, 8, 8, 2, 3, 2, 3, 0)])
+def test_conv_gradients_equal_xla_own(n, h, w, c, o, k, s, p):
+    rng = np.random.default_rng(0)
+    x, kernel = rng.standard_normal((n, h, w, c)).astype(np.float32), rng.standard_normal((k, k, c, o)).astype(np.float32)
+
+    def loss(conv):
+        return lambda x, kernel: (conv(x, kernel, (s, s), ((p, p), (p, p)), dimension_numbers=flax_kernels.NHWC) ** 3).sum()
+    want = jax.grad(loss(lax.conv_general_dilated), (0, 1))(x, kernel)
+    got = jax.grad(loss(flax_kernels.conv_general_dilated), (0, 1))(x, kernel)
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max()))
+
+
+@pytest.mark.parametrize("shape,size,step", [((2, 26, 26, 3), 2, 2), ((2, 7, 9, 2), 2, 2), ((1, 9, 9, 1), 3, 2)])
+def test_max_pool_gradient_goes_to_the_first_maximum_like_xla(shape, size, step):
+    x = np.round(np.random.default_rng(1).standard_normal(shape)).astype(np.float32)  # many exact ties
+
+    def loss(pool):
+        return lambda x: (pool(x) ** 2).sum()
+    want = jax.grad(loss(lambda x: lax.reduce_window(x, -np.inf, lax.max, (1, size, size, 1), (1, step, step, 1),
+                                                     "VALID")))(x)
+    got = jax.grad(loss(lambda x: flax_kernels.max_pool(x, size, step)))(x)
+    assert np.array_equal(got, want)
+
+
+def test_the_model_uses_the_rewritten_gradients():
+    spec = SPECS["cnn"]
+    b = FlaxBackend(spec, init_params(spec, 0))
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    jaxpr = str(jax.make_jaxpr(lambda p: jax.grad(lambda q: b.model.apply({"params": q}, x).sum())(p))(b.params))
+    assert jaxpr.count("custom_vjp_call") == 2  # the conv and the pool, not a silent fallback to stock ops
