@@ -61,6 +61,19 @@ def test_interrupted_run_keeps_finished_cells(tmp_path, monkeypatch):
     assert doc["status"] == "interrupted" and len(doc["cells"]) == 1 and doc["cells"][0]["status"] == "ok"
 
 
+def test_a_fused_mode_is_timed_per_call_and_trains_in_segments():
+    pytest.importorskip("jax")
+    pytest.importorskip("flax")
+    cell = cells(replace(TINY, backends=("flax@scan",)))[0]
+    record = runner.run_cell(cell)
+    assert record["status"] == "ok", record["error"]
+    assert (record["mode"], record["fused"]) == ("scan", True)
+    m = record["metrics"]
+    assert m["steps_per_call"] == 5 and m["step_ms"] > 0 and 0 <= m["compile_s"] < m["first_step_s"]
+    assert 0.2 < m["test_accuracy"] <= 1 and len(record["curves"]["accuracy"]) == 2
+    assert [p[0] for p in record["curves"]["loss"]] == [5, 10]  # 640 images at 64: two segments of five steps
+
+
 def test_cell_process_crash_is_recorded(monkeypatch):
     cell = cells(replace(TINY, backends=("numpy",)))[0]
     monkeypatch.setattr(runner.sys, "executable", "/bin/false")
@@ -72,6 +85,8 @@ def test_cell_process_crash_is_recorded(monkeypatch):
     (["bench", "--backends", "numpy,caffe"], "unknown backend 'caffe'"),
     (["bench", "--models", "resnet"], "unknown model 'resnet'"),
     (["bench", "--batch-sizes", "64,big"], "--batch-sizes takes whole numbers"),
+    (["bench", "--backends", "numpy@fast"], "backend 'numpy' has no mode 'fast'"),
+    (["bench", "--backends", "numpy@"], "nothing after '@'"),
     (["bench", "--suite", "huge"], "invalid choice: 'huge'"),
 ])
 def test_bad_options_fail_before_running(capsys, argv, needle, tmp_path):

@@ -62,12 +62,12 @@ def test_markdown_bolds_the_best_value_of_each_column(results_file):
     cnn, mlp = found["cnn (54,410 parameters)"], found["mlp (109,386 parameters)"]
     step = COLUMNS.index("step ms")
     assert [r[step] for r in cnn[1:4]] == ["13.00", "**6.71**", "24.40"]  # lowest step time
-    assert row(cnn, "torch batch 64")[COLUMNS.index("images/s")] == "**9,538**"  # highest throughput
-    assert row(cnn, "flax batch 64")[COLUMNS.index("worst grad diff")] == "**2.0e-07**"
-    assert row(mlp, "flax batch 64")[COLUMNS.index("accuracy")] == "**97.75%**"
+    assert row(cnn, "torch (eager) batch 64")[COLUMNS.index("images/s")] == "**9,538**"  # highest throughput
+    assert row(cnn, "flax (step) batch 64")[COLUMNS.index("worst grad diff")] == "**2.0e-07**"
+    assert row(mlp, "flax (step) batch 64")[COLUMNS.index("accuracy")] == "**97.75%**"
     assert row(mlp, "numpy batch 64")[COLUMNS.index("time to accuracy s")] == "not reached"
     # torch and numpy tie on cnn accuracy: both are the best
-    assert [row(cnn, b)[COLUMNS.index("accuracy")] for b in ("numpy batch 64", "torch batch 64")] == ["**98.71%**"] * 2
+    assert [row(cnn, b)[COLUMNS.index("accuracy")] for b in ("numpy batch 64", "torch (eager) batch 64")] == ["**98.71%**"] * 2
 
 
 def test_failed_cell_shows_its_one_line_error(tmp_path):
@@ -75,7 +75,7 @@ def test_failed_cell_shows_its_one_line_error(tmp_path):
     data["cells"][-1]["error"] = results_fixture.FAILED_ERROR + "\nTraceback (most recent call last): ..."
     path = results_fixture.write(tmp_path / NAME, data)
     cnn = tables(render([str(path)]))["cnn (54,410 parameters)"]
-    failed = row(cnn, "flax batch 512")
+    failed = row(cnn, "flax (step) batch 512")
     assert failed[1] == f"failed: {results_fixture.FAILED_ERROR}"
     assert "Traceback" not in render([str(path)])
 
@@ -95,7 +95,7 @@ def test_gpu_memory_shares_the_cell_with_host_memory(tmp_path):
     data["cells"][1]["metrics"]["gpu_peak_mb"] = 1024.0
     md = render([str(results_fixture.write(tmp_path / NAME, data))])
     assert "NVIDIA H200" in md and "no GPU" not in md
-    assert row(tables(md)["cnn (54,410 parameters)"], "torch batch 64")[COLUMNS.index("peak MB")] == "812 / 1,024 GPU"
+    assert row(tables(md)["cnn (54,410 parameters)"], "torch (eager) batch 64")[COLUMNS.index("peak MB")] == "812 / 1,024 GPU"
 
 
 def test_overhead_table(results_file):
@@ -111,9 +111,9 @@ def test_course_table_has_the_published_rows_and_ours(results_file):
     assert course[2] == ["PyTorch CNN — course (published)", "—", "MNIST", "~30 s per epoch (CPU)", "98.5%"]
     assert course[3] == ["Naive NumPy convolution loops — course (published)", "—", "MNIST",
                          "~15 min per epoch", "—"]
-    assert row(course, "fwbench torch cnn") == ["fwbench torch cnn", "54K", "MNIST 60k/10k", "6.3 s per epoch (CPU)",
+    assert row(course, "fwbench torch (eager) cnn") == ["fwbench torch (eager) cnn", "54K", "MNIST 60k/10k", "6.3 s per epoch (CPU)",
                                                 "98.71%"]
-    assert row(course, "fwbench flax mlp")[1:] == ["109K", "MNIST 60k/10k", "0.6 s per epoch (CPU)", "97.75%"]
+    assert row(course, "fwbench flax (step) mlp")[1:] == ["109K", "MNIST 60k/10k", "0.6 s per epoch (CPU)", "97.75%"]
     assert len(course) == 1 + 3 + 6  # the failed timing-only cell has no accuracy, so no row
 
 

@@ -39,13 +39,14 @@ def run(cell: dict) -> dict:
 
     backend = make_backend(cell["backend"], spec, **build)
     backend.init_optimizer(recipe.optimizer)
+    out |= {"mode": backend.mode, "fused": backend.fused}
     count = 1 + cell["warmup_steps"] + cell["timed_steps"]
     order = batch_order(len(data.train_x), cell["batch_size"], cell["seed"], 0)
-    batches = [backend.prepare_batch(data.train_x[i], data.train_y[i]) for i in order[:count]]
-    timing = time_steps(backend, batches, [recipe.optimizer.lr], cell["warmup_steps"], cell["timed_steps"])
+    epoch = backend.prepare_epoch(data.train_x, data.train_y, order[:count])
+    timing = time_steps(backend, epoch, [recipe.optimizer.lr], cell["warmup_steps"], cell["timed_steps"])
     metrics = {**timing, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3}
     peaks = [backend.peak_device_memory()]
-    del backend, batches
+    del backend, epoch
 
     curves = filters = None
     if cell["train"]:

@@ -16,7 +16,8 @@ from harness.session import MNIST_SHAPE
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", choices=tuple(PRESETS), default="default",
                    help="quick: about a minute; default: what make bench runs; full: more sizes, repeats, GPU")
-    p.add_argument("--backends", help="comma-separated; default: the suite's (numpy,torch,flax)")
+    p.add_argument("--backends", help="comma-separated, NAME or NAME@MODE, e.g. numpy,torch,torch@compile,flax@scan; "
+                                      "default: the suite's")
     p.add_argument("--models", help="comma-separated shipped names or .toml paths; default: cnn,mlp")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="default: the suite's")
     p.add_argument("--batch-sizes", help="comma-separated, e.g. 64,512; default: the suite's")
@@ -35,9 +36,12 @@ def suite_from(args):
     suite = PRESETS[args.suite]
     names, model_names = _list(args.backends), _list(args.models)
     for name in names or ():
-        if name not in backends.names() and ":" not in name:
-            raise BackendError(f"unknown backend '{name}'; choose from {', '.join(backends.names())}, "
+        base, mode = backends.split(name)
+        if base not in backends.names() and ":" not in base:
+            raise BackendError(f"unknown backend '{base}'; choose from {', '.join(backends.names())}, "
                                "or give module.path:ClassName")
+        if mode and not backends.missing(base):
+            backends.load(name)  # imports the framework here, so a mistyped mode fails before any cell runs
     for name in model_names or ():
         spec = models.get(name)
         if spec.input != MNIST_SHAPE:

@@ -9,10 +9,14 @@ from harness.provenance import git_commit, machine
 
 SCHEMA = "fwbench.results/1"
 METRICS = {
-    "first_step_s": ("s", "wall time of the first train_step on a fresh model, synchronized: includes JIT compilation"),
-    "step_ms": ("ms", "median over the timed steps after warm-up; each step is set_lr + train_step + synchronize(), "
+    "first_step_s": ("s", "wall time of the first call on a fresh model, synchronized: includes JIT compilation "
+                          "(one step, or steps_per_call steps for a fused mode)"),
+    "compile_s": ("s", "first_step_s minus an ordinary call of the same number of steps: compilation and first-touch"),
+    "step_ms": ("ms", "median over the timed calls after warm-up, per step; a call is train_steps + synchronize(), "
+                      "one step (set_lr + train_step) or, in a fused mode, steps_per_call steps in one scan or graph; "
                       "batches prepared on the device beforehand"),
-    "step_ms_iqr": ("ms", "interquartile range of the timed steps"),
+    "step_ms_iqr": ("ms", "interquartile range of the timed calls, per step"),
+    "steps_per_call": ("steps", "steps per timed call: 1, or the timed steps for a fused mode"),
     "images_per_s": ("images/s", "batch size / median step time"),
     "epoch_s": ("s", "median training time of the recipe's epochs after the first; the epoch's batches are on the "
                      "device before its clock starts, and test evaluations are off the clock"),

@@ -24,7 +24,7 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
     log(f"fwbench bench: suite {suite.name}, {len(todo)} cells -> {path}")
     bar = Progress(len(todo) + len(suite.models), "bench")
     try:
-        for name in suite.backends:
+        for name in dict.fromkeys(backends.split(b)[0] for b in suite.backends):
             if backends.source(name) != "built-in":
                 doc.setdefault("conformance", {})[name] = conformance(name, suite.device)
                 results.save(doc, path)
@@ -34,7 +34,8 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
             bar.update(i + 1, f"agreement {model}")
         for i, cell in enumerate(todo):
             start = time.perf_counter()
-            checked = doc.get("conformance", {}).get(cell.backend)
+            base = backends.split(cell.backend)[0]  # conformance and agreement are per backend, not per mode
+            checked = doc.get("conformance", {}).get(base)
             if checked and not checked["passed"] and not suite.allow_nonconformant:
                 record = {**cell.to_dict(), "status": "error", "conformance": "failed",
                           "error": f"not run: {cell.backend} failed the conformance kit "
@@ -44,10 +45,10 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
                 record = run_cell(cell)
                 if checked:
                     record["conformance"] = "passed" if checked["passed"] else "failed"
-            worst = doc["agreement"].get(cell.model, {}).get("worst_rel_l2", {}).get(cell.backend)
+            worst = doc["agreement"].get(cell.model, {}).get("worst_rel_l2", {}).get(base)
             if record["status"] == "ok":
                 record["metrics"]["agreement_worst_rel_l2"] = worst
-                doc["frameworks"][cell.backend] = record["framework_version"]
+                doc["frameworks"][base] = record["framework_version"]
             doc["cells"].append(record)
             results.save(doc, path)
             bar.update(len(suite.models) + i + 1, cell.label())
@@ -94,7 +95,8 @@ def conformance(name: str, device: str) -> dict:
 
 def agreement(model: str, suite: Suite) -> dict:
     """fwbench agree in float32 on one MNIST batch, summarised per backend; an error is recorded, not raised."""
-    names = [b for b in suite.backends if ":" in b or (b in backends.names() and not backends.missing(b))]
+    bases = dict.fromkeys(backends.split(b)[0] for b in suite.backends)
+    names = [b for b in bases if ":" in b or (b in backends.names() and not backends.missing(b))]
     cmd = [sys.executable, "-m", "harness", "agree", "--model", model, "--backends", ",".join(names),
            "--device", suite.device, "--batch-size", "32", "--skip-unsupported", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -34,7 +34,7 @@ COLUMNS = [
     Column("step ms", "step_ms", LOW, lambda m: fmt.ms(m.get("step_ms"))),
     Column("images/s", "images_per_s", HIGH, lambda m: fmt.count(m.get("images_per_s"))),
     Column("epoch s", "epoch_s", LOW, lambda m: fmt.seconds(m.get("epoch_s"))),
-    Column("compile s", "first_step_s", LOW, lambda m: fmt.seconds(m.get("first_step_s"), 3)),
+    Column("compile s", "compile_s", LOW, lambda m: fmt.seconds(m.get("compile_s"), 3)),
     Column("peak MB", "peak_rss_mb", LOW, _memory),
     Column("accuracy", "test_accuracy", HIGH, lambda m: fmt.percent(m.get("test_accuracy"))),
     Column("time to accuracy s", "time_to_accuracy_s", LOW, _time_to_accuracy),

@@ -17,7 +17,7 @@ METRICS = [
     ("step_ms", "step ms", LOWER, fmt.ms),
     ("images_per_s", "images/s", HIGHER, fmt.count),
     ("epoch_s", "epoch s", LOWER, fmt.seconds),
-    ("first_step_s", "compile s", INFO, lambda v: fmt.seconds(v, 3)),
+    ("compile_s", "compile s", INFO, lambda v: fmt.seconds(v, 3)),
     ("peak_rss_mb", "peak MB", LOWER, fmt.count),
     ("gpu_peak_mb", "GPU peak MB", LOWER, fmt.count),
     ("test_accuracy", "accuracy", ACCURACY, fmt.percent),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from harness.reporting import fmt
-from harness.reporting.tables import Row, Table, param_count
+from harness.reporting.tables import Row, Table, backend_label, param_count
 
 HEADERS = ["Model", "Parameters", "Data", "Time", "Accuracy"]
 MARK = "course (published)"
@@ -31,7 +31,7 @@ def our_rows(results: dict) -> list[Row]:
         config = cell
         where = "CPU" if cell.get("device", "cpu") == "cpu" else "GPU"
         time = f"{fmt.seconds(m['epoch_s'], 1)} s per epoch ({where})" if m.get("epoch_s") is not None else fmt.DASH
-        name = f"fwbench {cell['backend']} {cell['model']}" + ("" if where == "CPU" else f" ({cell['device']})")
+        name = f"fwbench {backend_label(cell)} {cell['model']}" + ("" if where == "CPU" else f" ({cell['device']})")
         rows.append(Row([name, fmt.thousands(param_count(results, cell["model"])),
                          f"MNIST {_images(config.get('train_images'))}/{_images(config.get('test_images'))}",
                          time, fmt.percent(m["test_accuracy"])]))

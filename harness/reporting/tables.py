@@ -46,6 +46,13 @@ def param_count(results: dict, model: str) -> int | None:
     return None
 
 
+def backend_label(cell: dict) -> str:
+    """"torch (compile)": the backend and the mode it ran in, when it has modes."""
+    name, _, asked = cell["backend"].partition("@")
+    mode = cell.get("mode") or asked
+    return f"{name} ({mode})" if mode else name
+
+
 def labeller(cells: list[dict]):
     """A function naming a cell by backend, plus batch size, device, dtype, repeat where the run has several."""
     keys = ("batch_size", "device", "dtype", "repeat")
@@ -53,7 +60,7 @@ def labeller(cells: list[dict]):
     words = {"batch_size": "batch {}", "device": "{}", "dtype": "{}", "repeat": "repeat {}"}
 
     def label(cell: dict) -> str:
-        text = " ".join([cell["backend"]] + [words[k].format(cell[k]) for k in varying if cell.get(k) is not None])
+        text = " ".join([backend_label(cell)] + [words[k].format(cell[k]) for k in varying if cell.get(k) is not None])
         return text + PLUGIN_MARKS.get(cell.get("conformance"), "")
     return label
 
