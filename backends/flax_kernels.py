@@ -47,7 +47,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
     """lax.conv_general_dilated for nn.Conv: the plain NHWC case gets the rewritten weight gradient."""
-    plain = (not isinstance(padding, str) and feature_group_count == 1 and lhs.ndim == 4
+    if isinstance(padding, str) and lhs.ndim == 4:  # "VALID" or "SAME" as explicit pads
+        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+    plain = (feature_group_count == 1 and lhs.ndim == 4
              and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
              == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
              and batch_group_count == 1 and preferred_element_type is None

@@ -1,4 +1,8 @@
-"""The reference cnn trained by a hand-written Flax + optax loop, no fwbench code: the baseline for overhead.py."""
+"""The reference cnn trained by a hand-written Flax + optax loop: the baseline for overhead.py.
+
+Its only fwbench import is backends.flax_kernels, the two ops with exact custom gradients that fwbench's
+flax backend uses on every device, so that a comparison measures the harness around the same ops.
+"""
 from __future__ import annotations
 
 import json
@@ -18,6 +22,7 @@ import optax
 import plain_cli
 import plain_data
 import plain_timer
+from backends import flax_kernels
 
 # fwbench pins full float32 convolutions and matmuls (no TF32 on GPU); so does this loop, so that a
 # comparison with it measures overhead rather than precision. On a CPU it changes nothing.
@@ -29,8 +34,9 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = nn.relu(nn.Conv(32, (3, 3), padding="VALID", precision=HIGHEST)(x))
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = nn.relu(nn.Conv(32, (3, 3), padding="VALID", precision=HIGHEST,
+                            conv_general_dilated=flax_kernels.conv_general_dilated)(x))
+        x = flax_kernels.max_pool(x, 2, 2)
         return nn.Dense(10, precision=HIGHEST)(x.reshape((x.shape[0], -1)))
 
 

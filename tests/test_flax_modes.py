@@ -75,6 +75,18 @@ def test_conv_gradients_equal_xla_own(n, h, w, c, o, k, s, p):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max()))
 
 
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_padding_given_as_a_word_takes_the_rewritten_gradient_too(padding):
+    x, kernel = np.ones((2, 9, 9, 1), np.float32), np.ones((3, 3, 1, 4), np.float32)
+
+    def loss(conv):
+        return lambda k: (conv(x, k, (2, 2), padding, dimension_numbers=flax_kernels.NHWC) ** 2).sum()
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss(flax_kernels.conv_general_dilated)))(kernel))
+    assert "custom_vjp_call" in jaxpr
+    np.testing.assert_allclose(jax.grad(loss(flax_kernels.conv_general_dilated))(kernel),
+                               jax.grad(loss(lax.conv_general_dilated))(kernel), rtol=1e-6)
+
+
 @pytest.mark.parametrize("shape,size,step", [((2, 26, 26, 3), 2, 2), ((2, 7, 9, 2), 2, 2), ((1, 9, 9, 1), 3, 2)])
 def test_max_pool_gradient_goes_to_the_first_maximum_like_xla(shape, size, step):
     x = np.round(np.random.default_rng(1).standard_normal(shape)).astype(np.float32)  # many exact ties
