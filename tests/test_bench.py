@@ -117,3 +117,12 @@ def test_a_plugin_that_fails_conformance_is_not_benched_unless_allowed(tmp_path,
 def test_a_conformant_plugin_is_checked_in_a_fresh_process_and_marked():
     verdict = runner.conformance("backends.numpy_backend:NumpyBackend", "cpu")
     assert verdict["passed"] and verdict["failed"] == [] and verdict["source"] == "module path"
+
+
+def test_device_cuda_without_a_gpu_is_refused_before_any_cell(capsys, tmp_path, monkeypatch):
+    from backends.numpy_backend import NumpyBackend
+    monkeypatch.setattr(NumpyBackend, "devices", classmethod(lambda cls: ["cpu"]))
+    code = main(["bench", "--backends", "numpy", "--device", "cuda", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--device cuda: backend 'numpy' cannot use a GPU here (it sees: cpu)" in err
+    assert len(err.strip().splitlines()) == 1 and not list(tmp_path.iterdir())

@@ -54,9 +54,22 @@ def suite_from(args):
         raise ValueError(f"--batch-sizes takes whole numbers such as 64,512, got '{args.batch_sizes}'") from None
     if sizes and min(sizes) < 1 or args.repeat is not None and args.repeat < 1:
         raise ValueError("--batch-sizes and --repeat must be positive")
+    if args.device == "cuda":
+        _check_cuda(names or suite.backends)
     overrides = {"backends": names, "models": model_names, "device": args.device, "batch_sizes": sizes,
                  "repeat": args.repeat, "allow_nonconformant": args.allow_nonconformant or None}
     return replace(suite, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _check_cuda(names) -> None:
+    """Refuse --device cuda up front when an installed backend of the suite cannot use a GPU here."""
+    for base in dict.fromkeys(backends.split(n)[0] for n in names):
+        if backends.missing(base):
+            continue  # its cells record the missing framework, as on the CPU
+        cls = backends.load(base)
+        if "cuda" not in cls.devices():
+            raise BackendError(f"--device cuda: backend '{base}' cannot use a GPU here (it sees: "
+                               f"{', '.join(cls.devices())}); use --device auto, or leave it out of --backends")
 
 
 def bench(args) -> int:
