@@ -69,7 +69,8 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("train", help="train one backend on MNIST")
     p.add_argument("--backend", required=True,
-                   help=f"{', '.join(backends.names())}, or a plugin's module.path:ClassName")
+                   help=f"{', '.join(backends.names())}, or a plugin's module.path:ClassName; NAME@MODE picks "
+                        "a mode (see fwbench backends), e.g. flax@scan")
     _common(p)
 
     p = sub.add_parser("compare", help="train several backends from identical weights and compare")

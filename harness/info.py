@@ -45,10 +45,10 @@ def backend_rows() -> list[dict]:
 
 def backend_row(name: str) -> dict:
     """Name, source, framework version, devices and status (ok, missing ..., broken: ...) of one backend."""
-    row = {"name": name, "source": backends.source(name), "version": "-", "devices": [], "status": "ok"}
+    row = {"name": name, "source": backends.source(name), "version": "-", "devices": [], "modes": [], "status": "ok"}
     try:
         cls = backends.load(name)
-        row["version"], row["devices"] = cls.version(), cls.devices()
+        row["version"], row["devices"], row["modes"] = cls.version(), cls.devices(), list(cls.modes)
     except backends.MissingDependency as e:
         row["status"] = f"missing dependency: {e}"
     except Exception as e:  # a plugin can fail in any way, in import or in version()/devices()
@@ -58,8 +58,9 @@ def backend_row(name: str) -> dict:
 
 
 def backends_table(rows: list[dict]) -> str:
-    return text_table(["backend", "source", "version", "devices", "status"],
-                      [[r["name"], r["source"], r["version"], ",".join(r["devices"]) or "-", r["status"]]
+    return text_table(["backend", "source", "version", "devices", "modes (NAME@MODE)", "status"],
+                      [[r["name"], r["source"], r["version"], ",".join(r["devices"]) or "-",
+                        ",".join(r["modes"]) or "-", r["status"]]
                        for r in rows])
 
 

@@ -33,11 +33,15 @@ def test_backends_lists_every_backend(capsys):
     rows = {r["name"]: r for r in json.loads(out)}
     assert set(rows) == {"numpy", "torch", "flax", "micrograd"}
     assert rows["numpy"]["status"] == "ok" and "cpu" in rows["numpy"]["devices"]
+    assert rows["numpy"]["modes"] == []
+    if rows["flax"]["status"] == "ok":
+        assert rows["flax"]["modes"] == ["step", "scan"]
 
 
 @pytest.mark.parametrize("argv,needle", [
     (["train", "--backend", "mxnet"], "unknown backend 'mxnet'; choose one of numpy, torch, flax"),
     (["train", "--backend", "nosuch.module:Thing"], "no module named 'nosuch.module'"),
+    (["train", "--backend", "numpy@fast"], "backend 'numpy' has no mode 'fast'; it has none"),
     (["train", "--backend", "harness.cli:Parser"], "is not a subclass of backends.base.Backend"),
     (["train", "--backend", "numpy", "--model", "resnet"], "unknown model 'resnet'; choose one of"),
     (["train", "--backend", "numpy", "--device", "cuda"], "cannot use device 'cuda'"),
