@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The GPU suite for the device machine: fwbench bench --suite gpu, then the plain loops' epochs and the
+# harness overhead on cuda. Everything lands in OUTDIR; commit it under results/<card>/.
+# Usage: FWBENCH_DATA=<dir of MNIST IDX files> bash benchmarks/gpu_bench.sh OUTDIR
+set -uo pipefail
+out=${1:?usage: gpu_bench.sh OUTDIR}
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+python3 -c "import cupy; print('cupy', cupy.__version__)" 2>&1 | tee -a "$out/gpu.txt"
+python3 -m harness backends | tee -a "$out/gpu.txt"
+python3 -m harness bench --suite gpu --out "$out"
+# The issue's reference figures are one epoch of plain loops: torch eager, flax per step, flax scan.
+python3 benchmarks/plain_torch.py --device cuda --epochs 2 | tee "$out/plain_torch_epochs.jsonl"
+python3 benchmarks/plain_flax.py --device cuda --epochs 2 | tee "$out/plain_flax_epochs.jsonl"
+python3 benchmarks/plain_flax_scan.py --device cuda --epochs 2 | tee "$out/plain_flax_scan_epochs.jsonl"
+python3 benchmarks/overhead.py --device cuda --frameworks torch,flax,flax@scan --rounds 3 --steps 200 --out "$out"
+python3 -m harness report "$out"/bench-gpu-*.json --out "$out/report.md"
