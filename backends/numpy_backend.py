@@ -4,12 +4,16 @@ from __future__ import annotations
 import numpy as np
 
 from backends.base import Backend, BackendError, OptimizerConfig, check_device
-from backends.engine import SGD, Adam, Tensor, conv2d, cross_entropy, dense, flatten, maxpool2d, relu
+from backends.engine import (SGD, Adam, Tensor, conv2d, conv2d_maxpool, cross_entropy, dense, flatten, maxpool2d,
+                             relu)
 from models.params import Params, check, init_params
 from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
 
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("sgd", "adam")
+# conv2d_maxpool reproduces these two ops, conventions included (relu'(0) = 0, first max wins). Where a
+# subclass or a test swaps either for another convention, the unfused ops run instead.
+FUSED_OPS = (relu, maxpool2d)
 
 
 class NumpyBackend(Backend):
@@ -29,7 +33,17 @@ class NumpyBackend(Backend):
             params = init_params(spec, seed, dtype)
         check(spec, params)
         # Owned copies: the optimizer updates these arrays in place, so they must never alias the caller's.
-        self.params = {k: Tensor(np.array(v, dtype=self.dtype), requires_grad=True) for k, v in params.items()}
+        # All of them are views of one flat array, and their gradients are gathered into another, so
+        # the optimizer runs each of its operations once over every parameter instead of once per tensor.
+        self.flat = np.empty(sum(np.size(v) for v in params.values()), dtype=self.dtype)
+        self.flat_grad = np.empty_like(self.flat)
+        self.params, self.grad_views, start = {}, [], 0
+        for k, v in params.items():
+            stop = start + np.size(v)
+            self.params[k] = Tensor(self.flat[start:stop].reshape(np.shape(v)), requires_grad=True)
+            self.params[k].data[...] = v
+            self.grad_views.append(self.flat_grad[start:stop].reshape(np.shape(v)))
+            start = stop
         self.optimizer: SGD | Adam | None = None
 
     @classmethod
@@ -62,11 +76,21 @@ class NumpyBackend(Backend):
         """Run the layers of the spec on an NCHW batch."""
         h = Tensor(x)
         layers = self.spec.layers
-        for i, layer in enumerate(layers):
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
             if isinstance(layer, Conv2D):
-                h = conv2d(h, self.params[f"{i}.weight"], self.params[f"{i}.bias"], layer.stride, layer.padding)
+                w, b = self.params[f"{i}.weight"], self.params[f"{i}.bias"]
+                size, with_relu, taken = _pool_after(layers, i)
+                if size and (relu, maxpool2d) == FUSED_OPS:
+                    # conv [relu] maxpool [relu] as one op: the same values and gradients (see conv2d_maxpool).
+                    h = conv2d_maxpool(h, w, b, layer.stride, layer.padding, size, with_relu)
+                    i += taken
+                    continue
+                h = conv2d(h, w, b, layer.stride, layer.padding)
             elif isinstance(layer, ReLU):
                 if i + 1 < len(layers) and isinstance(layers[i + 1], MaxPool2D):
+                    i += 1
                     continue  # applied after the pool, on the smaller array; see below
                 h = relu(h)
             elif isinstance(layer, MaxPool2D):
@@ -81,6 +105,7 @@ class NumpyBackend(Backend):
                 h = dense(h, self.params[f"{i}.weight"], self.params[f"{i}.bias"])
             else:
                 raise BackendError(f"backend 'numpy' has no lowering for layer {i} ({layer.type})")
+            i += 1
         return h
 
     def _loss(self, x: np.ndarray, y: np.ndarray) -> Tensor:
@@ -103,11 +128,10 @@ class NumpyBackend(Backend):
 
     def init_optimizer(self, config: OptimizerConfig) -> None:
         """Fresh SGD or Adam state over the parameter arrays."""
-        arrays = [t.data for t in self.params.values()]
         if config.name == "sgd":
-            self.optimizer = SGD(arrays, config.lr, config.momentum)
+            self.optimizer = SGD([self.flat], config.lr, config.momentum)
         elif config.name == "adam":
-            self.optimizer = Adam(arrays, config.lr, config.betas, config.eps)
+            self.optimizer = Adam([self.flat], config.lr, config.betas, config.eps)
         else:
             raise BackendError(f"backend 'numpy' has no optimizer '{config.name}'; choose one of {', '.join(OPTIMIZERS)}")
 
@@ -125,7 +149,9 @@ class NumpyBackend(Backend):
         # A diverging run overflows; the harness reports the non-finite loss itself, once.
         with np.errstate(over="ignore", invalid="ignore"):
             loss = self._loss(*batch)
-        optimizer.step([t.grad for t in self.params.values()])
+        for t, g in zip(self.params.values(), self.grad_views):
+            np.copyto(g, t.grad)
+        optimizer.step([self.flat_grad])
         return loss.data[()]
 
     def synchronize(self) -> None:
@@ -135,3 +161,18 @@ class NumpyBackend(Backend):
         if self.optimizer is None:
             raise BackendError("backend 'numpy' has no optimizer yet; call init_optimizer(config) first")
         return self.optimizer
+
+
+def _pool_after(layers: tuple, i: int) -> tuple[int, bool, int]:
+    """For the conv at layers[i]: (pool size, relu?, layers taken) when a maxpool with windows that do
+    not overlap follows, with a relu before and/or after it; (0, False, 1) otherwise."""
+    j, relu_ = i + 1, False
+    if j < len(layers) and isinstance(layers[j], ReLU):
+        j, relu_ = j + 1, True
+    pool = layers[j] if j < len(layers) else None
+    if not (isinstance(pool, MaxPool2D) and pool.step == pool.size):
+        return 0, False, 1
+    j += 1
+    if j < len(layers) and isinstance(layers[j], ReLU):
+        j, relu_ = j + 1, True  # relu both before and after the pool: the second changes nothing
+    return pool.size, relu_, j - i

@@ -1,4 +1,4 @@
-"""2-D convolution as im2col plus one BLAS matmul, and its col2im backward."""
+"""2-D convolution as im2col plus batched BLAS matmuls, its col2im backward, and conv + max-pool fused."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,35 +8,109 @@ from backends.engine.tensor import Tensor
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int = 0) -> Tensor:
     """Cross-correlate NCHW x with w (out, in, kh, kw), add b (out,); zero padding on all sides."""
-    n, c, h, wd = x.shape
-    o, c_w, kh, kw = w.shape
-    assert c == c_w, f"conv2d: input has {c} channels, weight expects {c_w}"
-    k = c * kh * kw
-    cols, oh, ow = im2col(pad(x.data, padding), kh, kw, stride)  # (N*OH*OW, C*kh*kw + 1), last column ones
-    # The bias rides in the matmul as one more weight column against the ones column of cols:
-    # one BLAS call instead of a matmul and a separate pass over the large output to add b.
-    wb = np.empty((o, k + 1), dtype=w.dtype)
-    wb[:, :k] = w.data.reshape(o, k)
-    wb[:, k] = b.data
-    y = cols @ wb.T  # the one matmul: (N*OH*OW, O)
-    # Rows are (n, oh, ow), so the result is NHWC in memory; viewed as NCHW without a copy.
-    out = Tensor(y.reshape(n, oh, ow, o).transpose(0, 3, 1, 2), _prev=(x, w, b), _op="conv2d")
+    check_channels(x, w)
+    n, o = x.shape[0], w.shape[0]
+    cols, oh, ow = im2col(pad(x.data, padding), *w.shape[2:], stride)  # (N, C*kh*kw + 1, OH*OW)
+    wb = weight_with_bias(w, b)
+    # One (O, K+1) @ (K+1, OH*OW) product per image: the result is NCHW as it comes, no transpose.
+    y = np.matmul(wb, cols).reshape(n, o, oh, ow)
+    out = Tensor(y, _prev=(x, w, b), _op="conv2d")
+    out._backward = lambda g: conv2d_backward(g, cols, x, w, b, wb, stride, padding)
+    return out
+
+
+def conv2d_maxpool(x: Tensor, w: Tensor, b: Tensor, stride: int, padding: int, size: int,
+                   relu: bool = False) -> Tensor:
+    """maxpool2d(conv2d(x, w, b, stride, padding), size) with windows `size` apart, then relu if asked.
+
+    The ops in sequence, tie rules included (first max wins, relu'(0) = 0; relu commutes with max
+    pooling exactly). Given the same conv outputs, the pooling and every gradient are bit for bit those
+    of the unfused ops; the conv outputs themselves agree to rounding (BLAS may order a dot product
+    differently in a differently shaped matmul), and exactly where that arithmetic is exact.
+    Fused, because the conv can lay its output out so that each of the size*size window offsets is
+    one contiguous block: pooling is then a few passes over contiguous arrays instead of strided
+    ones, and the conv output is not kept for the backward pass.
+    """
+    check_channels(x, w)
+    n, o = x.shape[0], w.shape[0]
+    xp = pad(x.data, padding)
+    kh, kw = w.shape[2:]
+    # (size*size*N, K+1, PH*PW): block (a, b, n) holds image n's patches for the conv outputs at
+    # (size*r + a, size*s + b); conv outputs that no window covers are never computed.
+    cols, ph, pw = im2col(xp, kh, kw, stride, size)
+    wb = weight_with_bias(w, b)
+    y = np.matmul(wb, cols).reshape(size * size, n, o, ph, pw)
+    # Running max over the offsets, in row-major window order. `arg` is 1 + the index of the winning
+    # offset: strictly greater, so on ties the earliest offset keeps the win (torch's rule). With
+    # relu, the running max starts at 0 and arg at 0 ("no winner"): a window whose max is <= 0
+    # outputs 0 and passes no gradient, which is relu(max) with relu'(0) = 0.
+    if relu:
+        best, arg, first = np.zeros_like(y[0]), np.zeros(y.shape[1:], dtype=np.uint8), 0
+    else:
+        best, arg, first = y[0].copy(), np.ones(y.shape[1:], dtype=np.uint8), 1
+    better = np.empty(y.shape[1:], dtype=bool)
+    code = np.empty_like(arg)
+    for k in range(first, size * size):
+        np.greater(y[k], best, out=better)
+        # The winner is the last offset that beat the running max, hence arg = max(arg, code * better).
+        np.maximum(arg, np.multiply(better.view(np.uint8), np.uint8(k + 1), out=code), out=arg)
+        np.maximum(best, y[k], out=best)  # maximum, not where(better): a NaN propagates
+    del y, better, code
+    out = Tensor(best, _prev=(x, w, b), _op="conv2d_maxpool")
+    oh, ow = (xp.shape[2] - kh) // stride + 1, (xp.shape[3] - kw) // stride + 1
 
     def _backward(g):
-        # A free view when the gradient kept the NHWC memory order of the output.
-        g = g.transpose(0, 2, 3, 1).reshape(n * oh * ow, o)
-        if w.requires_grad or b.requires_grad:
-            # Against the ones column, the same matmul sums g over rows: the bias gradient.
-            gwb = g.T @ cols
-            if w.requires_grad:
-                w.accumulate(gwb[:, :k].reshape(w.shape))
-            if b.requires_grad:
-                b.accumulate(gwb[:, k].copy())
-        if x.requires_grad:
-            dcols = (g @ wb[:, :k]).reshape(n, oh, ow, c, kh, kw)
-            x.accumulate(col2im(dcols, x.shape, stride, padding))
+        # The gradient at the conv output, in conv2d's own NCHW layout, so that the weight gradient
+        # below is conv2d's, computed by the very same products: bitwise equal to the unfused ops.
+        covered = ph * size == oh and pw * size == ow
+        dy = np.empty((n, o, oh, ow), dtype=g.dtype) if covered else np.zeros((n, o, oh, ow), dtype=g.dtype)
+        won = np.empty(arg.shape, dtype=bool)
+        for k in range(size * size):
+            a, c = divmod(k, size)
+            np.equal(arg, k + 1, out=won)
+            np.multiply(g, won, out=dy[:, :, a:ph * size:size, c:pw * size:size])
+        conv2d_backward(dy, im2col(xp, kh, kw, stride)[0], x, w, b, wb, stride, padding)
     out._backward = _backward
     return out
+
+
+def conv2d_backward(g: np.ndarray, cols: np.ndarray, x: Tensor, w: Tensor, b: Tensor, wb: np.ndarray,
+                    stride: int, padding: int) -> None:
+    """Accumulate the gradients of conv2d given g (N, O, OH, OW) and its im2col cols (N, K+1, OH*OW)."""
+    n, o = g.shape[:2]
+    g = np.ascontiguousarray(g).reshape(n, o, -1)
+    if w.requires_grad or b.requires_grad:
+        # Against the ones row of cols the same product sums g over positions: the bias gradient.
+        # Per image, then summed: BLAS is about twice as fast on these blocks as on one long product.
+        gwb = np.matmul(g, cols.transpose(0, 2, 1)).sum(axis=0)
+        k = wb.shape[1] - 1
+        if w.requires_grad:
+            w.accumulate(gwb[:, :k].reshape(w.shape))
+        if b.requires_grad:
+            b.accumulate(gwb[:, k].copy())
+    if x.requires_grad:
+        c, kh, kw = w.shape[1:]
+        dcols = np.matmul(wb[:, :-1].T, g).reshape(n, c, kh, kw, *conv_out_size(x.shape, kh, kw, stride, padding))
+        x.accumulate(col2im(dcols, x.shape, stride, padding))
+
+
+def check_channels(x: Tensor, w: Tensor) -> None:
+    assert x.shape[1] == w.shape[1], f"conv2d: input has {x.shape[1]} channels, weight expects {w.shape[1]}"
+
+
+def weight_with_bias(w: Tensor, b: Tensor) -> np.ndarray:
+    """(O, C*kh*kw + 1): the bias rides in the matmul as one more weight column against a ones row of cols."""
+    o = w.shape[0]
+    wb = np.empty((o, w.data.size // o + 1), dtype=w.dtype)
+    wb[:, :-1] = w.data.reshape(o, -1)
+    wb[:, -1] = b.data
+    return wb
+
+
+def conv_out_size(x_shape: tuple[int, ...], kh: int, kw: int, stride: int, padding: int) -> tuple[int, int]:
+    """(OH, OW) of a conv over x_shape."""
+    h, w = x_shape[2] + 2 * padding, x_shape[3] + 2 * padding
+    return (h - kh) // stride + 1, (w - kw) // stride + 1
 
 
 def pad(x: np.ndarray, padding: int) -> np.ndarray:
@@ -49,26 +123,30 @@ def pad(x: np.ndarray, padding: int) -> np.ndarray:
     return xp
 
 
-def im2col(xp: np.ndarray, kh: int, kw: int, stride: int) -> tuple[np.ndarray, int, int]:
-    """Every kh x kw patch of padded NCHW xp as one row, then a ones column: (N*OH*OW, C*kh*kw + 1), OH, OW."""
+def im2col(xp: np.ndarray, kh: int, kw: int, stride: int, pool: int = 1) -> tuple[np.ndarray, int, int]:
+    """Every kh x kw patch of padded NCHW xp as one column, then a ones row: (pool*pool*N, C*kh*kw + 1, PH*PW), PH, PW.
+
+    With pool = 1, block n is image n and PH, PW = OH, OW. With pool = p, the conv outputs are split by
+    their position in a p x p pooling window: block (a, b, n) holds the patches of outputs (p*r + a, p*s + b)
+    of image n, and PH, PW = OH // p, OW // p (outputs past the last whole window are left out).
+    """
     n, c, h, w = xp.shape
-    oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
-    cols = np.empty((n, oh, ow, c * kh * kw + 1), dtype=xp.dtype)
-    cols[..., -1] = 1
-    patches = cols[..., :-1].reshape(n, oh, ow, c, kh, kw)  # a view: rows laid out for BLAS
-    # One strided copy per kernel offset, col2im's loop run forwards; about twice as fast as
-    # copying a 6-d sliding_window_view in one go, whose innermost run is only kw long.
+    ph, pw = ((h - kh) // stride + 1) // pool, ((w - kw) // stride + 1) // pool
+    cols = np.empty((pool, pool, n, c * kh * kw + 1, ph, pw), dtype=xp.dtype)
+    cols[:, :, :, -1] = 1
+    patches = cols[:, :, :, :-1].reshape(pool, pool, n, c, kh, kw, ph, pw)  # a view
+    # One strided copy per kernel offset, each contiguous along the output rows it writes.
     for i in range(kh):
         for j in range(kw):
-            rows = slice(i, i + stride * (oh - 1) + 1, stride)
-            cols_ = slice(j, j + stride * (ow - 1) + 1, stride)
-            patches[..., i, j] = xp[:, :, rows, cols_].transpose(0, 2, 3, 1)
-    return cols.reshape(n * oh * ow, -1), oh, ow
+            # Input rows read by conv outputs 0 .. pool*ph - 1 at kernel row i, split as (r, a).
+            src = xp[:, :, i:i + stride * (pool * ph - 1) + 1:stride, j:j + stride * (pool * pw - 1) + 1:stride]
+            patches[:, :, :, :, i, j] = src.reshape(n, c, ph, pool, pw, pool).transpose(3, 5, 0, 1, 2, 4)
+    return cols.reshape(pool * pool * n, c * kh * kw + 1, ph * pw), ph, pw
 
 
 def col2im(dcols: np.ndarray, x_shape: tuple[int, ...], stride: int, padding: int) -> np.ndarray:
-    """Sum patch gradients (N, OH, OW, C, kh, kw) back onto the NCHW input they were cut from."""
-    n, oh, ow, c, kh, kw = dcols.shape
+    """Sum patch gradients (N, C, kh, kw, OH, OW) back onto the NCHW input they were cut from."""
+    n, c, kh, kw, oh, ow = dcols.shape
     _, _, h, w = x_shape
     dxp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=dcols.dtype)
     # One vectorised add per kernel offset; patches overlap, so offsets must accumulate.
@@ -76,5 +154,5 @@ def col2im(dcols: np.ndarray, x_shape: tuple[int, ...], stride: int, padding: in
         for j in range(kw):
             rows = slice(i, i + stride * (oh - 1) + 1, stride)
             cols = slice(j, j + stride * (ow - 1) + 1, stride)
-            dxp[:, :, rows, cols] += dcols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+            dxp[:, :, rows, cols] += dcols[:, :, i, j]
     return dxp[:, :, padding:padding + h, padding:padding + w]

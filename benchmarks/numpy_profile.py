@@ -1,0 +1,98 @@
+"""Where the NumPy engine's training step spends its time, and its step time against torch's.
+
+Usage:
+  python benchmarks/numpy_profile.py profile [--model cnn] [--steps 200]       # cProfile, top functions
+  python benchmarks/numpy_profile.py compare [--models cnn,mlp] [--rounds 5] [--steps 300]
+      # numpy and torch timed in alternating rounds in one process, as a bench cell times them
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import pstats
+import statistics
+
+import numpy as np
+
+import backends
+import models
+from backends.base import OptimizerConfig
+from harness import allocator, augment
+from harness.bench.timing import time_steps
+from harness.data import batch_order, load_mnist, normalize
+from models.params import init_params
+
+
+def batches(count: int, batch_size: int = 64, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first `count` batches of the recipe's epoch 0 (normalised, 1-pixel shifts)."""
+    data = load_mnist()
+    images = augment.random_shift(normalize(data.train_x), 1, seed, 0)
+    order = batch_order(len(images), batch_size, seed, 0)[:count]
+    return [(images[idx], data.train_y[idx]) for idx in order]
+
+
+def ready(framework: str, model: str, raw: list, lr: float = 1e-3):
+    """A fresh backend from the canonical weights, Adam, and its prepared batches."""
+    spec = models.get(model)
+    backend = backends.load(framework)(spec, init_params(spec, 0), device="cpu", dtype="float32")
+    backend.init_optimizer(OptimizerConfig("adam", lr=lr))
+    return backend, [backend.prepare_batch(x, y) for x, y in raw]
+
+
+def profile(model: str, steps: int, top: int) -> None:
+    raw = batches(steps + 10)
+    backend, prepared = ready("numpy", model, raw)
+    lrs = [1e-3] * len(prepared)
+    backend.train_steps(prepared, 0, 10, lrs[:10])  # warm up
+    prof = cProfile.Profile()
+    prof.enable()
+    backend.train_steps(prepared, 10, 10 + steps, lrs[10:10 + steps])
+    prof.disable()
+    stats = pstats.Stats(prof)
+    total = stats.total_tt
+    print(f"{model}: {total / steps * 1e3:.3f} ms/step under cProfile ({steps} steps)")
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]  # by own time
+    print(f"{'own ms/step':>11} {'cum ms/step':>11} {'calls/step':>10}  function")
+    for (path, line, name), (cc, nc, tt, ct, _) in rows:
+        print(f"{tt / steps * 1e3:11.3f} {ct / steps * 1e3:11.3f} {nc / steps:10.1f}  {path.split('/')[-1]}:{line}({name})")
+
+
+def compare(names: list[str], rounds: int, steps: int, warmup: int) -> None:
+    backends.load("numpy").pin_numerics()
+    backends.load("torch").pin_numerics()
+    count = 1 + warmup + steps
+    raw = batches(count)
+    lrs = [1e-3 * 0.5 * (1 + np.cos(np.pi * k / count)) for k in range(count)]
+    for model in names:
+        each: dict[str, list[float]] = {"numpy": [], "torch": []}
+        for r in range(rounds):
+            for fw in (("numpy", "torch") if r % 2 == 0 else ("torch", "numpy")):
+                gc.collect()
+                backend, prepared = ready(fw, model, raw)
+                each[fw].append(time_steps(backend, prepared, lrs, warmup, steps)["step_ms"])
+                del backend, prepared
+        ratios = [a / b for a, b in zip(each["numpy"], each["torch"])]
+        print(f"{model}: numpy {statistics.median(each['numpy']):.3f} ms, torch {statistics.median(each['torch']):.3f} ms, "
+              f"ratio median {statistics.median(ratios):.3f}  each {' '.join(f'{x:.3f}' for x in ratios)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=("profile", "compare"))
+    ap.add_argument("--model", default="cnn")
+    ap.add_argument("--models", default="cnn,mlp")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--top", type=int, default=20)
+    args = ap.parse_args()
+    allocator.tune()
+    if args.what == "profile":
+        profile(args.model, args.steps, args.top)
+    else:
+        compare(args.models.split(","), args.rounds, args.steps, args.warmup)
+
+
+if __name__ == "__main__":
+    main()
