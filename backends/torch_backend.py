@@ -8,12 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.base import Backend, BackendError, OptimizerConfig, check_device
+from backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
+from backends.torch_modes import CompiledStep, lr_tensor
 from models.params import Params, check
 from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMIZERS = ("sgd", "adam")
+# eager: plain torch; channels_last: eager in NHWC memory; compile: torch.compile'd step (inductor);
+# cudagraphs: torch.compile mode="reduce-overhead", the step replayed as CUDA graphs (GPU only).
+MODES = ("eager", "channels_last", "compile", "cudagraphs")
 
 
 def build(spec: ModelSpec) -> nn.Sequential:
@@ -48,14 +52,18 @@ def from_native(native: Params) -> Params:
 
 
 class TorchBackend(Backend):
-    """PyTorch eager mode, torch.optim optimizers."""
+    """PyTorch with torch.optim optimizers, in one of MODES."""
 
     name = "torch"
     framework = "torch"
+    modes = MODES
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
-                 device: str = "cpu", dtype: str = "float32", seed: int = 0):
+                 device: str = "cpu", dtype: str = "float32", seed: int = 0, mode: str | None = None):
         """Build the model; params=None asks for torch's default initialiser, seeded."""
+        self.mode = check_mode(type(self), mode)
+        if self.mode == "cudagraphs" and device != "cuda":
+            raise BackendError(f"torch@cudagraphs needs --device cuda: CUDA graphs have nothing to capture on '{device}'")
         check_device(type(self), device)
         if dtype not in DTYPES:
             raise BackendError(f"torch backend: unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
@@ -68,9 +76,13 @@ class TorchBackend(Backend):
             torch.manual_seed(seed)
             self.model = build(spec)
         self.model.to(device=self._dev, dtype=self.dtype).eval()  # no dropout/batchnorm: mode is moot
+        # Conv weights and 4-d inputs in NHWC order; the canonical layout is unchanged at the boundary.
+        self._format = torch.channels_last if self.mode == "channels_last" else torch.contiguous_format
+        self.model.to(memory_format=self._format)
         self.named = dict(self.model.named_parameters())  # "{i}.weight" / "{i}.bias"
         assert set(self.named) == set(spec.param_shapes()), sorted(self.named)
         self.opt: torch.optim.Optimizer | None = None
+        self._compiled: CompiledStep | None = None  # compile/cudagraphs: built on the first train_step
         if params is not None:
             self.set_params(params)
 
@@ -98,7 +110,7 @@ class TorchBackend(Backend):
 
     def get_params(self) -> Params:
         """Current parameters in canonical layout, as host NumPy arrays."""
-        return from_native({k: p.detach().cpu().numpy() for k, p in self.named.items()})
+        return from_native({k: _host(p) for k, p in self.named.items()})
 
     def set_params(self, params: Params) -> None:
         """Replace the parameters (in place, so optimizer state keeps pointing at them)."""
@@ -111,7 +123,8 @@ class TorchBackend(Backend):
                 p.copy_(value)  # copy_ casts to the backend dtype and device
 
     def _x(self, x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x)).to(self._dev, self.dtype)
+        x = torch.from_numpy(np.ascontiguousarray(x)).to(self._dev, self.dtype)
+        return x.contiguous(memory_format=self._format) if x.ndim == 4 else x
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits (N, classes) for NCHW input x, as a host array."""
@@ -123,33 +136,50 @@ class TorchBackend(Backend):
         self.model.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.model(self._x(x)), torch.from_numpy(np.asarray(y)).to(self._dev, torch.long))
         loss.backward()
-        grads = from_native({k: p.grad.detach().cpu().numpy() for k, p in self.named.items()})
+        grads = from_native({k: _host(p.grad) for k, p in self.named.items()})
         self.model.zero_grad(set_to_none=True)
         return loss.item(), grads
 
     def init_optimizer(self, config: OptimizerConfig) -> None:
         """Fresh torch.optim state; torch.optim's rules are the protocol's definition."""
         params = list(self.model.parameters())
+        compiled = self.mode in ("compile", "cudagraphs")
+        lr = lr_tensor(config.lr, self._dev) if compiled else config.lr
+        # cudagraphs: state and step count stay on the GPU, so a captured update never reads the host.
+        graphable = {"capturable": True} if self.mode == "cudagraphs" else {}
         if config.name == "sgd":
-            self.opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+            self.opt = torch.optim.SGD(params, lr=lr, momentum=config.momentum)
         elif config.name == "adam":
-            self.opt = torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas), eps=config.eps)
+            self.opt = torch.optim.Adam(params, lr=lr, betas=tuple(config.betas), eps=config.eps, **graphable)
         else:
             raise BackendError(f"torch backend: unknown optimizer '{config.name}'; choose one of {', '.join(OPTIMIZERS)}")
+        self._compiled = None  # the compiled update traced the old optimizer: trace the new one
 
     def set_lr(self, lr: float) -> None:
         """Change the learning rate in place; momentum/moment buffers are kept."""
         for group in self._optimizer().param_groups:
-            group["lr"] = lr
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)  # in place: compiled steps read it, and guard only on its metadata
+            else:
+                group["lr"] = lr
 
     def prepare_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """NCHW x in the backend dtype and int64 labels, on the device."""
-        return self._x(x), torch.from_numpy(np.asarray(y)).to(self._dev, torch.long)
+        """x in the backend dtype and memory format and int64 labels, on the device."""
+        x, y = self._x(x), torch.from_numpy(np.asarray(y)).to(self._dev, torch.long)
+        if self.mode == "compile" and len(x) > 1:  # size 1 is always specialised; marking it would raise
+            # One graph for every batch size: the epoch's ragged last batch reuses it instead of compiling again.
+            torch._dynamo.mark_dynamic(x, 0)
+            torch._dynamo.mark_dynamic(y, 0)
+        return x, y
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """One update; returns the loss as a device tensor, so no host sync happens here."""
         opt = self._optimizer()
         x, y = batch
+        if self.mode in ("compile", "cudagraphs"):
+            if self._compiled is None:  # lazily, so the harness counts compilation in the first step
+                self._compiled = CompiledStep(self.model, opt, self.mode)
+            return self._compiled(x, y)
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.model(x), y)
         loss.backward()
@@ -169,3 +199,8 @@ class TorchBackend(Backend):
         if self.opt is None:
             raise BackendError("torch backend: call init_optimizer() before training")
         return self.opt
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A host array in C order (channels_last tensors are NHWC in memory); from_native copies it."""
+    return t.detach().cpu().contiguous().numpy()
