@@ -15,11 +15,13 @@ TINY = replace(PRESETS["quick"], name="tiny", models=("mlp",), backends=("numpy"
 
 def test_quick_preset_covers_the_matrix():
     quick = cells(PRESETS["quick"])
-    assert {(c.backend, c.model) for c in quick} == {(b, m) for b in ("numpy", "torch", "flax") for m in ("cnn", "mlp")}
+    assert {(c.backend, c.model) for c in quick} == {(b, m) for b in ("numpy", "torch", "flax", "flax@scan")
+                                                    for m in ("cnn", "mlp")}
+    assert {"torch@compile", "flax@scan"} <= set(PRESETS["default"].backends)
     full = cells(PRESETS["full"])
     assert {c.batch_size for c in full} == {64, 512} and {c.repeat for c in full} == {0, 1, 2}
-    # the recipe runs once per backend and model: at its own batch size, on the first repeat
-    assert sum(c.train for c in full) == 6
+    # the recipe runs once per backend (mode) and model: at its own batch size, on the first repeat
+    assert sum(c.train for c in full) == 2 * len(PRESETS["full"].backends)
 
 
 def test_results_file_is_self_describing_and_keeps_a_failed_cell(tmp_path):

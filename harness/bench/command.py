@@ -15,7 +15,8 @@ from harness.session import MNIST_SHAPE
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", choices=tuple(PRESETS), default="default",
-                   help="quick: about a minute; default: what make bench runs; full: more sizes, repeats, GPU")
+                   help="quick: about a minute; default: what make bench runs; full: more sizes, repeats, every "
+                        "mode; gpu: the cuda suite of benchmarks/gpu_bench.sh")
     p.add_argument("--backends", help="comma-separated, NAME or NAME@MODE, e.g. numpy,torch,torch@compile,flax@scan; "
                                       "default: the suite's")
     p.add_argument("--models", help="comma-separated shipped names or .toml paths; default: cnn,mlp")
