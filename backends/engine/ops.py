@@ -31,7 +31,9 @@ def flatten(x: Tensor) -> Tensor:
 
 def dense(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     """x @ w + b with w laid out (in, out)."""
-    out = Tensor(x.data @ w.data + b.data, _prev=(x, w, b), _op="dense")
+    y = x.data @ w.data
+    y += b.data  # in place: one pass and no second array
+    out = Tensor(y, _prev=(x, w, b), _op="dense")
 
     def _backward(g):
         if x.requires_grad:
