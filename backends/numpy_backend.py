@@ -1,4 +1,4 @@
-"""The `numpy` backend: the spec lowered to the from-scratch engine in backends/engine."""
+"""The `numpy` backend: the spec lowered to the from-scratch engine in backends/engine, on NumPy or (cuda) CuPy."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +17,7 @@ FUSED_OPS = (relu, maxpool2d)
 
 
 class NumpyBackend(Backend):
-    """Pure NumPy: canonical layout is the native layout, so conversion is only a copy and a cast."""
+    """NumPy, or CuPy on cuda: canonical layout is the native layout, so conversion is a copy, a cast and a transfer."""
 
     name = "numpy"
     framework = "numpy"
@@ -25,7 +25,10 @@ class NumpyBackend(Backend):
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0):
         """Build the model; params=None uses the shared seeded initialiser (NumPy has no default of its own)."""
-        check_device(type(self), device)
+        if device != "cuda":
+            check_device(type(self), device)
+        # The engine takes its array module from its arrays: CuPy's on cuda, so the same code runs there.
+        self.xp = load_cupy() if device == "cuda" else np
         if dtype not in DTYPES:
             raise BackendError(f"backend 'numpy' does not support dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
         self.spec, self.device, self.dtype = spec, device, np.dtype(dtype)
@@ -35,13 +38,13 @@ class NumpyBackend(Backend):
         # Owned copies: the optimizer updates these arrays in place, so they must never alias the caller's.
         # All of them are views of one flat array, and their gradients are gathered into another, so
         # the optimizer runs each of its operations once over every parameter instead of once per tensor.
-        self.flat = np.empty(sum(np.size(v) for v in params.values()), dtype=self.dtype)
-        self.flat_grad = np.empty_like(self.flat)
+        self.flat = self.xp.empty(sum(np.size(v) for v in params.values()), dtype=self.dtype)
+        self.flat_grad = self.xp.empty_like(self.flat)
         self.params, self.grad_views, start = {}, [], 0
         for k, v in params.items():
             stop = start + np.size(v)
             self.params[k] = Tensor(self.flat[start:stop].reshape(np.shape(v)), requires_grad=True)
-            self.params[k].data[...] = v
+            self.params[k].data[...] = self.xp.asarray(v)
             self.grad_views.append(self.flat_grad[start:stop].reshape(np.shape(v)))
             start = stop
         self.optimizer: SGD | Adam | None = None
@@ -59,18 +62,22 @@ class NumpyBackend(Backend):
 
     @classmethod
     def devices(cls) -> list[str]:
-        """Only the CPU."""
-        return ["cpu"]
+        """The CPU, and cuda when CuPy imports and sees a GPU."""
+        try:
+            load_cupy()
+        except BackendError:
+            return ["cpu"]
+        return ["cpu", "cuda"]
 
     def get_params(self) -> Params:
-        """Copies of the current parameters."""
-        return {k: t.data.copy() for k, t in self.params.items()}
+        """Copies of the current parameters, on the host."""
+        return {k: self._host(t.data) for k, t in self.params.items()}
 
     def set_params(self, params: Params) -> None:
         """Copy params in, cast to the backend dtype; arrays keep their identity so optimizer state stays attached."""
         check(self.spec, params)
         for k, t in self.params.items():
-            np.copyto(t.data, params[k], casting="same_kind")
+            self.xp.copyto(t.data, self.xp.asarray(params[k]), casting="same_kind")
 
     def _logits(self, x: np.ndarray) -> Tensor:
         """Run the layers of the spec on an NCHW batch."""
@@ -117,14 +124,14 @@ class NumpyBackend(Backend):
         return loss
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits (N, classes)."""
-        return self._logits(np.asarray(x, dtype=self.dtype)).data.copy()
+        """Logits (N, classes), on the host."""
+        return self._host(self._logits(self.xp.asarray(x, dtype=self.dtype)).data)
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
         """Mean cross-entropy and a copy of every parameter's gradient; parameters are untouched."""
         x, y = self.prepare_batch(x, y)
         loss = self._loss(x, y)
-        return float(loss.data), {k: t.grad.copy() for k, t in self.params.items()}
+        return float(loss.data), {k: self._host(t.grad) for k, t in self.params.items()}
 
     def init_optimizer(self, config: OptimizerConfig) -> None:
         """Fresh SGD or Adam state over the parameter arrays."""
@@ -140,27 +147,66 @@ class NumpyBackend(Backend):
         self._require_optimizer().lr = lr
 
     def prepare_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """x in the backend dtype, y as int64; no copy when they already are."""
-        return np.asarray(x, dtype=self.dtype), np.asarray(y, dtype=np.int64)
+        """x in the backend dtype, y as int64, on the device; no copy on the CPU when they already are."""
+        return self.xp.asarray(x, dtype=self.dtype), self.xp.asarray(y, dtype=np.int64)
 
     def train_step(self, batch: tuple[np.ndarray, np.ndarray]) -> np.floating:
-        """One forward, backward and update; returns the loss as a NumPy scalar."""
+        """One forward, backward and update; returns the loss: a NumPy scalar, or a 0-d CuPy array (no sync)."""
         optimizer = self._require_optimizer()
         # A diverging run overflows; the harness reports the non-finite loss itself, once.
         with np.errstate(over="ignore", invalid="ignore"):
             loss = self._loss(*batch)
         for t, g in zip(self.params.values(), self.grad_views):
-            np.copyto(g, t.grad)
+            self.xp.copyto(g, t.grad)
         optimizer.step([self.flat_grad])
         return loss.data[()]
 
     def synchronize(self) -> None:
-        """NumPy runs eagerly; nothing is queued."""
+        """Wait for CuPy's queued kernels; NumPy runs eagerly, so nothing is queued on the CPU."""
+        if self.xp is not np:
+            self.xp.cuda.Device().synchronize()
+
+    def peak_device_memory(self) -> int | None:
+        """On cuda, the bytes CuPy's default memory pool holds (its high-water mark); None on the CPU."""
+        # The pool keeps freed blocks for reuse and never shrinks unless asked to, so what it holds is
+        # at least the peak of live arrays: torch's max_memory_reserved, not max_memory_allocated.
+        return None if self.xp is np else int(self.xp.get_default_memory_pool().total_bytes())
+
+    def _host(self, a) -> np.ndarray:
+        """A host NumPy copy of a backend array."""
+        return a.copy() if self.xp is np else self.xp.asnumpy(a)
 
     def _require_optimizer(self) -> SGD | Adam:
         if self.optimizer is None:
             raise BackendError("backend 'numpy' has no optimizer yet; call init_optimizer(config) first")
         return self.optimizer
+
+
+def load_cupy():
+    """The cupy module, when it imports and sees a GPU; otherwise a one-line BackendError saying what is missing."""
+    refused = "backend 'numpy' cannot use device 'cuda'"
+    try:
+        import cupy
+    except ModuleNotFoundError as e:
+        if e.name != "cupy":  # cupy is there but one of its own imports is not
+            raise BackendError(f"{refused}: CuPy failed to import ({_first_line(e)})") from e
+        raise BackendError(f"{refused}: it needs CuPy, which is not installed; "
+                           "pip install cupy-cuda12x (match your CUDA version)") from e
+    except Exception as e:  # a broken install or a CUDA library mismatch fails in many ways
+        raise BackendError(f"{refused}: CuPy failed to import ({_first_line(e)})") from e
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver, or CUDA's runtime error: no GPU either way
+        raise BackendError(f"{refused}: CuPy sees no GPU ({_first_line(e)})") from e
+    if count < 1:
+        raise BackendError(f"{refused}: CuPy sees no GPU (0 devices)")
+    return cupy
+
+
+def _first_line(e: Exception) -> str:
+    """The first line of an error's message (CuPy's import errors run to a page), or its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _pool_after(layers: tuple, i: int) -> tuple[int, bool, int]:

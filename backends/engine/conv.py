@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from backends.engine.tensor import Tensor
+from backends.engine.xp import module_of
 
 
 # conv2d_maxpool works through the batch this many bytes of conv output at a time, so that each
@@ -15,11 +16,12 @@ SLICE_BYTES = 1 << 20
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int = 0) -> Tensor:
     """Cross-correlate NCHW x with w (out, in, kh, kw), add b (out,); zero padding on all sides."""
     check_channels(x, w)
+    xp = module_of(w.data)
     n, o = x.shape[0], w.shape[0]
     cols, oh, ow = im2col(pad(x.data, padding), *w.shape[2:], stride)  # (N, C*kh*kw + 1, OH*OW)
     wb = weight_with_bias(w, b)
     # One (O, K+1) @ (K+1, OH*OW) product per image: the result is NCHW as it comes, no transpose.
-    y = np.matmul(wb, cols).reshape(n, o, oh, ow)
+    y = xp.matmul(wb, cols).reshape(n, o, oh, ow)
     out = Tensor(y, _prev=(x, w, b), _op="conv2d")
 
     def _backward(g):
@@ -43,38 +45,39 @@ def conv2d_maxpool(x: Tensor, w: Tensor, b: Tensor, stride: int, padding: int, s
     ones, and the conv output is not kept for the backward pass.
     """
     check_channels(x, w)
+    xp = module_of(w.data)
     n, o = x.shape[0], w.shape[0]
-    xp = pad(x.data, padding)
+    xpad = pad(x.data, padding)
     kh, kw = w.shape[2:]
     # Block (a, b, n) of cols holds image n's patches for the conv outputs at (size*r + a, size*s + b);
     # conv outputs that no window covers are never computed.
-    cols, ph, pw = im2col(xp, kh, kw, stride, size)
+    cols, ph, pw = im2col(xpad, kh, kw, stride, size)
     cols = cols.reshape(size * size, n, -1, ph * pw)
     wb = weight_with_bias(w, b)
-    best = np.empty((n, o, ph, pw), dtype=wb.dtype)
-    arg = np.empty((n, o, ph, pw), dtype=np.uint8)
-    for s in image_slices(n, size * size * o * ph * pw * wb.itemsize):
-        y = np.matmul(wb, cols[:, s]).reshape(size * size, -1, o, ph, pw)  # window offset, image, O, PH, PW
+    best = xp.empty((n, o, ph, pw), dtype=wb.dtype)
+    arg = xp.empty((n, o, ph, pw), dtype=np.uint8)
+    for s in image_slices(n, size * size * o * ph * pw * wb.itemsize, xp):
+        y = xp.matmul(wb, cols[:, s]).reshape(size * size, -1, o, ph, pw)  # window offset, image, O, PH, PW
         max_over_offsets(y, best[s], arg[s], relu)
     del cols
     out = Tensor(best, _prev=(x, w, b), _op="conv2d_maxpool")
     oh, ow = conv_out_size(x.shape, kh, kw, stride, padding)
 
     def _backward(g):
-        g = np.ascontiguousarray(g)
+        g = xp.ascontiguousarray(g)
         grads = ConvGrads(x, w, b, wb, stride, padding)
-        for s in image_slices(n, o * oh * ow * g.itemsize):
+        for s in image_slices(n, o * oh * ow * g.itemsize, xp):
             # The gradient at the conv output, in conv2d's own layout, and conv2d's own products on it:
             # the gradients are bitwise those of the unfused ops.
             m = len(arg[s])
             covered = ph * size == oh and pw * size == ow
-            dy = (np.empty if covered else np.zeros)((m, o, oh, ow), dtype=g.dtype)
-            won = np.empty((m, o, ph, pw), dtype=bool)
+            dy = (xp.empty if covered else xp.zeros)((m, o, oh, ow), dtype=g.dtype)
+            won = xp.empty((m, o, ph, pw), dtype=bool)
             for k in range(size * size):
                 a, c = divmod(k, size)
-                np.equal(arg[s], k + 1, out=won)
-                np.multiply(g[s], won, out=dy[:, :, a:ph * size:size, c:pw * size:size])
-            grads.add(s, dy, im2col(xp[s], kh, kw, stride)[0])
+                xp.equal(arg[s], k + 1, out=won)
+                xp.multiply(g[s], won, out=dy[:, :, a:ph * size:size, c:pw * size:size])
+            grads.add(s, dy, im2col(xpad[s], kh, kw, stride)[0])
         grads.finish()
     out._backward = _backward
     return out
@@ -91,18 +94,20 @@ def max_over_offsets(y: np.ndarray, best: np.ndarray, arg: np.ndarray, relu: boo
         best[...], arg[...], first = 0, 0, 0
     else:
         best[...], arg[...], first = y[0], 1, 1
-    better = np.empty(best.shape, dtype=bool)
-    code = np.empty_like(arg)
+    xp = module_of(y)
+    better = xp.empty(best.shape, dtype=bool)
+    code = xp.empty_like(arg)
     for k in range(first, len(y)):
-        np.greater(y[k], best, out=better)
+        xp.greater(y[k], best, out=better)
         # The winner is the last offset that beat the running max, hence arg = max(arg, code * better).
-        np.maximum(arg, np.multiply(better.view(np.uint8), np.uint8(k + 1), out=code), out=arg)
-        np.maximum(best, y[k], out=best)  # maximum, not where(better): a NaN propagates
+        xp.maximum(arg, xp.multiply(better.view(np.uint8), np.uint8(k + 1), out=code), out=arg)
+        xp.maximum(best, y[k], out=best)  # maximum, not where(better): a NaN propagates
 
 
-def image_slices(n: int, bytes_per_image: int) -> list[slice]:
-    """Consecutive slices of n images, about SLICE_BYTES each."""
-    step = max(1, SLICE_BYTES // bytes_per_image)
+def image_slices(n: int, bytes_per_image: int, xp=np) -> list[slice]:
+    """Consecutive slices of n images, about SLICE_BYTES each; one slice of all n off the CPU."""
+    # The slices are for the CPU's cache; on a GPU they would only multiply kernel launches.
+    step = max(1, SLICE_BYTES // bytes_per_image) if xp is np else max(n, 1)
     return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
@@ -111,21 +116,23 @@ class ConvGrads:
 
     def __init__(self, x: Tensor, w: Tensor, b: Tensor, wb: np.ndarray, stride: int, padding: int):
         self.x, self.w, self.b, self.wb, self.stride, self.padding = x, w, b, wb, stride, padding
+        xp = module_of(wb)
         n = x.shape[0]
         # Weight (and, against the ones row of cols, bias) gradient products per image, summed at the end.
-        self.parts = np.empty((n, *wb.shape), dtype=wb.dtype) if w.requires_grad or b.requires_grad else None
-        self.dx = np.empty(x.shape, dtype=wb.dtype) if x.requires_grad else None
+        self.parts = xp.empty((n, *wb.shape), dtype=wb.dtype) if w.requires_grad or b.requires_grad else None
+        self.dx = xp.empty(x.shape, dtype=wb.dtype) if x.requires_grad else None
 
     def add(self, s: slice, g: np.ndarray, cols: np.ndarray) -> None:
         """The gradient g (m, O, OH, OW) at the conv output of images s, and their im2col cols (m, K+1, OH*OW)."""
+        xp = module_of(g)
         m, o, oh, ow = g.shape
-        g = np.ascontiguousarray(g).reshape(m, o, oh * ow)
+        g = xp.ascontiguousarray(g).reshape(m, o, oh * ow)
         if self.parts is not None:
             # Per image, then summed: BLAS is about twice as fast on these blocks as on one long product.
-            np.matmul(g, cols.transpose(0, 2, 1), out=self.parts[s])
+            xp.matmul(g, cols.transpose(0, 2, 1), out=self.parts[s])
         if self.dx is not None:
             c, kh, kw = self.w.shape[1:]
-            dcols = np.matmul(self.wb[:, :-1].T, g).reshape(m, c, kh, kw, oh, ow)
+            dcols = xp.matmul(self.wb[:, :-1].T, g).reshape(m, c, kh, kw, oh, ow)
             self.dx[s] = col2im(dcols, (m, *self.x.shape[1:]), self.stride, self.padding)
 
     def finish(self) -> None:
@@ -147,7 +154,7 @@ def check_channels(x: Tensor, w: Tensor) -> None:
 def weight_with_bias(w: Tensor, b: Tensor) -> np.ndarray:
     """(O, C*kh*kw + 1): the bias rides in the matmul as one more weight column against a ones row of cols."""
     o = w.shape[0]
-    wb = np.empty((o, w.data.size // o + 1), dtype=w.dtype)
+    wb = module_of(w.data).empty((o, w.data.size // o + 1), dtype=w.dtype)
     wb[:, :-1] = w.data.reshape(o, -1)
     wb[:, -1] = b.data
     return wb
@@ -164,28 +171,28 @@ def pad(x: np.ndarray, padding: int) -> np.ndarray:
     if padding == 0:
         return x
     n, c, h, w = x.shape
-    xp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=x.dtype)
-    xp[:, :, padding:padding + h, padding:padding + w] = x
-    return xp
+    xpad = module_of(x).zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=x.dtype)
+    xpad[:, :, padding:padding + h, padding:padding + w] = x
+    return xpad
 
 
-def im2col(xp: np.ndarray, kh: int, kw: int, stride: int, pool: int = 1) -> tuple[np.ndarray, int, int]:
-    """Every kh x kw patch of padded NCHW xp as one column, then a ones row: (pool*pool*N, C*kh*kw + 1, PH*PW), PH, PW.
+def im2col(xpad: np.ndarray, kh: int, kw: int, stride: int, pool: int = 1) -> tuple[np.ndarray, int, int]:
+    """Every kh x kw patch of padded NCHW xpad as one column, then a ones row: (pool*pool*N, C*kh*kw + 1, PH*PW), PH, PW.
 
     With pool = 1, block n is image n and PH, PW = OH, OW. With pool = p, the conv outputs are split by
     their position in a p x p pooling window: block (a, b, n) holds the patches of outputs (p*r + a, p*s + b)
     of image n, and PH, PW = OH // p, OW // p (outputs past the last whole window are left out).
     """
-    n, c, h, w = xp.shape
+    n, c, h, w = xpad.shape
     ph, pw = ((h - kh) // stride + 1) // pool, ((w - kw) // stride + 1) // pool
-    cols = np.empty((pool, pool, n, c * kh * kw + 1, ph, pw), dtype=xp.dtype)
+    cols = module_of(xpad).empty((pool, pool, n, c * kh * kw + 1, ph, pw), dtype=xpad.dtype)
     cols[:, :, :, -1] = 1
     patches = cols[:, :, :, :-1].reshape(pool, pool, n, c, kh, kw, ph, pw)  # a view
     # One strided copy per kernel offset, each contiguous along the output rows it writes.
     for i in range(kh):
         for j in range(kw):
             # Input rows read by conv outputs 0 .. pool*ph - 1 at kernel row i, split as (r, a).
-            src = xp[:, :, i:i + stride * (pool * ph - 1) + 1:stride, j:j + stride * (pool * pw - 1) + 1:stride]
+            src = xpad[:, :, i:i + stride * (pool * ph - 1) + 1:stride, j:j + stride * (pool * pw - 1) + 1:stride]
             patches[:, :, :, :, i, j] = src.reshape(n, c, ph, pool, pw, pool).transpose(3, 5, 0, 1, 2, 4)
     return cols.reshape(pool * pool * n, c * kh * kw + 1, ph * pw), ph, pw
 
@@ -194,7 +201,7 @@ def col2im(dcols: np.ndarray, x_shape: tuple[int, ...], stride: int, padding: in
     """Sum patch gradients (N, C, kh, kw, OH, OW) back onto the NCHW input they were cut from."""
     n, c, kh, kw, oh, ow = dcols.shape
     _, _, h, w = x_shape
-    dxp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=dcols.dtype)
+    dxp = module_of(dcols).zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=dcols.dtype)
     # One vectorised add per kernel offset; patches overlap, so offsets must accumulate.
     for i in range(kh):
         for j in range(kw):

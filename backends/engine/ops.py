@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 
 from backends.engine.tensor import Tensor
+from backends.engine.xp import module_of
 
 
 def relu(x: Tensor) -> Tensor:
     """max(x, 0), with gradient 0 at exactly 0 (torch's convention)."""
     mask = x.data > 0  # strict: a zero input passes no gradient
-    out = Tensor(np.maximum(x.data, 0), _prev=(x,), _op="relu")
+    out = Tensor(module_of(x.data).maximum(x.data, 0), _prev=(x,), _op="relu")
 
     def _backward(g):
         if x.requires_grad:
@@ -48,16 +49,17 @@ def dense(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
 
 def cross_entropy(logits: Tensor, y: np.ndarray) -> Tensor:
     """Mean softmax cross-entropy of (N, K) logits against integer labels y, as a 0-d tensor."""
+    xp = module_of(logits.data)
     n = logits.shape[0]
-    rows = np.arange(n)
+    rows = xp.arange(n)
     # Subtracting the row max keeps exp() from overflowing; log-sum-exp is unchanged by it.
     z = logits.data - logits.data.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    logp = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
     out = Tensor(-logp[rows, y].mean(), _prev=(logits,), _op="cross_entropy")
 
     def _backward(g):
         if logits.requires_grad:
-            d = np.exp(logp)  # softmax
+            d = xp.exp(logp)  # softmax
             d[rows, y] -= 1
             d *= g / n
             logits.accumulate(d)

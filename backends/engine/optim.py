@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 
+from backends.engine.xp import module_of
+
 
 class SGD:
     """v = momentum * v + g; p -= lr * v (plain p -= lr * g when momentum is 0)."""
@@ -12,7 +14,7 @@ class SGD:
     def __init__(self, params: list[np.ndarray], lr: float, momentum: float = 0.0):
         self.params, self.lr, self.momentum = params, lr, momentum
         # torch starts v at g on the first step; zeros give the same v after one update.
-        self.velocity = [np.zeros_like(p) for p in params] if momentum else None
+        self.velocity = [module_of(p).zeros_like(p) for p in params] if momentum else None
 
     def step(self, grads: list[np.ndarray]) -> None:
         """Apply one update from grads, aligned with params."""
@@ -32,10 +34,11 @@ class Adam:
     def __init__(self, params: list[np.ndarray], lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8):
         self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-        self.tmp = [np.empty_like(p) for p in params]  # scratch, so a step allocates nothing
-        self.denom = [np.empty_like(p) for p in params]
+        xp = module_of(*params)
+        self.m = [xp.zeros_like(p) for p in params]
+        self.v = [xp.zeros_like(p) for p in params]
+        self.tmp = [xp.empty_like(p) for p in params]  # scratch, so a step allocates nothing
+        self.denom = [xp.empty_like(p) for p in params]
         self.t = 0
 
     def step(self, grads: list[np.ndarray]) -> None:
@@ -44,16 +47,17 @@ class Adam:
         b1, b2 = self.betas
         step_size = self.lr / (1 - b1 ** self.t)
         sqrt_bc2 = math.sqrt(1 - b2 ** self.t)
+        xp = module_of(*self.params)
         for p, g, m, v, tmp, denom in zip(self.params, grads, self.m, self.v, self.tmp, self.denom):
             # In place through two scratch arrays per parameter; each line rounds as the plain expression would.
             m *= b1
-            m += np.multiply(g, 1 - b1, out=tmp)            # m += (1 - b1) * g
+            m += xp.multiply(g, 1 - b1, out=tmp)            # m += (1 - b1) * g
             v *= b2
-            np.multiply(g, g, out=tmp)
-            v += np.multiply(tmp, 1 - b2, out=tmp)          # v += (1 - b2) * (g * g)
+            xp.multiply(g, g, out=tmp)
+            v += xp.multiply(tmp, 1 - b2, out=tmp)          # v += (1 - b2) * (g * g)
             # Same grouping as torch: sqrt(v)/sqrt(bc2) + eps, then a step of lr/bc1.
-            np.sqrt(v, out=denom)
+            xp.sqrt(v, out=denom)
             denom /= sqrt_bc2
             denom += self.eps
-            np.divide(m, denom, out=denom)
-            p -= np.multiply(denom, step_size, out=denom)   # p -= step_size * (m / denom)
+            xp.divide(m, denom, out=denom)
+            p -= xp.multiply(denom, step_size, out=denom)   # p -= step_size * (m / denom)

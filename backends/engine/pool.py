@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from backends.engine.tensor import Tensor
+from backends.engine.xp import module_of
 
 
 def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
     """Max over each size x size window of NCHW x, windows `stride` apart (default: size)."""
+    xp = module_of(x.data)
     s = size if stride is None else stride
     h, w = x.shape[2:]
     oh, ow = (h - size) // s + 1, (w - size) // s + 1
@@ -16,30 +18,30 @@ def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
     offsets = [(slice(a, a + s * (oh - 1) + 1, s), slice(b, b + s * (ow - 1) + 1, s))
                for a in range(size) for b in range(size)]
     best = x.data[:, :, offsets[0][0], offsets[0][1]].copy(order="K")  # keep x's memory order: faster
-    arg = np.zeros_like(best, dtype=np.uint8)  # index of the winning offset, row-major in the window
-    better = np.empty_like(best, dtype=bool)
+    arg = xp.zeros_like(best, dtype=np.uint8)  # index of the winning offset, row-major in the window
+    better = xp.empty_like(best, dtype=bool)
     for k, (rows, cols) in enumerate(offsets[1:], start=1):
         v = x.data[:, :, rows, cols]
         # Strictly greater, so on ties the earlier offset keeps the win (torch's rule). The winner
         # is the last offset that beat the running max, hence arg = max(arg, k * better).
-        np.greater(v, best, out=better)
-        np.maximum(arg, better.view(np.uint8) * np.uint8(k), out=arg)
-        np.maximum(best, v, out=best)
+        xp.greater(v, best, out=better)
+        xp.maximum(arg, better.view(np.uint8) * np.uint8(k), out=arg)
+        xp.maximum(best, v, out=best)
     # Handed on C-contiguous: flatten is then a free reshape, and relu's mask and a gradient
     # coming back through flatten share one memory order (mixed orders make NumPy loops slow).
-    out = Tensor(np.ascontiguousarray(best), _prev=(x,), _op="maxpool2d")
+    out = Tensor(xp.ascontiguousarray(best), _prev=(x,), _op="maxpool2d")
 
     def _backward(g):
         if not x.requires_grad:
             return
         g = same_layout(g, best)
         # When the windows tile x exactly, every cell is written below, so dx needs no zeroing.
-        dx = np.empty_like(x.data) if s == size and h == oh * s and w == ow * s else np.zeros_like(x.data)
-        won = np.empty_like(arg, dtype=bool)
+        dx = xp.empty_like(x.data) if s == size and h == oh * s and w == ow * s else xp.zeros_like(x.data)
+        won = xp.empty_like(arg, dtype=bool)
         for k, (rows, cols) in enumerate(offsets):
-            np.equal(arg, k, out=won)
+            xp.equal(arg, k, out=won)
             if s >= size:  # disjoint windows: each cell hears from one window, so assign
-                np.multiply(g, won, out=dx[:, :, rows, cols])
+                xp.multiply(g, won, out=dx[:, :, rows, cols])
             else:  # overlapping windows share input cells, so each offset adds into dx
                 dx[:, :, rows, cols] += g * won
         x.accumulate(dx)
@@ -51,6 +53,6 @@ def same_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
     """a, copied into like's memory order if it differs; mixed orders make NumPy loops several times slower."""
     if a.strides == like.strides:
         return a
-    out = np.empty_like(like)
+    out = module_of(like).empty_like(like)
     out[...] = a
     return out

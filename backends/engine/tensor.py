@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from backends.engine.xp import module_of
+
 
 class Tensor:
     """Stores an array and its gradient; micrograd's Value, generalised to arrays."""
 
     def __init__(self, data, requires_grad: bool = False, _prev: tuple[Tensor, ...] = (), _op: str = ""):
-        self.data = np.asarray(data)
+        # Device arrays are kept as they are; anything else (lists, NumPy scalars) becomes a NumPy array.
+        self.data = data if type(data) is np.ndarray or module_of(data) is not np else np.asarray(data)
         self.grad: np.ndarray | None = None  # filled by backward(); None means "no gradient yet"
         # A result needs a gradient when any parent does; inputs such as images need none,
         # which lets ops skip work (the first conv never forms d(loss)/d(image)).
@@ -44,7 +47,7 @@ class Tensor:
         """Fill .grad of every tensor this one depends on, by the chain rule in reverse topological order."""
         topo: list[Tensor] = []
         _topo_sort(self, topo, set())
-        self.grad = np.ones_like(self.data)
+        self.grad = module_of(self.data).ones_like(self.data)
         for v in reversed(topo):
             v._backward(v.grad)
 
@@ -75,7 +78,7 @@ class Tensor:
 
         def _backward(g):
             if self.requires_grad:
-                self.accumulate(np.broadcast_to(g, self.shape))
+                self.accumulate(module_of(g).broadcast_to(g, self.shape))
         out._backward = _backward
         return out
 
