@@ -76,6 +76,24 @@ class AnyDevice(NumpyBackend):
         super().__init__(spec, params, device=device, dtype=dtype, seed=seed)
 
 
+class SkipsLastStep(NumpyBackend):
+    """A fused train_steps that forgets the short last batch of an epoch."""
+    fused = True
+
+    def train_steps(self, epoch, start, stop, lrs):
+        return super().train_steps(epoch, start, min(stop, len(epoch) - 1), lrs[:len(epoch) - 1 - start])
+
+
+class Moded(NumpyBackend):
+    """Has modes and remembers the one each instance was built in."""
+    modes = ("plain", "fancy")
+    built = []
+
+    def __init__(self, *args, mode=None, **kwargs):
+        Moded.built.append(mode)
+        super().__init__(*args, **kwargs)
+
+
 class NoisyGrads(NumpyBackend):
     """Gradients that differ between calls, by SCALE relative (atomics on a GPU, say)."""
     SCALE = 1e-13
@@ -147,6 +165,19 @@ def test_wrong_conv_gradient_fails_rows_that_name_conv2d(wrong):
     assert error == pytest.approx(0.1, rel=1e-6)
 
 
+def test_an_epoch_through_train_steps_must_run_every_step(wrong):
+    doc = run_conformance(wrong.SkipsLastStep)
+    assert {n for n, st in statuses(doc).items() if st == "fail"} == {"training/an epoch through train_steps"}
+    assert "train_steps returned 6 losses for 7 steps" in detail(doc, "training/an epoch through train_steps")
+
+
+def test_a_mode_named_after_at_is_the_one_every_check_builds(wrong):
+    wrong.Moded.built.clear()
+    doc = run_conformance("wrongmod:Moded@fancy")
+    assert doc["passed"] and doc["backend"] == "wrongmod:Moded@fancy"
+    assert wrong.Moded.built and set(wrong.Moded.built) == {"fancy"}
+
+
 def test_transposed_dense_weights_fail_the_round_trip_naming_dense(wrong):
     doc = run_conformance(wrong.TransposedDense)
     status = statuses(doc)
@@ -162,11 +193,11 @@ def test_missing_optimizers_are_not_supported_not_failed(wrong, capsys):
     doc = run_conformance(wrong.NoOptimizers)
     unsupported = {name for name, status in statuses(doc).items() if status == "not supported"}
     assert unsupported == {"optimizer/sgd momentum 0.9", "optimizer/adam", "optimizer/set_lr keeps state",
-                           "training/tinycnn loss falls"}
+                           "training/an epoch through train_steps", "training/tinycnn loss falls"}
     assert detail(doc, "optimizer/adam") == "numpy does not support optimizer 'adam'"
     assert doc["passed"] and "fail" not in statuses(doc).values()
     assert cli(["wrongmod:NoOptimizers"]) == 0
-    assert "conformant: 25 pass, 4 not supported" in capsys.readouterr().out
+    assert "conformant: 25 pass, 5 not supported" in capsys.readouterr().out
 
 
 def test_refusing_a_required_method_fails_instead_of_being_unsupported(wrong):
@@ -272,7 +303,7 @@ def test_pytest_plugin_fails_wrong_checks_and_skips_unsupported_ones(tmp_path, w
                        "-q", "-rfs"], tmp_path, wrong_dir)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = proc.stdout.splitlines()[-1]
-    assert summary.startswith(f"8 failed, {2 * len(BATTERY) - 8 - 4 + 1} passed, 4 skipped"), summary
+    assert summary.startswith(f"8 failed, {2 * len(BATTERY) - 8 - 5 + 1} passed, 5 skipped"), summary
     failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED ")]
     assert len(failed) == 8 and all("[wrongmod:ScaledConvGrad " in line for line in failed)
     assert "FAILED fwbench::test_conformance[wrongmod:ScaledConvGrad backward/conv2d 3x3]" in proc.stdout

@@ -46,6 +46,7 @@ def _battery() -> list[Check]:
             *[(f"optimizer/{label}", lambda ctx, label=label: training.optimizer(ctx, label))
               for label in training.CONFIGS],
             ("optimizer/set_lr keeps state", training.set_lr),
+            ("training/an epoch through train_steps", training.epoch),
             ("determinism/loss and gradients", protocol.repeat),
             ("determinism/native init from a seed", protocol.native_init),
             ("device/unavailable device refused", protocol.device_refusal),

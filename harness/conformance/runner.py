@@ -72,8 +72,18 @@ def run(ctx: Context, checks: list[Check] | None = None) -> list[Result]:
 def load(name_or_cls: str | type[Backend]) -> tuple[str, str, type[Backend]]:
     """(name, source, class) for a backend name, module:Class path or class; BackendError if it cannot load."""
     if isinstance(name_or_cls, str):
-        return name_or_cls, backends.source(name_or_cls), backends.load(name_or_cls)
+        cls, mode = backends.load(name_or_cls), backends.split(name_or_cls)[1]
+        return name_or_cls, backends.source(name_or_cls), with_mode(cls, mode) if mode else cls
     return f"{name_or_cls.__module__}:{name_or_cls.__qualname__}", "class", name_or_cls
+
+
+def with_mode(cls: type[Backend], mode: str) -> type[Backend]:
+    """cls, every instance of which is built in `mode`: the checks construct backends in many places."""
+    class InMode(cls):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, mode=mode, **kwargs)
+    InMode.__name__ = InMode.__qualname__ = f"{cls.__name__}@{mode}"
+    return InMode
 
 
 def run_conformance(name_or_cls: str | type[Backend], device: str = "cpu", dtype: str = "auto") -> dict:

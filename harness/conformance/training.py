@@ -78,6 +78,35 @@ def set_lr(ctx: Context) -> Outcome:
     return updates(ctx, "adam with set_lr", CONFIGS["adam"], [None, 0.003, 0.02])
 
 
+EPOCH_IMAGES, EPOCH_BATCH, SEGMENTS = 27, 4, ((0, 2), (2, 5), (5, 7))  # 6 full batches and a short one
+
+
+def epoch(ctx: Context) -> Outcome:
+    """prepare_epoch and train_steps over uneven segments and a short last batch, against the reference's steps."""
+    spec, start = spec_of(CASE), cast(params_of(CASE), ctx.dtype)
+    rng = np.random.default_rng(SEED + 3)
+    x, y = rng.standard_normal((EPOCH_IMAGES, *spec.input)), rng.integers(0, spec.classes, EPOCH_IMAGES)
+    order = [np.arange(i, min(i + EPOCH_BATCH, EPOCH_IMAGES))[::-1] for i in range(0, EPOCH_IMAGES, EPOCH_BATCH)]
+    lrs = [0.01 * (1 - k / 10) for k in range(len(order))]
+    backend = ctx.build(spec, start)
+    backend.init_optimizer(CONFIGS["adam"])
+    prepared = backend.prepare_epoch(x.astype(ctx.dtype), y, order)
+    losses = [float(v) for a, b in SEGMENTS for v in backend.train_steps(prepared, a, b, lrs[a:b])]
+    ref = NumpyBackend(spec, cast(start, "float64"), dtype="float64")
+    ref.init_optimizer(CONFIGS["adam"])
+    want_losses = []
+    for idx, lr in zip(order, lrs):
+        ref.set_lr(lr)
+        want_losses.append(float(ref.train_step(ref.prepare_batch(x[idx], y[idx]))))
+    if len(losses) != len(order):
+        return Outcome(float("inf"), None, f"train_steps returned {len(losses)} losses for {len(order)} steps")
+    got, want, ref_start = backend.get_params(), ref.get_params(), cast(start, "float64")
+    tensors = [("losses", np.array(losses), np.array(want_losses))]
+    tensors += [(f"update of {layer_of(spec, k)}", _minus(got[k], ref_start[k]), want[k] - ref_start[k]) for k in want]
+    return outcome(f"adam, {len(order)} steps in {len(SEGMENTS)} calls", tensors, UPDATE_TOL[ctx.dtype, "adam"],
+                   ctx.dtype_note)
+
+
 def smoke(ctx: Context) -> Outcome:
     """SMOKE_STEPS Adam steps on one batch through prepare_batch/train_step must lower the loss."""
     backend = ctx.build(spec_of(CASE), params_of(CASE))
