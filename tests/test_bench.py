@@ -128,3 +128,5 @@ def test_device_cuda_without_a_gpu_is_refused_before_any_cell(capsys, tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and "--device cuda: backend 'numpy' cannot use a GPU here (it sees: cpu)" in err
     assert len(err.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+    assert main(["bench", "--suite", "gpu", "--backends", "numpy", "--out", str(tmp_path)]) == 2  # the preset's cuda
+    assert "--device cuda: backend 'numpy' cannot use a GPU here" in capsys.readouterr().err

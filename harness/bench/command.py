@@ -55,7 +55,7 @@ def suite_from(args):
         raise ValueError(f"--batch-sizes takes whole numbers such as 64,512, got '{args.batch_sizes}'") from None
     if sizes and min(sizes) < 1 or args.repeat is not None and args.repeat < 1:
         raise ValueError("--batch-sizes and --repeat must be positive")
-    if args.device == "cuda":
+    if (args.device or suite.device) == "cuda":
         _check_cuda(names or suite.backends)
     overrides = {"backends": names, "models": model_names, "device": args.device, "batch_sizes": sizes,
                  "repeat": args.repeat, "allow_nonconformant": args.allow_nonconformant or None}
