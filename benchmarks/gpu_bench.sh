@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
 # The GPU suite for the device machine: fwbench bench --suite gpu, then the plain loops' epochs and the
 # harness overhead on cuda. Everything lands in OUTDIR; commit it under results/<card>/.
-# Usage: FWBENCH_DATA=<dir of MNIST IDX files> bash benchmarks/gpu_bench.sh OUTDIR
+# Usage: FWBENCH_DATA=<dir of MNIST IDX files> bash benchmarks/gpu_bench.sh OUTDIR [suite|plain|all]
+# (each part fits one 10-minute device call; "all", the default, runs both).
 set -uo pipefail
-out=${1:?usage: gpu_bench.sh OUTDIR}
+out=${1:?usage: gpu_bench.sh OUTDIR [suite|plain|all]}
+part=${2:-all}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-python3 -c "import cupy; print('cupy', cupy.__version__)" 2>&1 | tee -a "$out/gpu.txt"
 python3 -m harness backends | tee -a "$out/gpu.txt"
-python3 -m harness bench --suite gpu --out "$out"
-# The issue's reference figures are one epoch of plain loops: torch eager, flax per step, flax scan.
-python3 benchmarks/plain_torch.py --device cuda --epochs 2 | tee "$out/plain_torch_epochs.jsonl"
-python3 benchmarks/plain_flax.py --device cuda --epochs 2 | tee "$out/plain_flax_epochs.jsonl"
-python3 benchmarks/plain_flax_scan.py --device cuda --epochs 2 | tee "$out/plain_flax_scan_epochs.jsonl"
-python3 benchmarks/overhead.py --device cuda --frameworks torch,flax,flax@scan --rounds 3 --steps 200 --out "$out"
-python3 -m harness report "$out"/bench-gpu-*.json --out "$out/report.md"
+if [[ $part == suite || $part == all ]]; then
+  modes=torch,torch@compile,torch@cudagraphs,flax,flax@scan
+  # The NumPy engine runs on cuda only through CuPy; without it the suite would be refused up front.
+  if python3 -c "import cupy; print('cupy', cupy.__version__)" 2>&1 | tee -a "$out/gpu.txt" | grep -q '^cupy '; then
+    modes=numpy,$modes
+  fi
+  python3 -m harness bench --suite gpu --backends "$modes" --out "$out"
+  python3 -m harness report "$out"/bench-gpu-*.json --out "$out/report.md"
+fi
+if [[ $part == plain || $part == all ]]; then
+  # The issue's reference figures are epochs of plain loops: torch eager, flax per step, flax scan.
+  python3 benchmarks/plain_torch.py --device cuda --epochs 2 | tee "$out/plain_torch_epochs.jsonl"
+  python3 benchmarks/plain_flax.py --device cuda --epochs 2 | tee "$out/plain_flax_epochs.jsonl"
+  python3 benchmarks/plain_flax_scan.py --device cuda --epochs 2 | tee "$out/plain_flax_scan_epochs.jsonl"
+  python3 benchmarks/overhead.py --device cuda --frameworks torch,flax,flax@scan --rounds 3 --steps 200 --out "$out"
+fi
