@@ -229,7 +229,7 @@ class FlaxBackend(Backend):
             self.params, self.opt_state, fused = self._scan(self.params, self.opt_state, epoch.x, epoch.y,
                                                             epoch.full, lrs[:n], np.int32(start), n)
             losses.append(fused)
-        if stop > len(epoch.full):  # the short last batch: its own shape, its own compiled step
+        if start < stop and stop > len(epoch.full):  # the short last batch: its own shape, its own compiled step
             self.params, self.opt_state, loss = self._ragged(self.params, self.opt_state, epoch.x, epoch.y,
                                                              epoch.ragged, lrs[-1])
             losses.append(loss)

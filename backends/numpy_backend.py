@@ -216,7 +216,8 @@ def _pool_after(layers: tuple, i: int) -> tuple[int, bool, int]:
     if j < len(layers) and isinstance(layers[j], ReLU):
         j, relu_ = j + 1, True
     pool = layers[j] if j < len(layers) else None
-    if not (isinstance(pool, MaxPool2D) and pool.step == pool.size):
+    # The fused op records each window's winner as a uint8 (1 + its position), so windows up to 15 x 15.
+    if not (isinstance(pool, MaxPool2D) and pool.step == pool.size and pool.size ** 2 < 256):
         return 0, False, 1
     j += 1
     if j < len(layers) and isinstance(layers[j], ReLU):

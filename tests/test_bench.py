@@ -76,6 +76,13 @@ def test_a_fused_mode_is_timed_per_call_and_trains_in_segments():
     assert [p[0] for p in record["curves"]["loss"]] == [5, 10]  # 640 images at 64: two segments of five steps
 
 
+def test_step_timing_reuses_full_batches_when_an_epoch_has_too_few():
+    cell = cells(replace(TINY, backends=("numpy",), batch_sizes=(256,), train=False))[0]  # 640 images: 2 full + 1
+    record = runner.run_cell(cell)
+    assert record["status"] == "ok", record["error"]
+    assert record["metrics"]["steps"] == 5 and record["metrics"]["step_ms"] > 0
+
+
 def test_cell_process_crash_is_recorded(monkeypatch):
     cell = cells(replace(TINY, backends=("numpy",)))[0]
     monkeypatch.setattr(runner.sys, "executable", "/bin/false")

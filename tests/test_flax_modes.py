@@ -51,6 +51,17 @@ def test_modes_are_declared_and_checked():
         FlaxBackend(spec, init_params(spec, 0), mode="graph")
 
 
+def test_scan_runs_nothing_for_an_empty_stretch_at_the_end():
+    spec = SPECS["tinycnn"]
+    x, y = batch(spec, 10)
+    b = FlaxBackend(spec, init_params(spec, 0), mode="scan")
+    b.init_optimizer(OptimizerConfig("sgd", lr=0.1))
+    epoch = b.prepare_epoch(x, y, batch_order(10, 4, 0, 0))  # 4, 4 and a short 2
+    before = b.get_params()
+    assert len(b.train_steps(epoch, 3, 3, [])) == 0
+    assert all(np.array_equal(v, before[k]) for k, v in b.get_params().items())
+
+
 def test_scan_refuses_steps_outside_the_epoch():
     spec = SPECS["tinycnn"]
     x, y = batch(spec, 8)

@@ -216,3 +216,13 @@ def test_relu_before_maxpool_is_lowered_as_pool_then_relu_exactly():
     assert loss == float(ref.data)
     for k, t in p.items():
         np.testing.assert_array_equal(grads[k], t.grad, err_msg=k)
+
+
+def test_a_pool_window_too_wide_to_fuse_takes_the_plain_ops():
+    """16 x 16 windows have 256 positions, one more than the fused op's uint8 winner index holds."""
+    spec = models.parse({"name": "wide-pool", "input": [1, 32, 32], "classes": 3, "layers": [
+        {"type": "conv2d", "out_channels": 2, "kernel_size": 1}, {"type": "relu"},
+        {"type": "maxpool2d", "size": 16}, {"type": "flatten"}, {"type": "dense", "units": 3}]})
+    x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    loss, grads = NumpyBackend(spec, init_params(spec, 0)).loss_and_grads(x, np.array([0, 2]))
+    assert np.isfinite(loss) and np.abs(grads["0.weight"]).sum() > 0

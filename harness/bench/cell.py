@@ -42,7 +42,9 @@ def run(cell: dict) -> dict:
     out |= {"mode": backend.mode, "fused": backend.fused}
     count = 1 + cell["warmup_steps"] + cell["timed_steps"]
     order = batch_order(len(data.train_x), cell["batch_size"], cell["seed"], 0)
-    epoch = backend.prepare_epoch(data.train_x, data.train_y, order[:count])
+    # Timed steps are all full batches, reused in turn when an epoch (--limit, a large batch) has too few.
+    full = [idx for idx in order if len(idx) == cell["batch_size"]] or order
+    epoch = backend.prepare_epoch(data.train_x, data.train_y, [full[i % len(full)] for i in range(count)])
     timing = time_steps(backend, epoch, [recipe.optimizer.lr], cell["warmup_steps"], cell["timed_steps"])
     metrics = {**timing, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3}
     peaks = [backend.peak_device_memory()]
