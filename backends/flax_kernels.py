@@ -47,8 +47,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
     """lax.conv_general_dilated for nn.Conv: the plain NHWC case gets the rewritten weight gradient."""
-    if isinstance(padding, str) and lhs.ndim == 4:  # "VALID" or "SAME" as explicit pads
-        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     plain = (feature_group_count == 1 and lhs.ndim == 4
              and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
              == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
@@ -58,6 +56,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, batch_group_count,
                                         precision, preferred_element_type)
+    if isinstance(padding, str):  # "VALID" or "SAME", as explicit pads of the NHWC spatial axes
+        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     return _conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding), precision)
 
 

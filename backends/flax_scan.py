@@ -27,7 +27,7 @@ def resident(x: np.ndarray, y: np.ndarray, order: Sequence[np.ndarray], dtype, d
     size = len(order[0])
     full = [idx for idx in order if len(idx) == size]
     # batch_order puts the only short batch last; a short one elsewhere would break the fused rows.
-    assert len(full) >= len(order) - 1 and all(len(idx) == size for idx in order[:-1]), "short batch not last"
+    assert all(len(idx) == size for idx in order[:-1]), "a short batch that is not the last"
     ragged = order[-1] if len(full) < len(order) else None
     put = partial(jax.device_put, device=device)
     return ResidentEpoch(put(np.asarray(x, dtype)), put(np.asarray(y, np.int32)),

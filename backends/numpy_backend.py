@@ -25,10 +25,14 @@ class NumpyBackend(Backend):
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0):
         """Build the model; params=None uses the shared seeded initialiser (NumPy has no default of its own)."""
-        if device != "cuda":
-            check_device(type(self), device)
         # The engine takes its array module from its arrays: CuPy's on cuda, so the same code runs there.
-        self.xp = load_cupy() if device == "cuda" else np
+        # Only cuda probes for CuPy; a CPU build never tries to import it.
+        if device == "cuda":
+            self.xp = load_cupy()
+        else:
+            if device != "cpu":
+                check_device(type(self), device)  # refuses it, naming the devices there are
+            self.xp = np
         if dtype not in DTYPES:
             raise BackendError(f"backend 'numpy' does not support dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
         self.spec, self.device, self.dtype = spec, device, np.dtype(dtype)
@@ -187,12 +191,10 @@ def load_cupy():
     refused = "backend 'numpy' cannot use device 'cuda'"
     try:
         import cupy
-    except ModuleNotFoundError as e:
-        if e.name != "cupy":  # cupy is there but one of its own imports is not
-            raise BackendError(f"{refused}: CuPy failed to import ({_first_line(e)})") from e
-        raise BackendError(f"{refused}: it needs CuPy, which is not installed; "
-                           "pip install cupy-cuda12x (match your CUDA version)") from e
     except Exception as e:  # a broken install or a CUDA library mismatch fails in many ways
+        if isinstance(e, ModuleNotFoundError) and e.name == "cupy":
+            raise BackendError(f"{refused}: it needs CuPy, which is not installed; "
+                               "pip install cupy-cuda12x (match your CUDA version)") from e
         raise BackendError(f"{refused}: CuPy failed to import ({_first_line(e)})") from e
     try:
         count = cupy.cuda.runtime.getDeviceCount()
@@ -210,8 +212,7 @@ def _first_line(e: Exception) -> str:
 
 
 def _pool_after(layers: tuple, i: int) -> tuple[int, bool, int]:
-    """For the conv at layers[i]: (pool size, relu?, layers taken) when a maxpool with windows that do
-    not overlap follows, with a relu before and/or after it; (0, False, 1) otherwise."""
+    """The conv at layers[i]: (pool size, relu?, layers taken) of a fusable [relu] maxpool [relu]; or (0, False, 1)."""
     j, relu_ = i + 1, False
     if j < len(layers) and isinstance(layers[j], ReLU):
         j, relu_ = j + 1, True

@@ -97,14 +97,15 @@ def train(backend: Backend, recipe: Recipe, train_x: np.ndarray, train_y: np.nda
         bar = Progress(len(order), f"epoch {epoch}/{recipe.epochs}", enabled=progress)
         loss_sum, epoch_seconds, accuracy = 0.0, 0.0, float("nan")
         done_before = (epoch - 1) * steps_per_epoch
+        lrs = [recipe.lr_at(done_before + s, total) for s in range(len(order))]
         start = time.perf_counter()
         for a, b in runs:
-            lrs = [recipe.lr_at(done_before + s, total) for s in range(a, b)]
-            losses = backend.train_steps(batches, a, b, lrs)
+            losses = backend.train_steps(batches, a, b, lrs[a:b])
             for c in range(a, b, CHECK_EVERY):
-                chunk = _check(losses[c - a:min(b, c + CHECK_EVERY) - a], epoch, c)
+                end = min(b, c + CHECK_EVERY)
+                chunk = _check(losses[c - a:end - a], epoch, c)
                 loss_sum += chunk
-                result.loss_curve.append((done_before + min(b, c + CHECK_EVERY), chunk / (min(b, c + CHECK_EVERY) - c)))
+                result.loss_curve.append((done_before + end, chunk / (end - c)))
             bar.update(b, f"loss {loss_sum / b:.4f}")
             if b - 1 in evals:
                 backend.synchronize()

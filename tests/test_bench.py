@@ -128,12 +128,10 @@ def test_a_conformant_plugin_is_checked_in_a_fresh_process_and_marked():
     assert verdict["passed"] and verdict["failed"] == [] and verdict["source"] == "module path"
 
 
-def test_device_cuda_without_a_gpu_is_refused_before_any_cell(capsys, tmp_path, monkeypatch):
-    from backends.numpy_backend import NumpyBackend
-    monkeypatch.setattr(NumpyBackend, "devices", classmethod(lambda cls: ["cpu"]))
-    code = main(["bench", "--backends", "numpy", "--device", "cuda", "--out", str(tmp_path)])
+def test_device_cuda_without_a_gpu_is_refused_before_any_cell(capsys, tmp_path):
+    code = main(["bench", "--backends", "micrograd", "--device", "cuda", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and "--device cuda: backend 'numpy' cannot use a GPU here (it sees: cpu)" in err
+    assert code == 2 and "--device cuda: backend 'micrograd' cannot use a GPU here (it sees: cpu)" in err
     assert len(err.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
-    assert main(["bench", "--suite", "gpu", "--backends", "numpy", "--out", str(tmp_path)]) == 2  # the preset's cuda
-    assert "--device cuda: backend 'numpy' cannot use a GPU here" in capsys.readouterr().err
+    assert main(["bench", "--suite", "gpu", "--backends", "micrograd", "--out", str(tmp_path)]) == 2  # the preset's
+    assert "--device cuda: backend 'micrograd' cannot use a GPU here" in capsys.readouterr().err

@@ -92,12 +92,11 @@ def pad(x: np.ndarray, padding: int) -> np.ndarray:
 
 
 def im2col(xpad: np.ndarray, kh: int, kw: int, stride: int, pool: int = 1) -> tuple[np.ndarray, int, int]:
-    """Every kh x kw patch of padded NCHW xpad as one column, then a ones row: (pool*pool*N, C*kh*kw + 1, PH*PW), PH, PW.
-
-    With pool = 1, block n is image n and PH, PW = OH, OW. With pool = p, the conv outputs are split by
-    their position in a p x p pooling window: block (a, b, n) holds the patches of outputs (p*r + a, p*s + b)
-    of image n, and PH, PW = OH // p, OW // p (outputs past the last whole window are left out).
-    """
+    """Each kh x kw patch of padded NCHW xpad as a column, and a ones row: (pool²N, C*kh*kw + 1, PH*PW), PH, PW."""
+    # With pool = 1, block n is image n and PH, PW = OH, OW. With pool = p, the conv outputs are split by
+    # their position in a p x p pooling window: block (a, b, n) holds the patches of outputs (p*r + a, p*s + b)
+    # of image n, and PH, PW = OH // p, OW // p (outputs past the last whole window are left out), so that
+    # conv2d_maxpool's matmul lays each window offset out as one contiguous block.
     n, c, h, w = xpad.shape
     ph, pw = ((h - kh) // stride + 1) // pool, ((w - kw) // stride + 1) // pool
     cols = module_of(xpad).empty((pool, pool, n, c * kh * kw + 1, ph, pw), dtype=xpad.dtype)

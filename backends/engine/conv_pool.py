@@ -65,12 +65,10 @@ def conv2d_maxpool(x: Tensor, w: Tensor, b: Tensor, stride: int, padding: int, s
 
 
 def max_over_offsets(y: np.ndarray, best: np.ndarray, arg: np.ndarray, relu: bool) -> None:
-    """best = max over y's first axis (window offsets in row-major order), relu'd if asked; arg = 1 + the winner.
-
-    Strictly greater, so on ties the earliest offset keeps the win (torch's rule). With relu, the
-    running max starts at 0 and arg at 0 ("no winner"): a window whose max is <= 0 outputs 0 and
-    passes no gradient, which is relu(max) with relu'(0) = 0.
-    """
+    """best = max over y's first axis (window offsets in row-major order), relu'd if asked; arg = 1 + the winner."""
+    # Strictly greater, so on ties the earliest offset keeps the win (torch's rule). With relu, the
+    # running max starts at 0 and arg at 0 ("no winner"): a window whose max is <= 0 outputs 0 and
+    # passes no gradient, which is relu(max) with relu'(0) = 0.
     if relu:
         best[...], arg[...], first = 0, 0, 0
     else:

@@ -10,7 +10,7 @@ class Tensor:
     """Stores an array and its gradient; micrograd's Value, generalised to arrays."""
 
     def __init__(self, data, requires_grad: bool = False, _prev: tuple[Tensor, ...] = (), _op: str = ""):
-        # Device arrays are kept as they are; anything else (lists, NumPy scalars) becomes a NumPy array.
+        # A device (CuPy) array must stay on its device; lists and NumPy scalars need to become arrays.
         self.data = data if type(data) is np.ndarray or module_of(data) is not np else np.asarray(data)
         self.grad: np.ndarray | None = None  # filled by backward(); None means "no gradient yet"
         # A result needs a gradient when any parent does; inputs such as images need none,

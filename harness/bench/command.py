@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,22 +58,27 @@ def suite_from(args):
         raise ValueError(f"--batch-sizes takes whole numbers such as 64,512, got '{args.batch_sizes}'") from None
     if sizes and min(sizes) < 1 or args.repeat is not None and args.repeat < 1:
         raise ValueError("--batch-sizes and --repeat must be positive")
-    if (args.device or suite.device) == "cuda":
-        _check_cuda(names or suite.backends)
+    if names and (args.device or suite.device) == "cuda":
+        _check_cuda(names)  # a preset's own backends each record in their cell why they cannot run
     overrides = {"backends": names, "models": model_names, "device": args.device, "batch_sizes": sizes,
                  "repeat": args.repeat, "allow_nonconformant": args.allow_nonconformant or None}
     return replace(suite, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _check_cuda(names) -> None:
-    """Refuse --device cuda up front when an installed backend of the suite cannot use a GPU here."""
+    """Refuse --device cuda up front for a named, installed backend that sees no GPU here."""
+    # Asked in a fresh process, as the cells are: probing a GPU here would hold its runtime (and JAX's
+    # preallocated memory) in this process for the whole run.
+    proc = subprocess.run([sys.executable, "-m", "harness", "backends", "--json"], capture_output=True, text=True)
+    try:
+        seen = {row["name"]: row for row in json.loads(proc.stdout.strip().splitlines()[-1])}
+    except (IndexError, json.JSONDecodeError):
+        return  # no answer: each cell will say for itself why it cannot run
     for base in dict.fromkeys(backends.split(n)[0] for n in names):
-        if backends.missing(base):
-            continue  # its cells record the missing framework, as on the CPU
-        cls = backends.load(base)
-        if "cuda" not in cls.devices():
+        row = seen.get(base)
+        if row and row["status"] == "ok" and "cuda" not in row["devices"]:
             raise BackendError(f"--device cuda: backend '{base}' cannot use a GPU here (it sees: "
-                               f"{', '.join(cls.devices())}); use --device auto, or leave it out of --backends")
+                               f"{', '.join(row['devices'])}); use --device auto, or leave it out of --backends")
 
 
 def bench(args) -> int:

@@ -13,11 +13,9 @@ FUSED_CALLS = 5
 
 
 def time_steps(backend: Backend, epoch: Any, lrs: list[float], warmup: int, steps: int) -> dict:
-    """First call (compilation included) apart, then the median and IQR per step of the timed calls.
-
-    `epoch` is what backend.prepare_epoch returned, with at least 1 + warmup + steps batches, or
-    `steps` for a fused backend, which runs `steps` steps per call and skips the warm-up.
-    """
+    """The first call (compilation included) apart, then the median and IQR per step of the timed calls."""
+    # `epoch` is a prepare_epoch result of at least 1 + warmup + steps batches. A fused backend runs all
+    # `steps` in each call and needs no warm-up: its first call compiled everything the others run.
     def one(start: int, n: int) -> float:
         begin = time.perf_counter()
         backend.train_steps(epoch, start, start + n, [lrs[(start + k) % len(lrs)] for k in range(n)])

@@ -9,7 +9,8 @@ from harness.reporting.columns import COLUMNS, HIGH
 EPOCH_NOTE = ("Epoch time is the median training time of the epochs after the first, with the data already in "
               "memory (or on the device); it excludes evaluation. Step ms is per step; a fused mode (flax scan) "
               "is timed over whole calls of many steps. Compile s is what the first call on a fresh model took "
-              "beyond an ordinary one. Time to accuracy counts all training time, compilation included. Bold marks the best value in each column among rows of the same batch size "
+              "beyond an ordinary one. Time to accuracy counts all training time, compilation included. Bold marks the "
+              "best value in each column among rows of the same batch size "
               "(lowest time, memory and gradient difference; highest images/s and accuracy).")
 
 
