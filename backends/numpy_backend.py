@@ -11,16 +11,15 @@ from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
 
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("sgd", "adam")
-# conv2d_maxpool reproduces these two ops, conventions included (relu'(0) = 0, first max wins). Where a
-# subclass or a test swaps either for another convention, the unfused ops run instead.
-FUSED_OPS = (relu, maxpool2d)
-
 
 class NumpyBackend(Backend):
     """NumPy, or CuPy on cuda: canonical layout is the native layout, so conversion is a copy, a cast and a transfer."""
 
     name = "numpy"
     framework = "numpy"
+    # conv2d_maxpool reproduces conv, relu and maxpool2d, their conventions included (relu'(0) = 0, first
+    # max wins); a subclass that swaps relu or maxpool2d for another convention turns the fusion off.
+    fuse_conv_pool = True
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0):
@@ -93,7 +92,7 @@ class NumpyBackend(Backend):
             if isinstance(layer, Conv2D):
                 w, b = self.params[f"{i}.weight"], self.params[f"{i}.bias"]
                 size, with_relu, taken = _pool_after(layers, i)
-                if size and (relu, maxpool2d) == FUSED_OPS:
+                if size and self.fuse_conv_pool:
                     # conv [relu] maxpool [relu] as one op: the same values and gradients (see conv2d_maxpool).
                     h = conv2d_maxpool(h, w, b, layer.stride, layer.padding, size, with_relu)
                     i += taken

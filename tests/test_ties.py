@@ -63,6 +63,7 @@ def convention_backend(grad_at_zero: float, rule: str) -> type[backends.Backend]
     """The NumPy backend with another relu'(0) and pool tie rule: a stand-in for a framework that differs."""
     class Convention(numpy_backend.NumpyBackend):
         name = f"numpy[relu'(0)={grad_at_zero},{rule}]"
+        fuse_conv_pool = False  # the fused op has the canonical conventions built in
 
         def _logits(self, x):
             # Backward closures are made during the forward pass, so patching the ops for it suffices.
