@@ -21,7 +21,7 @@ from backends.base import OptimizerConfig
 from harness import allocator, augment
 from harness.bench.timing import time_steps
 from harness.data import batch_order, load_mnist, normalize
-from models.params import init_params
+from harness.session import make_backend
 
 
 def batches(count: int, batch_size: int = 64, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -34,8 +34,7 @@ def batches(count: int, batch_size: int = 64, seed: int = 0) -> list[tuple[np.nd
 
 def ready(framework: str, model: str, raw: list, lr: float = 1e-3):
     """A fresh backend from the canonical weights, Adam, and its prepared batches."""
-    spec = models.get(model)
-    backend = backends.load(framework)(spec, init_params(spec, 0), device="cpu", dtype="float32")
+    backend = make_backend(framework, models.get(model), device="cpu", dtype="float32", seed=0, init="canonical")
     backend.init_optimizer(OptimizerConfig("adam", lr=lr))
     return backend, [backend.prepare_batch(x, y) for x, y in raw]
 

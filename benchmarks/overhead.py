@@ -26,9 +26,8 @@ from harness.data import batch_order, load_mnist, normalize
 from harness.provenance import git_commit, machine
 from harness.session import make_backend
 
-# name: (the fwbench backend, the plain loop's module)
-FRAMEWORKS = {"torch": ("torch", "plain_torch"), "flax": ("flax", "plain_flax"),
-              "flax@scan": ("flax@scan", "plain_flax_scan")}
+# fwbench backend (NAME@MODE): the module of the hand-written loop it is compared with
+FRAMEWORKS = {"torch": "plain_torch", "flax": "plain_flax", "flax@scan": "plain_flax_scan"}
 
 
 def recipe_batches(count: int, seed: int, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -45,7 +44,7 @@ def recipe_batches(count: int, seed: int, batch_size: int) -> list[tuple[np.ndar
 
 def plain_side(framework: str, batches: list, lrs: list[float], warmup: int, steps: int, device: str) -> dict:
     """The hand-written loop, from a fresh model."""
-    module = __import__(FRAMEWORKS[framework][1])
+    module = __import__(FRAMEWORKS[framework])
     if framework == "flax@scan":  # it makes its own resident batches, the same first `steps` of the recipe
         return module.time_steps(steps, warmup, seed=0, batch_size=len(batches[0][1]), device=device)
     return plain_timer.time_steps(module.ready_step(batches, lrs, seed=0, device=device), steps, warmup)
@@ -53,7 +52,7 @@ def plain_side(framework: str, batches: list, lrs: list[float], warmup: int, ste
 
 def fwbench_side(framework: str, batches: list, lrs: list[float], warmup: int, steps: int, device: str) -> dict:
     """What a bench cell times: a fresh backend from canonical weights, batches prepared beforehand."""
-    backend = make_backend(FRAMEWORKS[framework][0], models.get("cnn"), device=device, dtype="float32", seed=0,
+    backend = make_backend(framework, models.get("cnn"), device=device, dtype="float32", seed=0,
                            init="canonical")
     backend.init_optimizer(OptimizerConfig("adam", lr=plain_data.LR))
     x, y = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
@@ -65,7 +64,7 @@ def fwbench_side(framework: str, batches: list, lrs: list[float], warmup: int, s
 def compare(framework: str, rounds: int, warmup: int, steps: int, device: str, batch_size: int = 64) -> dict:
     """Rounds of plain then fwbench (the order flipping each round); medians over the rounds."""
     # Bench cells pin numerics first; doing it here applies the same process-wide settings to both loops.
-    backends.load(FRAMEWORKS[framework][0]).pin_numerics()
+    backends.load(framework).pin_numerics()
     count = 1 + warmup + steps
     batches, lrs = recipe_batches(count, 0, batch_size), plain_data.cosine_lrs(count, batch_size)
     sides = {"plain": plain_side, "fwbench": fwbench_side}
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown framework '{name}'; choose from {', '.join(FRAMEWORKS)}")
         overhead[name] = compare(name, args.rounds, args.warmup, args.steps, args.device)
     doc = {"overhead": overhead, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_commit(),
-           "machine": machine(), "frameworks": {n: backends.load(FRAMEWORKS[n][0]).version() for n in overhead},
+           "machine": machine(), "frameworks": {n: backends.load(n).version() for n in overhead},
            "how": "step_ms is the median of the timed steps (set lr, train step, synchronize) in one round; "
                   "each side's value is the median over rounds, ratio the median of per-round fwbench/plain"}
     print(json.dumps(doc) if args.json else table(overhead))
