@@ -53,13 +53,18 @@ def updates(ctx: Context, where: str, config: OptimizerConfig, lrs: list[float |
     got = _train(lambda: ctx.build(spec, start), ctx.dtype, config, lrs)
     ref_start = cast(start, "float64")
     want = _train(lambda: NumpyBackend(spec, ref_start, dtype="float64"), "float64", config, lrs)
-    bound = UPDATE_TOL[ctx.dtype, config.name]
+    return compare_updates(ctx, where, config.name, got, want, ref_start)
+
+
+def compare_updates(ctx: Context, where: str, rule: str, got, want, start, extra: list | None = None) -> Outcome:
+    """Each parameter's update from start, got against want, within the optimizer's bound (plus extra tensors)."""
+    bound = UPDATE_TOL[ctx.dtype, rule]
     missing = sorted(set(want) - set(got))
     if missing:
         return Outcome(float("inf"), bound, f"{where}: get_params() lacks {', '.join(missing)}")
-    tensors = [(f"update of {layer_of(spec, k)}", _minus(got[k], ref_start[k]), want[k] - ref_start[k])
-               for k in want]
-    return outcome(where, tensors, bound, ctx.dtype_note)
+    spec = spec_of(CASE)
+    tensors = [(f"update of {layer_of(spec, k)}", _minus(got[k], start[k]), want[k] - start[k]) for k in want]
+    return outcome(where, (extra or []) + tensors, bound, ctx.dtype_note)
 
 
 def _minus(got, start: np.ndarray):
@@ -100,11 +105,9 @@ def epoch(ctx: Context) -> Outcome:
         want_losses.append(float(ref.train_step(ref.prepare_batch(x[idx], y[idx]))))
     if len(losses) != len(order):
         return Outcome(float("inf"), None, f"train_steps returned {len(losses)} losses for {len(order)} steps")
-    got, want, ref_start = backend.get_params(), ref.get_params(), cast(start, "float64")
-    tensors = [("losses", np.array(losses), np.array(want_losses))]
-    tensors += [(f"update of {layer_of(spec, k)}", _minus(got[k], ref_start[k]), want[k] - ref_start[k]) for k in want]
-    return outcome(f"adam, {len(order)} steps in {len(SEGMENTS)} calls", tensors, UPDATE_TOL[ctx.dtype, "adam"],
-                   ctx.dtype_note)
+    return compare_updates(ctx, f"adam, {len(order)} steps in {len(SEGMENTS)} calls", "adam", backend.get_params(),
+                           ref.get_params(), cast(start, "float64"),
+                           [("losses", np.array(losses), np.array(want_losses))])
 
 
 def smoke(ctx: Context) -> Outcome:
