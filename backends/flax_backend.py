@@ -214,7 +214,7 @@ class FlaxBackend(Backend):
         return flax_scan.resident(layout.nchw_to_nhwc(np.asarray(x, self.dtype)), y, order, self.dtype, self._dev)
 
     def train_steps(self, epoch: Any, start: int, stop: int, lrs) -> Any:
-        """scan: the full batches of start..stop-1 in one lax.scan (plus the short last batch); losses on the host."""
+        """scan: the full batches of start..stop-1 in one compiled loop (plus the short last batch); losses on the host."""
         if not self.fused:
             return super().train_steps(epoch, start, stop, lrs)
         if self._step is None:
@@ -226,9 +226,11 @@ class FlaxBackend(Backend):
         n = min(stop, len(epoch.full)) - start
         losses = []
         if n > 0:
+            span = np.zeros(len(epoch.full), self.dtype)
+            span[start:start + n] = lrs[:n]
             self.params, self.opt_state, fused = self._scan(self.params, self.opt_state, epoch.x, epoch.y,
-                                                            epoch.full, lrs[:n], np.int32(start), n)
-            losses.append(fused)
+                                                            epoch.full, span, np.int32(start), np.int32(start + n))
+            losses.append(fused[start:start + n])
         if start < stop and stop > len(epoch.full):  # the short last batch: its own shape, its own compiled step
             self.params, self.opt_state, loss = self._ragged(self.params, self.opt_state, epoch.x, epoch.y,
                                                              epoch.ragged, lrs[-1])

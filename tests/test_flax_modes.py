@@ -116,3 +116,16 @@ def test_the_model_uses_the_rewritten_gradients():
     x = np.zeros((2, 28, 28, 1), np.float32)
     jaxpr = str(jax.make_jaxpr(lambda p: jax.grad(lambda q: b.model.apply({"params": q}, x).sum())(p))(b.params))
     assert jaxpr.count("custom_vjp_call") == 2  # the conv and the pool, not a silent fallback to stock ops
+
+
+def test_scan_compiles_once_for_stretches_of_every_length():
+    spec = SPECS["tinycnn"]
+    x, y = batch(spec, 30)
+    b = FlaxBackend(spec, init_params(spec, 0), mode="scan")
+    b.init_optimizer(OptimizerConfig("adam", lr=1e-3))
+    epoch = b.prepare_epoch(x, y, batch_order(30, 4, 0, 0))  # 7 full batches and a short one
+    for a, z in [(0, 3), (3, 5), (5, 8)]:
+        b.train_steps(epoch, a, z, [1e-3] * (z - a))
+    if not hasattr(b._scan, "_cache_size"):
+        pytest.skip("this jax does not say how often a jitted function compiled")
+    assert b._scan._cache_size() == 1

@@ -13,7 +13,7 @@ METRICS = {
                           "(one step, or steps_per_call steps for a fused mode)"),
     "compile_s": ("s", "first_step_s minus an ordinary call of the same number of steps: compilation and first-touch"),
     "step_ms": ("ms", "median over the timed calls after warm-up, per step; a call is train_steps + synchronize(), "
-                      "one step (set_lr + train_step) or, in a fused mode, steps_per_call steps in one scan or graph; "
+                      "one step (set_lr + train_step) or, in a fused mode, steps_per_call steps in one compiled loop or graph; "
                       "batches prepared on the device beforehand"),
     "step_ms_iqr": ("ms", "interquartile range of the timed calls, per step"),
     "steps_per_call": ("steps", "steps per timed call: 1, or the timed steps for a fused mode"),
