@@ -47,12 +47,13 @@ def conv2d_maxpool(x: Tensor, w: Tensor, b: Tensor, stride: int, padding: int, s
     def _backward(g):
         g = xp.ascontiguousarray(g)
         grads = ConvGrads(x, w, b, wb, stride, padding)
+        # Conv outputs past the last whole window get no gradient: zeros, unless the windows tile them all.
+        fresh = xp.empty if (ph * size, pw * size) == (oh, ow) else xp.zeros
         for s in image_slices(n, o * oh * ow * g.itemsize, xp):
             # The gradient at the conv output, in conv2d's own layout, and conv2d's own products on it:
             # the gradients are bitwise those of the unfused ops.
             m = len(arg[s])
-            covered = ph * size == oh and pw * size == ow
-            dy = (xp.empty if covered else xp.zeros)((m, o, oh, ow), dtype=g.dtype)
+            dy = fresh((m, o, oh, ow), dtype=g.dtype)
             won = xp.empty((m, o, ph, pw), dtype=bool)
             for k in range(size * size):
                 a, c = divmod(k, size)
