@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from harness.bench import runner
+from harness.bench import checks, runner
 from harness.bench.results import SCHEMA
 from harness.bench.suite import PRESETS, cells
 from harness.cli import main
@@ -124,7 +124,7 @@ def test_a_plugin_that_fails_conformance_is_not_benched_unless_allowed(tmp_path,
 
 
 def test_a_conformant_plugin_is_checked_in_a_fresh_process_and_marked():
-    verdict = runner.conformance("backends.numpy_backend:NumpyBackend", "cpu")
+    verdict = checks.conformance("backends.numpy_backend:NumpyBackend", "cpu")
     assert verdict["passed"] and verdict["failed"] == [] and verdict["source"] == "module path"
 
 
