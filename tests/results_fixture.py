@@ -1,4 +1,4 @@
-"""A realistic fwbench.results/1 document: cnn and mlp on numpy, torch and flax, and one failed cell."""
+"""A realistic fwbench.results/2 document (and its version 1 form): cnn and mlp on numpy, torch and flax, one failed."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,8 @@ import math
 import numpy as np
 
 import models
+from harness.bench import results
+from harness.bench.metrics import documented
 
 BACKENDS = ("numpy", "torch", "flax")
 VERSIONS = {"numpy": "numpy 2.4.6", "torch": "torch 2.13.0+cpu", "flax": "flax 0.12.8 / jax 0.10.2 / optax 0.2.8"}
@@ -78,8 +80,44 @@ def _agreement(model: str) -> dict:
             "ties": {b: {"relu_grad_at_zero": 0.0, "maxpool_tie": "first"} for b in BACKENDS}}
 
 
+RUNS = 5
+JITTER = (1.0, 1.012, 0.991, 1.004, 0.997)  # run-to-run spread of step time, about 1%
+TRAINING = ("epoch_s", "epoch_s_each", "test_accuracy", "accuracy_target", "time_to_accuracy_s")
+
+
+def _v2_cell(old: dict) -> dict:
+    """The version 2 cell: RUNS runs, the first trains; step time and memory vary a little from run to run."""
+    cell = {k: v for k, v in old.items() if k not in ("repeat", "metrics", "status", "error")}
+    cell["runs"] = []
+    for r, jitter in enumerate(JITTER[:RUNS]):
+        if old["status"] != "ok":
+            run = {"status": "error", "error": old["error"], "metrics": {}}
+        else:
+            m = {k: v for k, v in old["metrics"].items() if k != "agreement_worst_rel_l2" and (r == 0 or k not in TRAINING)}
+            m |= {"step_ms": m["step_ms"] * jitter, "peak_rss_mb": m["peak_rss_mb"] + r}
+            samples = [round(m["step_ms"] * (1 + 0.01 * ((i * 7) % 5 - 2)), 4) for i in range(20)]
+            run = {"status": "ok", "error": None, "metrics": m, "samples": {"step_ms": samples}}
+        cell["runs"].append({"round": r, "trained": r == 0, **run,
+                             "contention": {"contended": False, "others_cpu": 0.01, "steal": 0.0}})
+    results.summarize(cell)
+    if cell["status"] == "ok":
+        cell["metrics"]["agreement_worst_rel_l2"] = old["metrics"]["agreement_worst_rel_l2"]
+        cell["conformance"] = "passed"
+    return cell
+
+
 def build() -> dict:
-    """The whole results document."""
+    """The whole version 2 results document."""
+    doc = build_v1()
+    doc |= {"schema": results.SCHEMA, "metrics": documented(), "conformance": {},
+            "calibration": {"start": {"matmul_gflops": 190.0, "bandwidth_gbs": 16.0},
+                            "end": {"matmul_gflops": 186.0, "bandwidth_gbs": 15.8}},
+            "cells": [_v2_cell(c) for c in doc["cells"]]}
+    return doc
+
+
+def build_v1() -> dict:
+    """The same run as a fwbench.results/1 document (one record per cell and repeat, no runs)."""
     cells = [_cell(m, b, i) for i, (m, b) in enumerate(FIGURES)] + [_failed_cell()]
     return {
         "schema": "fwbench.results/1", "suite": "default", "status": "complete",

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 import results_fixture
-from harness.reporting import ResultsError, compare, render, report
+from harness.bench import results
+from harness.reporting import ResultsError, compare, compare_view, render, report
 from harness.reporting.cli_args import add_arguments
 from harness.reporting.load import load
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "bench-default-20261126-054000.json"
-COLUMNS = ["backend", "step ms", "images/s", "epoch s", "compile s", "peak MB", "accuracy",
-           "time to accuracy s", "worst grad diff"]
+COLUMNS = ["backend", "step ms", "vs torch (eager)", "images/s", "epoch s", "compile s", "peak MB", "accuracy",
+           "time to accuracy s", "worst grad diff", "conformance"]
 
 
 @pytest.fixture
@@ -61,8 +62,13 @@ def test_markdown_bolds_the_best_value_of_each_column(results_file):
     found = tables(render([str(results_file)]))
     cnn, mlp = found["cnn (54,410 parameters)"], found["mlp (109,386 parameters)"]
     step = COLUMNS.index("step ms")
-    assert [r[step] for r in cnn[1:4]] == ["13.00", "**6.71**", "24.40"]  # lowest step time
+    assert [r[step].split(" [")[0] for r in cnn[1:4]] == ["13.00", "**6.71", "24.40"]  # lowest step time
+    assert re.fullmatch(r"\*\*6\.71 \[6\.\d\d, 6\.\d\d\]\*\*", row(cnn, "torch (eager) batch 64")[step])
     assert row(cnn, "torch (eager) batch 64")[COLUMNS.index("images/s")] == "**9,538**"  # highest throughput
+    verdicts = {r[0]: r[COLUMNS.index("vs torch (eager)")] for r in cnn[1:4]}
+    assert verdicts["torch (eager) batch 64"] == "baseline"
+    assert verdicts["numpy batch 64"].startswith("1.94x [") and verdicts["numpy batch 64"].endswith("] slower")
+    assert row(cnn, "numpy batch 64")[COLUMNS.index("conformance")] == "passed"
     assert row(cnn, "flax (step) batch 64")[COLUMNS.index("worst grad diff")] == "**2.0e-07**"
     assert row(mlp, "flax (step) batch 64")[COLUMNS.index("accuracy")] == "**97.75%**"
     assert row(mlp, "numpy batch 64")[COLUMNS.index("time to accuracy s")] == "not reached"
@@ -86,7 +92,7 @@ def test_header_describes_the_machine_and_how_epochs_are_timed(results_file):
     for fact in ("Intel(R) Xeon(R) Processor", "2 cores", "23.5 GB RAM", "no GPU", "Python 3.11.7",
                  "torch 2.13.0+cpu", "abc1234def56 (dirty)", "default", "2026-11-26"):
         assert fact in header
-    assert "data already in memory" in md and "excludes evaluation" in md
+    assert "data already in memory" in md and "evaluation excluded" in md and "fresh processes" in md
 
 
 def test_gpu_memory_shares_the_cell_with_host_memory(tmp_path):
@@ -95,7 +101,7 @@ def test_gpu_memory_shares_the_cell_with_host_memory(tmp_path):
     data["cells"][1]["metrics"]["gpu_peak_mb"] = 1024.0
     md = render([str(results_fixture.write(tmp_path / NAME, data))])
     assert "NVIDIA H200" in md and "no GPU" not in md
-    assert row(tables(md)["cnn (54,410 parameters)"], "torch (eager) batch 64")[COLUMNS.index("peak MB")] == "812 / 1,024 GPU"
+    assert row(tables(md)["cnn (54,410 parameters)"], "torch (eager) batch 64")[COLUMNS.index("peak MB")] == "814 / 1,024 GPU"  # median of 812..816
 
 
 def test_overhead_table(results_file):
@@ -137,8 +143,8 @@ def test_html_embeds_every_figure_and_table(html_text):
                                           "mlp agreement heatmap", "cnn first-layer filters"]
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for data, _ in images)
     assert html_text.count("<table>") == 4  # cnn, mlp, overhead, course
-    assert '<td class="num best">6.71</td>' in html_text
-    assert "failed: RESOURCE_EXHAUSTED" in html_text and 'colspan="8"' in html_text
+    assert re.search(r'<td class="num best">6\.71 \[6\.\d\d, 6\.\d\d\]</td>', html_text)
+    assert "failed: RESOURCE_EXHAUSTED" in html_text and f'colspan="{len(COLUMNS) - 1}"' in html_text
     assert "No first-layer filters recorded for mlp" in html_text
 
 
@@ -162,38 +168,89 @@ def test_csv_has_one_row_per_cell(results_file):
     assert failed["error"] == results_fixture.FAILED_ERROR and failed["step_ms"] == ""
 
 
-def test_compare_flags_a_20_percent_slower_step_but_not_2_percent(tmp_path):
+def _slower(doc: dict, index: int, factor: float) -> None:
+    """Make every run of one cell `factor` times slower, and its figures with them."""
+    cell = doc["cells"][index]
+    for run in cell["runs"]:
+        run["metrics"]["step_ms"] *= factor
+    results.summarize(cell)
+
+
+def _compare(a: dict, b: dict) -> tuple[str, dict]:
+    found = compare.compare(a, b)
+    return compare_view.render("A.json", a, "B.json", b, found), found
+
+
+def test_compare_calls_a_25_percent_slower_cell_slower_and_2_percent_within_noise():
     a = results_fixture.build()
     b = copy.deepcopy(a)
-    b["cells"][0]["metrics"]["step_ms"] *= 1.02  # numpy cnn
-    b["cells"][1]["metrics"]["step_ms"] *= 1.20  # torch cnn
-    b["cells"][5]["metrics"]["test_accuracy"] -= 0.006  # flax mlp: 0.6 points
+    _slower(b, 0, 1.02)  # numpy cnn
+    _slower(b, 1, 1.25)  # torch cnn
     b["frameworks"]["torch"] = "torch 2.14.0+cpu"
     b["git"]["commit"] = "fedcba987654"
-    md = compare.render("A.json", a, "B.json", b, threshold=0.10)
+    md, found = _compare(a, b)
     cells = tables(md)["Per cell"]
     torch_step = next(r for r in cells if r[:2] == ["torch cnn batch 64 cpu", "step ms"])
     numpy_step = next(r for r in cells if r[:2] == ["numpy cnn batch 64 cpu", "step ms"])
-    flax_acc = next(r for r in cells if r[:2] == ["flax mlp batch 64 cpu", "accuracy"])
-    assert torch_step[4:] == ["1.200x", "**REGRESSION**"]
-    assert numpy_step[4:] == ["1.020x", ""]
-    assert flax_acc[4:] == ["-0.60 pp", "**REGRESSION**"]
-    assert "**2 regressions**" in md
+    assert torch_step[5].startswith("1.2") and torch_step[6].startswith("**1.2") and torch_step[6].endswith("slower**")
+    assert numpy_step[6].endswith("within noise") or numpy_step[6].endswith("no significant difference")
+    assert [x.cell for x in found["regressions"]] == ["torch cnn batch 64 cpu"]
+    assert "**1 regression**" in md
     differs = tables(md)["What differs between the runs"]
     assert ["torch version", "torch 2.13.0+cpu", "torch 2.14.0+cpu"] in differs
     assert ["commit", "abc1234def56 (dirty)", "fedcba987654 (dirty)"] in differs
 
 
-def test_compare_threshold_and_failures(tmp_path):
+def test_compare_removes_a_slower_machine_common_to_every_cell():
     a = results_fixture.build()
     b = copy.deepcopy(a)
-    b["cells"][1]["metrics"]["step_ms"] *= 1.20
-    b["cells"][2].update(status="error", error="boom", metrics=None)
-    md = compare.render("A.json", a, "B.json", b, threshold=0.25)
+    for i in range(6):
+        _slower(b, i, 1.18)
+    b["calibration"] = {"start": {"matmul_gflops": 160.0}, "end": {"matmul_gflops": 162.0}}
+    md, found = _compare(a, b)
+    assert found["regressions"] == [] and found["shift"] == pytest.approx(1.18, rel=0.01)
+    assert "Common shift: 1.180x" in md and "B's machine is 1.168x A's" in md and "Warning" not in md
+    raw = next(r for r in tables(md)["Per cell"] if r[:2] == ["torch cnn batch 64 cpu", "step ms"])
+    assert raw[4] == "1.180x" and raw[5] == "1.000x"
+
+
+def test_compare_warns_when_the_shift_is_not_the_machine():
+    a = results_fixture.build()
+    b = copy.deepcopy(a)
+    for i in range(6):
+        _slower(b, i, 1.3)
+    md, _ = _compare(a, b)
+    assert "**Warning**: the common shift (1.300x) is not explained by the calibration" in md
+
+
+def test_compare_judges_accuracy_by_its_own_noise_and_failures_as_regressions():
+    a = results_fixture.build()
+    b = copy.deepcopy(a)
+    b["cells"][5]["metrics"]["test_accuracy"] -= 0.006  # flax mlp: 0.6 points, beyond ~0.3 of sampling noise
+    b["cells"][3]["metrics"]["test_accuracy"] -= 0.001  # numpy mlp: 0.1 points, within it
+    b["cells"][2].update(status="error", error="boom", metrics={})
+    md, found = _compare(a, b)
     cells = tables(md)["Per cell"]
-    assert next(r for r in cells if r[:2] == ["torch cnn batch 64 cpu", "step ms"])[5] == ""
+    assert next(r for r in cells if r[:2] == ["flax mlp batch 64 cpu", "accuracy"])[6].startswith("**0.99x lower")
+    assert "within noise" in next(r for r in cells if r[:2] == ["numpy mlp batch 64 cpu", "accuracy"])[6]
     assert next(r for r in cells if r[:2] == ["flax cnn batch 64 cpu", "status"])[3:] == [
-        "failed: boom", "—", "**REGRESSION**"]
+        "failed: boom", "—", "—", "**fails in B**"]
+    assert len(found["regressions"]) == 2
+
+
+def test_compare_gives_no_verdict_to_contended_cells_or_single_runs():
+    a = results_fixture.build()
+    b = copy.deepcopy(a)
+    _slower(b, 1, 1.5)
+    b["cells"][1]["contended"] = True
+    for cell in (a["cells"][0], b["cells"][0]):
+        cell["runs"] = cell["runs"][:1]
+        results.summarize(cell)
+    md, found = _compare(a, b)
+    cells = tables(md)["Per cell"]
+    assert next(r for r in cells if r[:2] == ["torch cnn batch 64 cpu", "step ms"])[6].endswith("no verdict (contended)")
+    assert "too few runs: 1 and 1" in next(r for r in cells if r[:2] == ["numpy cnn batch 64 cpu", "step ms"])[6]
+    assert found["regressions"] == []
 
 
 def test_report_command_writes_each_format(tmp_path, monkeypatch, capsys, results_file):
@@ -206,6 +263,11 @@ def test_report_command_writes_each_format(tmp_path, monkeypatch, capsys, result
     capsys.readouterr()
     assert report(args("--compare", str(results_file), str(results_file))) == 0
     assert "**0 regressions**" in capsys.readouterr().out
+    slower = results_fixture.build()
+    _slower(slower, 1, 1.25)
+    slow_file = results_fixture.write(tmp_path / "slow.json", slower)
+    assert report(args("--compare", str(results_file), str(slow_file))) == 1
+    assert "torch cnn batch 64 cpu: step ms" in capsys.readouterr().out
 
 
 def test_default_is_the_newest_results_file(tmp_path, monkeypatch, capsys):
@@ -224,6 +286,9 @@ def test_default_is_the_newest_results_file(tmp_path, monkeypatch, capsys):
     (json.dumps([1, 2]), "not a fwbench results file"),
     (json.dumps({"schema": "fwbench.results/1", "cells": [{"backend": "torch", "model": "cnn", "status": "?"}]}),
      "cells[0] (torch cnn) has status '?'"),
+    (json.dumps({"schema": "fwbench.results/2", "suite": "x", "status": "complete", "started": "now",
+                 "cells": [{"backend": "torch", "model": "cnn", "status": "ok", "metrics": {}, "batch_size": 0}]}),
+     "cells[0].batch_size: 0 is less than the minimum of 1 (schema results-2.schema.json)"),
 ])
 def test_bad_file_gives_one_line_naming_it(tmp_path, content, says):
     path = tmp_path / "bench-bad.json"

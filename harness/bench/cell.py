@@ -1,9 +1,8 @@
-"""One benchmark cell, run in a fresh process: `python -m harness.bench.cell CELL.json OUT.json`."""
+"""One run of a benchmark cell, in a fresh process: `python -m harness.bench.cell CELL.json OUT.json`."""
 from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from harness.allocator import tune
 from harness.atomic import atomic_write_json
 from harness.bench.timing import time_steps
 from harness.data import batch_order
+from harness.probes.memory import peak_rss_mb
 from harness.recipe import Recipe
 from harness.session import make_backend, mnist_for, resolve_device
 from harness.train import train
@@ -27,50 +27,51 @@ def recipe_from(d: dict) -> Recipe:
 
 
 def run(cell: dict) -> dict:
-    """Step timing, then (for training cells) the recipe with periodic evaluation; everything JSON-able."""
+    """Step timing, then (when the cell trains) the recipe with periodic evaluation; everything JSON-able."""
     spec = models.get(cell["model"])
     cls = backends.load(cell["backend"])
     device = resolve_device(cls, cell["device"])
-    out = {"device": device, "framework_version": cls.version(), "numerics": cls.pin_numerics(),
-           "allocator": tune(), "parameters": spec.param_count()}
+    info = {"device": device, "framework_version": cls.version(), "numerics": cls.pin_numerics(),
+            "allocator": tune(), "parameters": spec.param_count()}
     data = mnist_for(spec, cell["dtype"], os.environ.get("FWBENCH_DATA"), cell["limit"])
     recipe = recipe_from(cell["recipe"])
     build = dict(device=device, dtype=cell["dtype"], seed=cell["seed"], init="canonical")
 
     backend = make_backend(cell["backend"], spec, **build)
     backend.init_optimizer(recipe.optimizer)
-    out |= {"mode": backend.mode, "fused": backend.fused}
+    info |= {"mode": backend.mode, "fused": backend.fused, "mode_note": getattr(cls, "MODE_NOTES", {}).get(backend.mode),
+             "data": data.source,
+             "train_images": len(data.train_x), "test_images": len(data.test_x)}
     count = 1 + cell["warmup_steps"] + cell["timed_steps"]
     order = batch_order(len(data.train_x), cell["batch_size"], cell["seed"], 0)
     # Timed steps are all full batches, reused in turn when an epoch (--limit, a large batch) has too few.
     full = [idx for idx in order if len(idx) == cell["batch_size"]] or order
     epoch = backend.prepare_epoch(data.train_x, data.train_y, [full[i % len(full)] for i in range(count)])
     timing = time_steps(backend, epoch, [recipe.optimizer.lr], cell["warmup_steps"], cell["timed_steps"])
-    metrics = {**timing, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3}
+    samples = {"step_ms": timing.pop("samples")}
+    metrics = {**timing, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3, "peak_rss_mb": peak_rss_mb()}
     peaks = [backend.peak_device_memory()]
     del backend, epoch
 
-    curves = filters = None
+    out = {"info": info, "samples": samples}
     if cell["train"]:
         backend = make_backend(cell["backend"], spec, **build)
         result = train(backend, recipe, data.train_x, data.train_y, data.test_x, data.test_y, seed=cell["seed"],
                        progress=False, evals_per_epoch=cell["evals_per_epoch"], target=cell["target"])
         seconds = [e.epoch_seconds for e in result.epochs]
-        metrics |= {"epoch_s": float(np.median(seconds[1:] or seconds)), "epoch_s_each": seconds,
+        # With one epoch there is no epoch after the first: its time includes tracing, so it is not an epoch_s.
+        metrics |= {"epoch_s": float(np.median(seconds[1:])) if len(seconds) > 1 else None,
+                    "first_epoch_s": seconds[0], "epoch_s_each": seconds,
                     "test_accuracy": result.test_accuracy, "accuracy_target": cell["target"],
-                    "time_to_accuracy_s": result.time_to_accuracy}
-        curves = {"loss": result.loss_curve, "accuracy": result.accuracy_curve}
+                    "time_to_accuracy_s": result.time_to_accuracy, "train_peak_rss_mb": peak_rss_mb()}
+        out["curves"] = {"loss": result.loss_curve, "accuracy": result.accuracy_curve}
         trained = backend.get_params()
         conv = next((k for k, v in trained.items() if v.ndim == 4), None)
-        filters = trained[conv].tolist() if conv else None
+        out["filters"] = trained[conv].tolist() if conv else None
         peaks.append(backend.peak_device_memory())
     peak = max((p for p in peaks if p is not None), default=None)
-    # ru_maxrss is in KiB on Linux: the whole life of this process, which ran only this cell.
-    metrics |= {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "gpu_peak_mb": peak / 2**20 if peak is not None else None}
-    out |= {"metrics": metrics, "curves": curves, "filters": filters,
-            "data": data.source, "train_images": len(data.train_x), "test_images": len(data.test_x)}
-    return out
+    metrics["gpu_peak_mb"] = peak / 2**20 if peak is not None else None
+    return out | {"metrics": metrics}
 
 
 def main(argv: list[str]) -> int:

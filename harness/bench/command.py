@@ -25,7 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", help="comma-separated shipped names or .toml paths; default: cnn,mlp")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="default: the suite's")
     p.add_argument("--batch-sizes", help="comma-separated, e.g. 64,512; default: the suite's")
-    p.add_argument("--repeat", type=int, help="run the timing cells N times; default: the suite's")
+    p.add_argument("--repeat", type=int, help="runs per cell, each a fresh process, in interleaved rounds (at least 3 "
+                                              "give an interval, 5 or more a verdict); default: the suite's")
+    p.add_argument("--order-seed", type=int, help="seed of the order in which each round visits the cells")
+    p.add_argument("--no-conformance", action="store_true",
+                   help="skip the conformance kit for built-in backends (plugins are always checked)")
     p.add_argument("--out", default="results", help="directory for the results file (default results/)")
     p.add_argument("--allow-nonconformant", action="store_true",
                    help="bench a plugin backend even if it fails fwbench conformance (its rows are marked)")
@@ -61,7 +65,9 @@ def suite_from(args):
     if names and (args.device or suite.device) == "cuda":
         _check_cuda(names)  # a preset's own backends each record in their cell why they cannot run
     overrides = {"backends": names, "models": model_names, "device": args.device, "batch_sizes": sizes,
-                 "repeat": args.repeat, "allow_nonconformant": args.allow_nonconformant or None}
+                 "repeat": args.repeat, "allow_nonconformant": args.allow_nonconformant or None,
+                 "order_seed": getattr(args, "order_seed", None),
+                 "conformance": False if getattr(args, "no_conformance", False) else None}
     return replace(suite, **{k: v for k, v in overrides.items() if v is not None})
 
 

@@ -1,44 +1,26 @@
-"""The results document of one bench run: provenance, metric definitions, cells; written atomically."""
+"""The results document of one bench run: provenance, calibration, metric definitions, cells and their runs."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
+from harness import stats
 from harness.atomic import atomic_write_json
+from harness.bench.metrics import BY_KEY, documented
 from harness.provenance import git_commit, machine
 
-SCHEMA = "fwbench.results/1"
-METRICS = {
-    "first_step_s": ("s", "wall time of the first call on a fresh model, synchronized: includes JIT compilation "
-                          "(one step, or steps_per_call steps for a fused mode)"),
-    "compile_s": ("s", "first_step_s minus an ordinary call of the same number of steps: compilation and first-touch"),
-    "step_ms": ("ms", "median over the timed calls after warm-up, per step; a call is train_steps + synchronize(), "
-                      "one step (set_lr + train_step) or, in a fused mode, steps_per_call steps in one compiled loop or graph; "
-                      "batches prepared on the device beforehand"),
-    "step_ms_iqr": ("ms", "interquartile range of the timed calls, per step"),
-    "steps_per_call": ("steps", "steps per timed call: 1, or the timed steps for a fused mode"),
-    "images_per_s": ("images/s", "batch size / median step time"),
-    "epoch_s": ("s", "median training time of the recipe's epochs after the first; the epoch's batches are on the "
-                     "device before its clock starts, and test evaluations are off the clock"),
-    "epoch_s_each": ("s", "training time of every epoch, the first included"),
-    "peak_rss_mb": ("MiB", "peak resident set size of the cell's own fresh process (data, framework, model, training)"),
-    "gpu_peak_mb": ("MiB", "the framework's peak allocated device memory (torch max_memory_allocated, "
-                           "XLA peak_bytes_in_use); null on the CPU"),
-    "test_accuracy": ("fraction", "test accuracy after the recipe's last epoch"),
-    "accuracy_target": ("fraction", "the course's published accuracy for the model"),
-    "time_to_accuracy_s": ("s", "training time until the test accuracy, evaluated evals_per_epoch times an epoch, "
-                                "first reached the target; null if never"),
-    "agreement_worst_rel_l2": ("ratio", "worst relative L2 difference of any gradient, logits or loss against the "
-                                        "float64 NumPy reference: fwbench agree, float32, one MNIST batch of 32"),
-}
+SCHEMA = "fwbench.results/2"
+IDENTITY = ("backend", "model", "batch_size", "device", "dtype")
+MIN_CLEAN = 3  # clean runs a cell needs before its contended runs are left out of its figures
+SETTINGS = ("steps", "steps_per_call", "epoch_s_each")  # the same in every run: no interval
 
 
 def new(suite: str, config: dict) -> dict:
     """An empty document for a run that is starting."""
     return {"schema": SCHEMA, "suite": suite, "status": "running", "started": _now(), "finished": None,
             "git": git_commit(), "machine": machine(), "config": config, "frameworks": {},
-            "metrics": {k: {"unit": u, "how": h} for k, (u, h) in METRICS.items()},
-            "agreement": {}, "cells": []}
+            "calibration": {}, "metrics": documented(), "agreement": {}, "conformance": {}, "cells": []}
 
 
 def path_for(directory: Path, suite: str) -> Path:
@@ -52,6 +34,50 @@ def save(doc: dict, path: Path) -> None:
 
 def finish(doc: dict, status: str) -> None:
     doc["status"], doc["finished"] = status, _now()
+
+
+def key(cell: dict) -> tuple:
+    return tuple(cell.get(k) for k in IDENTITY)
+
+
+def used_runs(cell: dict) -> list[dict]:
+    """The runs a cell's figures come from: its successful runs, contended ones left out while enough others remain."""
+    ok = [r for r in cell.get("runs", []) if r.get("status") == "ok"]
+    clean = [r for r in ok if not (r.get("contention") or {}).get("contended")]
+    return clean if len(clean) >= min(MIN_CLEAN, len(ok)) and clean else ok
+
+
+def summarize(cell: dict) -> None:
+    """Set the cell's status, metrics, uncertainty and contended flag from its runs."""
+    runs = cell.get("runs", [])
+    used = used_runs(cell)
+    if not used:
+        cell.update(status="error", error=next((r.get("error") for r in runs if r.get("error")), "no run finished"),
+                    metrics={}, uncertainty={}, contended=False)
+        return
+    # The recipe runs once, so its figures come from the training run even when its timing was left out.
+    trained = [r for r in runs if r.get("status") == "ok" and r.get("trained")]
+    metrics, uncertainty = {}, {}
+    for name in dict.fromkeys(k for r in used + trained for k in r["metrics"]):
+        metric = BY_KEY.get(name)
+        source = trained if metric is not None and metric.training else used
+        values = [r["metrics"][name] for r in source if _number(r["metrics"].get(name))]
+        if not values:
+            metrics[name] = next((r["metrics"][name] for r in source if r["metrics"].get(name) is not None), None)
+            continue
+        metrics[name] = stats.median(values) if len(values) > 1 and name not in SETTINGS else values[0]
+        if len(values) > 1 and name not in SETTINGS:
+            ci = stats.median_ci(values)
+            uncertainty[name] = {"n": len(values), "ci": list(ci) if ci else None, "spread": stats.spread(values),
+                                 "runs": values}
+    if _number(metrics.get("step_ms")):
+        metrics["images_per_s"] = cell["batch_size"] / metrics["step_ms"] * 1e3
+    cell.update(status="ok", error=None, metrics=metrics, uncertainty=uncertainty,
+                contended=any((r.get("contention") or {}).get("contended") for r in used + trained))
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _now() -> str:

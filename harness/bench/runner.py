@@ -1,4 +1,4 @@
-"""Run a suite: agreement per model, then every cell in its own process, saving after each one."""
+"""Run a suite: calibrate, check every backend and mode, then each cell's runs in interleaved rounds, saving as it goes."""
 from __future__ import annotations
 
 import json
@@ -6,59 +6,58 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import backends
 from harness.bench import results
 from harness.bench.checks import agreement, conformance
-from harness.bench.suite import Cell, Suite, cells
+from harness.bench.suite import Cell, Suite, cells, rounds
+from harness.probes import contention
+from harness.probes.calibration import calibrate
 from harness.progress import Progress
+
+# Cell-level facts a run reports; the first successful run's are kept on the cell.
+INFO = ("device", "framework_version", "numerics", "allocator", "parameters", "mode", "fused", "mode_note", "data",
+        "train_images", "test_images")
 
 
 def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
-    """Run the suite into a new results file and return its path; Ctrl-C keeps every finished cell."""
+    """Run the suite into a new results file and return its path; Ctrl-C keeps every finished run."""
     todo = cells(suite)
+    plan = rounds(suite, len(todo))
     path = results.path_for(out_dir, suite.name)
     doc = results.new(suite.name, asdict(suite))
+    doc["cells"] = [{**cell.to_dict(), "status": "pending", "error": None, "runs": []} for cell in todo]
     results.save(doc, path)
-    log(f"fwbench bench: suite {suite.name}, {len(todo)} cells -> {path}")
-    bar = Progress(len(todo) + len(suite.models), "bench")
+    log(f"fwbench bench: suite {suite.name}, {len(todo)} cells x {suite.repeat} runs -> {path}")
+    bar = Progress(len(todo) * suite.repeat + len(suite.models) + 2, "bench")
+    done = 0
     try:
-        for name in dict.fromkeys(backends.split(b)[0] for b in suite.backends):
-            if backends.source(name) != "built-in":
-                doc.setdefault("conformance", {})[name] = conformance(name, suite.device)
+        doc["calibration"]["start"] = calibrate()
+        run_checks(doc, suite, path, bar)
+        for r, order in enumerate(plan):
+            for i in order:
+                record, cell = doc["cells"][i], todo[i]
+                blocked = refusal(doc, cell, suite)
+                if blocked:
+                    record.update(status="error", error=blocked)
+                else:
+                    for run in measure(replace(cell, train=cell.train and not record["runs"]), r):
+                        record["runs"].append(run)
+                        merge(record, run)
+                    results.summarize(record)
+                    attach_checks(doc, record)
                 results.save(doc, path)
-        for i, model in enumerate(suite.models):
-            doc["agreement"][model] = agreement(model, suite)
-            results.save(doc, path)
-            bar.update(i + 1, f"agreement {model}")
-        for i, cell in enumerate(todo):
-            start = time.perf_counter()
-            base = backends.split(cell.backend)[0]  # conformance and agreement are per backend, not per mode
-            checked = doc.get("conformance", {}).get(base)
-            if checked and not checked["passed"] and not suite.allow_nonconformant:
-                record = {**cell.to_dict(), "status": "error", "conformance": "failed",
-                          "error": f"not run: {cell.backend} failed the conformance kit "
-                                   f"({', '.join(checked['failed']) or checked.get('error')}); "
-                                   "--allow-nonconformant runs it anyway"}
-            else:
-                record = run_cell(cell)
-                if checked:
-                    record["conformance"] = "passed" if checked["passed"] else "failed"
-            worst = doc["agreement"].get(cell.model, {}).get("worst_rel_l2", {}).get(base)
-            if record["status"] == "ok":
-                record["metrics"]["agreement_worst_rel_l2"] = worst
-                doc["frameworks"][base] = record["framework_version"]
-            doc["cells"].append(record)
-            results.save(doc, path)
-            bar.update(len(suite.models) + i + 1, cell.label())
-            log(f"[{i + 1}/{len(todo)}] {cell.label()}: {describe(record)} ({time.perf_counter() - start:.0f} s)")
+                done += 1
+                bar.update(len(suite.models) + 1 + done, f"{cell.label()} run {r + 1}")
+                log(f"[{done}/{len(todo) * suite.repeat}] {cell.label()} run {r + 1}: {describe(record)}")
+        doc["calibration"]["end"] = calibrate()
     except KeyboardInterrupt:
         bar.close()
         results.finish(doc, "interrupted")
         results.save(doc, path)
-        log(f"interrupted: {len(doc['cells'])} finished cells kept in {path}")
+        log(f"interrupted: {done} finished runs kept in {path}")
         raise
     bar.close()
     results.finish(doc, "complete")
@@ -66,30 +65,92 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
     return path
 
 
-def run_cell(cell: Cell) -> dict:
-    """The cell's record: its config plus what its fresh process measured, or the one-line reason it failed."""
+def run_checks(doc: dict, suite: Suite, path: Path, bar: Progress) -> None:
+    """The conformance kit for every backend and mode the suite runs, then float32 agreement per model."""
+    names = [n for n in dict.fromkeys(suite.backends) if available(n)]
+    for name in names:
+        if suite.conformance or backends.source(name) != "built-in":  # a plugin is always checked
+            doc["conformance"][name] = conformance(name, suite.device)
+            results.save(doc, path)
+    bar.update(1, "conformance")
+    for i, model in enumerate(suite.models):
+        doc["agreement"][model] = agreement(model, names, suite.device)
+        results.save(doc, path)
+        bar.update(2 + i, f"agreement {model}")
+
+
+def available(name: str) -> bool:
+    """A module path, or a registered backend whose framework is installed."""
+    base = backends.split(name)[0]
+    return ":" in base or (base in backends.names() and not backends.missing(base))
+
+
+def refusal(doc: dict, cell: Cell, suite: Suite) -> str | None:
+    """Why a cell must not run: its backend and mode failed the conformance kit (unless allowed)."""
+    checked = doc["conformance"].get(cell.backend)
+    if not checked or checked["passed"] or suite.allow_nonconformant:
+        return None
+    return (f"not run: {cell.backend} failed the conformance kit ({', '.join(checked['failed']) or checked.get('error')});"
+            " --allow-nonconformant runs it anyway")
+
+
+def attach_checks(doc: dict, record: dict) -> None:
+    """The cell's own backend and mode's conformance verdict and worst gradient difference."""
+    checked = doc["conformance"].get(record["backend"])
+    record["conformance"] = None if not checked else "passed" if checked["passed"] else "failed"
+    worst = (doc["agreement"].get(record["model"]) or {}).get("worst_rel_l2", {}).get(record["backend"])
+    if record["status"] == "ok":
+        record["metrics"]["agreement_worst_rel_l2"] = worst
+        doc["frameworks"][backends.split(record["backend"])[0]] = record["framework_version"]
+
+
+def merge(record: dict, run: dict) -> None:
+    """Keep the first successful run's facts, and the training run's curves and filters, on the cell."""
+    info = run.pop("info", None)
+    if info and "framework_version" not in record:
+        record.update({k: info.get(k) for k in INFO})
+    for k in ("curves", "filters"):
+        if run.get(k) is not None:
+            record[k] = run.pop(k)
+
+
+def measure(cell: Cell, round_: int) -> list[dict]:
+    """One run of the cell in a fresh process; run once more if other work contended for the CPU meanwhile."""
+    first = run_cell(cell, round_)
+    if not first["contention"]["contended"] or first["status"] != "ok":
+        return [first]
+    return [first, run_cell(replace(cell, train=False), round_)]
+
+
+def run_cell(cell: Cell, round_: int) -> dict:
+    """The run's record: what its fresh process measured, or the one-line reason it failed, and the contention."""
     with tempfile.TemporaryDirectory(prefix="fwbench-cell-") as tmp:
         spec, out = Path(tmp) / "cell.json", Path(tmp) / "result.json"
         spec.write_text(json.dumps(cell.to_dict()))
+        before, started = contention.snapshot(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
         proc = subprocess.run([sys.executable, "-m", "harness.bench.cell", str(spec), str(out)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        around = contention.between(before, contention.snapshot())
         if out.exists():
             result = json.loads(out.read_text())
         else:  # the process died before it could record anything: killed, out of memory, a crash in C
             tail = (proc.stderr.strip().splitlines() or [""])[-1]
             why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
             result = {"status": "error", "error": f"cell process {why}" + (f": {tail}" if tail else "")}
-    return {**cell.to_dict(), **result}
+    return {"round": round_, "trained": cell.train, "started": started, **result, "contention": around}
 
 
 def describe(record: dict) -> str:
     """One line for the log."""
     if record["status"] != "ok":
         return f"error: {record['error']}"
-    m = record["metrics"]
-    text = f"{m['step_ms']:.2f} ms/step, {m['images_per_s']:,.0f} images/s"
-    if "test_accuracy" in m:
+    m, last = record["metrics"], record["runs"][-1]
+    text = f"{last['metrics']['step_ms']:.2f} ms/step" if last.get("status") == "ok" else f"run failed: {last['error']}"
+    if last["contention"]["contended"]:
+        text += f" (contended: others used {100 * last['contention'].get('others_cpu', 0):.0f}% of the CPU)"
+    if m.get("test_accuracy") is not None and last.get("trained"):
         tta = m["time_to_accuracy_s"]
-        text += f", accuracy {100 * m['test_accuracy']:.2f}%, epoch {m['epoch_s']:.1f} s, " + \
+        epoch = m.get("epoch_s") if m.get("epoch_s") is not None else m.get("first_epoch_s")
+        text += f", accuracy {100 * m['test_accuracy']:.2f}%, epoch {epoch:.1f} s, " + \
                 (f"target in {tta:.1f} s" if tta is not None else "target not reached")
     return text

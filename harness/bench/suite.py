@@ -1,6 +1,7 @@
 """Suite presets and the cells they expand to."""
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, replace
 
 from harness.recipe import RECIPES, Recipe
@@ -13,7 +14,7 @@ class Suite:
     backends: tuple[str, ...] = ("numpy", "torch", "flax")
     batch_sizes: tuple[int, ...] = (64,)
     device: str = "cpu"
-    repeat: int = 1
+    repeat: int = 5               # runs (fresh processes) per cell, in interleaved rounds
     timed_steps: int = 50
     warmup_steps: int = 5
     train: bool = True            # run the recipe for accuracy, time-to-accuracy, epoch time and curves
@@ -21,6 +22,9 @@ class Suite:
     epochs: int | None = None     # override the recipe's epochs
     evals_per_epoch: int = 2      # test-set evaluations per epoch, to find the time-to-accuracy (off the clock)
     allow_nonconformant: bool = False  # bench a plugin even when it fails the conformance kit (rows are marked)
+    timing_only: tuple[str, ...] = ()  # "backend/model" cells timed but not trained (a recipe too slow for the budget)
+    order_seed: int = 0           # seeds the order in which each round visits the cells
+    conformance: bool = True      # run the conformance kit for every backend and mode before timing them
 
 
 # Each mode is its own row. torch@channels_last is left out of the CPU presets because it made no
@@ -49,10 +53,9 @@ class Cell:
     model: str
     batch_size: int
     device: str
-    repeat: int
     timed_steps: int
     warmup_steps: int
-    train: bool                   # only at the recipe's own batch size, and only on the first repeat
+    train: bool                   # the recipe runs once, in the cell's first run, at the recipe's own batch size
     limit: int | None
     recipe: dict
     target: float | None
@@ -61,7 +64,7 @@ class Cell:
     seed: int = 0
 
     def label(self) -> str:
-        return f"{self.backend} {self.model} b{self.batch_size} {self.device}" + (f" #{self.repeat + 1}" if self.repeat else "")
+        return f"{self.backend} {self.model} b{self.batch_size} {self.device}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,14 +76,24 @@ def recipe_of(model: str, suite: Suite) -> Recipe:
 
 
 def cells(suite: Suite) -> list[Cell]:
-    """The matrix in run order: repeat, then model, then batch size, then backend (backends back to back)."""
+    """The matrix: model, then batch size, then backend."""
     out = []
-    for r in range(suite.repeat):
-        for model in suite.models:
-            recipe = recipe_of(model, suite)
-            for bs in suite.batch_sizes:
-                for backend in suite.backends:
-                    trains = suite.train and r == 0 and bs == recipe.batch_size
-                    out.append(Cell(backend, model, bs, suite.device, r, suite.timed_steps, suite.warmup_steps,
-                                    trains, suite.limit, asdict(recipe), TARGETS.get(model), suite.evals_per_epoch))
+    for model in suite.models:
+        recipe = recipe_of(model, suite)
+        for bs in suite.batch_sizes:
+            for backend in suite.backends:
+                trains = suite.train and bs == recipe.batch_size and f"{backend}/{model}" not in suite.timing_only
+                out.append(Cell(backend, model, bs, suite.device, suite.timed_steps, suite.warmup_steps, trains,
+                                suite.limit, asdict(recipe), TARGETS.get(model), suite.evals_per_epoch))
+    return out
+
+
+def rounds(suite: Suite, count: int) -> list[list[int]]:
+    """For each round, every cell index once in a seeded random order, so slow drifts of the machine hit all alike."""
+    rng = random.Random(suite.order_seed)
+    out = []
+    for _ in range(suite.repeat):
+        order = list(range(count))
+        rng.shuffle(order)
+        out.append(order)
     return out

@@ -13,7 +13,7 @@ FUSED_CALLS = 5
 
 
 def time_steps(backend: Backend, epoch: Any, lrs: list[float], warmup: int, steps: int) -> dict:
-    """The first call (compilation included) apart, then the median and IQR per step of the timed calls."""
+    """The first call (compilation included) apart, then the median, IQR and every timed call, per step."""
     # `epoch` is a prepare_epoch result of at least 1 + warmup + steps batches. A fused backend runs all
     # `steps` in each call and needs no warm-up: its first call compiled everything the others run.
     def one(start: int, n: int) -> float:
@@ -34,4 +34,5 @@ def time_steps(backend: Backend, epoch: Any, lrs: list[float], warmup: int, step
     per_call = steps if backend.fused else 1
     # Compilation is what the first call took beyond an ordinary call of the same length.
     return {"first_step_s": first, "compile_s": max(0.0, first - median * per_call / 1e3), "step_ms": float(median),
-            "step_ms_iqr": float(q3 - q1), "steps": steps, "steps_per_call": per_call}
+            "step_ms_iqr": float(q3 - q1), "steps": steps, "steps_per_call": per_call,
+            "samples": [round(float(t), 5) for t in times]}

@@ -12,23 +12,26 @@ __all__ = ["ResultsError", "render", "report"]
 DEFAULT_HTML = DEFAULT_DIR / "report.html"
 
 
-def render(paths: list[str] | None, form: str = "md") -> str:
-    """The report on the given results files (the newest in results/ when none) in md, html or csv."""
+def render(paths: list[str] | None, form: str = "md", baseline: str | None = None) -> str:
+    """The report on the given results files (the newest in results/ when none) in md, html, csv or pytest-benchmark."""
     runs = [(path.name, load(path)) for path in find(paths)]
     if form == "html":
         if importlib.util.find_spec("matplotlib") is None:
             raise ValueError("--format html draws its figures with matplotlib: pip install matplotlib")
         from harness.reporting import html  # matplotlib is imported only on this path
-        return html.render(runs)
+        return html.render(runs, baseline)
     if form == "csv":
         from harness.reporting import csv_out
         return csv_out.render(runs)
+    if form == "pytest-benchmark":
+        from harness.reporting import pytest_benchmark
+        return pytest_benchmark.render(runs)
     from harness.reporting import markdown
-    return markdown.render(runs)
+    return markdown.render(runs, baseline)
 
 
 def report(args) -> int:
-    """The `report` subcommand: write the report (or the --compare table) to --out or stdout."""
+    """The `report` subcommand: the report, or the --compare table (exit 1 on a regression), to --out or stdout."""
     form = getattr(args, "format", "md") or "md"
     pair = getattr(args, "compare", None)
     if pair:
@@ -36,17 +39,20 @@ def report(args) -> int:
             raise ValueError("give either results files or --compare A.json B.json, not both")
         if form != "md":
             raise ValueError("--compare writes Markdown only; drop --format")
-        from harness.reporting import compare
+        from harness.reporting import compare, compare_view
         a, b = (Path(p) for p in pair)
-        text = compare.render(a.name, load(a), b.name, load(b), getattr(args, "threshold", 0.10))
+        ra, rb = load(a), load(b)
+        found = compare.compare(ra, rb, getattr(args, "noise_band", None) or compare.NOISE_BAND)
+        text = compare_view.render(a.name, ra, b.name, rb, found)
+        code = 1 if found["regressions"] else 0
     else:
-        text = render(getattr(args, "results", None), form)
+        text, code = render(getattr(args, "results", None), form, getattr(args, "baseline", None)), 0
     out = getattr(args, "out", None) or (DEFAULT_HTML if form == "html" and not pair else None)
     if out is None:
         sys.stdout.write(text)
-        return 0
+        return code
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return code

@@ -3,24 +3,33 @@ from __future__ import annotations
 
 import argparse
 
-FORMATS = ("md", "html", "csv")
+FORMATS = ("md", "html", "csv", "pytest-benchmark")
 
 
-def _threshold(text: str) -> float:
-    value = float(text)
+def _band(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
     if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (0.10 = 10%), got {text}")
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (0.05 = 5%), got {text}")
     return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """results..., --format, --out, --compare A B, --threshold."""
+    """results..., --format, --out, --compare A B, --noise-band, --baseline."""
     parser.add_argument("results", nargs="*",
                         help="results files or directories of bench-*.json; default: the newest in results/")
-    parser.add_argument("--format", choices=FORMATS, default="md", help="md (default), html or csv")
+    parser.add_argument("--format", choices=FORMATS, default="md", 
+                        help="md (default), html, csv, or pytest-benchmark (JSON that `pytest-benchmark compare` reads)")
     parser.add_argument("--out", metavar="FILE",
                         help="where to write; default: stdout for md and csv, results/report.html for html")
     parser.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
-                        help="per-metric ratios B/A for matching cells, regressions flagged (Markdown)")
-    parser.add_argument("--threshold", type=_threshold, default=0.10,
-                        help="relative change that counts as a regression in --compare (default 0.10)")
+                        help="ratios B/A with intervals and verdicts for matching cells (Markdown); exit 0 with no "
+                             "regression, 1 with at least one, 2 on bad input")
+    parser.add_argument("--noise-band", type=_band,
+                        help="the smallest change --compare calls faster or slower (default: the band measured on "
+                             "the reference machine, 0.05)")
+    parser.add_argument("--baseline", metavar="NAME[@MODE]",
+                        help="the row each table's verdicts compare with (default: torch in its default mode)")
+

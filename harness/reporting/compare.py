@@ -1,29 +1,19 @@
-"""Two runs side by side: per-metric ratios B/A for matching cells, regressions flagged, and what differs."""
+"""Run against run: every judged metric of every matched cell gets a ratio, its interval and a verdict."""
 from __future__ import annotations
 
-import statistics
+import math
 from dataclasses import dataclass
 
-from harness.reporting import fmt
-from harness.reporting.markdown import cell as md
+from harness import stats
+from harness.bench.metrics import ACCURACY, BY_KEY, MEMORY, TIME, Metric
+from harness.bench.results import key as cell_key
+from harness import fmt
+from harness.reporting.baseline import runs_of
+from harness.reporting.verdicts import NOISE_BAND, NONE, Question, Verdict, judge
 
-KEY = ("backend", "model", "batch_size", "device")
-LOWER, HIGHER, ACCURACY, INFO = "lower", "higher", "accuracy", "info"
-ACCURACY_DROP_PP = 0.5  # percentage points; accuracy noise is absolute, not relative
-REGRESSION, BETTER = "**REGRESSION**", "better"
-
-# (metric, header, which way is better, format); INFO metrics are shown but never flagged (too noisy).
-METRICS = [
-    ("step_ms", "step ms", LOWER, fmt.ms),
-    ("images_per_s", "images/s", HIGHER, fmt.count),
-    ("epoch_s", "epoch s", LOWER, fmt.seconds),
-    ("compile_s", "compile s", INFO, lambda v: fmt.seconds(v, 3)),
-    ("peak_rss_mb", "peak MB", LOWER, fmt.count),
-    ("gpu_peak_mb", "GPU peak MB", LOWER, fmt.count),
-    ("test_accuracy", "accuracy", ACCURACY, fmt.percent),
-    ("time_to_accuracy_s", "time to accuracy s", INFO, lambda v: fmt.seconds(v, 1)),
-    ("agreement_worst_rel_l2", "worst grad diff", INFO, fmt.sci),
-]
+JUDGED = [m for m in BY_KEY.values() if m.judged]
+SHOWN = [BY_KEY[k] for k in ("compile_s", "time_to_accuracy_s", "agreement_worst_rel_l2")]
+MIN_CELLS_FOR_SHIFT = 3  # fewer cells than this cannot tell a machine shift from a change in one of them
 
 
 @dataclass
@@ -33,105 +23,96 @@ class Line:
     metric: str
     a: str
     b: str
-    change: str
-    flag: str
+    raw: str          # B/A as measured
+    adjusted: str     # B/A after removing the common machine shift (time metrics)
+    verdict: Verdict
+    regression: bool
 
 
-def merged(results: dict) -> dict[tuple, dict]:
-    """Cells by (backend, model, batch size, device); repeats merge to the median of each metric."""
-    groups: dict[tuple, list[dict]] = {}
-    for c in results["cells"]:
-        groups.setdefault(tuple(c.get(k) for k in KEY), []).append(c)
-    out = {}
-    for key, cells in groups.items():
-        ok = [c for c in cells if c["status"] == "ok"]
-        if not ok:
-            out[key] = {"status": "error", "error": fmt.one_line(cells[0].get("error"))}
+def label(k: tuple) -> str:
+    return f"{k[0]} {k[1]} batch {k[2]} {k[3]}" + ("" if k[4] in (None, "float32") else f" {k[4]}")
+
+
+def cells_by_key(results: dict) -> dict[tuple, dict]:
+    return {cell_key(c): c for c in results["cells"]}
+
+
+def machine_ratio(a: dict, b: dict) -> float | None:
+    """B's calibrated matmul speed over A's, inverted so that above 1 means B's machine was slower."""
+    def speed(r):
+        cal = [v.get("matmul_gflops") for v in (r.get("calibration") or {}).values() if isinstance(v, dict)]
+        cal = [x for x in cal if x]
+        return stats.median(cal) if cal else None
+    sa, sb = speed(a), speed(b)
+    return sa / sb if sa and sb else None
+
+
+def common_shift(pairs: list[tuple[dict, dict]]) -> float | None:
+    """The median over cells of B/A median step time: what the machine, not any one backend, changed."""
+    logs = [math.log(b["metrics"]["step_ms"] / a["metrics"]["step_ms"]) for a, b in pairs
+            if a["status"] == b["status"] == "ok" and a["metrics"].get("step_ms") and b["metrics"].get("step_ms")]
+    return math.exp(stats.median(logs)) if len(logs) >= MIN_CELLS_FOR_SHIFT else None
+
+
+def accuracy_verdict(a: dict, b: dict) -> Verdict:
+    """A drop beyond the larger of the run-to-run range and the test set's own sampling noise is worse."""
+    va, vb = a["metrics"].get("test_accuracy"), b["metrics"].get("test_accuracy")
+    n = min(a.get("test_images") or 10000, b.get("test_images") or 10000)
+    runs = runs_of(a, "test_accuracy") + runs_of(b, "test_accuracy")
+    binomial = 1.96 * math.sqrt(2 * va * (1 - va) / n)  # the difference of two independent test-set estimates
+    allowed = max(binomial, max(runs) - min(runs) if len(runs) > 2 else 0.0)
+    drop = va - vb
+    if drop > allowed:
+        return Verdict("lower", vb / va, why=f"{100 * drop:.2f} pp > {100 * allowed:.2f} pp allowed", worse=True)
+    if -drop > allowed:
+        return Verdict("higher", vb / va, why=f"+{100 * -drop:.2f} pp")
+    return Verdict("within noise", vb / va, why=f"{100 * -drop:+.2f} pp, within {100 * allowed:.2f} pp")
+
+
+def compare(a: dict, b: dict, band: float = NOISE_BAND) -> dict:
+    """Everything the comparison found: lines, regressions, shift, machine ratio, unmatched cells."""
+    ca, cb = cells_by_key(a), cells_by_key(b)
+    keys = [k for k in ca if k in cb]
+    pairs = [(ca[k], cb[k]) for k in keys]
+    shift = common_shift(pairs)
+    lines: list[Line] = []
+    questions, slots = [], []
+    for k, (x, y) in zip(keys, pairs):
+        if x["status"] != "ok" or y["status"] != "ok":
+            failed = y["status"] != "ok" and x["status"] == "ok"
+            word = "fails in B" if failed else "fixed in B" if x["status"] != "ok" and y["status"] == "ok" else NONE
+            show = lambda c: "ok" if c["status"] == "ok" else f"failed: {fmt.one_line(c.get('error'))}"  # noqa: E731
+            lines.append(Line(label(k), "status", show(x), show(y), fmt.DASH, fmt.DASH, Verdict(word), failed))
             continue
-        metrics = {}
-        for name, *_ in METRICS:
-            values = [c["metrics"].get(name) for c in ok if isinstance(c["metrics"].get(name), (int, float))]
-            metrics[name] = statistics.median(values) if values else None
-        out[key] = {"status": "ok", "metrics": metrics}
-    return out
-
-
-def judge(kind: str, a: float, b: float, threshold: float) -> tuple[str, str]:
-    """(change as text, flag) for one metric going from a to b."""
-    if kind == ACCURACY:
-        pp = 100 * (b - a)
-        flag = REGRESSION if pp < -ACCURACY_DROP_PP else BETTER if pp > ACCURACY_DROP_PP else ""
-        return f"{pp:+.2f} pp", flag
-    if a == 0:
-        return fmt.DASH, ""
-    ratio = b / a
-    flag = ""
-    if kind == LOWER:
-        flag = REGRESSION if ratio > 1 + threshold else BETTER if ratio < 1 - threshold else ""
-    elif kind == HIGHER:
-        flag = REGRESSION if ratio < 1 - threshold else BETTER if ratio > 1 + threshold else ""
-    return f"{ratio:.3f}x", flag
-
-
-def lines(a: dict, b: dict, threshold: float) -> tuple[list[Line], list[str], list[str]]:
-    """Compared metrics of every matched cell, and the labels of cells only in A and only in B."""
-    cells_a, cells_b = merged(a), merged(b)
-    out = []
-    for key in [k for k in cells_a if k in cells_b]:
-        label = f"{key[0]} {key[1]} batch {key[2]} {key[3]}"
-        ca, cb = cells_a[key], cells_b[key]
-        if ca["status"] != "ok" or cb["status"] != "ok":
-            show = lambda c: "ok" if c["status"] == "ok" else f"failed: {c['error']}"  # noqa: E731
-            flag = REGRESSION if ca["status"] == "ok" else "" if cb["status"] != "ok" else "fixed"
-            out.append(Line(label, "status", show(ca), show(cb), fmt.DASH, flag))
-            continue
-        for name, header, kind, form in METRICS:
-            va, vb = ca["metrics"][name], cb["metrics"][name]
-            if va is None or vb is None:
+        for metric in JUDGED + SHOWN:
+            va, vb = x["metrics"].get(metric.key), y["metrics"].get(metric.key)
+            if not isinstance(va, (int, float)) or not isinstance(vb, (int, float)):
                 continue
-            change, flag = judge(kind, va, vb, threshold)
-            out.append(Line(label, header, form(va), form(vb), change, flag))
-    only = lambda x, y: [f"{k[0]} {k[1]} batch {k[2]} {k[3]}" for k in x if k not in y]  # noqa: E731
-    return out, only(cells_a, cells_b), only(cells_b, cells_a)
+            raw = vb / va if va else None
+            adjust = shift if metric.judged == TIME and shift else 1.0
+            line = Line(label(k), metric.header or metric.key, metric.form(va), metric.form(vb),
+                        _ratio(raw), _ratio(raw / adjust if raw is not None else None), Verdict(NONE), False)
+            lines.append(line)
+            if metric.judged == ACCURACY:
+                line.verdict = accuracy_verdict(x, y)
+                line.regression = line.verdict.worse
+            elif metric.judged in (TIME, MEMORY):
+                blocked = "contended" if x.get("contended") or y.get("contended") else None
+                questions.append(_question(metric, x, y, adjust, blocked))
+                slots.append(line)
+            else:
+                line.verdict = Verdict("shown, not judged")
+    for line, verdict in zip(slots, judge(questions, band)):
+        line.verdict, line.regression = verdict, verdict.worse
+    return {"lines": lines, "shift": shift, "machine": machine_ratio(a, b), "band": band,
+            "only_a": [label(k) for k in ca if k not in cb], "only_b": [label(k) for k in cb if k not in ca],
+            "regressions": [x for x in lines if x.regression]}
 
 
-def differences(a: dict, b: dict) -> list[tuple[str, str, str]]:
-    """(field, A, B) for every provenance field that differs: machine, commit, framework versions, suite, date."""
-    def facts(r: dict) -> dict[str, str]:
-        m, git = r.get("machine") or {}, r.get("git") or {}
-        out = {f"machine {k}": str(m.get(k)) for k in ("cpu", "cores", "ram_gb", "os", "python")}
-        out["machine gpu"] = ", ".join(g.get("name", "?") for g in m.get("gpu") or []) or "no GPU"
-        out["commit"] = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
-        out.update((f"{k} version", str(v)) for k, v in (r.get("frameworks") or {}).items())
-        out.update(suite=str(r.get("suite")), started=str(r.get("started")))
-        return out
-    fa, fb = facts(a), facts(b)
-    return [(k, fa.get(k, fmt.DASH), fb.get(k, fmt.DASH)) for k in dict.fromkeys([*fa, *fb])
-            if fa.get(k) != fb.get(k)]
+def _question(metric: Metric, x: dict, y: dict, adjust: float, blocked: str | None) -> Question:
+    return Question(runs_of(x, metric.key), [v / adjust for v in runs_of(y, metric.key)],
+                    lower_is_better=metric.better != "higher", words=metric.words, blocked=blocked)
 
 
-def render(name_a: str, a: dict, name_b: str, b: dict, threshold: float = 0.10) -> str:
-    """The comparison as Markdown, regressions first."""
-    found, only_a, only_b = lines(a, b, threshold)
-    bad = [x for x in found if x.flag == REGRESSION]
-    out = [f"# fwbench compare: {md(name_b)} against {md(name_a)}", "",
-           f"Ratios are B/A (B = {md(name_b)}, A = {md(name_a)}). {REGRESSION} marks a time or memory ratio "
-           f"above {1 + threshold:.2f}, an images/s ratio below {1 - threshold:.2f}, an accuracy drop of more than "
-           f"{ACCURACY_DROP_PP} percentage points, or a cell that failed in B only. Repeats are merged by median; "
-           "compile s, time to accuracy and gradient difference are shown but not judged.", ""]
-    out += [f"**{len(bad)} regression{'s' if len(bad) != 1 else ''}**" + (":" if bad else "."), ""]
-    out += [f"- {md(x.cell)}: {x.metric} {md(x.a)} → {md(x.b)}" + ("" if x.change == fmt.DASH else f" ({x.change})")
-            for x in bad]
-    out += ["", "## What differs between the runs", ""]
-    diff = differences(a, b)
-    if [d for d in diff if d[0] != "started"]:
-        out += ["| | A | B |", "| --- | --- | --- |"] + [f"| {k} | {md(x)} | {md(y)} |" for k, x, y in diff]
-    else:
-        out.append("Same machine, commit, suite and framework versions" + (f"; started {md(diff[0][1])} and "
-                                                                             f"{md(diff[0][2])}." if diff else "."))
-    out += ["", "## Per cell", "", "| cell | metric | A | B | B/A | |", "| --- | --- | ---: | ---: | ---: | --- |"]
-    out += [f"| {md(x.cell)} | {x.metric} | {md(x.a)} | {md(x.b)} | {x.change} | {x.flag} |" for x in found]
-    for side, names in (("A", only_a), ("B", only_b)):
-        if names:
-            out += ["", f"Only in {side}: " + ", ".join(md(n) for n in names) + "."]
-    return "\n".join(out) + "\n"
+def _ratio(r: float | None) -> str:
+    return fmt.DASH if r is None else f"{r:.3f}x"

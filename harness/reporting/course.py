@@ -1,7 +1,7 @@
 """The course's results table, its published rows beside ours, in its own columns."""
 from __future__ import annotations
 
-from harness.reporting import fmt
+from harness import fmt
 from harness.reporting.tables import Row, Table, backend_label, param_count
 
 HEADERS = ["Model", "Parameters", "Data", "Time", "Accuracy"]

@@ -56,12 +56,14 @@ def figure_html(plot: plots.Plot, alt: str) -> str:
     return f"<figure><img src=\"{uri}\" alt=\"{escape(alt)}\"></figure>"
 
 
-def run_html(results: dict, level: int = 2) -> str:
+def run_html(results: dict, level: int = 2, baseline: str | None = None) -> str:
     """Every section for one results file."""
     h, names = f"h{level}", tables.models_in(results)
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in tables.run_facts(results))
-    parts = [f"<dl class=\"facts\">{facts}</dl>", f"<p class=\"note\">{escape(tables.EPOCH_NOTE)}</p>"]
-    parts += [table_html(tables.model_table(results, m), level) for m in names]
+    parts = [f"<dl class=\"facts\">{facts}</dl>", f"<p class=\"note\">{escape(tables.EPOCH_NOTE)}</p>",
+             f"<p class=\"note\">{escape(tables.VERDICT_NOTE)}</p>"]
+    parts += [table_html(tables.model_table(results, m, baseline), level) for m in names]
+    parts += [table_html(t, level) for t in tables.mode_tables(results)]
     parts += [f"<{h}>Training loss</{h}>", figure_html(plots.loss_curves(results), "training loss curves"),
               f"<{h}>Throughput</{h}>", figure_html(plots.throughput(results), "images per second")]
     parts.append(f"<{h}>Where the backends disagree</{h}>")
@@ -79,13 +81,13 @@ def run_html(results: dict, level: int = 2) -> str:
     return "\n".join(parts)
 
 
-def render(runs: list[tuple[str, dict]]) -> str:
+def render(runs: list[tuple[str, dict]], baseline: str | None = None) -> str:
     """The whole document, with no external references: inline CSS, images as data URIs."""
     if len(runs) == 1:
-        title, body = f"fwbench report: {runs[0][0]}", run_html(runs[0][1])
+        title, body = f"fwbench report: {runs[0][0]}", run_html(runs[0][1], baseline=baseline)
     else:
         title = "fwbench report"
-        body = "\n".join(f"<section><h2>{escape(name)}</h2>\n{run_html(results, level=3)}</section>"
+        body = "\n".join(f"<section><h2>{escape(name)}</h2>\n{run_html(results, 3, baseline)}</section>"
                          for name, results in runs)
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

@@ -1,11 +1,15 @@
-"""Find and read results files, checking them against schema fwbench.results/1."""
+"""Find and read results files, checked against the versioned JSON Schema; version 1 files are upgraded on load."""
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
 
-SCHEMA = "fwbench.results/1"
+from harness.bench.results import SCHEMA
+from harness.reporting.upgrade import OLD, upgrade
+
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "results-2.schema.json"
 DEFAULT_DIR = Path("results")
 STAMP = re.compile(r"(\d{8}-\d{6})\.json$")
 
@@ -53,18 +57,39 @@ def load(path: str | Path) -> dict:
         raise ResultsError(f"{path}: cannot read: {e.strerror or e}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResultsError(f"{path}: not JSON ({str(e).splitlines()[0]})") from None
-    problem = _problem(data)
+    if isinstance(data, dict) and data.get("schema") == OLD:
+        problem = _problem_v1(data)
+        if problem:
+            raise ResultsError(f"{path}: {problem}")
+        data = upgrade(data)
+    problem = problem_in(data)
     if problem:
         raise ResultsError(f"{path}: {problem}")
     return data
 
 
-def _problem(data) -> str | None:
-    """What makes data not a usable fwbench.results/1 document, or None."""
+@functools.cache
+def _validator():
+    import jsonschema  # only reading results needs it
+    schema = json.loads(SCHEMA_FILE.read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def problem_in(data) -> str | None:
+    """What makes data not a valid fwbench.results/2 document (the first error, where it is), or None."""
     if not isinstance(data, dict) or "schema" not in data:
         return f"not a fwbench results file (no \"schema\": \"{SCHEMA}\")"
     if data["schema"] != SCHEMA:
-        return f"unsupported schema {data['schema']!r}; this fwbench reads {SCHEMA}"
+        return f"unsupported schema {data['schema']!r}; this fwbench reads {SCHEMA} and {OLD}"
+    error = next(iter(sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))), None)
+    if error is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    return f"{where or 'the document'}: {error.message.splitlines()[0][:200]} (schema {SCHEMA_FILE.name})"
+
+
+def _problem_v1(data) -> str | None:
+    """What makes data not a usable fwbench.results/1 document, or None."""
     if not isinstance(data.get("cells"), list):
         return "\"cells\" must be a list"
     for i, cell in enumerate(data["cells"]):
@@ -77,7 +102,4 @@ def _problem(data) -> str | None:
             return f"cells[{i}] ({cell['backend']} {cell['model']}) has status {cell.get('status')!r}, not ok or error"
         if cell["status"] == "ok" and not isinstance(cell.get("metrics"), dict):
             return f"cells[{i}] ({cell['backend']} {cell['model']}) is ok but has no \"metrics\" object"
-    for key in ("machine", "git", "frameworks", "agreement", "overhead", "metrics"):
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            return f"\"{key}\" must be an object"
     return None

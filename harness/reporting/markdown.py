@@ -32,10 +32,11 @@ def facts_line(results: dict) -> str:
     return " · ".join(f"**{k}**: {cell(v)}" for k, v in tables.run_facts(results))
 
 
-def run_md(results: dict, level: int = 2) -> str:
+def run_md(results: dict, level: int = 2, baseline: str | None = None) -> str:
     """Every section for one results file."""
-    parts = [facts_line(results), tables.EPOCH_NOTE]
-    parts += [table_md(tables.model_table(results, m), level) for m in tables.models_in(results)]
+    parts = [facts_line(results), tables.EPOCH_NOTE, tables.VERDICT_NOTE]
+    parts += [table_md(tables.model_table(results, m, baseline), level) for m in tables.models_in(results)]
+    parts += [table_md(t, level) for t in tables.mode_tables(results)]
     overhead = tables.overhead_table(results)
     if overhead:
         parts.append(table_md(overhead, level))
@@ -47,10 +48,10 @@ def run_md(results: dict, level: int = 2) -> str:
     return "\n\n".join(parts)
 
 
-def render(runs: list[tuple[str, dict]]) -> str:
+def render(runs: list[tuple[str, dict]], baseline: str | None = None) -> str:
     """The whole document; one section per results file when there are several."""
     if len(runs) == 1:
         name, results = runs[0]
-        return f"# fwbench report: {name}\n\n{run_md(results)}\n"
-    body = "\n\n".join(f"## {name}\n\n{run_md(results, level=3)}" for name, results in runs)
+        return f"# fwbench report: {name}\n\n{run_md(results, baseline=baseline)}\n"
+    body = "\n\n".join(f"## {name}\n\n{run_md(results, 3, baseline)}" for name, results in runs)
     return f"# fwbench report\n\n{body}\n"

@@ -53,8 +53,17 @@ def loss_curves(results: dict) -> Plot:
     return data_uri(fig), ""
 
 
+def _interval(cell: dict) -> tuple[float, float]:
+    """images/s at the ends of the step time's 95% interval; the value itself (no bar) without one."""
+    value = cell["metrics"]["images_per_s"]
+    ci = ((cell.get("uncertainty") or {}).get("step_ms") or {}).get("ci")
+    if not ci:
+        return value, value
+    return cell["batch_size"] / ci[1] * 1e3, cell["batch_size"] / ci[0] * 1e3
+
+
 def throughput(results: dict) -> Plot:
-    """Images per second of every cell, one subplot per model (their scales differ)."""
+    """Images per second of every cell with error bars from its runs, one subplot per model (their scales differ)."""
     has = lambda c: (c.get("metrics") or {}).get("images_per_s") is not None  # noqa: E731
     shown = [m for m in models_in(results) if _ok(results, m, has)]
     if not shown:
@@ -64,7 +73,10 @@ def throughput(results: dict) -> Plot:
     for ax, model in zip(fig.subplots(1, len(shown), squeeze=False)[0], shown):
         cells = _ok(results, model, has)
         values = [c["metrics"]["images_per_s"] for c in cells]
-        bars = ax.bar([label(c) for c in cells], values, color=[colour[c["backend"]] for c in cells])
+        low, high = zip(*[_interval(c) for c in cells])
+        bars = ax.bar([label(c) for c in cells], values, color=[colour[c["backend"]] for c in cells],
+                      yerr=[[v - lo for v, lo in zip(values, low)], [hi - v for v, hi in zip(values, high)]],
+                      capsize=4, ecolor="#333")
         ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8)
         ax.set(title=model, ylabel="images / s")
         ax.margins(y=0.15)

@@ -3,15 +3,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.reporting import fmt
-from harness.reporting.columns import COLUMNS, HIGH
+from harness.bench.metrics import COLUMNS, HIGHER, show
+from harness import fmt
+from harness.reporting.baseline import judged_against
 
-EPOCH_NOTE = ("Epoch time is the median training time of the epochs after the first, with the data already in "
-              "memory (or on the device); it excludes evaluation. Step ms is per step; a fused mode (flax scan) "
-              "is timed over whole calls of many steps. Compile s is what the first call on a fresh model took "
-              "beyond an ordinary one. Time to accuracy counts all training time, compilation included. Bold marks the "
-              "best value in each column among rows of the same batch size "
-              "(lowest time, memory and gradient difference; highest images/s and accuracy).")
+EPOCH_NOTE = ("Each cell ran in several fresh processes (runs), in rounds that visit every cell once in a seeded "
+              "random order. Step ms is the median over runs of each run's median step, with its 95% bootstrap "
+              "interval over runs in brackets; a fused mode (flax scan) is timed over whole calls of many steps. "
+              "Epoch time is the median of the recipe's epochs after the first (none when the recipe has one epoch), "
+              "with the data already in memory (or on the device), evaluation excluded; the recipe runs once, in "
+              "the first run. Compile s is what the first call on a fresh model took beyond an ordinary one. Peak MB "
+              "is the run's own process image (VmHWM) after step timing. Time to accuracy counts all training time, "
+              "compilation included. A row marked contended ran while other work used the CPU and gets no verdict. "
+              "Bold marks the best value in each column among rows of the same batch size.")
+VERDICT_NOTE = ("The verdict column compares each row's step time with the baseline row of its model: the ratio of "
+                "medians, its 95% bootstrap interval, and faster or slower only when a rank test over runs (Holm-"
+                "corrected over every row of the run) rejects equality and the change is beyond the noise band; "
+                "within noise when it is smaller than the band; no significant difference when neither can be "
+                "said; no verdict with too few runs, unstable runs or contention.")
 
 
 @dataclass
@@ -57,49 +66,76 @@ def backend_label(cell: dict) -> str:
 
 def labeller(cells: list[dict]):
     """A function naming a cell by backend, plus batch size, device, dtype, repeat where the run has several."""
-    keys = ("batch_size", "device", "dtype", "repeat")
+    keys = ("batch_size", "device", "dtype")
     varying = [k for k in keys if len({c.get(k) for c in cells} - {None}) > 1]
-    words = {"batch_size": "batch {}", "device": "{}", "dtype": "{}", "repeat": "repeat {}"}
+    words = {"batch_size": "batch {}", "device": "{}", "dtype": "{}"}
 
     def label(cell: dict) -> str:
         text = " ".join([backend_label(cell)] + [words[k].format(cell[k]) for k in varying if cell.get(k) is not None])
-        return text + PLUGIN_MARKS.get(cell.get("conformance"), "")
+        return text + (" (plugin)" if ":" in cell["backend"] or cell.get("plugin") else "") + \
+            (" (contended)" if cell.get("contended") else "")
     return label
 
 
-# A plugin's rows say whether it passed the conformance kit; built-ins carry no mark.
-PLUGIN_MARKS = {"passed": " (plugin, conformant)", "failed": " (plugin, NONCONFORMANT)"}
+CONFORMANCE = {"passed": "passed", "failed": "FAILED", None: fmt.DASH}
 
 
-def model_table(results: dict, model: str) -> Table:
-    """A row per cell of one model, a column per metric, the best of each column marked."""
+def with_interval(cell: dict, key: str, form) -> str:
+    """"3.74 [3.70, 3.80]": the median over runs and its 95% interval, where the cell has one."""
+    value = (cell.get("metrics") or {}).get(key)
+    ci = ((cell.get("uncertainty") or {}).get(key) or {}).get("ci")
+    return form(value) + (f" [{form(ci[0])}, {form(ci[1])}]" if ci and value is not None else "")
+
+
+def model_table(results: dict, model: str, baseline: str | None = None) -> Table:
+    """A row per cell of one model, a column per metric with intervals, a verdict against the baseline."""
     cells = [c for c in results["cells"] if c["model"] == model]
     label = labeller(results["cells"])
+    verdicts, base = judged_against(results, baseline)
     rows = []
     for cell in cells:
         if cell["status"] != "ok":
-            rows.append(Row([label(cell)], error=fmt.one_line(cell.get("error"))))
-        else:
-            rows.append(Row([label(cell)] + [col.show(cell["metrics"]) for col in COLUMNS]))
+            why = "not run (the run was interrupted)" if cell["status"] == "pending" else cell.get("error")
+            rows.append(Row([label(cell)], error=fmt.one_line(why)))
+            continue
+        texts = [with_interval(cell, c.key, c.form) if c.key == "step_ms" else show(c, cell["metrics"])
+                 for c in COLUMNS]
+        verdict = verdicts.get(id(cell))
+        texts.insert(1, "baseline" if verdict is None and base.get(id(cell)) else verdict.text() if verdict else fmt.DASH)
+        rows.append(Row([label(cell)] + texts + [CONFORMANCE.get(cell.get("conformance"), fmt.DASH)]))
     _mark_best(cells, rows)
     count = param_count(results, model)
     title = f"{model} ({count:,} parameters)" if count else model
-    return Table(title, ["backend"] + [c.header for c in COLUMNS], rows)
+    baseline_name = next((backend_label(c) for c in cells if base.get(id(c))), "the baseline")
+    headers = ["backend", COLUMNS[0].header, f"vs {baseline_name}"] + [c.header for c in COLUMNS[1:]] + ["conformance"]
+    return Table(title, headers, rows)
 
 
 def _mark_best(cells: list[dict], rows: list[Row]) -> None:
     """Within each batch size, mark every row that holds a column's best value, when two or more compete."""
     for j, col in enumerate(COLUMNS, start=1):
+        j += j > 1  # the verdict column sits after step ms
         for batch in {c.get("batch_size") for c in cells}:
             values = [(i, c["metrics"].get(col.key)) for i, c in enumerate(cells)
                       if c["status"] == "ok" and c.get("batch_size") == batch]
             values = [(i, v) for i, v in values if isinstance(v, (int, float))]
             if len(values) < 2:
                 continue
-            best = (max if col.better == HIGH else min)(v for _, v in values)
+            best = (max if col.better == HIGHER else min)(v for _, v in values)
             for i, v in values:
                 if v == best:
                     rows[i].best.add(j)
+
+
+def mode_tables(results: dict) -> list[Table]:
+    """What each execution mode in the run changes, as the backend describes it; none when no cell says."""
+    notes = {c["backend"]: c.get("mode_note") for c in results["cells"] if c.get("mode_note")}
+    if not notes:
+        return []
+    rows = [Row([name, note]) for name, note in notes.items()]
+    return [Table("Execution modes", ["backend", "what the mode is"], rows, right=False, note=
+                  "The default mode of each backend is what a user of that framework writes; any mode that carries "
+                  "fwbench's own workarounds says so here, and is shown beside the stock one.")]
 
 
 def overhead_table(results: dict) -> Table | None:
