@@ -4,43 +4,67 @@ from dataclasses import replace
 
 import pytest
 
-from harness.bench import checks, runner
+from harness.bench import checks, results, runner
 from harness.bench.results import SCHEMA
-from harness.bench.suite import PRESETS, cells
+from harness.bench.suite import PRESETS, cells, rounds
 from harness.cli import main
+from harness.reporting.load import load
 
 TINY = replace(PRESETS["quick"], name="tiny", models=("mlp",), backends=("numpy", "micrograd"),
-               timed_steps=5, warmup_steps=1, limit=640)
+               timed_steps=5, warmup_steps=1, limit=640, repeat=3)
 
 
-def test_quick_preset_covers_the_matrix():
+def run_cell(cell):
+    """One run of a cell, with the cell's facts merged in as the runner keeps them."""
+    record = runner.run_cell(cell, 0)
+    return {**record.pop("info", {}), **record}
+
+
+def test_presets_cover_the_matrix_and_train_each_cell_once():
     quick = cells(PRESETS["quick"])
-    assert {(c.backend, c.model) for c in quick} == {(b, m) for b in ("numpy", "torch", "flax", "flax@scan")
-                                                    for m in ("cnn", "mlp")}
-    assert {"torch@compile", "flax@scan"} <= set(PRESETS["default"].backends)
+    assert {(c.backend, c.model) for c in quick} == {(b, m) for b in PRESETS["quick"].backends for m in ("cnn", "mlp")}
+    default = PRESETS["default"]
+    assert "flax" in default.backends and "flax@scan-tuned" in default.backends  # stock beside tuned
+    assert [c.train for c in cells(default) if (c.backend, c.model) == ("flax", "cnn")] == [False]  # timing only
     full = cells(PRESETS["full"])
-    assert {c.batch_size for c in full} == {64, 512} and {c.repeat for c in full} == {0, 1, 2}
-    # the recipe runs once per backend (mode) and model: at its own batch size, on the first repeat
+    assert {c.batch_size for c in full} == {64, 512}
+    # the recipe runs once per backend (mode) and model, at its own batch size
     assert sum(c.train for c in full) == 2 * len(PRESETS["full"].backends)
+
+
+def test_rounds_visit_every_cell_once_in_a_seeded_order():
+    plan = rounds(replace(TINY, repeat=4, order_seed=3), 5)
+    assert len(plan) == 4 and all(sorted(order) == list(range(5)) for order in plan)
+    assert plan == rounds(replace(TINY, repeat=4, order_seed=3), 5)
+    assert len({tuple(order) for order in plan}) > 1 and plan != rounds(replace(TINY, repeat=4, order_seed=4), 5)
 
 
 def test_results_file_is_self_describing_and_keeps_a_failed_cell(tmp_path):
     path = runner.run_suite(TINY, tmp_path, log=lambda *a: None)
-    doc = json.loads(path.read_text())
+    doc = load(path)  # checked against the JSON Schema
     assert doc["schema"] == SCHEMA and doc["status"] == "complete" and doc["finished"]
     assert {"cpu", "cores", "ram_gb", "gpu", "os", "python"} <= set(doc["machine"])
     assert set(doc["git"]) == {"commit", "dirty"}
     assert doc["metrics"]["step_ms"]["unit"] == "ms" and "synchronize" in doc["metrics"]["step_ms"]["how"]
+    assert {"start", "end"} == set(doc["calibration"]) and doc["calibration"]["start"]["matmul_gflops"] > 0
+    assert doc["conformance"]["numpy"]["passed"]
     ok, failed = doc["cells"]
-    assert ok["backend"] == "numpy" and ok["status"] == "ok"
-    m = ok["metrics"]
+    assert ok["backend"] == "numpy" and ok["status"] == "ok" and ok["conformance"] == "passed"
+    runs = [r for r in ok["runs"] if r["status"] == "ok"]
+    assert len(runs) >= 3 and sorted({r["round"] for r in runs}) == [0, 1, 2]
+    assert [r["trained"] for r in runs].count(True) == 1
+    assert all(len(r["samples"]["step_ms"]) == 5 and "others_cpu" in r["contention"] for r in runs)
+    m, unc = ok["metrics"], ok["uncertainty"]["step_ms"]
     assert m["step_ms"] > 0 and m["images_per_s"] == pytest.approx(64 / m["step_ms"] * 1e3)
-    assert 0.2 < m["test_accuracy"] <= 1 and m["peak_rss_mb"] > 50 and m["gpu_peak_mb"] is None
+    assert unc["n"] == len(results.used_runs(ok)) and unc["ci"][0] <= m["step_ms"] <= unc["ci"][1]
+    assert 0.2 < m["test_accuracy"] <= 1 and 50 < m["peak_rss_mb"] <= m["train_peak_rss_mb"] + 1
+    assert m["gpu_peak_mb"] is None and m["epoch_s"] is None and m["first_epoch_s"] > 0  # one epoch: no epoch_s
     assert m["agreement_worst_rel_l2"] < 1e-5
     assert ok["curves"]["loss"] and len(ok["curves"]["accuracy"]) == 2 and ok["filters"] is None  # mlp: no conv
     assert ok["recipe"]["optimizer"]["name"] == "adam" and ok["train_images"] == 640
-    # micrograd refuses the mlp: recorded with its reason, and the run still completed
+    # micrograd refuses the mlp: recorded with its reason once, not retried, and the run still completed
     assert failed["status"] == "error" and "micrograd" in failed["error"] and "\n" not in failed["error"]
+    assert len(failed["runs"]) == 1
     assert doc["agreement"]["mlp"]["worst_rel_l2"]["numpy"] < 1e-5
     assert any(n.startswith("micrograd skipped: ") for n in doc["agreement"]["mlp"]["notes"])
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
@@ -49,25 +73,27 @@ def test_results_file_is_self_describing_and_keeps_a_failed_cell(tmp_path):
 def test_interrupted_run_keeps_finished_cells(tmp_path, monkeypatch):
     real, calls = runner.run_cell, []
 
-    def interrupt_second(cell):
-        calls.append(cell)
-        if len(calls) == 2:
+    def interrupt_second(cell, round_):
+        calls.append(cell.batch_size)
+        if len(set(calls)) == 2:  # the second cell (a contended first one may have run twice)
             raise KeyboardInterrupt
-        return real(cell)
+        return real(cell, round_)
 
     monkeypatch.setattr(runner, "run_cell", interrupt_second)
-    monkeypatch.setattr(runner, "agreement", lambda model, suite: {})
+    monkeypatch.setattr(runner, "agreement", lambda model, names, device: {})
     with pytest.raises(KeyboardInterrupt):
-        runner.run_suite(replace(TINY, backends=("numpy", "numpy")), tmp_path, log=lambda *a: None)
-    doc = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
-    assert doc["status"] == "interrupted" and len(doc["cells"]) == 1 and doc["cells"][0]["status"] == "ok"
+        runner.run_suite(replace(TINY, backends=("numpy",), batch_sizes=(64, 32), conformance=False, repeat=1),
+                         tmp_path, log=lambda *a: None)
+    doc = load(next(tmp_path.glob("bench-*.json")))
+    assert doc["status"] == "interrupted" and [c["status"] for c in doc["cells"]].count("ok") == 1
+    assert [c["status"] for c in doc["cells"]].count("pending") == 1
 
 
 def test_a_fused_mode_is_timed_per_call_and_trains_in_segments():
     pytest.importorskip("jax")
     pytest.importorskip("flax")
     cell = cells(replace(TINY, backends=("flax@scan",)))[0]
-    record = runner.run_cell(cell)
+    record = run_cell(cell)
     assert record["status"] == "ok", record["error"]
     assert (record["mode"], record["fused"]) == ("scan", True)
     m = record["metrics"]
@@ -78,7 +104,7 @@ def test_a_fused_mode_is_timed_per_call_and_trains_in_segments():
 
 def test_step_timing_reuses_full_batches_when_an_epoch_has_too_few():
     cell = cells(replace(TINY, backends=("numpy",), batch_sizes=(256,), train=False))[0]  # 640 images: 2 full + 1
-    record = runner.run_cell(cell)
+    record = run_cell(cell)
     assert record["status"] == "ok", record["error"]
     assert record["metrics"]["steps"] == 5 and record["metrics"]["step_ms"] > 0
 
@@ -86,8 +112,9 @@ def test_step_timing_reuses_full_batches_when_an_epoch_has_too_few():
 def test_cell_process_crash_is_recorded(monkeypatch):
     cell = cells(replace(TINY, backends=("numpy",)))[0]
     monkeypatch.setattr(runner.sys, "executable", "/bin/false")
-    record = runner.run_cell(cell)
+    record = run_cell(cell)
     assert record["status"] == "error" and record["error"].startswith("cell process exit 1")
+    assert record["contention"]["contended"] in (True, False)
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -111,8 +138,8 @@ def test_bad_options_fail_before_running(capsys, argv, needle, tmp_path):
 def test_a_plugin_that_fails_conformance_is_not_benched_unless_allowed(tmp_path, monkeypatch):
     plugin = "backends.numpy_backend:NumpyBackend"  # a module path: not built in, so it is checked first
     monkeypatch.setattr(runner, "conformance", lambda name, device: {"passed": False, "failed": ["backward/relu"]})
-    monkeypatch.setattr(runner, "agreement", lambda model, suite: {})
-    suite = replace(TINY, backends=(plugin,))
+    monkeypatch.setattr(runner, "agreement", lambda model, names, device: {})
+    suite = replace(TINY, backends=(plugin,), repeat=1)
     doc = json.loads(runner.run_suite(suite, tmp_path / "a", log=lambda *a: None).read_text())
     (cell,) = doc["cells"]
     assert cell["status"] == "error" and "failed the conformance kit (backward/relu)" in cell["error"]
@@ -126,6 +153,9 @@ def test_a_plugin_that_fails_conformance_is_not_benched_unless_allowed(tmp_path,
 def test_a_conformant_plugin_is_checked_in_a_fresh_process_and_marked():
     verdict = checks.conformance("backends.numpy_backend:NumpyBackend", "cpu")
     assert verdict["passed"] and verdict["failed"] == [] and verdict["source"] == "module path"
+    assert verdict["mode"] is None and verdict["seconds"] > 0
+    verdict = checks.conformance("backends.numpy_backend:NumpyBackend@fast", "cpu")  # a mode it lacks: one line
+    assert not verdict["passed"] and "has no mode 'fast'" in verdict["error"]
 
 
 def test_device_cuda_without_a_gpu_is_refused_before_any_cell(capsys, tmp_path):

@@ -306,3 +306,28 @@ def test_markdown_and_csv_never_import_matplotlib(results_file):
             f"render([{str(results_file)!r}]); render([{str(results_file)!r}], 'csv'); "
             "sys.exit('matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_version_1_files_are_upgraded_on_load(tmp_path):
+    path = results_fixture.write(tmp_path / NAME, results_fixture.build_v1())
+    doc = load(path)
+    assert doc["schema"] == results.SCHEMA and doc["upgraded_from"] == "fwbench.results/1"
+    torch_cnn = next(c for c in doc["cells"] if (c["backend"], c["model"]) == ("torch", "cnn"))
+    assert torch_cnn["metrics"]["step_ms"] == 6.71 and len(torch_cnn["runs"]) == 1
+    assert torch_cnn["metrics"]["agreement_worst_rel_l2"] == 6.8e-07
+    assert "torch (eager)" in render([str(path)])
+
+
+def test_pytest_benchmark_export_is_read_by_pytest_benchmark(tmp_path, results_file):
+    pytest.importorskip("pytest_benchmark")
+    out = tmp_path / "0001_fwbench.json"
+    out.write_text(render([str(results_file)], "pytest-benchmark"))
+    doc = json.loads(out.read_text())
+    bench = next(b for b in doc["benchmarks"] if b["name"] == "torch (eager) cnn b64 cpu")
+    assert bench["stats"]["rounds"] == 5 * 20 and bench["stats"]["median"] == pytest.approx(6.71e-3, rel=0.02)
+    assert bench["extra_info"]["runs"] == 5 and doc["commit_info"]["id"].startswith("abc1234")
+    cli = Path(sys.executable).with_name("pytest-benchmark")
+    again = tmp_path / "0002_fwbench.json"
+    again.write_text(out.read_text())
+    shown = subprocess.run([str(cli), "compare", str(out), str(again)], capture_output=True, text=True, cwd=tmp_path)
+    assert shown.returncode == 0 and "torch (eager) cnn b64 cpu" in shown.stdout, shown.stderr

@@ -42,6 +42,8 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
                 blocked = refusal(doc, cell, suite)
                 if blocked:
                     record.update(status="error", error=blocked)
+                elif record["runs"] and all(run["status"] != "ok" for run in record["runs"]):
+                    pass  # it failed in its first round; its error would only repeat
                 else:
                     for run in measure(replace(cell, train=cell.train and not record["runs"]), r):
                         record["runs"].append(run)
@@ -109,9 +111,8 @@ def merge(record: dict, run: dict) -> None:
     info = run.pop("info", None)
     if info and "framework_version" not in record:
         record.update({k: info.get(k) for k in INFO})
-    for k in ("curves", "filters"):
-        if run.get(k) is not None:
-            record[k] = run.pop(k)
+    if run.get("trained") and run.get("status") == "ok":
+        record["curves"], record["filters"] = run.pop("curves", None), run.pop("filters", None)
 
 
 def measure(cell: Cell, round_: int) -> list[dict]:
