@@ -7,6 +7,7 @@ from pathlib import Path
 import backends
 import models
 from harness import info, summary
+from harness.probes import contention
 from harness.agree_cmd import agree
 from harness.bench.command import bench
 from harness.conformance.command import conformance
@@ -49,9 +50,11 @@ def _train_one(name: str, spec, data, recipe, args) -> dict:
             print(f"  epoch {log.epoch}: train loss {log.train_loss:.4f}  test accuracy "
                   f"{100 * log.test_accuracy:.2f}%  epoch time {log.epoch_seconds:.1f}s", flush=True)
 
+    before = contention.snapshot()
     result = run_training(backend, recipe, data.train_x, data.train_y, data.test_x, data.test_y,
                           seed=args.seed, progress=not args.no_progress, on_epoch=on_epoch)
-    return summary.summary(name, type(backend).version(), backend.device, spec, recipe, args, data, result)
+    return summary.summary(name, type(backend).version(), backend.device, spec, recipe, args, data, result,
+                           contention.between(before, contention.snapshot()))
 
 
 def train(args) -> int:
@@ -72,7 +75,8 @@ def compare(args) -> int:
     data = mnist_for(spec, args.dtype, args.data_dir, args.limit)
     recipe = _recipe(args, spec)
     runs = [_train_one(name, spec, data, recipe, args) for name in names]
-    doc = summary.comparison(runs)
+    doc = summary.comparison(runs, {"backends": names, "model": spec.name, "device": args.device, "dtype": args.dtype,
+                                    "seed": args.seed, "init": args.init, "limit": args.limit})
     path = summary.write(doc, Path(args.out), f"compare-{spec.name}")
     table = summary.markdown(doc)
     path.with_suffix(".md").write_text(table + "\n")

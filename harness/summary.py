@@ -1,37 +1,43 @@
-"""`fwbench compare`: self-describing training summaries, written atomically, and their Markdown table."""
+"""`fwbench compare`: its training runs as a fwbench.results/2 document (one cell and one run per backend)."""
 from __future__ import annotations
 
 import dataclasses
 import time
 from pathlib import Path
-from statistics import median
 
 from harness.atomic import atomic_write_json
-from harness.provenance import git_commit, machine
+from harness.bench import results
 from harness.table import markdown_table
 
-SCHEMA = "fwbench.compare/1"
+SUITE = "compare"
 
 
-def summary(name, version, device, spec, recipe, args, data, result) -> dict:
-    """One backend's training run as plain JSON-able data."""
-    return {
-        "backend": name, "framework_version": version, "device": device,
-        "test_accuracy": result.test_accuracy,
-        "epoch_seconds": [e.epoch_seconds for e in result.epochs],
-        "epochs": [dataclasses.asdict(e) for e in result.epochs],
-        "config": {
-            "model": spec.name, "parameters": spec.param_count(), "seed": args.seed, "dtype": args.dtype,
-            "init": args.init, "data": data.source, "train_images": len(data.train_x),
-            "test_images": len(data.test_x), "recipe": dataclasses.asdict(recipe),
-        },
-    }
+def summary(name, version, device, spec, recipe, args, data, result, around: dict | None = None) -> dict:
+    """One backend's training run as a results cell with a single trained run."""
+    seconds = [e.epoch_seconds for e in result.epochs]
+    metrics = {"epoch_s": sorted(seconds[1:])[len(seconds[1:]) // 2] if len(seconds) > 1 else None,
+               "first_epoch_s": seconds[0] if seconds else None, "epoch_s_each": seconds,
+               "test_accuracy": result.test_accuracy, "time_to_accuracy_s": result.time_to_accuracy}
+    cell = {"backend": name, "model": spec.name, "batch_size": recipe.batch_size, "device": device,
+            "dtype": args.dtype, "seed": args.seed, "init": args.init, "train": True, "recipe": dataclasses.asdict(recipe),
+            "parameters": spec.param_count(), "framework_version": version, "data": data.source,
+            "train_images": len(data.train_x), "test_images": len(data.test_x),
+            "curves": {"loss": result.loss_curve, "accuracy": result.accuracy_curve},
+            # Every backend trains in this one process, so no run has a memory figure of its own.
+            "runs": [{"round": 0, "trained": True, "status": "ok", "error": None, "metrics": metrics,
+                      "epochs": [dataclasses.asdict(e) for e in result.epochs],
+                      "contention": around or {"contended": False, "recorded": False}}]}
+    results.summarize(cell)
+    return cell
 
 
-def comparison(runs: list[dict]) -> dict:
-    """Several runs of one model with the context needed to read them later."""
-    return {"schema": SCHEMA, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": machine(), "git": git_commit(), "runs": runs}
+def comparison(cells: list[dict], config: dict) -> dict:
+    """Several backends' runs of one model, with the provenance needed to read them later."""
+    doc = results.new(SUITE, config)
+    doc["cells"] = cells
+    doc["frameworks"] = {c["backend"].partition("@")[0]: c["framework_version"] for c in cells}
+    results.finish(doc, "complete")
+    return doc
 
 
 def write(doc: dict, directory: Path, stem: str) -> Path:
@@ -45,11 +51,13 @@ def write(doc: dict, directory: Path, stem: str) -> Path:
 def markdown(doc: dict) -> str:
     """The comparison table: a row per backend, derived only from the results document."""
     rows = []
-    for run in doc["runs"]:
-        first, *rest = run["epoch_seconds"]
-        rows.append([run["backend"], run["framework_version"], run["device"], f"{100 * run['test_accuracy']:.2f}%",
-                     f"{first:.1f}", f"{median(rest):.1f}" if rest else "-", str(1 + len(rest))])
-    model = doc["runs"][0]["config"]["model"] if doc["runs"] else "?"
+    for cell in doc["cells"]:
+        m = cell["metrics"]
+        rest = m["epoch_s_each"][1:]
+        rows.append([cell["backend"], cell["framework_version"], cell["device"], f"{100 * m['test_accuracy']:.2f}%",
+                     f"{m['first_epoch_s']:.1f}", f"{m['epoch_s']:.1f}" if rest else "-", str(1 + len(rest)) +
+                     (" (contended)" if cell.get("contended") else "")])
+    model = doc["cells"][0]["model"] if doc["cells"] else "?"
     head = f"### {model} on {doc['machine']['cpu']} ({doc['machine']['cores']} cores)\n\n"
     # The first epoch carries compilation and warm-up, so it is shown apart from the median of the rest.
     headers = ["backend", "version", "device", "test accuracy", "first epoch s", "median epoch s (rest)", "epochs"]

@@ -35,7 +35,7 @@ def test_backends_lists_every_backend(capsys):
     assert rows["numpy"]["status"] == "ok" and "cpu" in rows["numpy"]["devices"]
     assert rows["numpy"]["modes"] == []
     if rows["flax"]["status"] == "ok":
-        assert rows["flax"]["modes"] == ["step", "scan"]
+        assert rows["flax"]["modes"] == ["step", "scan", "step-tuned", "scan-tuned"]
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -74,12 +74,13 @@ def test_train_json_summary_per_backend(capsys, trainable_backend):
                        "--epochs", "2", "--lr", "0.01", "--json", "--no-progress")
     assert code == 0
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["backend"] == trainable_backend
-    assert summary["config"]["model"] == "tinycnn" and summary["config"]["train_images"] == 2000
-    assert len(summary["epoch_seconds"]) == 2
-    first, second = summary["epochs"]
+    assert summary["backend"] == trainable_backend  # a results cell with its one training run
+    assert summary["model"] == "tinycnn" and summary["train_images"] == 2000
+    assert len(summary["metrics"]["epoch_s_each"]) == 2
+    first, second = summary["runs"][0]["epochs"]
     assert second["train_loss"] < first["train_loss"] < 2.31  # learning, from chance level ln(10)
-    assert summary["test_accuracy"] > 0.5
+    assert summary["metrics"]["test_accuracy"] > 0.5
+    assert "others_cpu" in summary["runs"][0]["contention"]
 
 
 def test_nan_loss_stops_with_epoch_and_step(capsys):
@@ -127,5 +128,18 @@ def test_native_init_and_auto_device_are_recorded(capsys, trainable_backend):
                        "--epochs", "1", "--init", "native", "--device", "auto", "--json", "--no-progress")
     assert code == 0
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["config"]["init"] == "native"
+    assert summary["init"] == "native"
     assert summary["device"] == ("cuda" if "cuda" in backends.load(trainable_backend).devices() else "cpu")
+
+
+def test_compare_writes_the_bench_schema(capsys, tmp_path):
+    from harness.reporting import render
+    from harness.reporting.load import load
+    code, out, _ = run(capsys, "compare", "--backends", "numpy", "--model", "mlp", "--limit", "640", "--epochs", "2",
+                       "--no-progress", "--out", str(tmp_path))
+    assert code == 0
+    (path,) = tmp_path.glob("compare-mlp-*.json")
+    doc = load(path)  # the results/2 JSON Schema
+    (cell,) = doc["cells"]
+    assert doc["suite"] == "compare" and cell["status"] == "ok" and cell["metrics"]["test_accuracy"] > 0.3
+    assert len(cell["metrics"]["epoch_s_each"]) == 2 and "mlp (109,386 parameters)" in render([str(path)])
