@@ -1,8 +1,8 @@
-"""The spec lowered to Flax (linen), trained with optax through one jitted step."""
+"""The spec lowered to Flax (linen), trained with optax: one jitted step per batch, or many fused."""
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import flax
 import flax.linen as nn
@@ -28,6 +28,7 @@ class Net(nn.Module):
     """The spec's layers over an NHWC batch; layer i's parameters live in submodule "layer_i"."""
     spec: ModelSpec
     dtype: Any = jnp.float32
+    kernels: bool = False  # fwbench's custom VJPs for conv and pool (flax_kernels.py) instead of flax's stock ops
 
     @nn.compact
     def __call__(self, x):
@@ -35,12 +36,16 @@ class Net(nn.Module):
             kw = dict(dtype=self.dtype, param_dtype=self.dtype, precision=PRECISION, name=f"layer_{i}")
             if isinstance(layer, Conv2D):
                 k, s, p = layer.kernel_size, layer.stride, layer.padding
+                # None is nn.Conv's own default, lax.conv_general_dilated.
+                conv = flax_kernels.conv_general_dilated if self.kernels else None
                 x = nn.Conv(layer.out_channels, (k, k), strides=(s, s), padding=[(p, p), (p, p)],
-                            conv_general_dilated=flax_kernels.conv_general_dilated, **kw)(x)
+                            conv_general_dilated=conv, **kw)(x)
             elif isinstance(layer, ReLU):
                 x = nn.relu(x)
             elif isinstance(layer, MaxPool2D):
-                x = flax_kernels.max_pool(x, layer.size, layer.step)
+                size, step = layer.size, layer.step
+                x = (flax_kernels.max_pool(x, size, step) if self.kernels
+                     else nn.max_pool(x, (size, size), strides=(step, step)))
             elif isinstance(layer, Flatten):
                 x = x.reshape((x.shape[0], -1))  # H, W, C order: layout.py permutes the next dense's rows
             elif isinstance(layer, Dense):
@@ -73,7 +78,7 @@ def _loss(model: Net, params, x, y):
 
 
 def _optimizer(config: OptimizerConfig, dtype) -> optax.GradientTransformation:
-    """optax chain matching torch.optim; lr is injected state so set_lr never recompiles."""
+    """optax chain matching torch.optim; lr is optax.inject_hyperparams state, so set_lr never recompiles."""
     if config.name == "sgd":
         # optax.trace is t = g + mu * t, then scale by -lr: torch's SGD with dampening=0.
         # momentum=None (not 0.0) skips the trace entirely, as torch does.
@@ -94,14 +99,27 @@ class FlaxBackend(Backend):
 
     name = "flax"
     framework = "flax"
-    modes = ("step", "scan")
+    modes = ("step", "scan", "step-tuned", "scan-tuned")
+    # What each mode changes relative to stock flax, in plain words: the stock modes are what a flax user
+    # writes, the "-tuned" ones add what fwbench wrote around XLA's CPU backend.
+    MODE_NOTES: ClassVar[dict[str, str]] = {
+        "step": "stock flax.linen (nn.Conv, nn.max_pool) and optax; one jax.jit step per batch, "
+                "parameters and optimizer state donated, the learning rate a traced argument",
+        "scan": "stock layers as in step; the epoch resident on the device and each stretch of steps "
+                "one compiled lax.fori_loop (backends/flax_scan.py)",
+        "step-tuned": "step with fwbench's custom VJPs for the conv weight gradient and the 2x2 max-pool "
+                      "backward (backends/flax_kernels.py); the same gradients up to float rounding",
+        "scan-tuned": "scan with fwbench's custom VJPs for the conv weight gradient and the 2x2 max-pool "
+                      "backward (backends/flax_kernels.py); the same gradients up to float rounding",
+    }
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0, mode: str | None = None):
         """Build the model; params=None asks for flax's default init (lecun_normal, zeros), seeded."""
         check_device(type(self), device)
         self.mode = check_mode(type(self), mode)
-        self.fused = self.mode == "scan"
+        self.fused = self.mode.startswith("scan")
+        self.kernels = self.mode.endswith("-tuned")
         if dtype not in DTYPES:
             raise BackendError(f"flax backend: unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
         if dtype == "float64":
@@ -110,7 +128,7 @@ class FlaxBackend(Backend):
             jax.config.update("jax_enable_x64", True)
         self.spec, self.dtype, self.device = spec, DTYPES[dtype], device
         self._dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
-        self.model = Net(spec, self.dtype)
+        self.model = Net(spec, self.dtype, self.kernels)
         dummy = jnp.zeros((1, *spec.input[1:], spec.input[0]), self.dtype)  # one NHWC sample
         init = partial(self.model.init, jax.random.PRNGKey(seed), dummy)
         # Shapes come from tracing alone; running init compiles the RNG (seconds), so only native init does.
@@ -180,7 +198,8 @@ class FlaxBackend(Backend):
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
-        # Donating params and state lets XLA update them in place, as torch.optim does.
+        # Donating params and state lets XLA update them in place, as torch.optim does; JAX's docs give
+        # donate_argnums for this very train-step pattern, so the stock modes keep it too.
         self._step = jax.jit(step, donate_argnums=(0, 1))
         self._scan, self._ragged = flax_scan.fuse(step), flax_scan.ragged_step(step)
 

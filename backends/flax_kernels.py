@@ -5,6 +5,8 @@ convolution with its naive loop emitter (about 18x slower than outside a loop), 
 select-and-scatter backward is most of a cnn step in either mode. Both rewrites compute the same
 numbers: the weight gradient is the same convolution, arranged the way XLA hands it to Eigen, and
 the pooling gradient goes to the first maximum of each window, the rule torch and XLA both follow.
+
+Only the flax backend's "-tuned" modes use them; its stock modes keep flax's own ops, as a flax user would.
 """
 from __future__ import annotations
 

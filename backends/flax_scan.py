@@ -1,4 +1,4 @@
-"""Flax's `scan` mode: an epoch's data resident on the device, its steps fused into one compiled loop per call."""
+"""Flax's fused modes (scan, scan-tuned): an epoch's data resident on the device, its steps one compiled loop."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU suite for the device machine: fwbench bench --suite gpu, then the plain loops' epochs and the
 # harness overhead on cuda. Everything lands in OUTDIR; commit it under results/<card>/.
-# Usage: FWBENCH_DATA=<dir of MNIST IDX files> bash benchmarks/gpu_bench.sh OUTDIR [suite|plain|all]
-# (each part fits one 10-minute device call; "all", the default, runs both).
+# Usage: FWBENCH_DATA=<dir of MNIST IDX files> bash benchmarks/gpu_bench.sh OUTDIR [suite|checks|plain|all]
+# (each part fits one 10-minute device call; "all", the default, runs every part).
 set -uo pipefail
-out=${1:?usage: gpu_bench.sh OUTDIR [suite|plain|all]}
+out=${1:?usage: gpu_bench.sh OUTDIR [suite|checks|plain|all]}
 part=${2:-all}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
@@ -12,13 +12,20 @@ python3 -m harness backends | tee -a "$out/gpu.txt"
 if [[ $part == suite || $part == all ]]; then
   python3 -c "import cupy; print('cupy', cupy.__version__)" 2>&1 | tail -n 1 | tee -a "$out/gpu.txt"
   # Without CuPy the numpy cells record why they cannot use cuda; the rest of the suite runs.
-  python3 -m harness bench --suite gpu --out "$out"
+  # The conformance kit per mode runs in the checks part, so the timing fits one call; rows show it as not run.
+  python3 -m harness bench --suite gpu --no-conformance --out "$out"
   python3 -m harness report "$out"/bench-gpu-*.json --out "$out/report.md"
+fi
+if [[ $part == checks || $part == all ]]; then
+  for name in torch torch@compile torch@cudagraphs flax flax@scan flax@scan-tuned; do
+    python3 -m harness conformance "$name" --device cuda --json > "$out/conformance-$name.json"
+  done
 fi
 if [[ $part == plain || $part == all ]]; then
   # The issue's reference figures are epochs of plain loops: torch eager, flax per step, flax scan.
   python3 benchmarks/plain_torch.py --device cuda --epochs 2 | tee "$out/plain_torch_epochs.jsonl"
   python3 benchmarks/plain_flax.py --device cuda --epochs 2 | tee "$out/plain_flax_epochs.jsonl"
-  python3 benchmarks/plain_flax_scan.py --device cuda --epochs 2 | tee "$out/plain_flax_scan_epochs.jsonl"
-  python3 benchmarks/overhead.py --device cuda --frameworks torch,flax,flax@scan --rounds 3 --steps 200 --out "$out"
+  python3 benchmarks/plain_flax.py --device cuda --epochs 2 --kernels | tee -a "$out/plain_flax_epochs.jsonl"
+  python3 benchmarks/plain_flax_scan.py --device cuda --epochs 2 --kernels | tee "$out/plain_flax_scan_epochs.jsonl"
+  python3 benchmarks/overhead.py --device cuda --frameworks torch,flax,flax@scan-tuned --rounds 3 --steps 200 --out "$out"
 fi

@@ -1,6 +1,7 @@
 """fwbench's step time over a hand-written loop's: same batches and lrs, rounds alternating in one process.
 
-Usage: python benchmarks/overhead.py [--frameworks torch,flax] [--rounds 3] [--steps 200] [--json] [--out results/]
+Usage: python benchmarks/overhead.py [--frameworks torch,flax,flax@scan-tuned] [--rounds 3] [--steps 200] [--json]
+       [--out results/]
 """
 from __future__ import annotations
 
@@ -26,8 +27,12 @@ from harness.data import batch_order, load_mnist, normalize
 from harness.provenance import git_commit, machine
 from harness.session import make_backend
 
-# fwbench backend (NAME@MODE): the module of the hand-written loop it is compared with
-FRAMEWORKS = {"torch": "plain_torch", "flax": "plain_flax", "flax@scan": "plain_flax_scan"}
+# fwbench backend (NAME@MODE): the hand-written loop it is compared with, and that loop's options. Like with
+# like: stock flax modes against stock loops, "-tuned" ones against loops with fwbench's kernels.
+FRAMEWORKS = {"torch": ("plain_torch", {}),
+              "flax": ("plain_flax", {}), "flax@step-tuned": ("plain_flax", {"kernels": True}),
+              "flax@scan": ("plain_flax_scan", {}), "flax@scan-tuned": ("plain_flax_scan", {"kernels": True})}
+DEFAULT = ("torch", "flax", "flax@scan-tuned")
 
 
 def recipe_batches(count: int, seed: int, batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -44,10 +49,11 @@ def recipe_batches(count: int, seed: int, batch_size: int) -> list[tuple[np.ndar
 
 def plain_side(framework: str, batches: list, lrs: list[float], warmup: int, steps: int, device: str) -> dict:
     """The hand-written loop, from a fresh model."""
-    module = __import__(FRAMEWORKS[framework])
-    if framework == "flax@scan":  # it makes its own resident batches, the same first `steps` of the recipe
-        return module.time_steps(steps, warmup, seed=0, batch_size=len(batches[0][1]), device=device)
-    return plain_timer.time_steps(module.ready_step(batches, lrs, seed=0, device=device), steps, warmup)
+    name, options = FRAMEWORKS[framework]
+    module = __import__(name)
+    if name == "plain_flax_scan":  # it makes its own resident batches, the same first `steps` of the recipe
+        return module.time_steps(steps, warmup, seed=0, batch_size=len(batches[0][1]), device=device, **options)
+    return plain_timer.time_steps(module.ready_step(batches, lrs, seed=0, device=device, **options), steps, warmup)
 
 
 def fwbench_side(framework: str, batches: list, lrs: list[float], warmup: int, steps: int, device: str) -> dict:
@@ -108,7 +114,8 @@ def write(out: Path, overhead: dict, doc: dict) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help=f"comma-separated: {','.join(FRAMEWORKS)}")
+    p.add_argument("--frameworks", default=",".join(DEFAULT),
+                   help=f"comma-separated, of {','.join(FRAMEWORKS)} (default {','.join(DEFAULT)})")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=200, help="timed steps per side per round")
     p.add_argument("--warmup", type=int, default=10)

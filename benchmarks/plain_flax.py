@@ -1,10 +1,14 @@
 """The reference cnn trained by a hand-written Flax + optax loop: the baseline for overhead.py.
 
-Its only fwbench import is backends.flax_kernels, the two ops with exact custom gradients that fwbench's
-flax backend uses on every device, so that a comparison measures the harness around the same ops.
+Stock flax.linen by default, like fwbench's `flax`. With --kernels it takes fwbench's custom VJPs from
+backends.flax_kernels (its only fwbench import), like the "-tuned" modes, so that each comparison
+measures the harness around the same ops.
+
+Usage: python benchmarks/plain_flax.py [--kernels] [plain_cli's options: --steps, --epochs, --device, ...]
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -31,12 +35,13 @@ HIGHEST = jax.lax.Precision.HIGHEST
 
 class CNN(nn.Module):
     """conv 32 3x3 valid -> relu -> maxpool 2 -> flatten -> dense 10, on NHWC images."""
+    kernels: bool = False  # fwbench's custom VJPs for the conv and the pool instead of flax's stock ops
 
     @nn.compact
     def __call__(self, x):
-        x = nn.relu(nn.Conv(32, (3, 3), padding="VALID", precision=HIGHEST,
-                            conv_general_dilated=flax_kernels.conv_general_dilated)(x))
-        x = flax_kernels.max_pool(x, 2, 2)
+        conv = flax_kernels.conv_general_dilated if self.kernels else None  # None: nn.Conv's own default
+        x = nn.relu(nn.Conv(32, (3, 3), padding="VALID", precision=HIGHEST, conv_general_dilated=conv)(x))
+        x = flax_kernels.max_pool(x, 2, 2) if self.kernels else nn.max_pool(x, (2, 2), strides=(2, 2))
         return nn.Dense(10, precision=HIGHEST)(x.reshape((x.shape[0], -1)))
 
 
@@ -45,9 +50,9 @@ def device_of(device: str) -> jax.Device:
     return jax.devices("gpu" if device == "cuda" else "cpu")[0]
 
 
-def build(seed: int = 0, device: str = "cpu"):
+def build(seed: int = 0, device: str = "cpu", kernels: bool = False):
     """Flax's default init seeded, Adam state with an injectable learning rate, and the jitted step."""
-    model = CNN()
+    model = CNN(kernels)
     tx = optax.inject_hyperparams(optax.adam, hyperparam_dtype=jnp.float32)(
         learning_rate=plain_data.LR, b1=0.9, b2=0.999, eps=1e-8)
     with jax.default_device(device_of(device)):
@@ -89,18 +94,19 @@ def make_step(params, opt_state, train_step, batches, lrs: list[float]) -> tuple
 
 
 def ready_step(batches: list[tuple[np.ndarray, np.ndarray]], lrs: list[float], seed: int = 0,
-               device: str = "cpu") -> Callable[[int], jax.Array]:
+               device: str = "cpu", kernels: bool = False) -> Callable[[int], jax.Array]:
     """A fresh model's step(i) over these NumPy batches and lrs, the batches already on the device."""
     on_device = to_device(batches, device)
-    _, params, opt_state, train_step = build(seed, device)
+    _, params, opt_state, train_step = build(seed, device, kernels)
     return make_step(params, opt_state, train_step, on_device, lrs)[0]
 
 
-def time_steps(steps: int, warmup: int, seed: int = 0, batch_size: int = 64, device: str = "cpu") -> dict:
+def time_steps(steps: int, warmup: int, seed: int = 0, batch_size: int = 64, device: str = "cpu",
+               kernels: bool = False) -> dict:
     """Time training steps of the recipe from a fresh model; batches are on the device before the clock starts."""
     n = 1 + warmup + steps
-    step = ready_step(plain_data.first_batches(n, seed, batch_size), plain_data.cosine_lrs(n, batch_size), seed, device)
-    return plain_timer.time_steps(step, steps, warmup)
+    batches, lrs = plain_data.first_batches(n, seed, batch_size), plain_data.cosine_lrs(n, batch_size)
+    return plain_timer.time_steps(ready_step(batches, lrs, seed, device, kernels), steps, warmup)
 
 
 def accuracy(model: CNN, params, x: np.ndarray, y: np.ndarray, device: str) -> float:
@@ -113,13 +119,13 @@ def accuracy(model: CNN, params, x: np.ndarray, y: np.ndarray, device: str) -> f
     return hits / len(x)
 
 
-def train(epochs: int, seed: int = 0, batch_size: int = 64, device: str = "cpu") -> None:
+def train(epochs: int, seed: int = 0, batch_size: int = 64, device: str = "cpu", kernels: bool = False) -> None:
     """The recipe for `epochs` epochs, printing each epoch's loss, training seconds and test accuracy."""
     data = plain_data.load_mnist()
     images, test_x = plain_data.normalize(data["train_x"]), plain_data.normalize(data["test_x"])
     per_epoch = math.ceil(len(images) / batch_size)
     lrs = plain_data.cosine_lrs(epochs * per_epoch, batch_size, epochs)
-    model, params, opt_state, train_step = build(seed, device)
+    model, params, opt_state, train_step = build(seed, device, kernels)
     for epoch in range(epochs):
         batches = to_device(plain_data.epoch_batches(images, data["train_y"], seed, epoch, batch_size), device)
         step, get_state = make_step(params, opt_state, train_step, batches, lrs[epoch * per_epoch:])
@@ -132,6 +138,17 @@ def train(epochs: int, seed: int = 0, batch_size: int = 64, device: str = "cpu")
                           "test_accuracy": accuracy(model, params, test_x, data["test_y"], device)}), flush=True)
 
 
+def main(name: str, time_steps: Callable[..., dict], train: Callable[..., None]) -> int:
+    """plain_cli's command line plus --kernels, which only the flax loops take."""
+    p = argparse.ArgumentParser(add_help=False)  # --help falls through to plain_cli's parser
+    p.add_argument("--kernels", action="store_true")
+    args, rest = p.parse_known_args()
+    if args.kernels:  # the name lands in the JSON line's "loop", so a result says which ops it ran
+        name = f"{name} + fwbench kernels"
+        time_steps, train = partial(time_steps, kernels=True), partial(train, kernels=True)
+    version = f"flax {flax.__version__} / jax {jax.__version__} / optax {optax.__version__}"
+    return plain_cli.main(name, version, time_steps, train, rest)
+
+
 if __name__ == "__main__":
-    sys.exit(plain_cli.main("flax", f"flax {flax.__version__} / jax {jax.__version__} / optax {optax.__version__}",
-                            time_steps, train))
+    sys.exit(main("flax", time_steps, train))

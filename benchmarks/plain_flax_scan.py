@@ -1,7 +1,8 @@
 """The reference cnn in hand-written Flax with each epoch fused into one lax.scan: the baseline for flax@scan.
 
 The epoch's images and labels go to the device once; the scan walks rows of batch indices, so no
-batch is ever copied on the host, and parameters and moments are donated to it.
+batch is ever copied on the host, and parameters and moments are donated to it. Stock flax ops by
+default; --kernels takes fwbench's custom VJPs, the baseline for flax@scan-tuned (see plain_flax.py).
 """
 from __future__ import annotations
 
@@ -11,20 +12,17 @@ import sys
 import time
 from functools import partial
 
-import flax
 import jax
 import numpy as np
-import optax
 
-import plain_cli
 import plain_data
 import plain_flax
 import plain_timer
 
 
-def build_scan(seed: int = 0, device: str = "cpu"):
+def build_scan(seed: int = 0, device: str = "cpu", kernels: bool = False):
     """The plain step of plain_flax, and a jitted scan of it over rows of indices into resident data."""
-    model, params, opt_state, train_step = plain_flax.build(seed, device)
+    model, params, opt_state, train_step = plain_flax.build(seed, device, kernels)
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def run(params, opt_state, x, y, rows, lrs):
@@ -49,13 +47,13 @@ def resident(images: np.ndarray, labels: np.ndarray, order: list[np.ndarray], de
 
 
 def time_steps(steps: int, warmup: int, seed: int = 0, batch_size: int = 64, device: str = "cpu",
-               calls: int = 5) -> dict:
+               calls: int = 5, kernels: bool = False) -> dict:
     """A compiling call of `steps` steps, then `calls` timed calls of as many; per-step median and IQR."""
     batches = plain_data.first_batches(steps, seed, batch_size)
     x, y = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
     xd, yd, rows, _ = resident(x, y, [np.arange(i * batch_size, (i + 1) * batch_size) for i in range(steps)], device)
     lrs = jax.device_put(np.asarray(plain_data.cosine_lrs(steps, batch_size), np.float32), plain_flax.device_of(device))
-    _, params, opt_state, _, run = build_scan(seed, device)
+    _, params, opt_state, _, run = build_scan(seed, device, kernels)
     state = [params, opt_state]
 
     def call(_: int) -> None:
@@ -66,13 +64,13 @@ def time_steps(steps: int, warmup: int, seed: int = 0, batch_size: int = 64, dev
             "steps": steps, "steps_per_call": steps}
 
 
-def train(epochs: int, seed: int = 0, batch_size: int = 64, device: str = "cpu") -> None:
+def train(epochs: int, seed: int = 0, batch_size: int = 64, device: str = "cpu", kernels: bool = False) -> None:
     """The recipe for `epochs` epochs, one scan per epoch (plus the short last batch), printing each epoch."""
     data = plain_data.load_mnist()
     images, test_x = plain_data.normalize(data["train_x"]), plain_data.normalize(data["test_x"])
     per_epoch = math.ceil(len(images) / batch_size)
     lrs = np.asarray(plain_data.cosine_lrs(epochs * per_epoch, batch_size, epochs), np.float32)
-    model, params, opt_state, train_step, run = build_scan(seed, device)
+    model, params, opt_state, train_step, run = build_scan(seed, device, kernels)
     for epoch in range(epochs):
         order = plain_data.batch_order(len(images), batch_size, seed, epoch)
         x, y, rows, short = resident(plain_data.shift(images, seed, epoch), data["train_y"], order, device)
@@ -91,5 +89,4 @@ def train(epochs: int, seed: int = 0, batch_size: int = 64, device: str = "cpu")
 
 
 if __name__ == "__main__":
-    sys.exit(plain_cli.main("flax scan", f"flax {flax.__version__} / jax {jax.__version__} / optax {optax.__version__}",
-                            time_steps, train))
+    sys.exit(plain_flax.main("flax scan", time_steps, train))

@@ -37,14 +37,15 @@ def test_canonical_round_trip_is_exact(name, dtype):
         assert got[k].dtype == np.dtype(dtype) and np.array_equal(got[k], p[k]), k
 
 
+@pytest.mark.parametrize("mode", ["step", "step-tuned"])  # stock flax ops, and fwbench's kernels
 @pytest.mark.parametrize("name,tied", [("tinycnn", False), ("wide", False), ("wide", True), ("cnn", True)])
-def test_forward_loss_and_grads_match_torch(name, tied):
+def test_forward_loss_and_grads_match_torch(name, tied, mode):
     spec = SPECS[name]
     p = init_params(spec, 0, "float64")
     x, y = batch(spec)
     if tied:
         x, y, p = ties(spec, p)
-    t, f = torch_backend()(spec, p, dtype="float64"), FlaxBackend(spec, p, dtype="float64")
+    t, f = torch_backend()(spec, p, dtype="float64"), FlaxBackend(spec, p, dtype="float64", mode=mode)
     assert relerr(f.forward(x), t.forward(x)) <= 1e-10
     (lt, gt), (lf, gf) = t.loss_and_grads(x, y), f.loss_and_grads(x, y)
     assert lf == pytest.approx(lt, rel=1e-10)

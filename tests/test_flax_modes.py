@@ -1,4 +1,4 @@
-"""Flax's step and scan modes train identically, and its rewritten gradients equal XLA's own."""
+"""Flax's step and scan modes train identically, stock or tuned, and its rewritten gradients equal XLA's own."""
 import numpy as np
 import pytest
 
@@ -12,8 +12,9 @@ from backends import flax_kernels  # noqa: E402
 from backends.base import BackendError, OptimizerConfig  # noqa: E402
 from backends.flax_backend import FlaxBackend  # noqa: E402
 from harness.data import batch_order  # noqa: E402
+from harness.ties import tie_case  # noqa: E402
 from models.params import init_params  # noqa: E402
-from specs import SPECS, batch  # noqa: E402
+from specs import SPECS, batch, relerr  # noqa: E402
 
 
 def trained(spec, mode: str, n: int, size: int, cuts: list[int]) -> tuple[dict, np.ndarray]:
@@ -29,11 +30,12 @@ def trained(spec, mode: str, n: int, size: int, cuts: list[int]) -> tuple[dict, 
     return b.get_params(), np.concatenate(losses)
 
 
+@pytest.mark.parametrize("step,scan", [("step", "scan"), ("step-tuned", "scan-tuned")])
 @pytest.mark.parametrize("name", ["tinycnn", "wide"])
-def test_scan_trains_exactly_like_step_with_a_short_last_batch(name):
+def test_scan_trains_exactly_like_step_with_a_short_last_batch(name, step, scan):
     spec = SPECS[name]
-    step_params, step_losses = trained(spec, "step", 27, 4, [])          # 6 full batches and one of 3
-    scan_params, scan_losses = trained(spec, "scan", 27, 4, [2, 5])      # segments 0-2, 2-5, 5-7
+    step_params, step_losses = trained(spec, step, 27, 4, [])          # 6 full batches and one of 3
+    scan_params, scan_losses = trained(spec, scan, 27, 4, [2, 5])      # segments 0-2, 2-5, 5-7
     assert len(scan_losses) == 7
     np.testing.assert_allclose(scan_losses, step_losses, rtol=1e-12)
     for k in step_params:
@@ -41,13 +43,32 @@ def test_scan_trains_exactly_like_step_with_a_short_last_batch(name):
     assert not np.allclose(scan_params["0.weight"], init_params(spec, 0, "float64")["0.weight"])
 
 
+@pytest.mark.parametrize("name", ["tinycnn", "cnn", "wide"])
+@pytest.mark.parametrize("tied", [False, True])
+def test_stock_and_tuned_give_the_same_loss_and_gradients(name, tied):
+    spec = SPECS[name]
+    x, y = batch(spec)
+    p = init_params(spec, 0, "float64")
+    if tied:  # relu zeros and max-pool ties: the kernels route them as flax's stock pool does
+        x, y, p = tie_case(spec, p, 4, 0)
+    (ls, gs), (lt, gt) = (FlaxBackend(spec, p, dtype="float64", mode=m).loss_and_grads(x, y)
+                          for m in ("step", "step-tuned"))
+    assert lt == pytest.approx(ls, rel=1e-14)
+    for k in gs:
+        assert relerr(gt[k], gs[k]) <= 1e-12, k
+
+
 def test_modes_are_declared_and_checked():
     spec = SPECS["tinycnn"]
-    assert FlaxBackend.modes == ("step", "scan")
+    assert FlaxBackend.modes == ("step", "scan", "step-tuned", "scan-tuned")
+    assert set(FlaxBackend.MODE_NOTES) == set(FlaxBackend.modes)
+    assert all(note and "\n" not in note for note in FlaxBackend.MODE_NOTES.values())
     default = FlaxBackend(spec, init_params(spec, 0))
-    assert (default.mode, default.fused) == ("step", False)
-    assert FlaxBackend(spec, init_params(spec, 0), mode="scan").fused
-    with pytest.raises(BackendError, match="no mode 'graph'; choose one of step, scan"):
+    assert (default.mode, default.fused, default.kernels) == ("step", False, False)
+    for mode, fused, kernels in [("scan", True, False), ("step-tuned", False, True), ("scan-tuned", True, True)]:
+        b = FlaxBackend(spec, init_params(spec, 0), mode=mode)
+        assert (b.fused, b.kernels, b.model.kernels) == (fused, kernels, kernels), mode
+    with pytest.raises(BackendError, match="no mode 'graph'; choose one of step, scan, step-tuned, scan-tuned"):
         FlaxBackend(spec, init_params(spec, 0), mode="graph")
 
 
@@ -110,18 +131,23 @@ def test_max_pool_gradient_goes_to_the_first_maximum_like_xla(shape, size, step)
     assert np.array_equal(got, want)
 
 
-def test_the_model_uses_the_rewritten_gradients():
+@pytest.mark.parametrize("mode,custom", [("step", 0), ("scan", 0), ("step-tuned", 2), ("scan-tuned", 2)])
+def test_only_tuned_modes_use_the_rewritten_gradients(mode, custom):
     spec = SPECS["cnn"]
-    b = FlaxBackend(spec, init_params(spec, 0))
+    b = FlaxBackend(spec, init_params(spec, 0), mode=mode)
     x = np.zeros((2, 28, 28, 1), np.float32)
     jaxpr = str(jax.make_jaxpr(lambda p: jax.grad(lambda q: b.model.apply({"params": q}, x).sum())(p))(b.params))
-    assert jaxpr.count("custom_vjp_call") == 2  # the conv and the pool, not a silent fallback to stock ops
+    # Tuned: the conv and the pool, not a silent fallback to stock ops. Stock: flax's own ops, whose
+    # pool backward is XLA's select_and_scatter_add.
+    assert jaxpr.count("custom_vjp_call") == custom
+    assert ("select_and_scatter_add" in jaxpr) == (custom == 0)
 
 
-def test_scan_compiles_once_for_stretches_of_every_length():
+@pytest.mark.parametrize("mode", ["scan", "scan-tuned"])
+def test_scan_compiles_once_for_stretches_of_every_length(mode):
     spec = SPECS["tinycnn"]
     x, y = batch(spec, 30)
-    b = FlaxBackend(spec, init_params(spec, 0), mode="scan")
+    b = FlaxBackend(spec, init_params(spec, 0), mode=mode)
     b.init_optimizer(OptimizerConfig("adam", lr=1e-3))
     epoch = b.prepare_epoch(x, y, batch_order(30, 4, 0, 0))  # 7 full batches and a short one
     for a, z in [(0, 3), (3, 5), (5, 8)]:
