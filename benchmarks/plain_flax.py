@@ -8,7 +8,6 @@ Usage: python benchmarks/plain_flax.py [--kernels] [plain_cli's options: --steps
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -139,15 +138,9 @@ def train(epochs: int, seed: int = 0, batch_size: int = 64, device: str = "cpu",
 
 
 def main(name: str, time_steps: Callable[..., dict], train: Callable[..., None]) -> int:
-    """plain_cli's command line plus --kernels, which only the flax loops take."""
-    p = argparse.ArgumentParser(add_help=False)  # --help falls through to plain_cli's parser
-    p.add_argument("--kernels", action="store_true")
-    args, rest = p.parse_known_args()
-    if args.kernels:  # the name lands in the JSON line's "loop", so a result says which ops it ran
-        name = f"{name} + fwbench kernels"
-        time_steps, train = partial(time_steps, kernels=True), partial(train, kernels=True)
+    """plain_cli's command line, with --kernels."""
     version = f"flax {flax.__version__} / jax {jax.__version__} / optax {optax.__version__}"
-    return plain_cli.main(name, version, time_steps, train, rest)
+    return plain_cli.main(name, version, time_steps, train, kernels=True)
 
 
 if __name__ == "__main__":
