@@ -8,9 +8,11 @@ import importlib.util
 from dataclasses import dataclass
 
 from backends.base import Backend, BackendError, OptimizerConfig, check_mode
+from models.params import Params
+from models.spec import ModelSpec
 
 __all__ = ["Backend", "BackendError", "BrokenBackend", "MissingDependency", "OptimizerConfig", "BUILTIN", "Entry",
-           "GROUP", "entries", "load", "missing", "names", "source", "split"]
+           "GROUP", "build", "entries", "load", "missing", "names", "source", "split"]
 
 class MissingDependency(BackendError):
     """A backend's framework or one of its modules is not installed."""
@@ -107,6 +109,13 @@ def load(name: str) -> type[Backend]:
         raise BrokenBackend(f"backend '{name}': {entry.target} is not a subclass of backends.base.Backend")
     check_mode(cls, mode)
     return cls
+
+
+def build(name: str, spec: ModelSpec, params: Params | None, *, device: str, dtype: str, seed: int = 0) -> Backend:
+    """An instance of "NAME", "NAME@MODE" or "module.path:ClassName[@MODE]", in the named mode; BackendError if not."""
+    cls, mode = load(name), split(name)[1]
+    # Only a named mode is passed on, so a backend without modes keeps the plain constructor.
+    return cls(spec, params, device=device, dtype=dtype, seed=seed, **({"mode": mode} if mode else {}))
 
 
 def _is_path(name: str) -> bool:

@@ -145,8 +145,10 @@ class TorchBackend(Backend):
         params = list(self.model.parameters())
         compiled = self.mode in ("compile", "cudagraphs")
         lr = lr_tensor(config.lr, self._dev) if compiled else config.lr
-        # cudagraphs: state and step count stay on the GPU, so a captured update never reads the host.
-        graphable = {"capturable": True} if self.mode == "cudagraphs" else {}
+        # cudagraphs: state and step count stay on the GPU, so a captured update never reads the host. compile on
+        # cuda too: torch.compile sets it itself for an optimizer without state, but prime_state creates the
+        # state before the first compiled step.
+        graphable = {"capturable": True} if compiled and self._dev.type == "cuda" else {}
         if config.name == "sgd":
             self.opt = torch.optim.SGD(params, lr=lr, momentum=config.momentum)
         elif config.name == "adam":

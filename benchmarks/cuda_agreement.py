@@ -1,4 +1,8 @@
-"""First-step float64 loss and gradients of torch and flax on cuda against the NumPy engine on cpu."""
+"""First-step float64 loss and gradients of torch and flax (or the NAME@MODE backends given) on cuda against the
+NumPy engine on cpu.
+
+Usage: python benchmarks/cuda_agreement.py [NAME[@MODE] ...]    # default: torch flax
+"""
 import json
 import sys
 
@@ -9,16 +13,16 @@ import models
 from models.params import init_params
 
 
-def main() -> int:
+def main(names: list[str]) -> int:
     worst = {}
     for model in ("tinycnn", "cnn", "mlp"):
         spec = models.get(model)
         params = init_params(spec, 0, "float64")
         rng = np.random.default_rng(1)
         x, y = rng.normal(size=(16, *spec.input)), rng.integers(0, spec.classes, 16)
-        ref_loss, ref = backends.load("numpy")(spec, params, dtype="float64").loss_and_grads(x, y)
-        for name in ("torch", "flax"):
-            loss, grads = backends.load(name)(spec, params, device="cuda", dtype="float64").loss_and_grads(x, y)
+        ref_loss, ref = backends.build("numpy", spec, params, device="cpu", dtype="float64").loss_and_grads(x, y)
+        for name in names:
+            loss, grads = backends.build(name, spec, params, device="cuda", dtype="float64").loss_and_grads(x, y)
             errs = [np.linalg.norm(grads[k] - ref[k]) / np.linalg.norm(ref[k]) for k in ref]
             worst[f"{model}/{name}"] = {"loss_rel": abs(loss - ref_loss) / abs(ref_loss), "grad_rel": max(errs)}
     print(json.dumps(worst, indent=1))
@@ -26,4 +30,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:] or ["torch", "flax"]))

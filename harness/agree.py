@@ -32,7 +32,8 @@ def grad_tol(dtype: str, batch: int) -> float:
 @dataclass
 class Run:
     """One backend's answers on the shared batch."""
-    name: str
+    name: str           # as given: "torch@compile", "numpy", "module.path:Class"
+    mode: str | None    # the mode the instance was built in (the default when none was named)
     loss: float
     logits: np.ndarray
     grads: Params
@@ -52,20 +53,20 @@ def pairs(names: list[str]) -> list[tuple[str, str]]:
     return [(n, REFERENCE) for n in names] + list(combinations(names, 2))
 
 
-def evaluate(cls: type[Backend], spec: ModelSpec, params: Params, x, y, *, dtype: str, device: str) -> Run:
-    """Loss, logits and canonical gradients of one backend at the given weights."""
-    backend = cls(spec, {k: v.astype(dtype) for k, v in params.items()}, device=device, dtype=dtype)
+def evaluate(name: str, spec: ModelSpec, params: Params, x, y, *, dtype: str, device: str) -> Run:
+    """Loss, logits and canonical gradients of one backend ("NAME" or "NAME@MODE") at the given weights."""
+    backend = backends.build(name, spec, {k: v.astype(dtype) for k, v in params.items()}, device=device, dtype=dtype)
     xd = x.astype(dtype)
     loss, grads = backend.loss_and_grads(xd, y)
-    return Run(cls.name, float(loss), np.asarray(backend.forward(xd)), grads, device)
+    return Run(name, backend.mode, float(loss), np.asarray(backend.forward(xd)), grads, device)
 
 
 def one_step(spec: ModelSpec, names: list[str], params: Params, x: np.ndarray, y: np.ndarray, *,
              dtype: str, devices: dict[str, str]) -> StepReport:
     """Every backend's first-step loss, logits and gradients, compared pairwise and with the reference."""
-    runs = {REFERENCE: evaluate(backends.load("numpy"), spec, params, x, y, dtype="float64", device="cpu")}
+    runs = {REFERENCE: evaluate("numpy", spec, params, x, y, dtype="float64", device="cpu")}
     for name in names:
-        runs[name] = evaluate(backends.load(name), spec, params, x, y, dtype=dtype, device=devices[name])
+        runs[name] = evaluate(name, spec, params, x, y, dtype=dtype, device=devices[name])
     rows = ["logits", "loss", *spec.param_shapes()]
     table: dict[str, dict[str, dict]] = {row: {} for row in rows}
     for a, b in pairs(names):
@@ -104,10 +105,10 @@ class Trajectory:
 def trajectory(spec: ModelSpec, names: list[str], params: Params, batches, config: OptimizerConfig, *,
                dtype: str, devices: dict[str, str]) -> Trajectory:
     """Train every backend and the reference in lockstep on the same batches; record where they drift."""
-    instances: dict[str, Backend] = {REFERENCE: backends.load("numpy")(spec, params, dtype="float64")}
+    instances: dict[str, Backend] = {REFERENCE: backends.build("numpy", spec, params, device="cpu", dtype="float64")}
     for name in names:
         cast = {k: v.astype(dtype) for k, v in params.items()}
-        instances[name] = backends.load(name)(spec, cast, device=devices[name], dtype=dtype)
+        instances[name] = backends.build(name, spec, cast, device=devices[name], dtype=dtype)
     for backend in instances.values():
         backend.init_optimizer(config)
     losses: dict[str, list[float]] = {n: [] for n in instances}

@@ -72,15 +72,16 @@ def agree(args) -> int:
     if args.check == "fd":
         return fd(spec, params, x, y, doc, args)
     from harness import ties
-    conventions = {n: ties.probe(cls, devices[n]) for n, cls in classes.items()}
+    conventions = {n: ties.probe(n, devices[n]) for n in names}
     if args.ties:
         x, y, params = ties.tie_case(spec, params, len(y), args.seed)
         doc["ties_hit"] = ties.count_ties(spec, params, x)
         doc["data"] = "constructed ties: 0/1 inputs, weights on a 1/4 grid, zero biases"
     report = ag.one_step(spec, names, params, x, y, dtype=args.dtype, devices=devices)
     breaches, at_ties = split_ties(ag.check(report, doc['tolerance']['grad_rel_l2'], args.dtype), conventions, args.ties)
-    doc["backends"] = {n: {"version": classes[n].version(), "device": devices[n], "numerics": numerics[n],
-                           "ties": conventions[n], "loss": report.runs[n].loss} for n in names}
+    doc["backends"] = {n: {"version": classes[n].version(), "mode": report.runs[n].mode, "device": devices[n],
+                           "numerics": numerics[n], "ties": conventions[n], "loss": report.runs[n].loss}
+                       for n in names}
     doc["reference"] = {"backend": "numpy", "dtype": "float64", "loss": report.runs[ag.REFERENCE].loss}
     doc["table"] = report.table
     doc["worst"] = {m: list(ag.worst(report, m)) for m in ("max_abs", "rel_l2", "rho", "cosine")}
@@ -105,12 +106,12 @@ def agree(args) -> int:
 
 
 def usable(classes: dict, spec, args) -> tuple[dict, list[str]]:
-    """The backends that accept this spec, dtype and device, and a note for each one that refuses."""
+    """The backends that accept this spec, dtype, device and mode, and a note for each one that refuses."""
     params = init_params(spec, args.seed, args.dtype)
     kept, notes = {}, []
     for name, cls in classes.items():
         try:
-            cls(spec, params, device=resolve_device(cls, args.device), dtype=args.dtype)
+            backends.build(name, spec, params, device=resolve_device(cls, args.device), dtype=args.dtype)
             kept[name] = cls
         except BackendError as e:
             notes.append(f"{name} skipped: {e}")
@@ -132,7 +133,7 @@ def split_ties(breaches: list[tuple[str, str]], conventions: dict[str, dict],
 
 def _numpy_conventions() -> dict:
     from harness import ties
-    return ties.probe(backends.load("numpy"), "cpu")
+    return ties.probe("numpy", "cpu")
 
 
 def fd(spec, params, x, y, doc, args) -> int:
@@ -177,7 +178,8 @@ def header(doc: dict, names: list[str]) -> str:
     for n in names:
         b = doc["backends"][n]
         settings = ", ".join(f"{k}={v}" for k, v in b["numerics"].items()) or "-"
-        lines.append(f"  {n} ({b['version']}) on {b['device']}: loss {b['loss']:.10f}; {settings}")
+        mode = f", mode {b['mode']}" if b["mode"] else ""
+        lines.append(f"  {n} ({b['version']}{mode}) on {b['device']}: loss {b['loss']:.10f}; {settings}")
     lines.append("tie conventions (measured):")
     lines += view.ties_lines({n: doc["backends"][n]["ties"] for n in names})
     if "ties_hit" in doc:

@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
+import backends
 from backends.base import Backend
-from backends.numpy_backend import NumpyBackend
 from models.params import Params
 from models.spec import ModelSpec
 
 
 def fd_check(spec: ModelSpec, params: Params, x: np.ndarray, y: np.ndarray, samples: int = 4,
-             eps: float = 1e-6, seed: int = 0, cls: type[Backend] = NumpyBackend) -> dict[str, dict]:
+             eps: float = 1e-6, seed: int = 0, backend: str = "numpy", device: str = "cpu") -> dict[str, dict]:
     """Per parameter: sampled coords, analytic and numeric gradients there, and the worst relative error."""
-    # cls defaults to the NumPy engine; any backend that runs float64 can be checked the same way.
-    backend = cls(spec, params, dtype="float64")
-    _, analytic = backend.loss_and_grads(x, y)
+    # The NumPy engine by default; any backend ("NAME@MODE") that runs float64 can be checked the same way.
+    model = backends.build(backend, spec, params, device=device, dtype="float64")
+    _, analytic = model.loss_and_grads(x, y)
     base = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
     rng = np.random.default_rng(seed)
     result = {}
@@ -22,7 +22,7 @@ def fd_check(spec: ModelSpec, params: Params, x: np.ndarray, y: np.ndarray, samp
         flat = rng.choice(value.size, size=min(samples, value.size), replace=False)
         coords = [tuple(int(i) for i in np.unravel_index(f, value.shape)) for f in flat]
         a = [float(analytic[key][c]) for c in coords]
-        n = [_central(backend, base, key, c, x, y, eps) for c in coords]
+        n = [_central(model, base, key, c, x, y, eps) for c in coords]
         result[key] = {"coords": coords, "analytic": a, "numeric": n,
                        "worst_rel": max(_rel(ai, ni) for ai, ni in zip(a, n))}
     return result

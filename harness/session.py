@@ -32,12 +32,9 @@ def resolve_device(cls: type[Backend], device: str) -> str:
 
 def make_backend(name: str, spec: ModelSpec, *, device: str, dtype: str, seed: int, init: str) -> Backend:
     """A backend ("name" or "name@mode") built from the canonical weights of `seed`, or its native initialiser."""
-    cls = backends.load(name)
-    device = resolve_device(cls, device)
+    device = resolve_device(backends.load(name), device)
     params = init_params(spec, seed, dtype) if init == "canonical" else None
-    mode = backends.split(name)[1]
-    # Only a chosen mode is passed on, so a backend without modes keeps the plain constructor.
-    return cls(spec, params, device=device, dtype=dtype, seed=seed, **({"mode": mode} if mode else {}))
+    return backends.build(name, spec, params, device=device, dtype=dtype, seed=seed)
 
 
 def mnist_for(spec: ModelSpec, dtype: str, data_dir: str | None, limit: int | None = None) -> Dataset:

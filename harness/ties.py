@@ -6,8 +6,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+import backends
 import models
-from backends.base import Backend
 from backends.engine import Tensor, conv2d, dense, flatten, maxpool2d
 from models.params import Params
 from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
@@ -28,38 +28,38 @@ NAMED_ROUTES = {"first": [[1, 0], [0, 0]], "last": [[0, 0], [0, 1]],
                 "split": [[0.25, 0.25], [0.25, 0.25]], "all": [[1, 1], [1, 1]]}
 
 
-def probe(cls: type[Backend], device: str = "cpu", dtype: str = "float64") -> dict:
-    """{"relu_grad_at_zero": float, "maxpool_tie": "first"|"last"|"split"|"all"|"other: ..."} for a backend class."""
-    return {"relu_grad_at_zero": _relu_grad_at_zero(cls, device, dtype),
-            "maxpool_tie": _maxpool_tie(cls, device, dtype)}
+def probe(name: str, device: str = "cpu", dtype: str = "float64") -> dict:
+    """{"relu_grad_at_zero": float, "maxpool_tie": "first"|"last"|"split"|"all"|"other: ..."} for NAME[@MODE]."""
+    return {"relu_grad_at_zero": _relu_grad_at_zero(name, device, dtype),
+            "maxpool_tie": _maxpool_tie(name, device, dtype)}
 
 
-def _relu_grad_at_zero(cls: type[Backend], device: str, dtype: str) -> float:
+def _relu_grad_at_zero(name: str, device: str, dtype: str) -> float:
     """relu'(0), read off d(loss)/d(conv weight) when the pre-activation is exactly 0."""
     params = {"0.weight": np.zeros((1, 1, 1, 1)), "0.bias": np.zeros(1),
               "3.weight": READOUT.copy(), "3.bias": np.zeros(2)}
-    dw = _conv_weight_grad(cls, RELU_PROBE, params, device, dtype)
+    dw = _conv_weight_grad(name, RELU_PROBE, params, device, dtype)
     # d(loss)/dw = relu'(0) * upstream * x, with x = 1.
     return _readable(dw.item() / _upstream(0.0, params["3.weight"], params["3.bias"]))
 
 
-def _maxpool_tie(cls: type[Backend], device: str, dtype: str) -> str:
+def _maxpool_tie(name: str, device: str, dtype: str) -> str:
     """Which of four tied maxima received the gradient, by name, or the measured 2x2 routing."""
     params = {"0.weight": np.ones((1, 1, 2, 2)), "0.bias": np.zeros(1),
               "3.weight": READOUT.copy(), "3.bias": np.array([-1.0, 1.0])}
-    dw = _conv_weight_grad(cls, POOL_PROBE, params, device, dtype)
+    dw = _conv_weight_grad(name, POOL_PROBE, params, device, dtype)
     # out[i, j] depends only on w[1-i, 1-j], so flipping dw gives the gradient each output position got.
     route = np.flip(dw[0, 0]) / _upstream(1.0, params["3.weight"], params["3.bias"])
     route = [[_readable(v) for v in row] for row in route]
-    for name, want in NAMED_ROUTES.items():
+    for rule, want in NAMED_ROUTES.items():
         if route == want:
-            return name
+            return rule
     return f"other: {route}"
 
 
-def _conv_weight_grad(cls: type[Backend], spec: dict, params: Params, device: str, dtype: str) -> np.ndarray:
+def _conv_weight_grad(name: str, spec: dict, params: Params, device: str, dtype: str) -> np.ndarray:
     """d(loss)/d(layer-0 weight) for the one-pixel input x=1 with label 0."""
-    backend = cls(models.parse(spec), params, device=device, dtype=dtype)
+    backend = backends.build(name, models.parse(spec), params, device=device, dtype=dtype)
     _, grads = backend.loss_and_grads(np.ones((1, 1, 1, 1), dtype=dtype), np.zeros(1, dtype=np.int64))
     return np.asarray(grads["0.weight"], dtype=np.float64)
 

@@ -161,3 +161,26 @@ def test_skip_unsupported_leaves_out_a_refusing_backend_with_a_note(capsys):
     assert doc["notes"][0].startswith("micrograd skipped: backend 'micrograd'")
     code, _, err = agree(capsys, "--model", "mlp", "--backends", "numpy,micrograd", "--batch-size", "4")
     assert code == 2 and "micrograd" in err
+
+
+def test_every_step_builds_the_named_mode(capsys):
+    from test_registry import Moded
+    Moded.built.clear()
+    name = "test_registry:Moded@fancy"
+    code, doc, _ = agree_json(capsys, "--model", "tinycnn", "--dtype", "float64", "--backends", f"numpy,{name}",
+                              "--batch-size", "2", "--data", "random", "--steps", "2", "--skip-unsupported")
+    assert code == 0 and list(doc["backends"]) == ["numpy", name]
+    assert doc["backends"][name]["mode"] == "fancy" and doc["backends"]["numpy"]["mode"] is None
+    assert f"{name}~reference" in doc["table"]["loss"] and name in doc["trajectory"]["losses"]
+    # usable, the two tie probes, the one-step comparison and the trajectory: five instances, all fancy.
+    assert Moded.built == ["fancy"] * 5
+
+
+def test_torch_in_a_mode_is_reported_under_its_name_and_mode(capsys):
+    if backends.missing("torch"):
+        pytest.skip("torch not installed")
+    code, doc, _ = agree_json(capsys, "--model", "tinycnn", "--dtype", "float64", "--backends",
+                              "numpy,torch@channels_last", "--batch-size", "2", "--data", "random")
+    assert code == 0 and list(doc["backends"]) == ["numpy", "torch@channels_last"]
+    assert doc["backends"]["torch@channels_last"]["mode"] == "channels_last"
+    assert "torch@channels_last~reference" in doc["table"]["0.weight"]

@@ -174,8 +174,17 @@ def test_an_epoch_through_train_steps_must_run_every_step(wrong):
 def test_a_mode_named_after_at_is_the_one_every_check_builds(wrong):
     wrong.Moded.built.clear()
     doc = run_conformance("wrongmod:Moded@fancy")
-    assert doc["passed"] and doc["backend"] == "wrongmod:Moded@fancy"
-    assert wrong.Moded.built and set(wrong.Moded.built) == {"fancy"}
+    assert doc["passed"] and doc["backend"] == "wrongmod:Moded@fancy" and doc["mode"] == "fancy"
+    assert wrong.Moded.built and set(wrong.Moded.built) == {"fancy"}  # the tie probes and native init too
+
+
+def test_a_class_is_checked_under_its_module_path_and_must_be_findable_there(wrong):
+    assert prepare(wrong.ScaledConvGrad).name == "wrongmod:ScaledConvGrad"
+
+    class Local(wrong.NoisyGrads):
+        pass
+    with pytest.raises(backends.BackendError, match="cannot be loaded as '.*Local'; define it at the top level"):
+        run_conformance(Local)
 
 
 def test_transposed_dense_weights_fail_the_round_trip_naming_dense(wrong):

@@ -58,3 +58,11 @@ def test_worst_and_cross_entropy_by_hand():
     assert worst({"a": {"worst_rel": 1e-9}, "b": {"worst_rel": 0.5}}) == ("b", 0.5)
     logits = np.array([[0.0, 0.0], [1000.0, 0.0]])  # the large logit must not overflow
     assert cross_entropy(logits, np.array([0, 0])) == pytest.approx(np.log(2) / 2)
+
+
+def test_another_backend_is_checked_in_its_named_mode():
+    from test_registry import Moded
+    Moded.built.clear()
+    spec, params, x, y = setup("tinycnn", n=2)
+    result = fd_check(spec, params, x, y, samples=1, backend="test_registry:Moded@fancy")
+    assert Moded.built == ["fancy"] and worst(result)[1] < 1e-6

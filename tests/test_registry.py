@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 import backends
+from backends.base import check_mode
+from backends.numpy_backend import NumpyBackend
 from harness.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +20,26 @@ PLUGINS = {
     "needy": ("import some_framework_nobody_has\n", "fake_needy:Thing"),
     "numpy": ("X = 1\n", "fake_shadow:X"),  # tries to take a built-in name
 }
+
+
+class Moded(NumpyBackend):
+    """A stand-in with modes that records the mode of every instance built: "test_registry:Moded@fancy"."""
+    name = "moded"
+    modes = ("plain", "fancy")
+    built: list = []
+
+    def __init__(self, *args, mode=None, **kwargs):
+        Moded.built.append(mode)
+        self.mode = check_mode(type(self), mode)
+        super().__init__(*args, **kwargs)
+
+
+@pytest.fixture
+def moded():
+    """Moded's name in its fancy mode, with an empty record of builds."""
+    Moded.built.clear()
+    yield "test_registry:Moded@fancy"
+    Moded.built.clear()
 
 
 @pytest.fixture
@@ -102,3 +124,14 @@ def test_make_backend_passes_a_chosen_mode_only(monkeypatch):
     make_backend("numpy", spec, device="cpu", dtype="float32", seed=0, init="canonical")  # no mode= for it
     make_backend("fake_moded:Moded", spec, device="cpu", dtype="float32", seed=0, init="canonical")
     assert seen == ["fast", None]
+
+
+def test_build_passes_a_named_mode_only(moded):
+    spec = __import__("models").get("tinycnn")
+    b = backends.build(moded, spec, None, device="cpu", dtype="float64", seed=3)
+    assert b.mode == "fancy" and b.dtype == "float64" and Moded.built == ["fancy"]
+    assert backends.build("test_registry:Moded", spec, None, device="cpu", dtype="float32").mode == "plain"
+    assert Moded.built == ["fancy", None]  # no mode named: none passed, the backend's default applies
+    assert backends.build("numpy", spec, None, device="cpu", dtype="float32").mode is None
+    with pytest.raises(backends.BackendError, match="backend 'moded' has no mode 'shiny'; choose one of plain, fancy"):
+        backends.build("test_registry:Moded@shiny", spec, None, device="cpu", dtype="float32")

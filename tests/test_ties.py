@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from unittest import mock
 
 import numpy as np
@@ -74,7 +75,7 @@ def convention_backend(grad_at_zero: float, rule: str) -> type[backends.Backend]
 
 @functools.cache
 def measured(name: str) -> dict:
-    return probe(backends.load(name))
+    return probe(name)
 
 
 @functools.cache
@@ -108,8 +109,17 @@ def test_framework_conventions_as_measured(name):
     (0.0, "first", "first"), (1.0, "split", "split"), (0.5, "last", "last"), (0.0, "all", "all"),
     (1.0, "half", "other: [[0.5, 0.5], [0.5, 0.5]]"),
 ])
-def test_probe_detects_a_different_convention(grad_at_zero, rule, want):
-    assert probe(convention_backend(grad_at_zero, rule)) == {"relu_grad_at_zero": grad_at_zero, "maxpool_tie": want}
+def test_probe_detects_a_different_convention(grad_at_zero, rule, want, monkeypatch):
+    # Backends are built by name, so the stand-in is named by its module path.
+    monkeypatch.setattr(sys.modules[__name__], "StandIn", convention_backend(grad_at_zero, rule), raising=False)
+    assert probe(f"{__name__}:StandIn") == {"relu_grad_at_zero": grad_at_zero, "maxpool_tie": want}
+
+
+def test_probe_builds_the_named_mode():
+    from test_registry import Moded
+    Moded.built.clear()
+    assert probe("test_registry:Moded@fancy") == {"relu_grad_at_zero": 0.0, "maxpool_tie": "first"}
+    assert Moded.built == ["fancy", "fancy"]  # one probe model for relu, one for the pool
 
 
 @pytest.mark.parametrize("key", SPECS)

@@ -26,7 +26,7 @@ REQUIRED = ("protocol/", "round trip/", "forward/", "backward/", "model/tinycnn"
 def _ties(ctx: Context, key: str) -> Outcome:
     """The measured convention: pass when canonical, a note when not, never a failure."""
     try:
-        measured = ctx.once("ties", lambda: ties.probe(ctx.cls, ctx.device, ctx.dtype))
+        measured = ctx.once("ties", lambda: ties.probe(ctx.name, ctx.device, ctx.dtype))
     except UNSUPPORTED:
         raise
     except Exception as e:  # ties are reported, not enforced, so even a crash in the probe is a note

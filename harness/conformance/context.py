@@ -1,4 +1,4 @@
-"""What every check receives: the backend class under test, its device and dtype, and shared answers."""
+"""What every check receives: the backend under test (NAME@MODE), its device and dtype, and shared answers."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,6 +6,7 @@ from typing import Callable
 
 import numpy as np
 
+import backends
 from backends.base import Backend, BackendError
 from models.params import Params
 from models.spec import ModelSpec
@@ -28,15 +29,21 @@ class Outcome:
 @dataclass
 class Context:
     """The backend under test and answers shared between checks (one computation, several rows)."""
-    cls: type[Backend]
+    name: str               # as backends.build takes it: "torch@compile", "module.path:Class@mode", ...
     device: str
     dtype: str              # "float64", or "float32" when the backend refuses float64
     dtype_note: str = ""    # why the dtype is not float64, said in every measured row's detail
     memo: dict = field(default_factory=dict)
 
-    def build(self, spec: ModelSpec, params: Params) -> Backend:
-        """An instance on the device in the dtype, from params cast to that dtype."""
-        return self.cls(spec, cast(params, self.dtype), device=self.device, dtype=self.dtype)
+    @property
+    def cls(self) -> type[Backend]:
+        """The backend's class, for its classmethods; instances come from build()."""
+        return backends.load(self.name)
+
+    def build(self, spec: ModelSpec, params: Params | None, *, device: str | None = None, seed: int = 0) -> Backend:
+        """An instance in the named mode, in the dtype, from params cast to it (None: native init), on the device."""
+        params = None if params is None else cast(params, self.dtype)
+        return backends.build(self.name, spec, params, device=device or self.device, dtype=self.dtype, seed=seed)
 
     def once(self, key, compute: Callable):
         """compute() the first time key is asked for; later the same value, or the same exception again."""
@@ -56,10 +63,10 @@ def cast(params: Params, dtype: str) -> Params:
     return {k: np.array(v, dtype=dtype) for k, v in params.items()}
 
 
-def choose_dtype(cls: type[Backend], spec: ModelSpec, params: Params, device: str) -> tuple[str, str]:
+def choose_dtype(name: str, spec: ModelSpec, params: Params, device: str) -> tuple[str, str]:
     """float64 when the backend accepts it, else float32 with the reason; other errors surface in the rows."""
     try:
-        cls(spec, cast(params, "float64"), device=device, dtype="float64")
+        backends.build(name, spec, cast(params, "float64"), device=device, dtype="float64")
     except UNSUPPORTED as e:
         return "float32", f"float32, as float64 was refused ({first_line(e) or type(e).__name__})"
     except Exception:

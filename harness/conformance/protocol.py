@@ -105,7 +105,7 @@ def native_init(ctx: Context) -> Outcome:
     spec = spec_of("dense")  # the smallest: a jitting backend compiles its initialiser once per spec
 
     def make(seed: int) -> dict:
-        return ctx.cls(spec, None, device=ctx.device, dtype=ctx.dtype, seed=seed).get_params()
+        return ctx.build(spec, None, seed=seed).get_params()
 
     a, b, c = make(3), make(3), make(4)
     differ = [layer_of(spec, k) for k in a if not np.array_equal(a[k], b[k])]
@@ -122,11 +122,11 @@ def device_refusal(ctx: Context) -> Outcome:
         available = list(ctx.cls.devices())
     except Exception:  # the protocol row reports it
         available = [ctx.device]
-    spec, params = spec_of("dense"), cast(params_of("dense"), ctx.dtype)
+    spec, params = spec_of("dense"), params_of("dense")
     problems, refused, said = [], [], []
     for device in [d for d in ("cuda", BOGUS_DEVICE) if d not in available]:
         try:
-            ctx.cls(spec, params, device=device, dtype=ctx.dtype)
+            ctx.build(spec, params, device=device)
         except (BackendError, ValueError) as e:
             if first_line(e):
                 refused.append(f"'{device}'")

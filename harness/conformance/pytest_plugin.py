@@ -28,10 +28,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     config.stash[NOTES] = []
     for name in names:
         try:
-            cls = load(name)[2]
+            load(name)
         except BackendError as e:  # a name that cannot load is a usage error, not one failure per check
             raise pytest.UsageError(f"--fwbench-backend {name}: {e}") from None
-        subject = Subject(name, cls, config.getoption("fwbench_device"))
+        subject = Subject(name, config.getoption("fwbench_device"))
         for check in BATTERY:
             label = check.name if len(names) == 1 else f"{name} {check.name}"
             test = f"test_conformance[{label}]"
@@ -51,8 +51,8 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
 class Subject:
     """One backend under test; its context is built by the first test that needs it, and shared."""
 
-    def __init__(self, name: str, cls, device: str):
-        self.name, self.cls, self.device = name, cls, device
+    def __init__(self, name: str, device: str):
+        self.name, self.device = name, device
         self._context = None
         self._error: str | None = None
 
@@ -60,10 +60,10 @@ class Subject:
         """The shared Context, or pytest.fail with the one-line reason it cannot be built (a missing GPU, say)."""
         if self._context is None and self._error is None:
             from backends.base import BackendError
-            from harness.conformance.runner import pinned, prepare
+            from harness.conformance.runner import load, pinned, prepare
             try:
-                pinned(self.cls)
-                self._context = prepare(self.cls, self.device)
+                pinned(load(self.name)[2])
+                self._context = prepare(self.name, self.device)
             except BackendError as e:
                 self._error = str(e)
         if self._error is not None:

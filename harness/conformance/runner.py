@@ -1,11 +1,11 @@
-"""Run the battery against a backend class and collect one result per check; no exception escapes a check."""
+"""Run the battery against a backend (NAME@MODE) and collect one result per check; no exception escapes a check."""
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
 
 import backends
-from backends.base import Backend, BackendError
+from backends.base import Backend, BackendError, check_mode
 from harness.conformance.cases import params_of, spec_of
 from harness.conformance.checks import BATTERY, Check
 from harness.conformance.context import UNSUPPORTED, Context, choose_dtype, first_line
@@ -41,14 +41,15 @@ def run_check(ctx: Context, check: Check) -> Result:
     return Result(check.name, status, out.error, out.bound, out.detail, time.perf_counter() - start)
 
 
-def prepare(cls: type[Backend], device: str = "cpu", dtype: str = "auto") -> Context:
-    """The context for a backend class: device resolved ("auto": cuda when listed) and dtype chosen."""
+def prepare(name_or_cls: str | type[Backend], device: str = "cpu", dtype: str = "auto") -> Context:
+    """The context for a backend (see load): device resolved ("auto": cuda when listed) and dtype chosen."""
+    name, _, cls = load(name_or_cls)
     device = resolve_device(cls, device)
     if dtype == "auto":
-        dtype, note = choose_dtype(cls, spec_of("dense"), params_of("dense"), device)
+        dtype, note = choose_dtype(name, spec_of("dense"), params_of("dense"), device)
     else:
         note = ""  # asked for: the header says so, rows need not
-    return Context(cls, device, dtype, note)
+    return Context(name, device, dtype, note)
 
 
 def resolve_device(cls: type[Backend], device: str) -> str:
@@ -70,31 +71,31 @@ def run(ctx: Context, checks: list[Check] | None = None) -> list[Result]:
 
 
 def load(name_or_cls: str | type[Backend]) -> tuple[str, str, type[Backend]]:
-    """(name, source, class) for a backend name, module:Class path or class; BackendError if it cannot load."""
+    """(name, source, class) for "NAME[@MODE]", "module.path:Class[@MODE]" or a class; BackendError if not."""
     if isinstance(name_or_cls, str):
-        cls, mode = backends.load(name_or_cls), backends.split(name_or_cls)[1]
-        return name_or_cls, backends.source(name_or_cls), with_mode(cls, mode) if mode else cls
-    return f"{name_or_cls.__module__}:{name_or_cls.__qualname__}", "class", name_or_cls
-
-
-def with_mode(cls: type[Backend], mode: str) -> type[Backend]:
-    """cls, every instance of which is built in `mode`: the checks construct backends in many places."""
-    class InMode(cls):  # type: ignore[misc, valid-type]
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, mode=mode, **kwargs)
-    InMode.__name__ = InMode.__qualname__ = f"{cls.__name__}@{mode}"
-    return InMode
+        return name_or_cls, backends.source(name_or_cls), backends.load(name_or_cls)
+    # A class is named by its module path, so every check builds it the one way, through backends.build.
+    name = f"{name_or_cls.__module__}:{name_or_cls.__qualname__}"
+    try:
+        found = backends.load(name)
+    except BackendError:
+        found = None
+    if found is not name_or_cls:
+        raise BackendError(f"class {name_or_cls.__qualname__} cannot be loaded as '{name}'; "
+                           "define it at the top level of a module, or pass its name")
+    return name, "class", name_or_cls
 
 
 def run_conformance(name_or_cls: str | type[Backend], device: str = "cpu", dtype: str = "auto") -> dict:
-    """The conformance document for a backend name, module:Class path or class; BackendError if it cannot load."""
+    """The conformance document for a backend as load() takes it; BackendError if it cannot load."""
     name, source, cls = load(name_or_cls)
     numerics = pinned(cls)
-    ctx = prepare(cls, device, dtype)
+    ctx = prepare(name, device, dtype)
     start = time.perf_counter()
     results = run(ctx)
-    return {"backend": name, "source": source, "version": _version(cls), "device": ctx.device,
-            "dtype": ctx.dtype, "dtype_note": ctx.dtype_note, "numerics": numerics,
+    return {"backend": name, "mode": check_mode(cls, backends.split(name)[1]), "source": source,
+            "version": _version(cls), "device": ctx.device, "dtype": ctx.dtype, "dtype_note": ctx.dtype_note,
+            "numerics": numerics,
             "checks": [r.to_dict() for r in results], "seconds": round(time.perf_counter() - start, 3),
             "passed": all(r.status != "fail" for r in results)}
 
