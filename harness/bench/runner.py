@@ -11,7 +11,7 @@ from pathlib import Path
 
 import backends
 from harness.bench import results
-from harness.bench.checks import agreement, conformance
+from harness.bench.checks import agreement, conformance, installed
 from harness.bench.suite import Cell, Suite, cells, rounds
 from harness.probes import contention
 from harness.probes.calibration import calibrate
@@ -28,7 +28,8 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
     plan = rounds(suite, len(todo))
     path = results.path_for(out_dir, suite.name)
     doc = results.new(suite.name, asdict(suite))
-    doc["cells"] = [{**cell.to_dict(), "status": "pending", "error": None, "runs": []} for cell in todo]
+    doc["cells"] = [{**cell.to_dict(), "source": backends.source(cell.backend), "status": "pending", "error": None,
+                     "runs": []} for cell in todo]
     results.save(doc, path)
     log(f"fwbench bench: suite {suite.name}, {len(todo)} cells x {suite.repeat} runs -> {path}")
     bar = Progress(len(todo) * suite.repeat + len(suite.models) + 2, "bench")
@@ -69,7 +70,7 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
 
 def run_checks(doc: dict, suite: Suite, path: Path, bar: Progress) -> None:
     """The conformance kit for every backend and mode the suite runs, then float32 agreement per model."""
-    names = [n for n in dict.fromkeys(suite.backends) if available(n)]
+    names = [n for n in dict.fromkeys(suite.backends) if installed(n)]
     for name in names:
         if suite.conformance or backends.source(name) != "built-in":  # a plugin is always checked
             doc["conformance"][name] = conformance(name, suite.device)
@@ -79,12 +80,6 @@ def run_checks(doc: dict, suite: Suite, path: Path, bar: Progress) -> None:
         doc["agreement"][model] = agreement(model, names, suite.device)
         results.save(doc, path)
         bar.update(2 + i, f"agreement {model}")
-
-
-def available(name: str) -> bool:
-    """A module path, or a registered backend whose framework is installed."""
-    base = backends.split(name)[0]
-    return ":" in base or (base in backends.names() and not backends.missing(base))
 
 
 def refusal(doc: dict, cell: Cell, suite: Suite) -> str | None:

@@ -72,8 +72,8 @@ def labeller(cells: list[dict]):
 
     def label(cell: dict) -> str:
         text = " ".join([backend_label(cell)] + [words[k].format(cell[k]) for k in varying if cell.get(k) is not None])
-        return text + (" (plugin)" if ":" in cell["backend"] or cell.get("plugin") else "") + \
-            (" (contended)" if cell.get("contended") else "")
+        plugin = ":" in cell["backend"] or cell.get("source") not in (None, "built-in")
+        return text + (" (plugin)" if plugin else "") + (" (contended)" if cell.get("contended") else "")
     return label
 
 
