@@ -69,7 +69,7 @@ def compare(names: list[str], rounds: int, steps: int, warmup: int) -> None:
             for fw in (("numpy", "torch") if r % 2 == 0 else ("torch", "numpy")):
                 gc.collect()
                 backend, prepared = ready(fw, model, raw)
-                each[fw].append(time_steps(backend, prepared, lrs, warmup, steps)["step_ms"])
+                each[fw].append(time_steps(backend, prepared, lrs, warmup, steps, min_warmup_s=0, min_timed_s=0)["step_ms"])
                 del backend, prepared
         ratios = [a / b for a, b in zip(each["numpy"], each["torch"])]
         print(f"{model}: numpy {statistics.median(each['numpy']):.3f} ms, torch {statistics.median(each['torch']):.3f} ms, "

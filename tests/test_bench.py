@@ -11,7 +11,7 @@ from harness.cli import main
 from harness.reporting.load import load
 
 TINY = replace(PRESETS["quick"], name="tiny", models=("mlp",), backends=("numpy", "micrograd"),
-               timed_steps=5, warmup_steps=1, limit=640, repeat=3)
+               timed_steps=5, warmup_steps=1, min_timed_s=0.0, limit=640, repeat=3, conformance=True)
 
 
 def run_cell(cell):

@@ -47,7 +47,8 @@ def run(cell: dict) -> dict:
     # Timed steps are all full batches, reused in turn when an epoch (--limit, a large batch) has too few.
     full = [idx for idx in order if len(idx) == cell["batch_size"]] or order
     epoch = backend.prepare_epoch(data.train_x, data.train_y, [full[i % len(full)] for i in range(count)])
-    timing = time_steps(backend, epoch, [recipe.optimizer.lr], cell["warmup_steps"], cell["timed_steps"])
+    timing = time_steps(backend, epoch, [recipe.optimizer.lr], cell["warmup_steps"], cell["timed_steps"],
+                        min_warmup_s=min(0.2, cell["min_timed_s"]), min_timed_s=cell["min_timed_s"])
     samples = {"step_ms": timing.pop("samples")}
     metrics = {**timing, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3, "peak_rss_mb": peak_rss_mb()}
     peaks = [backend.peak_device_memory()]

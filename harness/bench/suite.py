@@ -17,6 +17,7 @@ class Suite:
     repeat: int = 5               # runs (fresh processes) per cell, in interleaved rounds
     timed_steps: int = 50
     warmup_steps: int = 5
+    min_timed_s: float = 0.5      # time at least this long, whatever timed_steps says (and warm up 0.2 s)
     train: bool = True            # run the recipe for accuracy, time-to-accuracy, epoch time and curves
     limit: int | None = None      # train on the first N images (quick looks), None for all of MNIST
     epochs: int | None = None     # override the recipe's epochs
@@ -35,7 +36,7 @@ class Suite:
 PRESETS = {
     # About two minutes on 2 cores: the real models, one short epoch on a slice of MNIST, five runs a cell.
     "quick": Suite("quick", backends=("numpy", "torch", "flax", "flax@scan-tuned"), timed_steps=20, warmup_steps=3,
-                   limit=6400, epochs=1, evals_per_epoch=2, repeat=5),
+                   limit=6400, epochs=1, evals_per_epoch=2, repeat=5, conformance=False),
     # `make bench`: the default recipes on all of MNIST, every metric, on the CPU.
     "default": Suite("default", backends=("numpy", "torch", "flax", "flax@scan-tuned"), repeat=5,
                      timed_steps=30, timing_only=("flax/cnn",)),
@@ -59,6 +60,7 @@ class Cell:
     device: str
     timed_steps: int
     warmup_steps: int
+    min_timed_s: float
     train: bool                   # the recipe runs once, in the cell's first run, at the recipe's own batch size
     limit: int | None
     recipe: dict
@@ -87,8 +89,9 @@ def cells(suite: Suite) -> list[Cell]:
         for bs in suite.batch_sizes:
             for backend in suite.backends:
                 trains = suite.train and bs == recipe.batch_size and f"{backend}/{model}" not in suite.timing_only
-                out.append(Cell(backend, model, bs, suite.device, suite.timed_steps, suite.warmup_steps, trains,
-                                suite.limit, asdict(recipe), TARGETS.get(model), suite.evals_per_epoch))
+                out.append(Cell(backend, model, bs, suite.device, suite.timed_steps, suite.warmup_steps,
+                                suite.min_timed_s, trains, suite.limit, asdict(recipe), TARGETS.get(model),
+                                suite.evals_per_epoch))
     return out
 
 

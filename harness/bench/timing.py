@@ -8,15 +8,23 @@ import numpy as np
 
 from backends.base import Backend
 
-# A fused backend is timed over whole calls of `steps` steps, this many times, after a compiling call.
+# A fused backend is timed over whole calls of `steps` steps, at least this many times, after a compiling call.
 FUSED_CALLS = 5
+# Floors on the warm-up and on the timed work, in seconds: a run of 20 mlp steps lasts 15 ms, too short to
+# stand for the process (step times on the shared 2-core machine move by tens of percent over seconds).
+MIN_WARMUP_S = 0.2
+MIN_TIMED_S = 0.5
 
 
-def time_steps(backend: Backend, epoch: Any, lrs: list[float], warmup: int, steps: int) -> dict:
+def time_steps(backend: Backend, epoch: Any, lrs: list[float], warmup: int, steps: int,
+               min_warmup_s: float = MIN_WARMUP_S, min_timed_s: float = MIN_TIMED_S) -> dict:
     """The first call (compilation included) apart, then the median, IQR and every timed call, per step."""
-    # `epoch` is a prepare_epoch result of at least 1 + warmup + steps batches. A fused backend runs all
-    # `steps` in each call and needs no warm-up: its first call compiled everything the others run.
+    # `epoch` is a prepare_epoch result of at least 1 + warmup + steps batches, reused in turn past its end.
+    # A fused backend runs all `steps` in each call and needs no warm-up: its first call compiled them.
+    count = 1 + warmup + steps
+
     def one(start: int, n: int) -> float:
+        start %= count
         begin = time.perf_counter()
         backend.train_steps(epoch, start, start + n, [lrs[(start + k) % len(lrs)] for k in range(n)])
         backend.synchronize()
@@ -24,15 +32,24 @@ def time_steps(backend: Backend, epoch: Any, lrs: list[float], warmup: int, step
 
     if backend.fused:
         first = one(0, steps)
-        times = np.array([one(0, steps) for _ in range(FUSED_CALLS)]) / steps * 1e3
+        calls: list[float] = []
+        while len(calls) < FUSED_CALLS or sum(calls) < min_timed_s:
+            calls.append(one(0, steps))
+        times = np.array(calls) / steps * 1e3
     else:
         first = one(0, 1)
-        for i in range(1, 1 + warmup):
+        i, begin = 1, time.perf_counter()
+        while i <= warmup or time.perf_counter() - begin < min_warmup_s:
             one(i, 1)
-        times = np.array([one(i, 1) for i in range(1 + warmup, 1 + warmup + steps)]) * 1e3
+            i += 1
+        timed: list[float] = []
+        while len(timed) < steps or sum(timed) < min_timed_s:
+            timed.append(one(i, 1))
+            i += 1
+        times = np.array(timed) * 1e3
     q1, median, q3 = np.percentile(times, [25, 50, 75])
     per_call = steps if backend.fused else 1
     # Compilation is what the first call took beyond an ordinary call of the same length.
     return {"first_step_s": first, "compile_s": max(0.0, first - median * per_call / 1e3), "step_ms": float(median),
-            "step_ms_iqr": float(q3 - q1), "steps": steps, "steps_per_call": per_call,
+            "step_ms_iqr": float(q3 - q1), "steps": len(times) * per_call, "steps_per_call": per_call,
             "samples": [round(float(t), 5) for t in times]}
