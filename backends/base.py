@@ -35,6 +35,9 @@ class Backend:
     # A backend with modes takes mode= in __init__ and sets self.mode; one without is called without it.
     modes: ClassVar[tuple[str, ...]] = ()
     mode: str | None = None
+    # One line per mode on what it changes relative to stock framework code; reports print it, and a
+    # mode that carries fwbench's own workarounds must say so (the default mode is stock code).
+    MODE_NOTES: ClassVar[dict[str, str]] = {}
     # True when train_steps runs many steps in one call (a scan, a captured graph): the harness then
     # hands it whole segments between evaluations instead of a few dozen steps at a time.
     fused: bool = False

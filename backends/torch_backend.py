@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -57,6 +58,14 @@ class TorchBackend(Backend):
     name = "torch"
     framework = "torch"
     modes = MODES
+    MODE_NOTES: ClassVar[dict[str, str]] = {
+        "eager": "stock torch.nn and torch.optim, one Python step per batch",
+        "channels_last": "eager with the model and batches in torch.channels_last memory format",
+        "compile": "torch.compile of forward+loss and of the optimizer step; fwbench passes the lr as a 0-d tensor "
+                   "and creates Adam's state up front with a float64 step, so the compiled step neither recompiles "
+                   "nor computes the bias corrections in float32 (as a stock compiled Adam does)",
+        "cudagraphs": "compile in reduce-overhead mode (CUDA graphs), one graph per batch size; CUDA only",
+    }
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0, mode: str | None = None):

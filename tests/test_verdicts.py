@@ -66,7 +66,7 @@ def test_the_rank_test_is_used_when_it_can_reach_the_holm_level_else_welch():
 
 def test_no_verdict_for_too_few_runs_unstable_runs_or_a_blocked_question():
     few, wobbly, blocked = judge([Question([5.0, 5.1], [6.0, 6.1]),
-                                  Question(runs(5.0), runs(5.0, spread=0.3, seed=1)),
+                                  Question(runs(5.0), runs(5.0, spread=0.6, seed=1)),
                                   Question(runs(5.0), runs(8.0), blocked="contended")])
     assert few.word == NONE and "too few runs" in few.why
     assert wobbly.word == NONE and "unstable" in wobbly.why

@@ -15,6 +15,7 @@ from harness.allocator import tune
 from harness.atomic import atomic_write_json
 from harness.bench.timing import time_steps
 from harness.data import batch_order
+from harness.probes import contention
 from harness.probes.memory import peak_rss_mb
 from harness.recipe import Recipe
 from harness.session import make_backend, mnist_for, resolve_device
@@ -47,14 +48,18 @@ def run(cell: dict) -> dict:
     # Timed steps are all full batches, reused in turn when an epoch (--limit, a large batch) has too few.
     full = [idx for idx in order if len(idx) == cell["batch_size"]] or order
     epoch = backend.prepare_epoch(data.train_x, data.train_y, [full[i % len(full)] for i in range(count)])
+    before = contention.snapshot()
     timing = time_steps(backend, epoch, [recipe.optimizer.lr], cell["warmup_steps"], cell["timed_steps"],
                         min_warmup_s=min(0.2, cell["min_timed_s"]), min_timed_s=cell["min_timed_s"])
+    # Steal and other processes over the timed window alone: over the whole process (imports, data,
+    # training) a burst of steal that slowed every timed step is diluted below any useful limit.
+    timed_window = contention.between(before, contention.snapshot())
     samples = {"step_ms": timing.pop("samples")}
     metrics = {**timing, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3, "peak_rss_mb": peak_rss_mb()}
     peaks = [backend.peak_device_memory()]
     del backend, epoch
 
-    out = {"info": info, "samples": samples}
+    out = {"info": info, "samples": samples, "timed_contention": timed_window}
     if cell["train"]:
         backend = make_backend(cell["backend"], spec, **build)
         result = train(backend, recipe, data.train_x, data.train_y, data.test_x, data.test_y, seed=cell["seed"],

@@ -133,6 +133,9 @@ def run_cell(cell: Cell, round_: int) -> dict:
             tail = (proc.stderr.strip().splitlines() or [""])[-1]
             why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
             result = {"status": "error", "error": f"cell process {why}" + (f": {tail}" if tail else "")}
+    timed = result.pop("timed_contention", None)
+    if timed:  # the cell's own reading over its timed steps: contended if either says so
+        around = {**around, "timed": timed, "contended": around["contended"] or timed["contended"]}
     return {"round": round_, "trained": cell.train, "started": started, **result, "contention": around}
 
 
@@ -143,7 +146,9 @@ def describe(record: dict) -> str:
     m, last = record["metrics"], record["runs"][-1]
     text = f"{last['metrics']['step_ms']:.2f} ms/step" if last.get("status") == "ok" else f"run failed: {last['error']}"
     if last["contention"]["contended"]:
-        text += f" (contended: others used {100 * last['contention'].get('others_cpu', 0):.0f}% of the CPU)"
+        seen = last["contention"].get("timed") or last["contention"]
+        text += (f" (contended: other processes {100 * seen.get('others_cpu', 0):.0f}% of the CPU, "
+                 f"steal {100 * seen.get('steal', 0):.0f}%)")
     if m.get("test_accuracy") is not None and last.get("trained"):
         tta = m["time_to_accuracy_s"]
         epoch = m.get("epoch_s") if m.get("epoch_s") is not None else m.get("first_epoch_s")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 # A run is contended when other processes used more than this share of the machine's CPU time during it,
 # or when the hypervisor took more than STEAL_LIMIT of it. Set from measurements on the 2-core reference
-# machine (docs/results.md): quiet runs read 0-3% others, runs beside two busy loops 40-50%.
+# machine (docs/results.md): quiet runs read 0-1.5% others, runs beside two busy loops 40-60%; runs
+# with 1-2% steal over their process were a median 1.2x slower than the cell's best run, 2-5% 1.4x.
 OTHERS_LIMIT = 0.10
-STEAL_LIMIT = 0.10
+STEAL_LIMIT = 0.02
 PROC = Path("/proc")
 
 

@@ -76,7 +76,7 @@ def compare(a: dict, b: dict, band: float = NOISE_BAND) -> dict:
     pairs = [(ca[k], cb[k]) for k in keys]
     shift = common_shift(pairs)
     lines: list[Line] = []
-    questions, slots = [], []
+    families: dict[str, tuple[list[Question], list[Line]]] = {}  # Holm corrects over the cells of one metric
     for k, (x, y) in zip(keys, pairs):
         if x["status"] != "ok" or y["status"] != "ok":
             failed = y["status"] != "ok" and x["status"] == "ok"
@@ -98,12 +98,14 @@ def compare(a: dict, b: dict, band: float = NOISE_BAND) -> dict:
                 line.regression = line.verdict.worse
             elif metric.judged in (TIME, MEMORY):
                 blocked = "contended" if x.get("contended") or y.get("contended") else None
+                questions, slots = families.setdefault(metric.key, ([], []))
                 questions.append(_question(metric, x, y, adjust, blocked))
                 slots.append(line)
             else:
                 line.verdict = Verdict("shown, not judged")
-    for line, verdict in zip(slots, judge(questions, band)):
-        line.verdict, line.regression = verdict, verdict.worse
+    for questions, slots in families.values():
+        for line, verdict in zip(slots, judge(questions, band)):
+            line.verdict, line.regression = verdict, verdict.worse
     return {"lines": lines, "shift": shift, "machine": machine_ratio(a, b), "band": band,
             "only_a": [label(k) for k in ca if k not in cb], "only_b": [label(k) for k in cb if k not in ca],
             "regressions": [x for x in lines if x.regression]}

@@ -49,7 +49,7 @@ def render(name_a: str, a: dict, name_b: str, b: dict, found: dict) -> str:
     out = [f"# fwbench compare: {md(name_b)} against {md(name_a)}", "",
            f"B = {md(name_b)}, A = {md(name_a)}; ratios are B/A. Each time and memory verdict comes from the runs' "
            f"per-process figures: a Mann-Whitney rank test (Welch's t on logs where there are too few runs for the "
-           f"rank test to reach its level), Holm-corrected at {ALPHA} over every judged cell, and a change beyond the "
+           f"rank test to reach its level), Holm-corrected at {ALPHA} over the cells judged on each metric, and a change beyond the "
            f"noise band of {100 * found['band']:.0f}%. No verdict with fewer than {MIN_RUNS} runs a side, a run-to-run "
            f"spread over {100 * UNSTABLE:.0f}%, or a contended cell. Accuracy is worse when it drops beyond the larger "
            "of its run-to-run range and the test set's sampling noise.", ""]

@@ -9,7 +9,9 @@ from harness import stats
 # cell's median step time measured on the 2-core reference machine (docs/results.md has the runs).
 NOISE_BAND = 0.05
 ALPHA = 0.05         # family-wise error rate over every comparison of one table or one --compare
-UNSTABLE = 0.10      # a side whose run-to-run spread exceeds this gets no verdict
+# A side whose run-to-run spread exceeds this has no meaningful median: no verdict. Spreads of 10-25% were
+# common on the shared 2-core reference machine; the test itself accounts for those.
+UNSTABLE = 0.25
 MIN_RUNS = 3
 FASTER, SLOWER, WITHIN, NO_DIFFERENCE, NONE = ("faster", "slower", "within noise", "no significant difference",
                                               "no verdict")
