@@ -54,6 +54,7 @@ def test_results_file_is_self_describing_and_keeps_a_failed_cell(tmp_path):
     assert len(runs) >= 3 and sorted({r["round"] for r in runs}) == [0, 1, 2]
     assert [r["trained"] for r in runs].count(True) == 1
     assert all(len(r["samples"]["step_ms"]) == 5 and "others_cpu" in r["contention"] for r in runs)
+    assert all("steal" in r["contention"]["timed"] for r in runs)  # the cell's own reading over its timed steps
     m, unc = ok["metrics"], ok["uncertainty"]["step_ms"]
     assert m["step_ms"] > 0 and m["images_per_s"] == pytest.approx(64 / m["step_ms"] * 1e3)
     assert unc["n"] == len(results.used_runs(ok)) and unc["ci"][0] <= m["step_ms"] <= unc["ci"][1]

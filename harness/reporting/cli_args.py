@@ -12,7 +12,7 @@ def _band(text: str) -> float:
     except ValueError:
         value = -1.0
     if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (0.05 = 5%), got {text}")
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 (0.10 = 10%), got {text}")
     return value
 
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "regression, 1 with at least one, 2 on bad input")
     parser.add_argument("--noise-band", type=_band,
                         help="the smallest change --compare calls faster or slower (default: the band measured on "
-                             "the reference machine, 0.05)")
+                             "the reference machine, 0.10)")
     parser.add_argument("--baseline", metavar="NAME[@MODE]",
                         help="the row each table's verdicts compare with (default: torch in its default mode)")
 
