@@ -331,3 +331,14 @@ def test_pytest_benchmark_export_is_read_by_pytest_benchmark(tmp_path, results_f
     again.write_text(out.read_text())
     shown = subprocess.run([str(cli), "compare", str(out), str(again)], capture_output=True, text=True, cwd=tmp_path)
     assert shown.returncode == 0 and "torch (eager) cnn b64 cpu" in shown.stdout, shown.stderr
+
+
+def test_a_change_that_only_the_shift_removal_shows_is_not_a_regression():
+    a = results_fixture.build()
+    b = copy.deepcopy(a)
+    for i in range(3):
+        _slower(b, i, 0.70)  # B's machine sped the cnn cells up 30% and left the mlp cells as they were
+    md, found = _compare(a, b)
+    assert found["regressions"] == []
+    mlp = next(r for r in tables(md)["Per cell"] if r[:2] == ["numpy mlp batch 64 cpu", "step ms"])
+    assert mlp[4] == "1.000x" and "slower only after removing the common shift" in mlp[6]
