@@ -72,8 +72,9 @@ def summarize(cell: dict) -> None:
                                  "runs": values}
     if _number(metrics.get("step_ms")):
         metrics["images_per_s"] = cell["batch_size"] / metrics["step_ms"] * 1e3
-    cell.update(status="ok", error=None, metrics=metrics, uncertainty=uncertainty,
-                contended=any((r.get("contention") or {}).get("contended") for r in used + trained))
+    contended = lambda runs: any((r.get("contention") or {}).get("contended") for r in runs)  # noqa: E731
+    cell.update(status="ok", error=None, metrics=metrics, uncertainty=uncertainty, contended=contended(used),
+                training_contended=contended(trained))
 
 
 def _number(v) -> bool:

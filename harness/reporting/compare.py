@@ -99,7 +99,8 @@ def compare(a: dict, b: dict, band: float = NOISE_BAND) -> dict:
                 line.verdict = accuracy_verdict(x, y)
                 line.regression = line.verdict.worse
             elif metric.judged in (TIME, MEMORY):
-                blocked = "contended" if x.get("contended") or y.get("contended") else None
+                flag = "training_contended" if metric.training else "contended"
+                blocked = "contended" if x.get(flag) or y.get(flag) else None
                 for divide, reading in ((adjust, "adjusted"), (1.0, "raw")):
                     questions, slots = families.setdefault((metric.key, reading), ([], []))
                     questions.append(_question(metric, x, y, divide, blocked))

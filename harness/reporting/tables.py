@@ -14,7 +14,9 @@ EPOCH_NOTE = ("Each cell ran in several fresh processes (runs), in rounds that v
               "with the data already in memory (or on the device), evaluation excluded; the recipe runs once, in "
               "the first run. Compile s is what the first call on a fresh model took beyond an ordinary one. Peak MB "
               "is the run's own process image (VmHWM) after step timing. Time to accuracy counts all training time, "
-              "compilation included. A row marked contended ran while other work used the CPU and gets no verdict. "
+              "compilation included. A row marked contended had its step timing measured while other work used the CPU "
+              "and gets no verdict; training contended marks the same for its training run (epoch and time to "
+              "accuracy). A dash in the training columns marks a cell timed but not trained. "
               "Bold marks the best value in each column among rows of the same batch size.")
 VERDICT_NOTE = ("The verdict column compares each row's step time with the baseline row of its model: the ratio of "
                 "medians, its 95% bootstrap interval, and faster or slower only when a rank test over runs (Holm-"
@@ -73,7 +75,9 @@ def labeller(cells: list[dict]):
     def label(cell: dict) -> str:
         text = " ".join([backend_label(cell)] + [words[k].format(cell[k]) for k in varying if cell.get(k) is not None])
         plugin = ":" in cell["backend"] or cell.get("source") not in (None, "built-in")
-        return text + (" (plugin)" if plugin else "") + (" (contended)" if cell.get("contended") else "")
+        contended = " (contended)" if cell.get("contended") else \
+            " (training contended)" if cell.get("training_contended") else ""
+        return text + (" (plugin)" if plugin else "") + contended
     return label
 
 
@@ -143,10 +147,16 @@ def overhead_table(results: dict) -> Table | None:
     overhead = results.get("overhead") or {}
     if not overhead:
         return None
-    rows = [Row([name, fmt.ms(o.get("fwbench_step_ms")), fmt.ms(o.get("plain_step_ms")),
-                 "—" if o.get("ratio") is None else f"{o['ratio']:.3f}"]) for name, o in overhead.items()]
+    def ratio(o: dict) -> str:
+        if o.get("ratio") is None:
+            return fmt.DASH
+        each = o.get("ratio_each") or []
+        return f"{o['ratio']:.3f}" + (f" [{min(each):.3f}, {max(each):.3f}]" if len(each) > 1 else "")
+    rows = [Row([name, fmt.ms(o.get("fwbench_step_ms")), fmt.ms(o.get("plain_step_ms")), ratio(o)])
+            for name, o in overhead.items()]
     return Table("Harness overhead", ["backend", "fwbench step ms", "hand-written step ms", "ratio"], rows,
-                 "ratio is fwbench's step time over a plain hand-written training loop's, same model and batch.")
+                 "ratio is fwbench's step time over a plain hand-written training loop's, same model and batch: the "
+                 "median over rounds that alternate the two, with the lowest and highest round in brackets.")
 
 
 def run_facts(results: dict) -> list[tuple[str, str]]:
