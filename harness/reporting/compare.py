@@ -99,8 +99,9 @@ def compare(a: dict, b: dict, band: float = NOISE_BAND) -> dict:
                 line.verdict = accuracy_verdict(x, y)
                 line.regression = line.verdict.worse
             elif metric.judged in (TIME, MEMORY):
+                # Contention slows a run; it does not change how much memory the run's process holds.
                 flag = "training_contended" if metric.training else "contended"
-                blocked = "contended" if x.get(flag) or y.get(flag) else None
+                blocked = "contended" if metric.judged == TIME and (x.get(flag) or y.get(flag)) else None
                 for divide, reading in ((adjust, "adjusted"), (1.0, "raw")):
                     questions, slots = families.setdefault((metric.key, reading), ([], []))
                     questions.append(_question(metric, x, y, divide, blocked))
