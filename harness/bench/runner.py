@@ -46,15 +46,18 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
                 elif record["runs"] and all(run["status"] != "ok" for run in record["runs"]):
                     pass  # it failed in its first round; its error would only repeat
                 else:
-                    for run in measure(replace(cell, train=cell.train and not record["runs"]), r):
-                        record["runs"].append(run)
-                        merge(record, run)
-                    results.summarize(record)
-                    attach_checks(doc, record)
+                    add_run(doc, record, replace(cell, train=cell.train and not record["runs"]), r)
                 results.save(doc, path)
                 done += 1
                 bar.update(len(suite.models) + 1 + done, f"{cell.label()} run {r + 1}")
                 log(f"[{done}/{len(todo) * suite.repeat}] {cell.label()} run {r + 1}: {describe(record)}")
+        # Contended runs are measured again once, at the end and only where a cell lacks clean runs: under
+        # steal every round would otherwise double.
+        for i, missing in remeasure(doc["cells"], suite.repeat):
+            for _ in range(missing):
+                add_run(doc, doc["cells"][i], replace(todo[i], train=False), len(plan))
+            results.save(doc, path)
+            log(f"[again] {todo[i].label()}, {missing} run(s) in place of contended ones: {describe(doc['cells'][i])}")
         doc["calibration"]["end"] = calibrate()
     except KeyboardInterrupt:
         bar.close()
@@ -110,12 +113,25 @@ def merge(record: dict, run: dict) -> None:
         record["curves"], record["filters"] = run.pop("curves", None), run.pop("filters", None)
 
 
-def measure(cell: Cell, round_: int) -> list[dict]:
-    """One run of the cell in a fresh process; run once more if other work contended for the CPU meanwhile."""
-    first = run_cell(cell, round_)
-    if not first["contention"]["contended"] or first["status"] != "ok":
-        return [first]
-    return [first, run_cell(replace(cell, train=False), round_)]
+def add_run(doc: dict, record: dict, cell: Cell, round_: int) -> None:
+    """One more run of the cell, folded into its record and figures."""
+    run = run_cell(cell, round_)
+    record["runs"].append(run)
+    merge(record, run)
+    results.summarize(record)
+    attach_checks(doc, record)
+
+
+def remeasure(records: list[dict], repeat: int) -> list[tuple[int, int]]:
+    """(cell index, runs to add) for each cell with contended runs and fewer clean ones than its figures need."""
+    out = []
+    for i, record in enumerate(records):
+        ok = [r for r in record["runs"] if r["status"] == "ok"]
+        contended = sum(bool(r["contention"]["contended"]) for r in ok)
+        missing = min(contended, min(results.MIN_CLEAN, repeat) - (len(ok) - contended))
+        if missing > 0:
+            out.append((i, missing))
+    return out
 
 
 def run_cell(cell: Cell, round_: int) -> dict:
