@@ -40,9 +40,8 @@ def run(cell: dict) -> dict:
 
     backend = make_backend(cell["backend"], spec, **build)
     backend.init_optimizer(recipe.optimizer)
-    info |= {"mode": backend.mode, "fused": backend.fused, "mode_note": getattr(cls, "MODE_NOTES", {}).get(backend.mode),
-             "data": data.source,
-             "train_images": len(data.train_x), "test_images": len(data.test_x)}
+    info |= {"mode": backend.mode, "fused": backend.fused, "mode_note": cls.MODE_NOTES.get(backend.mode),
+             "data": data.source, "train_images": len(data.train_x), "test_images": len(data.test_x)}
     count = 1 + cell["warmup_steps"] + cell["timed_steps"]
     order = batch_order(len(data.train_x), cell["batch_size"], cell["seed"], 0)
     # Timed steps are all full batches, reused in turn when an epoch (--limit, a large batch) has too few.

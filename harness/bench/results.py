@@ -44,7 +44,7 @@ def used_runs(cell: dict) -> list[dict]:
     """The runs a cell's figures come from: its successful runs, contended ones left out while enough others remain."""
     ok = [r for r in cell.get("runs", []) if r.get("status") == "ok"]
     clean = [r for r in ok if not (r.get("contention") or {}).get("contended")]
-    return clean if len(clean) >= min(MIN_CLEAN, len(ok)) and clean else ok
+    return clean if len(clean) >= min(MIN_CLEAN, len(ok)) else ok
 
 
 def summarize(cell: dict) -> None:

@@ -1,4 +1,4 @@
-"""Run a suite: calibrate, check every backend and mode, then each cell's runs in interleaved rounds, saving as it goes."""
+"""Run a suite: calibrate, check every backend and mode, then run each cell in interleaved rounds, saving as it goes."""
 from __future__ import annotations
 
 import json
@@ -90,8 +90,8 @@ def refusal(doc: dict, cell: Cell, suite: Suite) -> str | None:
     checked = doc["conformance"].get(cell.backend)
     if not checked or checked["passed"] or suite.allow_nonconformant:
         return None
-    return (f"not run: {cell.backend} failed the conformance kit ({', '.join(checked['failed']) or checked.get('error')});"
-            " --allow-nonconformant runs it anyway")
+    why = ", ".join(checked["failed"]) or checked.get("error")
+    return f"not run: {cell.backend} failed the conformance kit ({why}); --allow-nonconformant runs it anyway"
 
 
 def attach_checks(doc: dict, record: dict) -> None:

@@ -34,11 +34,11 @@ class Suite:
 # both are in `full` only. Stock flax's cnn recipe (21-26 s an epoch on the reference CPU) would take two
 # minutes of the budget, so the default suite times it without training it.
 PRESETS = {
-    # About two minutes on 2 cores: the real models, one short epoch on a slice of MNIST, five runs a cell.
+    # About three minutes on 2 cores: the real models, one short epoch on a slice of MNIST, five runs a cell.
     "quick": Suite("quick", backends=("numpy", "torch", "flax", "flax@scan-tuned"), timed_steps=20, warmup_steps=3,
                    limit=6400, epochs=1, evals_per_epoch=2, repeat=5, conformance=False),
-    # `make bench`: the default recipes on all of MNIST, every metric, on the CPU. Four runs a cell fit the
-    # 7-minute budget (five took 8.5 minutes with set-up on a noisy day); the verdicts then use Welch's test.
+    # `make bench`: the default recipes on all of MNIST, every metric, on the CPU. Four runs a cell, not five:
+    # five took 8.5 minutes with set-up on a noisy day, four 7.3 (the budget is 7); the verdicts then use Welch's test.
     "default": Suite("default", backends=("numpy", "torch", "flax", "flax@scan-tuned"), repeat=4,
                      timed_steps=30, min_timed_s=0.3, timing_only=("flax/cnn",)),
     # More batch sizes and runs, every mode, and the GPU where there is one.

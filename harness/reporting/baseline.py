@@ -24,17 +24,17 @@ def pick(cells: list[dict], baseline: str | None) -> dict | None:
     return next((c for c in ok if c["backend"] in wanted), None if baseline else (ok[0] if ok else None))
 
 
-def judged_against(results: dict, baseline: str | None = None) -> tuple[dict[int, Verdict], dict[int, bool]]:
-    """Verdicts keyed by id(cell) for every non-baseline cell, Holm over the whole run, and the baseline cells."""
+def judged_against(results: dict, baseline: str | None = None) -> tuple[dict[int, Verdict], set[int]]:
+    """Verdicts keyed by id(cell) for every non-baseline cell, Holm over the whole run, and the baseline cells' ids."""
     groups: dict[tuple, list[dict]] = {}
     for cell in results["cells"]:
         groups.setdefault(tuple(cell.get(k) for k in GROUP), []).append(cell)
-    pairs, bases = [], {}
+    pairs, bases = [], set()
     for cells in groups.values():
         base = pick(cells, baseline)
         if base is None:
             continue
-        bases[id(base)] = True
+        bases.add(id(base))
         pairs += [(base, c) for c in cells if c is not base and c["status"] == "ok"]
     questions = [Question(runs_of(a), runs_of(b), blocked=_blocked(a, b)) for a, b in pairs]
     return {id(b): v for (_, b), v in zip(pairs, judge(questions))}, bases

@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """results..., --format, --out, --compare A B, --noise-band, --baseline."""
     parser.add_argument("results", nargs="*",
                         help="results files or directories of bench-*.json; default: the newest in results/")
-    parser.add_argument("--format", choices=FORMATS, default="md", 
-                        help="md (default), html, csv, or pytest-benchmark (JSON that `pytest-benchmark compare` reads)")
+    parser.add_argument("--format", choices=FORMATS, default="md",
+                        help="md (default), html, csv, or pytest-benchmark (JSON for `pytest-benchmark compare`)")
     parser.add_argument("--out", metavar="FILE",
                         help="where to write; default: stdout for md and csv, results/report.html for html")
     parser.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),

@@ -76,8 +76,7 @@ def compare(a: dict, b: dict, band: float = NOISE_BAND) -> dict:
     pairs = [(ca[k], cb[k]) for k in keys]
     shift = common_shift(pairs)
     lines: list[Line] = []
-    # Holm corrects over the cells of one metric; a time metric is judged twice, as measured and after
-    # removing the common shift, in families of their own.
+    # Holm corrects over the cells of one metric and reading (as measured, or after removing the shift).
     families: dict[tuple, tuple[list[Question], list[Line]]] = {}
     for k, (x, y) in zip(keys, pairs):
         if x["status"] != "ok" or y["status"] != "ok":
@@ -102,7 +101,9 @@ def compare(a: dict, b: dict, band: float = NOISE_BAND) -> dict:
                 # Contention slows a run; it does not change how much memory the run's process holds.
                 flag = "training_contended" if metric.training else "contended"
                 blocked = "contended" if metric.judged == TIME and (x.get(flag) or y.get(flag)) else None
-                for divide, reading in ((adjust, "adjusted"), (1.0, "raw")):
+                # A time metric is also judged as measured (both_readings); memory has no shift to remove.
+                readings = ((adjust, "adjusted"), (1.0, "raw")) if metric.judged == TIME else ((1.0, "adjusted"),)
+                for divide, reading in readings:
                     questions, slots = families.setdefault((metric.key, reading), ([], []))
                     questions.append(_question(metric, x, y, divide, blocked))
                     slots.append(line)
@@ -128,8 +129,7 @@ def both_readings(adjusted: Verdict, raw: Verdict) -> Verdict:
     """Faster or slower only when the runs say so both as measured and after removing the machine's shift."""
     # Removing a shift assumes the machine slowed every cell alike; it did not (the mlp's small steps moved
     # less than the cnn's in the A/A runs), so a change that only the adjustment shows may be its artefact.
-    decisive = {FASTER, SLOWER, "smaller", "larger"}
-    if adjusted.word not in decisive or raw.word == adjusted.word:
+    if adjusted.word not in (FASTER, SLOWER) or raw.word == adjusted.word:
         return adjusted
     return Verdict(NO_DIFFERENCE, adjusted.ratio, adjusted.ci, adjusted.p, adjusted.p_holm, adjusted.test,
                    why=f"{adjusted.word} only after removing the common shift; {raw.word} as measured")

@@ -48,11 +48,11 @@ def render(name_a: str, a: dict, name_b: str, b: dict, found: dict) -> str:
     bad = found["regressions"]
     out = [f"# fwbench compare: {md(name_b)} against {md(name_a)}", "",
            f"B = {md(name_b)}, A = {md(name_a)}; ratios are B/A. Each time and memory verdict comes from the runs' "
-           f"per-process figures: a Mann-Whitney rank test (Welch's t on logs where there are too few runs for the "
-           f"rank test to reach its level), Holm-corrected at {ALPHA} over the cells judged on each metric, and a change beyond the "
-           f"noise band of {100 * found['band']:.0f}%. No verdict with fewer than {MIN_RUNS} runs a side, a run-to-run "
-           f"spread over {100 * UNSTABLE:.0f}%, or a contended cell. Accuracy is worse when it drops beyond the larger "
-           "of its run-to-run range and the test set's sampling noise.", ""]
+           "per-process figures: a Mann-Whitney rank test (Welch's t on logs where there are too few runs for the "
+           f"rank test to reach its level), Holm-corrected at {ALPHA} over the cells judged on each metric, and a "
+           f"change beyond the noise band of {100 * found['band']:.0f}%. No verdict with fewer than {MIN_RUNS} runs "
+           f"a side, a run-to-run spread over {100 * UNSTABLE:.0f}%, or a contended cell. Accuracy is worse when it "
+           "drops beyond the larger of its run-to-run range and the test set's sampling noise.", ""]
     out += [f"**{len(bad)} regression{'s' if len(bad) != 1 else ''}**" + (":" if bad else "."), ""]
     out += [f"- {md(x.cell)}: {x.metric} {md(x.a)} → {md(x.b)}: {md(x.verdict.text())}" for x in bad]
     out += [""] + machine_lines(found)

@@ -62,7 +62,7 @@ def run_html(results: dict, level: int = 2, baseline: str | None = None) -> str:
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in tables.run_facts(results))
     parts = [f"<dl class=\"facts\">{facts}</dl>", f"<p class=\"note\">{escape(tables.EPOCH_NOTE)}</p>",
              f"<p class=\"note\">{escape(tables.VERDICT_NOTE)}</p>"]
-    parts += [table_html(tables.model_table(results, m, baseline), level) for m in names]
+    parts += [table_html(t, level) for t in tables.model_tables(results, baseline)]
     parts += [table_html(t, level) for t in tables.mode_tables(results)]
     parts += [f"<{h}>Training loss</{h}>", figure_html(plots.loss_curves(results), "training loss curves"),
               f"<{h}>Throughput</{h}>", figure_html(plots.throughput(results), "images per second")]

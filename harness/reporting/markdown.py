@@ -35,7 +35,7 @@ def facts_line(results: dict) -> str:
 def run_md(results: dict, level: int = 2, baseline: str | None = None) -> str:
     """Every section for one results file."""
     parts = [facts_line(results), tables.EPOCH_NOTE, tables.VERDICT_NOTE]
-    parts += [table_md(tables.model_table(results, m, baseline), level) for m in tables.models_in(results)]
+    parts += [table_md(t, level) for t in tables.model_tables(results, baseline)]
     parts += [table_md(t, level) for t in tables.mode_tables(results)]
     overhead = tables.overhead_table(results)
     if overhead:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from harness.bench.metrics import COLUMNS, HIGHER, show
 from harness import fmt
 from harness.reporting.baseline import judged_against
+from harness.reporting.verdicts import Verdict
 
 EPOCH_NOTE = ("Each cell ran in several fresh processes (runs), in rounds that visit every cell once in a seeded "
               "random order. Step ms is the median over runs of each run's median step, with its 95% bootstrap "
@@ -91,11 +92,17 @@ def with_interval(cell: dict, key: str, form) -> str:
     return form(value) + (f" [{form(ci[0])}, {form(ci[1])}]" if ci and value is not None else "")
 
 
-def model_table(results: dict, model: str, baseline: str | None = None) -> Table:
+def model_tables(results: dict, baseline: str | None = None) -> list[Table]:
+    """One table per model; the verdicts against the baseline are judged once, as one family, for all of them."""
+    judged = judged_against(results, baseline)
+    return [model_table(results, m, judged) for m in models_in(results)]
+
+
+def model_table(results: dict, model: str, judged: tuple[dict[int, Verdict], set[int]]) -> Table:
     """A row per cell of one model, a column per metric with intervals, a verdict against the baseline."""
     cells = [c for c in results["cells"] if c["model"] == model]
     label = labeller(results["cells"])
-    verdicts, base = judged_against(results, baseline)
+    verdicts, bases = judged
     rows = []
     for cell in cells:
         if cell["status"] != "ok":
@@ -105,12 +112,12 @@ def model_table(results: dict, model: str, baseline: str | None = None) -> Table
         texts = [with_interval(cell, c.key, c.form) if c.key == "step_ms" else show(c, cell["metrics"])
                  for c in COLUMNS]
         verdict = verdicts.get(id(cell))
-        texts.insert(1, "baseline" if verdict is None and base.get(id(cell)) else verdict.text() if verdict else fmt.DASH)
+        texts.insert(1, "baseline" if id(cell) in bases else verdict.text() if verdict else fmt.DASH)
         rows.append(Row([label(cell)] + texts + [CONFORMANCE.get(cell.get("conformance"), fmt.DASH)]))
     _mark_best(cells, rows)
     count = param_count(results, model)
     title = f"{model} ({count:,} parameters)" if count else model
-    baseline_name = next((backend_label(c) for c in cells if base.get(id(c))), "the baseline")
+    baseline_name = next((backend_label(c) for c in cells if id(c) in bases), "the baseline")
     headers = ["backend", COLUMNS[0].header, f"vs {baseline_name}"] + [c.header for c in COLUMNS[1:]] + ["conformance"]
     return Table(title, headers, rows)
 
