@@ -1,18 +1,20 @@
 """Registry of backends: built-ins, plugins from the `fwbench.backends` entry points, and module:Class paths."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 from dataclasses import dataclass
 
 from backends.base import Backend, BackendError, OptimizerConfig, check_mode
 from models.params import Params
 from models.spec import ModelSpec
 
-__all__ = ["Backend", "BackendError", "BrokenBackend", "MissingDependency", "OptimizerConfig", "BUILTIN", "Entry",
-           "GROUP", "build", "entries", "load", "missing", "names", "source", "split"]
+__all__ = ["Backend", "BackendError", "BackendFailed", "BrokenBackend", "MissingDependency", "OptimizerConfig",
+           "BUILTIN", "Entry", "GROUP", "blame", "build", "entries", "load", "missing", "names", "source", "split"]
 
 class MissingDependency(BackendError):
     """A backend's framework or one of its modules is not installed."""
@@ -20,6 +22,10 @@ class MissingDependency(BackendError):
 
 class BrokenBackend(BackendError):
     """A backend's module fails to import, or does not hold a Backend class."""
+
+
+class BackendFailed(BrokenBackend):
+    """A backend's own code raised or called sys.exit; the original exception is the __cause__."""
 
 
 GROUP = "fwbench.backends"  # the entry-point group a plugin package registers its backend class in
@@ -88,7 +94,7 @@ def missing(name: str) -> list[str]:
 
 
 def load(name: str) -> type[Backend]:
-    """The backend class for a name or a "module.path:ClassName", with an optional "@mode"; BackendError saying why not."""
+    """The class for a name or "module.path:ClassName", with an optional "@mode"; BackendError saying why not."""
     name, mode = split(name)
     entry = Entry(name, (), "check the module path") if _is_path(name) else _entry(name)
     absent = missing(name)
@@ -103,8 +109,8 @@ def load(name: str) -> type[Backend]:
             raise BrokenBackend(f"backend '{name}': no module named '{module}'") from None
         raise MissingDependency(f"backend '{name}' needs module '{e.name}', which is not installed; "
                                 f"install it ({entry.install})") from None
-    except Exception as e:  # a plugin's import can fail in any way; it must not take the CLI down
-        raise BrokenBackend(f"backend '{name}' is broken: {type(e).__name__}: {e}".splitlines()[0]) from None
+    except (Exception, SystemExit) as e:  # a plugin's import can fail in any way; it must not take the CLI down
+        raise BrokenBackend(f"backend '{name}' is broken: {_one_line(e)}") from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise BrokenBackend(f"backend '{name}': {entry.target} is not a subclass of backends.base.Backend")
     check_mode(cls, mode)
@@ -114,8 +120,27 @@ def load(name: str) -> type[Backend]:
 def build(name: str, spec: ModelSpec, params: Params | None, *, device: str, dtype: str, seed: int = 0) -> Backend:
     """An instance of "NAME", "NAME@MODE" or "module.path:ClassName[@MODE]", in the named mode; BackendError if not."""
     cls, mode = load(name), split(name)[1]
-    # Only a named mode is passed on, so a backend without modes keeps the plain constructor.
-    return cls(spec, params, device=device, dtype=dtype, seed=seed, **({"mode": mode} if mode else {}))
+    with blame(name, "to build"):
+        # Only a named mode is passed on, so a backend without modes keeps the plain constructor.
+        return cls(spec, params, device=device, dtype=dtype, seed=seed, **({"mode": mode} if mode else {}))
+
+
+@contextlib.contextmanager
+def blame(name: str, doing: str, keep: tuple[type[BaseException], ...] = ()):
+    """Turn whatever a backend's own code raises, sys.exit included, into one BackendFailed line naming it."""
+    try:
+        yield
+    except (BackendError, *keep):
+        raise  # already says what is wrong, or is the caller's to handle
+    except (Exception, SystemExit) as e:  # third-party code fails in any way; KeyboardInterrupt still interrupts
+        if os.environ.get("FWBENCH_DEBUG"):
+            raise  # the backend's own traceback, as cli.main shows for every error
+        raise BackendFailed(f"backend '{name}' failed {doing}: {_one_line(e)}") from e
+
+
+def _one_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return text.splitlines()[0]
 
 
 def _is_path(name: str) -> bool:

@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/overhead.py [--frameworks torch,flax,flax@scan-tuned] [--rounds 3] [--steps 200] [--json]
        [--out results/]
+`fwbench bench` runs it as a stage of a suite with overhead frameworks (the default suite), into the run's own file.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import models
 import plain_data
 import plain_timer
 from backends.base import OptimizerConfig
-from harness import augment
-from harness.bench import results
+from harness import atomic, augment
+from harness.bench.child import die_with_parent
 from harness.bench.timing import time_steps as fwbench_time_steps
 from harness.data import batch_order, load_mnist, normalize
 from harness.provenance import git_commit, machine
@@ -96,20 +97,9 @@ def table(overhead: dict) -> str:
 
 
 def write(out: Path, overhead: dict, doc: dict) -> list[Path]:
-    """overhead-<time>.json in out, and the overhead merged into the newest bench-*.json there, if any."""
-    written = [out / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"]
-    results.save(doc, written[0])
-    # The newest by the timestamp that ends every bench file's name, whatever its suite.
-    benches = sorted(out.glob("bench-*.json"), key=lambda p: p.stem[-15:])
-    if benches:
-        bench = json.loads(benches[-1].read_text())
-        if bench.get("status") == "running":
-            print(f"warning: {benches[-1]} is still being written; its runner may overwrite the overhead",
-                  file=sys.stderr)
-        bench["overhead"] = overhead
-        results.save(bench, benches[-1])
-        written.append(benches[-1])
-    return written
+    """A new overhead-<time>.json in out. A bench run measures its own overhead (the suite's overhead stage), so
+    nothing here rewrites a results file another process may be writing."""
+    return [atomic.claim(out, atomic.stamped("overhead"), atomic.encode_json(doc))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,9 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line, not a table")
-    p.add_argument("--out", type=Path,
-                   help="results folder: write overhead-<time>.json and merge into the newest bench-*.json")
+    p.add_argument("--out", type=Path, help="folder to write a new overhead-<time>.json in")
     args = p.parse_args(argv)
+    die_with_parent()  # run as a bench's stage, it goes when the bench goes, even killed outright
+    if args.out:
+        try:
+            atomic.ensure_dir(args.out)  # before minutes of timing, not after
+        except ValueError as e:
+            p.error(str(e))
     overhead = {}
     for name in args.frameworks.split(","):
         if name not in FRAMEWORKS:

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import Callable, TypeVar
 
 import numpy as np
 
 import backends
-from backends.base import Backend, OptimizerConfig
+from backends.base import Backend, BackendError, OptimizerConfig
 from harness.metrics import compare, tree_distance
 from models import ModelSpec
 from models.params import Params
 
+T = TypeVar("T")
 REFERENCE = "reference"  # the NumPy engine in float64, whatever dtype is under test
 # Relative L2 bounds, enforced on every tensor and every backend pair; docs/agreement.md has the
 # measurements behind them. float64: the contract, met with five orders of magnitude to spare.
@@ -53,6 +55,20 @@ def pairs(names: list[str]) -> list[tuple[str, str]]:
     return [(n, REFERENCE) for n in names] + list(combinations(names, 2))
 
 
+def attempt(names: list[str], doing: str, fn: Callable[[str], T], skipped: dict[str, str] | None) -> dict[str, T]:
+    """fn(name) for each backend, a failure blamed on it: raised, or with `skipped` recorded there and left out."""
+    done = {}
+    for name in names:
+        try:
+            with backends.blame(name, doing):
+                done[name] = fn(name)
+        except BackendError as e:
+            if skipped is None:
+                raise
+            skipped[name] = str(e)
+    return done
+
+
 def evaluate(name: str, spec: ModelSpec, params: Params, x, y, *, dtype: str, device: str) -> Run:
     """Loss, logits and canonical gradients of one backend ("NAME" or "NAME@MODE") at the given weights."""
     backend = backends.build(name, spec, {k: v.astype(dtype) for k, v in params.items()}, device=device, dtype=dtype)
@@ -62,11 +78,14 @@ def evaluate(name: str, spec: ModelSpec, params: Params, x, y, *, dtype: str, de
 
 
 def one_step(spec: ModelSpec, names: list[str], params: Params, x: np.ndarray, y: np.ndarray, *,
-             dtype: str, devices: dict[str, str]) -> StepReport:
-    """Every backend's first-step loss, logits and gradients, compared pairwise and with the reference."""
+             dtype: str, devices: dict[str, str], skipped: dict[str, str] | None = None) -> StepReport:
+    """Every backend's first-step loss, logits and gradients, compared pairwise and with the reference.
+
+    With `skipped`, a backend that fails is left out and its error recorded there; without, the error is raised."""
     runs = {REFERENCE: evaluate("numpy", spec, params, x, y, dtype="float64", device="cpu")}
-    for name in names:
-        runs[name] = evaluate(name, spec, params, x, y, dtype=dtype, device=devices[name])
+    runs |= attempt(names, "on the shared batch",
+                    lambda n: evaluate(n, spec, params, x, y, dtype=dtype, device=devices[n]), skipped)
+    names = [n for n in names if n in runs]
     rows = ["logits", "loss", *spec.param_shapes()]
     table: dict[str, dict[str, dict]] = {row: {} for row in rows}
     for a, b in pairs(names):
@@ -103,25 +122,43 @@ class Trajectory:
 
 
 def trajectory(spec: ModelSpec, names: list[str], params: Params, batches, config: OptimizerConfig, *,
-               dtype: str, devices: dict[str, str]) -> Trajectory:
-    """Train every backend and the reference in lockstep on the same batches; record where they drift."""
-    instances: dict[str, Backend] = {REFERENCE: backends.build("numpy", spec, params, device="cpu", dtype="float64")}
-    for name in names:
-        cast = {k: v.astype(dtype) for k, v in params.items()}
-        instances[name] = backends.build(name, spec, cast, device=devices[name], dtype=dtype)
-    for backend in instances.values():
+               dtype: str, devices: dict[str, str], skipped: dict[str, str] | None = None) -> Trajectory:
+    """Train every backend and the reference in lockstep on the same batches; record where they drift.
+
+    With `skipped`, a backend that fails is left out of the whole trajectory and its error recorded there."""
+    reference = backends.build("numpy", spec, params, device="cpu", dtype="float64")
+    reference.init_optimizer(config)
+    cast = {k: v.astype(dtype) for k, v in params.items()}
+
+    def start(name: str) -> Backend:
+        backend = backends.build(name, spec, cast, device=devices[name], dtype=dtype)
         backend.init_optimizer(config)
+        return backend
+    instances = {REFERENCE: reference, **attempt(names, "to start training", start, skipped)}
     losses: dict[str, list[float]] = {n: [] for n in instances}
-    distance: dict[str, list[float]] = {f"{a}~{b}": [] for a, b in pairs(names)}
+    distance: dict[str, list[float]] = {f"{a}~{b}": [] for a, b in pairs(_others(instances))}
     for x, y in batches:
-        current = {}
-        for name, backend in instances.items():
-            xd = x.astype("float64" if name == REFERENCE else dtype)
-            losses[name].append(float(backend.train_step(backend.prepare_batch(xd, y))))
-            current[name] = backend.get_params()
-        for a, b in pairs(names):
-            distance[f"{a}~{b}"].append(tree_distance(current[a], current[b]))
+        steps = {REFERENCE: _step(reference, x.astype("float64"), y)}
+        steps |= attempt(_others(instances), "in a training step", lambda n: _step(instances[n], x.astype(dtype), y),
+                         skipped)
+        for name in [n for n in instances if n not in steps]:  # failed: left out of the trajectory, start to end
+            del instances[name], losses[name]
+            distance = {pair: d for pair, d in distance.items() if name not in pair.split("~")}
+        for name, (loss, _) in steps.items():
+            losses[name].append(loss)
+        for a, b in pairs(_others(instances)):
+            distance[f"{a}~{b}"].append(tree_distance(steps[a][1], steps[b][1]))
     return Trajectory(losses, distance)
+
+
+def _others(instances: dict) -> list[str]:
+    return [n for n in instances if n != REFERENCE]
+
+
+def _step(backend: Backend, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
+    """One training step's loss and the parameters after it."""
+    loss = float(backend.train_step(backend.prepare_batch(x, y)))
+    return loss, backend.get_params()
 
 
 def check_trajectory(traj: Trajectory, tol: float, dtype: str) -> list[str]:

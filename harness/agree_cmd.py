@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +14,10 @@ import models
 from backends.base import BackendError, OptimizerConfig
 from harness import agree as ag
 from harness import agree_view as view
+from harness.atomic import atomic_write, atomic_write_json, ensure_dir
 from harness.data import batch_order, load_mnist, normalize
 from harness.provenance import git_commit, machine
-from harness.session import MNIST_SHAPE, resolve_device
+from harness.session import MNIST_SHAPE, check_labels, check_memory, resolve_device
 from models.params import init_params
 
 SCHEMA = "fwbench.agree/1"
@@ -23,7 +26,7 @@ DEFAULT_BACKENDS = ("numpy", "torch", "flax")
 
 def backend_names(text: str | None) -> tuple[list[str], list[str]]:
     """Backends to compare and notes on defaults skipped for a missing framework."""
-    if text:
+    if text is not None:  # given, even if empty: never quietly the default set
         names = [n.strip() for n in text.split(",") if n.strip()]
         for name in names:
             backends.load(name)  # unknown or missing: a clear error now
@@ -36,6 +39,7 @@ def batches(spec, args, count: int) -> tuple[list[tuple[np.ndarray, np.ndarray]]
     """`count` float64 batches: MNIST in the harness's batch order, or seeded synthetic data."""
     if args.data == "mnist" and spec.input == MNIST_SHAPE:
         data = load_mnist(args.data_dir)
+        check_labels(spec, data.train_y)
         order = batch_order(len(data.train_x), args.batch_size, args.seed, 0)
         picked = [order[i % len(order)] for i in range(count)]
         out = [(normalize(data.train_x[i], "float64"), data.train_y[i].astype(np.int64)) for i in picked]
@@ -49,18 +53,26 @@ def batches(spec, args, count: int) -> tuple[list[tuple[np.ndarray, np.ndarray]]
 
 def agree(args) -> int:
     spec = models.get(args.model)
+    fits(spec, args)
+    if args.dump:
+        ensure_dir(Path(args.dump), "--dump")  # a bad folder is said now, not after the computation
     names, notes = backend_names(args.backends)
     if not names:
         raise BackendError("no backend to compare; install torch or flax, or pass --backends numpy")
     classes = {n: backends.load(n) for n in names}
+    # With --skip-unsupported a backend that refuses or fails at any stage is left out with a note; without,
+    # its failure is one error line naming it.
+    skipped: dict[str, str] | None = {} if args.skip_unsupported else None
     if args.skip_unsupported:
-        classes, skipped = usable(classes, spec, args)
-        notes += skipped
+        classes, refused = usable(classes, spec, args)
+        notes += refused
         names = list(classes)
         if not names:
-            raise BackendError("no backend left to compare: " + "; ".join(skipped))
-    numerics = {n: cls.pin_numerics() for n, cls in classes.items()}
-    devices = {n: resolve_device(cls, args.device) for n, cls in classes.items()}
+            raise BackendError("no backend left to compare: " + "; ".join(refused))
+    about = ag.attempt(names, "describing itself", lambda n: describe(classes[n], args.device), skipped)
+    names = survivors(names, about, skipped, notes)
+    numerics = {n: about[n]["numerics"] for n in names}
+    devices = {n: about[n]["device"] for n in names}
     params = init_params(spec, args.seed, "float64")
     data, source = batches(spec, args, max(1, args.steps))
     x, y = data[0]
@@ -72,14 +84,17 @@ def agree(args) -> int:
     if args.check == "fd":
         return fd(spec, params, x, y, doc, args)
     from harness import ties
-    conventions = {n: ties.probe(n, devices[n]) for n in names}
+    conventions = ag.attempt(names, "in the tie probe", lambda n: ties.probe(n, devices[n]), skipped)
+    names = survivors(names, conventions, skipped, notes)
     if args.ties:
         x, y, params = ties.tie_case(spec, params, len(y), args.seed)
         doc["ties_hit"] = ties.count_ties(spec, params, x)
         doc["data"] = "constructed ties: 0/1 inputs, weights on a 1/4 grid, zero biases"
-    report = ag.one_step(spec, names, params, x, y, dtype=args.dtype, devices=devices)
-    breaches, at_ties = split_ties(ag.check(report, doc['tolerance']['grad_rel_l2'], args.dtype), conventions, args.ties)
-    doc["backends"] = {n: {"version": classes[n].version(), "mode": report.runs[n].mode, "device": devices[n],
+    report = ag.one_step(spec, names, params, x, y, dtype=args.dtype, devices=devices, skipped=skipped)
+    names = survivors(names, report.runs, skipped, notes)
+    checked = ag.check(report, doc['tolerance']['grad_rel_l2'], args.dtype)
+    breaches, at_ties = split_ties(checked, conventions, args.ties)
+    doc["backends"] = {n: {"version": about[n]["version"], "mode": report.runs[n].mode, "device": devices[n],
                            "numerics": numerics[n], "ties": conventions[n], "loss": report.runs[n].loss}
                        for n in names}
     doc["reference"] = {"backend": "numpy", "dtype": "float64", "loss": report.runs[ag.REFERENCE].loss}
@@ -88,7 +103,8 @@ def agree(args) -> int:
     lines = [view.step_table(report), *view.worst_lines(report)]
     if args.steps:
         config = OptimizerConfig(args.optimizer, lr=args.lr, momentum=args.momentum if args.optimizer == "sgd" else 0.0)
-        traj = ag.trajectory(spec, names, params, data, config, dtype=args.dtype, devices=devices)
+        traj = ag.trajectory(spec, names, params, data, config, dtype=args.dtype, devices=devices, skipped=skipped)
+        notes += [f"{n} left out of the trajectory: {skipped.pop(n)}" for n in names if n not in traj.losses]
         breaches += ag.check_trajectory(traj, doc['tolerance']['trajectory_rel'], args.dtype)
         doc["trajectory"] = {"optimizer": dataclasses.asdict(config),
                              "losses": traj.losses, "distance": traj.distance}
@@ -103,6 +119,29 @@ def agree(args) -> int:
         print("\n".join(lines))
         print(verdict(doc))
     return 1 if breaches else 0
+
+
+def fits(spec, args) -> None:
+    """Refuse, before any backend is built, a run that cannot fit in memory: the float64 reference and the batches."""
+    config = OptimizerConfig(args.optimizer, momentum=args.momentum if args.optimizer == "sgd" else 0.0)
+    stored = max(1, args.steps) * args.batch_size * (math.prod(spec.input) + 1) * 8  # every step's batch is kept
+    check_memory(spec, args.batch_size, "float64", config, args.device, extra=(stored, "batches", "--steps"))
+
+
+def describe(cls, device: str) -> dict:
+    """What agree reports of a backend besides its numbers: version, pinned numerics and device."""
+    return {"version": cls.version(), "numerics": cls.pin_numerics(), "device": resolve_device(cls, device)}
+
+
+def survivors(names: list[str], done: dict, skipped: dict[str, str] | None, notes: list[str]) -> list[str]:
+    """The backends that came through a stage; a note for each one left out, and an error if none is left."""
+    if skipped is None:
+        return names  # the stage raised on the first failure
+    notes += [f"{n} skipped: {skipped.pop(n)}" for n in names if n not in done]
+    left = [n for n in names if n in done]
+    if not left:
+        raise BackendError("no backend left to compare: " + "; ".join(notes))
+    return left
 
 
 def usable(classes: dict, spec, args) -> tuple[dict, list[str]]:
@@ -160,15 +199,22 @@ FD_TOL = 1e-5
 
 def dump(directory: Path, params, x, y, report: ag.StepReport, doc: dict) -> None:
     """Everything needed to check the gradients with one's own code."""
-    directory.mkdir(parents=True, exist_ok=True)
-    np.savez(directory / "params.npz", **params)
-    np.savez(directory / "batch.npz", x=x, y=y)
+    directory = ensure_dir(directory, "--dump")
+    _savez(directory / "params.npz", params)
+    _savez(directory / "batch.npz", {"x": x, "y": y})
     for name, run in report.runs.items():
-        np.savez(directory / f"grads_{name}.npz", **run.grads)
+        _savez(directory / f"grads_{name}.npz", run.grads)
     summary = {k: doc[k] for k in ("schema", "model", "dtype", "batch_size", "seed", "data", "tolerance")}
     summary["losses"] = {name: run.loss for name, run in report.runs.items()}
     summary["backends"] = doc["backends"]
-    (directory / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_json(directory / "summary.json", summary)
+
+
+def _savez(path: Path, arrays: dict) -> None:
+    """np.savez, replacing path in one step."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(path, buf.getvalue())
 
 
 def header(doc: dict, names: list[str]) -> str:
@@ -194,6 +240,6 @@ def verdict(doc: dict) -> str:
         lines += [f"FAIL {b}" for b in doc["breaches"]]
     else:
         tol = doc["tolerance"]
-        lines.append(f"PASS: every tensor within {tol['grad_rel_l2']:g} relative"
-                     + (f", parameters within {tol['trajectory_rel']:g} after the trajectory" if "trajectory" in doc else ""))
+        after = f", parameters within {tol['trajectory_rel']:g} after the trajectory" if "trajectory" in doc else ""
+        lines.append(f"PASS: every tensor within {tol['grad_rel_l2']:g} relative{after}")
     return "\n".join(lines)

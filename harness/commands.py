@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import backends
 import models
-from harness import info, summary
+from backends.base import BackendError
+from harness import atomic, info, summary
 from harness.probes import contention
 from harness.agree_cmd import agree
 from harness.bench.command import bench
@@ -14,15 +16,21 @@ from harness.conformance.command import conformance
 from harness.reporting import report
 from harness.scaffold import new_backend
 from harness.recipe import recipe_for
-from harness.session import make_backend, mnist_for
+from harness.data import COUNTS
+from harness.session import check_memory, make_backend, mnist_for
+from harness.train import TrainingDiverged
 from harness.train import train as run_training
 
 
 def models_(args) -> int:
     if args.model:
-        print(info.model_table(models.get(args.model)))
+        spec = models.get(args.model)
+        print(json.dumps(info.model_doc(spec)) if args.json else info.model_table(spec))
+        recipe = recipe_for(spec.name)
+        check_memory(spec, recipe.batch_size, "float32", recipe.optimizer, "cpu")  # shown above; refused here
     else:
-        print(info.models_summary(models.shipped()))
+        names = models.shipped()
+        print(json.dumps(info.models_docs(names)) if args.json else info.models_summary(names))
     return 0
 
 
@@ -33,12 +41,23 @@ def backends_(args) -> int:
 
 
 def _recipe(args, spec):
-    return recipe_for(spec.name, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-                      lr=args.lr, momentum=args.momentum, schedule=args.schedule, shift=args.shift)
+    """The recipe with the user's options, refused here if training it cannot fit in memory."""
+    recipe = recipe_for(spec.name, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+                        lr=args.lr, momentum=args.momentum, schedule=args.schedule, shift=args.shift)
+    # A batch is never larger than the training set: --limit, or MNIST's 60,000.
+    batch = min(recipe.batch_size, args.limit or COUNTS["train"])
+    check_memory(spec, batch, args.dtype, recipe.optimizer, args.device)
+    return recipe
 
 
 def _train_one(name: str, spec, data, recipe, args) -> dict:
-    """Train one backend and return its self-describing summary."""
+    """Train one backend and return its self-describing summary; BackendError naming it if its code fails."""
+    # Divergence is the training loop's finding, not the backend's fault, so it keeps its own exit code.
+    with backends.blame(name, "in training", keep=(TrainingDiverged,)):
+        return _train(name, spec, data, recipe, args)
+
+
+def _train(name: str, spec, data, recipe, args) -> dict:
     backend = make_backend(name, spec, device=args.device, dtype=args.dtype, seed=args.seed, init=args.init)
     if not args.json:
         print(f"{name} ({type(backend).version()}) on {backend.device}: {spec.name}, "
@@ -72,16 +91,36 @@ def compare(args) -> int:
     names = [n.strip() for n in args.backends.split(",") if n.strip()]
     for name in names:
         backends.load(name)
+    atomic.ensure_dir(Path(args.out))  # a bad --out is said now, not after the training
     data = mnist_for(spec, args.dtype, args.data_dir, args.limit)
     recipe = _recipe(args, spec)
-    runs = [_train_one(name, spec, data, recipe, args) for name in names]
+    runs, failed = [], {}
+    for name in names:  # one backend's failure is recorded in its cell and costs the others nothing
+        try:
+            runs.append(_train_one(name, spec, data, recipe, args))
+        except (BackendError, TrainingDiverged) as e:
+            failed[name] = str(e)
+            runs.append(summary.failed(name, spec, recipe, args, data, str(e)))
+            if not args.json:
+                print(f"{name}: failed: {e}", flush=True)
     doc = summary.comparison(runs, {"backends": names, "model": spec.name, "device": args.device, "dtype": args.dtype,
                                     "seed": args.seed, "init": args.init, "limit": args.limit})
-    path = summary.write(doc, Path(args.out), f"compare-{spec.name}")
+    path, moved = summary.write_or_keep(doc, Path(args.out), f"compare-{spec.name}")
     table = summary.markdown(doc)
-    path.with_suffix(".md").write_text(table + "\n")
+    atomic.atomic_write(path.with_suffix(".md"), (table + "\n").encode())
     print(json.dumps(doc) if args.json else f"\n{table}\n\nwrote {path} and {path.with_suffix('.md')}")
-    return 0
+    if moved:
+        raise atomic.ResultsMoved(moved)
+    return _failures(failed, path)
+
+
+def _failures(failed: dict[str, str], path: Path) -> int:
+    """Exit 0, or 1 (a finding) with one line naming every backend that failed and where the others' results are."""
+    if not failed:
+        return 0
+    why = "; ".join(m if f"'{n}'" in m else f"backend '{n}': {m}" for n, m in failed.items())
+    print(f"fwbench compare: {why}; every result, these marked failed, is in {path}", file=sys.stderr)
+    return 1
 
 
 # Trailing underscores keep `models` and `backends` free for the packages.

@@ -15,7 +15,7 @@ from harness.recipe import Recipe
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf."""
+    """The loss became NaN or inf, ended an epoch far above its start, or a parameter stopped being finite."""
 
 
 @dataclass
@@ -41,6 +41,9 @@ class TrainResult:
 # How often pending losses are read back: often enough to stop soon after a NaN,
 # rarely enough not to stall an asynchronous device every step.
 CHECK_EVERY = 50
+# An epoch that ends with its loss this many times its start (or chance level, ln(classes), if that is
+# larger) has diverged: a learning run's loss falls, and a finite 1e22 is as broken as a NaN.
+DIVERGED = 10.0
 
 
 def evaluate(backend: Backend, x: np.ndarray, y: np.ndarray, chunk: int = 1000) -> float:
@@ -52,16 +55,30 @@ def evaluate(backend: Backend, x: np.ndarray, y: np.ndarray, chunk: int = 1000) 
     return correct / len(x)
 
 
-def _check(losses: list, epoch: int, first_step: int) -> float:
-    """Sum of the pending losses; TrainingDiverged names the first non-finite step."""
-    total = 0.0
-    for k, loss in enumerate(losses):
-        value = float(loss)
+def _check(losses: list, epoch: int, first_step: int) -> list[float]:
+    """The pending losses as floats; TrainingDiverged names the first non-finite step."""
+    values = [float(loss) for loss in losses]
+    for k, value in enumerate(values):
         if not math.isfinite(value):
-            raise TrainingDiverged(f"loss became {value} at epoch {epoch}, step {first_step + k}; "
-                                   "try a smaller --lr")
-        total += value
-    return total
+            raise TrainingDiverged(f"training diverged: loss became {value} at epoch {epoch}, "
+                                   f"step {first_step + k}; try a smaller --lr")
+    return values
+
+
+def check_diverged(backend: Backend, start: float, last: float, chance: float, epoch: int, lr: float) -> None:
+    """Off the clock, after an epoch: TrainingDiverged on a loss far above its start or a non-finite parameter."""
+    fix = f"try a smaller --lr than {lr:g}"
+    limit = DIVERGED * max(start, chance)
+    if last > limit:
+        raise TrainingDiverged(f"training diverged: the loss rose from {start:.3g} at the first step to {last:.3g} "
+                               f"at the end of epoch {epoch} (the limit is {limit:.3g}); {fix}")
+    try:
+        params = backend.get_params()
+    except NotImplementedError:  # a plugin without it is still checked by its losses
+        return
+    bad = next((k for k, v in params.items() if not np.isfinite(v).all()), None)
+    if bad is not None:
+        raise TrainingDiverged(f"training diverged: parameter '{bad}' is not finite after epoch {epoch}; {fix}")
 
 
 def eval_points(steps: int, evals_per_epoch: int) -> set[int]:
@@ -85,7 +102,8 @@ def train(backend: Backend, recipe: Recipe, train_x: np.ndarray, train_y: np.nda
     backend.init_optimizer(recipe.optimizer)
     steps_per_epoch = math.ceil(len(train_x) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
-    result, train_seconds = TrainResult(), 0.0
+    result, train_seconds, first = TrainResult(), 0.0, None
+    chance = math.log(max(2, int(train_y.max()) + 1)) if len(train_y) else math.log(2)
     for epoch in range(1, recipe.epochs + 1):
         order = batch_order(len(train_x), recipe.batch_size, seed, epoch - 1)
         images = random_shift(train_x, recipe.shift, seed, epoch - 1)
@@ -103,7 +121,9 @@ def train(backend: Backend, recipe: Recipe, train_x: np.ndarray, train_y: np.nda
             losses = backend.train_steps(batches, a, b, lrs[a:b])
             for c in range(a, b, CHECK_EVERY):
                 end = min(b, c + CHECK_EVERY)
-                chunk = _check(losses[c - a:end - a], epoch, c)
+                values = _check(losses[c - a:end - a], epoch, c)
+                first = values[0] if first is None else first
+                chunk = sum(values)
                 loss_sum += chunk
                 result.loss_curve.append((done_before + end, chunk / (end - c)))
             bar.update(b, f"loss {loss_sum / b:.4f}")
@@ -122,4 +142,5 @@ def train(backend: Backend, recipe: Recipe, train_x: np.ndarray, train_y: np.nda
         result.epochs.append(log)
         if on_epoch:
             on_epoch(log)
+        check_diverged(backend, first, result.loss_curve[-1][1], chance, epoch, recipe.optimizer.lr)
     return result

@@ -21,6 +21,7 @@ def get(name_or_path: str | Path) -> ModelSpec:
     text = str(name_or_path)
     if text in shipped():
         return load(HERE / f"{text}.toml")
-    if text.endswith(".toml") or Path(text).exists():
+    # An empty name would otherwise be the current directory.
+    if text and (text.endswith(".toml") or Path(text).exists()):
         return load(text)
     raise SpecError(f"unknown model '{text}'; choose one of {', '.join(shipped())} or give a path to a .toml spec")

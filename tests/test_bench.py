@@ -121,7 +121,7 @@ def test_cell_process_crash_is_recorded(monkeypatch):
 @pytest.mark.parametrize("argv,needle", [
     (["bench", "--backends", "numpy,caffe"], "unknown backend 'caffe'"),
     (["bench", "--models", "resnet"], "unknown model 'resnet'"),
-    (["bench", "--batch-sizes", "64,big"], "--batch-sizes takes whole numbers"),
+    (["bench", "--batch-sizes", "64,big"], "argument --batch-sizes: takes positive whole numbers"),
     (["bench", "--backends", "numpy@fast"], "backend 'numpy' has no mode 'fast'"),
     (["bench", "--backends", "numpy@"], "nothing after '@'"),
     (["bench", "--suite", "huge"], "invalid choice: 'huge'"),

@@ -13,6 +13,7 @@ import models
 from backends.base import OptimizerConfig
 from harness.allocator import tune
 from harness.atomic import atomic_write_json
+from harness.bench.child import die_with_parent
 from harness.bench.timing import time_steps
 from harness.data import batch_order
 from harness.probes import contention
@@ -80,6 +81,7 @@ def run(cell: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    die_with_parent()
     cell = json.loads(Path(argv[0]).read_text())
     try:
         result = {"status": "ok", "error": None, **run(cell)}

@@ -2,24 +2,39 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 
 import backends
+from harness.bench import child
+
+# Generous limits, in seconds, on each child: the slowest kit seen (flax, 15 s on 2 cores) is far below the first,
+# so only a hung plugin or framework reaches one. Tests lower them.
+TIMEOUT_S = {"conformance": 600, "agree": 600, "backends": 60}
+
+
+def fwbench(command: str, args: list[str], expect: type = dict) -> tuple:
+    """Run `fwbench COMMAND ARGS` in a fresh process: its last stdout line as JSON, or None and the one-line reason."""
+    limit = TIMEOUT_S[command]
+    proc = child.run([sys.executable, "-m", "harness", command, *args], limit)
+    if proc.timed_out:
+        return None, child.timed_out(f"fwbench {command}", limit)
+    try:
+        doc = json.loads(proc.last_line("stdout"))
+    except json.JSONDecodeError:
+        doc = None
+    if isinstance(doc, expect):
+        return doc, ""
+    return None, proc.last_line() or f"fwbench {command} failed (exit {proc.returncode}) and said nothing"
 
 
 def conformance(name: str, device: str) -> dict:
     """The conformance kit's verdict on one backend in one mode ("NAME@MODE"), from a fresh process; a crash fails."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "harness", "conformance", name, "--device", device, "--json"],
-                          capture_output=True, text=True)
+    doc, why = fwbench("conformance", [name, "--device", device, "--json"])
     seconds = round(time.perf_counter() - start, 1)  # the whole process: imports and compilation included
-    try:
-        doc = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        return {"passed": False, "failed": [], "seconds": seconds,
-                "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+    if doc is None:
+        return {"passed": False, "failed": [], "seconds": seconds, "error": why}
     failed = [c["name"] for c in doc["checks"] if c["status"] == "fail"]
     return {"passed": doc["passed"], "failed": failed, "mode": doc.get("mode"), "version": doc.get("version"),
             "source": doc.get("source"), "seconds": seconds}
@@ -32,13 +47,10 @@ def agreement(model: str, names: list[str], device: str) -> dict:
     names = [n for n in dict.fromkeys(names) if installed(n)]
     if not names:
         return {"error": "no installed backend to compare"}
-    cmd = [sys.executable, "-m", "harness", "agree", "--model", model, "--backends", ",".join(names),
-           "--device", device, "--batch-size", "32", "--skip-unsupported", "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    try:
-        doc = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        return {"error": (proc.stderr.strip().splitlines() or ["fwbench agree failed"])[-1]}
+    doc, why = fwbench("agree", ["--model", model, "--backends", ",".join(names), "--device", device,
+                                 "--batch-size", "32", "--skip-unsupported", "--json"])
+    if doc is None:
+        return {"error": why}
     table = {row: {pair: m["rel_l2"] for pair, m in cells_.items()} for row, cells_ in doc["table"].items()}
     compared = list(doc["backends"])  # keyed as given: "torch@compile", "flax@scan", ...
     worst = {n: max(table[row][f"{n}~reference"] for row in table) for n in compared}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -11,28 +10,36 @@ from pathlib import Path
 import backends
 import models
 from backends.base import BackendError
+from harness.bench import checks
 from harness.bench.runner import run_suite
-from harness.bench.suite import PRESETS
-from harness.session import MNIST_SHAPE
+from harness import options as opt
+from harness.bench.suite import PRESETS, recipe_of
+from harness.data import COUNTS
+from harness.session import MNIST_CLASSES, MNIST_SHAPE, check_classes, check_memory
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", choices=tuple(PRESETS), default="default",
                    help="quick: about a minute; default: what make bench runs; full: more sizes, repeats, every "
                         "mode; gpu: the cuda suite of benchmarks/gpu_bench.sh")
-    p.add_argument("--backends", help="comma-separated, NAME or NAME@MODE, e.g. numpy,torch,torch@compile,flax@scan; "
-                                      "default: the suite's")
-    p.add_argument("--models", help="comma-separated shipped names or .toml paths; default: cnn,mlp")
+    p.add_argument("--backends", type=opt.names("numpy,torch"),
+                   help="comma-separated, NAME or NAME@MODE, e.g. numpy,torch,torch@compile,flax@scan; "
+                        "default: the suite's")
+    p.add_argument("--models", type=opt.names("cnn,mlp"),
+                   help="comma-separated shipped names or .toml paths; default: cnn,mlp")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="default: the suite's")
-    p.add_argument("--batch-sizes", help="comma-separated, e.g. 64,512; default: the suite's")
-    p.add_argument("--repeat", type=int, help="runs per cell, each a fresh process, in interleaved rounds (at least 3 "
-                                              "give an interval, 5 or more a verdict); default: the suite's")
-    p.add_argument("--order-seed", type=int, help="seed of the order in which each round visits the cells")
+    p.add_argument("--batch-sizes", type=opt.sizes, help="comma-separated, e.g. 64,512; default: the suite's")
+    p.add_argument("--repeat", type=opt.positive,
+                   help="runs per cell, each a fresh process, in interleaved rounds (at least 3 give an interval, "
+                        "5 or more a verdict); default: the suite's")
+    p.add_argument("--order-seed", type=opt.seed, help="seed of the order in which each round visits the cells")
     p.add_argument("--no-conformance", action="store_true",
                    help="skip the conformance kit for built-in backends (plugins are always checked)")
     p.add_argument("--out", default="results", help="directory for the results file (default results/)")
     p.add_argument("--allow-nonconformant", action="store_true",
                    help="bench a plugin backend even if it fails fwbench conformance (its rows are marked)")
+    p.add_argument("--json", action="store_true",
+                   help="print the results file's path, the run's status and what failed as one JSON line, last")
 
 
 def _list(text: str | None) -> tuple[str, ...] | None:
@@ -50,45 +57,98 @@ def suite_from(args):
                                "or give module.path:ClassName")
         if mode and not backends.missing(base):
             backends.load(name)  # imports the framework here, so a mistyped mode fails before any cell runs
-    for name in model_names or ():
-        spec = models.get(name)
-        if spec.input != MNIST_SHAPE:
-            raise models.SpecError(f"model '{name}' takes input {list(spec.input)}; the suite trains on MNIST "
-                                   f"{list(MNIST_SHAPE)}")
-    sizes = _list(args.batch_sizes)
-    try:
-        sizes = tuple(int(s) for s in sizes) if sizes else None
-    except ValueError:
-        raise ValueError(f"--batch-sizes takes whole numbers such as 64,512, got '{args.batch_sizes}'") from None
-    if sizes and min(sizes) < 1 or args.repeat is not None and args.repeat < 1:
-        raise ValueError("--batch-sizes and --repeat must be positive")
-    if names and (args.device or suite.device) == "cuda":
-        _check_cuda(names)  # a preset's own backends each record in their cell why they cannot run
-    overrides = {"backends": names, "models": model_names, "device": args.device, "batch_sizes": sizes,
+    if (args.device or suite.device) == "cuda":
+        where = "--device cuda:" if args.device else f"--suite {suite.name} runs on cuda, but"
+        _check_cuda(names or suite.backends, bool(names), where)
+    overrides = {"backends": names, "models": model_names, "device": args.device, "batch_sizes": args.batch_sizes,
                  "repeat": args.repeat, "allow_nonconformant": args.allow_nonconformant or None,
                  "order_seed": getattr(args, "order_seed", None),
                  "conformance": False if getattr(args, "no_conformance", False) else None}
-    return replace(suite, **{k: v for k, v in overrides.items() if v is not None})
+    suite = replace(suite, **{k: v for k, v in overrides.items() if v is not None})
+    for name in suite.models:
+        _check_fits(name, suite)
+    return suite
 
 
-def _check_cuda(names) -> None:
-    """Refuse --device cuda up front for a named, installed backend that sees no GPU here."""
+def _check_fits(name: str, suite) -> None:
+    """MNIST's input and classes, and this machine's memory, checked here so that no cell fails on them."""
+    spec, recipe = models.get(name), recipe_of(name, suite)
+    if spec.input != MNIST_SHAPE:
+        raise models.SpecError(f"model '{name}' takes input {list(spec.input)}; the suite trains on MNIST "
+                               f"{list(MNIST_SHAPE)}")
+    check_classes(spec, MNIST_CLASSES)
+    batch = max((*suite.batch_sizes, recipe.batch_size) if suite.train else suite.batch_sizes)
+    batch = min(batch, suite.limit or COUNTS["train"])  # no batch is larger than the training set
+    check_memory(spec, batch, "float32", recipe.optimizer, suite.device)
+
+
+def devices_seen() -> dict[str, dict] | None:
+    """`fwbench backends --json`, row by name; None when it gave no answer (each cell then says why for itself)."""
     # Asked in a fresh process, as the cells are: probing a GPU here would hold its runtime (and JAX's
     # preallocated memory) in this process for the whole run.
-    proc = subprocess.run([sys.executable, "-m", "harness", "backends", "--json"], capture_output=True, text=True)
-    try:
-        seen = {row["name"]: row for row in json.loads(proc.stdout.strip().splitlines()[-1])}
-    except (IndexError, json.JSONDecodeError):
-        return  # no answer: each cell will say for itself why it cannot run
-    for base in dict.fromkeys(backends.split(n)[0] for n in names):
-        row = seen.get(base)
-        if row and row["status"] == "ok" and "cuda" not in row["devices"]:
-            raise BackendError(f"--device cuda: backend '{base}' cannot use a GPU here (it sees: "
+    rows, why = checks.fwbench("backends", ["--json"], expect=list)
+    if rows is None:
+        print(f"fwbench bench: warning: could not check for a GPU up front ({why})", file=sys.stderr)
+        return None
+    return {row["name"]: row for row in rows if isinstance(row, dict) and "name" in row}
+
+
+def _check_cuda(names, named: bool, where: str) -> None:
+    """Refuse cuda up front where no backend of the suite sees a GPU here, or a named one does not."""
+    seen = devices_seen()
+    if seen is None:
+        return
+    rows = [seen[base] for base in dict.fromkeys(backends.split(n)[0] for n in names) if base in seen]
+    for row in rows if named else ():
+        if row["status"] == "ok" and "cuda" not in row["devices"]:
+            raise BackendError(f"--device cuda: backend '{row['name']}' cannot use a GPU here (it sees: "
                                f"{', '.join(row['devices'])}); use --device auto, or leave it out of --backends")
+    # One that sees a GPU is enough: the others record in their cells why they cannot run.
+    if rows and not any(row["status"] == "ok" and "cuda" in row["devices"] for row in rows):
+        what = "; ".join(f"{row['name']}: {_devices(row)}" for row in rows)
+        raise BackendError(f"{where} no backend here sees a GPU ({what}); run it on a machine with a GPU, "
+                           "or pass --device cpu")
+
+
+def _devices(row: dict) -> str:
+    if row["status"] == "ok":
+        return ", ".join(row["devices"]) or "none"
+    return "not installed" if row["status"].startswith("missing") else "broken"
 
 
 def bench(args) -> int:
+    """Run the suite; 1 when a cell or a check failed (after every result is written), 130 when interrupted."""
     suite = suite_from(args)
-    path = run_suite(suite, Path(args.out))
+    try:
+        path = run_suite(suite, Path(args.out))
+    except KeyboardInterrupt as e:
+        if args.json and getattr(e, "path", None):
+            print(json.dumps(outcome(e.path)))
+        raise
     print(f"wrote {path}; make the tables with: fwbench report {path}")
-    return 0
+    found = outcome(path)
+    for line in failure_lines(found):
+        print(line, file=sys.stderr)
+    if args.json:
+        print(json.dumps(found))
+    return 1 if found["failed"] or found["failed_checks"] else 0
+
+
+def outcome(path: Path) -> dict:
+    """The run's path, status, failed cells and the checks that could not run, from its results file."""
+    doc = json.loads(path.read_text())
+    failed = [{"cell": f"{c['backend']} {c['model']} b{c['batch_size']} {c['device']}", "error": c["error"]}
+              for c in doc["cells"] if c["status"] == "error"]
+    checks_ = [{"check": f"{kind} {name}", "error": found["error"]}
+               for kind in ("conformance", "agreement") for name, found in doc[kind].items() if found.get("error")]
+    return {"path": str(path), "status": doc["status"], "cells": len(doc["cells"]), "failed": failed,
+            "failed_checks": checks_}
+
+
+def failure_lines(found: dict) -> list[str]:
+    """What failed, one line each, under a heading."""
+    lines = [f"  {f['cell']}: {f['error']}" for f in found["failed"]]
+    if lines:
+        lines.insert(0, f"fwbench bench: {len(found['failed'])} of {found['cells']} cells failed, exit 1; "
+                        f"every result is in {found['path']}")
+    return lines + [f"fwbench bench: {c['check']} could not run: {c['error']}" for c in found["failed_checks"]]

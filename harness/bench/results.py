@@ -5,7 +5,7 @@ import math
 import time
 from pathlib import Path
 
-from harness import stats
+from harness import atomic, stats
 from harness.atomic import atomic_write_json
 from harness.bench.metrics import BY_KEY, documented
 from harness.provenance import git_commit, machine
@@ -23,13 +23,34 @@ def new(suite: str, config: dict) -> dict:
             "calibration": {}, "metrics": documented(), "agreement": {}, "conformance": {}, "cells": []}
 
 
-def path_for(directory: Path, suite: str) -> Path:
-    return directory / f"bench-{suite}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-
-
 def save(doc: dict, path: Path) -> None:
     """Replace path with doc in one step, so a reader never sees half a file."""
     atomic_write_json(path, doc)
+
+
+class Store:
+    """A run's results file: a name no other run has, saved whole each time, and a fallback file if it fails."""
+
+    def __init__(self, directory: Path, doc: dict, log=print):
+        self.path = atomic.claim(directory, atomic.stamped(f"bench-{doc['suite']}"), atomic.encode_json(doc))
+        self.log, self.failed = log, None
+
+    def save(self, doc: dict) -> None:
+        """Replace the file with doc; on the first failure move to a new file under the state dir and say so."""
+        try:
+            save(doc, self.path)
+        except OSError as e:
+            if self.failed:
+                raise
+            self.failed = f"{self.path} could not be written ({atomic.why(self.path, e)})"
+            # A results file is never lost: the run goes on into a file of the same name where it can be written.
+            self.path = atomic.keep_elsewhere(self.path.name, atomic.encode_json(doc))
+            self.log(f"{self.failed}; the run goes on, saved to {self.path}")
+
+    def check(self) -> None:
+        """Raise ResultsMoved when the results are not where --out said."""
+        if self.failed:
+            raise atomic.ResultsMoved(f"{self.failed}; every result of the run is in {self.path}")
 
 
 def finish(doc: dict, status: str) -> None:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -10,7 +11,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import backends
-from harness.bench import results
+from harness.bench import child, overhead, results
 from harness.bench.checks import agreement, conformance, installed
 from harness.bench.suite import Cell, Suite, cells, rounds
 from harness.probes import contention
@@ -20,23 +21,26 @@ from harness.progress import Progress
 # Cell-level facts a run reports; the first successful run's are kept on the cell.
 INFO = ("device", "framework_version", "numerics", "allocator", "parameters", "mode", "fused", "mode_note", "data",
         "train_images", "test_images")
+# A cell's temporary folder is named for the bench's pid, so that a later bench can tell a killed bench's leftovers
+# (SIGKILL lets nothing clean up) from a running bench's folders.
+CELL_DIR = "fwbench-cell-"
 
 
 def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
-    """Run the suite into a new results file and return its path; Ctrl-C keeps every finished run."""
+    """Run the suite into a new results file and return its path; Ctrl-C or SIGTERM keeps every finished run."""
+    sweep_cell_dirs()
     todo = cells(suite)
     plan = rounds(suite, len(todo))
-    path = results.path_for(out_dir, suite.name)
     doc = results.new(suite.name, asdict(suite))
     doc["cells"] = [{**cell.to_dict(), "source": backends.source(cell.backend), "status": "pending", "error": None,
                      "runs": []} for cell in todo]
-    results.save(doc, path)
-    log(f"fwbench bench: suite {suite.name}, {len(todo)} cells x {suite.repeat} runs -> {path}")
+    store = results.Store(out_dir, doc, log)
+    log(f"fwbench bench: suite {suite.name}, {len(todo)} cells x {suite.repeat} runs -> {store.path}")
     bar = Progress(len(todo) * suite.repeat + len(suite.models) + 2, "bench")
     done = 0
     try:
         doc["calibration"]["start"] = calibrate()
-        run_checks(doc, suite, path, bar)
+        run_checks(doc, suite, store, bar)
         for r, order in enumerate(plan):
             for i in order:
                 record, cell = doc["cells"][i], todo[i]
@@ -47,7 +51,7 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
                     pass  # it failed in its first round; its error would only repeat
                 else:
                     add_run(doc, record, replace(cell, train=cell.train and not record["runs"]), r)
-                results.save(doc, path)
+                store.save(doc)
                 done += 1
                 bar.update(len(suite.models) + 1 + done, f"{cell.label()} run {r + 1}")
                 log(f"[{done}/{len(todo) * suite.repeat}] {cell.label()} run {r + 1}: {describe(record)}")
@@ -56,33 +60,45 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
         for i, missing in remeasure(doc["cells"], suite.repeat):
             for _ in range(missing):
                 add_run(doc, doc["cells"][i], replace(todo[i], train=False), len(plan))
-            results.save(doc, path)
+            store.save(doc)
             log(f"[again] {todo[i].label()}, {missing} run(s) in place of contended ones: {describe(doc['cells'][i])}")
+        if suite.overhead:
+            bar.update(len(suite.models) + 1 + done, "harness overhead")
+            run_overhead(doc, suite, store, log)
         doc["calibration"]["end"] = calibrate()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        e.path = store.path  # for the caller's summary: the exception is all it gets
         bar.close()
         results.finish(doc, "interrupted")
-        results.save(doc, path)
-        log(f"interrupted: {done} finished runs kept in {path}")
+        store.save(doc)
+        log(f"interrupted: {done} finished runs kept in {store.path}")
         raise
     bar.close()
     results.finish(doc, "complete")
-    results.save(doc, path)
-    return path
+    store.save(doc)
+    store.check()
+    return store.path
 
 
-def run_checks(doc: dict, suite: Suite, path: Path, bar: Progress) -> None:
+def run_checks(doc: dict, suite: Suite, store: results.Store, bar: Progress) -> None:
     """The conformance kit for every backend and mode the suite runs, then float32 agreement per model."""
     names = [n for n in dict.fromkeys(suite.backends) if installed(n)]
     for name in names:
         if suite.conformance or backends.source(name) != "built-in":  # a plugin is always checked
             doc["conformance"][name] = conformance(name, suite.device)
-            results.save(doc, path)
+            store.save(doc)
     bar.update(1, "conformance")
     for i, model in enumerate(suite.models):
         doc["agreement"][model] = agreement(model, names, suite.device)
-        results.save(doc, path)
+        store.save(doc)
         bar.update(2 + i, f"agreement {model}")
+
+
+def run_overhead(doc: dict, suite: Suite, store: results.Store, log) -> None:
+    """The harness-overhead stage: fwbench against hand-written loops, after the rounds, into this run's own file."""
+    doc["overhead"] = overhead.measure(suite.overhead, suite.overhead_rounds, suite.overhead_steps, suite.device)
+    store.save(doc)
+    log(f"overhead: {overhead.describe(doc['overhead'])}")
 
 
 def refusal(doc: dict, cell: Cell, suite: Suite) -> str | None:
@@ -136,23 +152,47 @@ def remeasure(records: list[dict], repeat: int) -> list[tuple[int, int]]:
 
 def run_cell(cell: Cell, round_: int) -> dict:
     """The run's record: what its fresh process measured, or the one-line reason it failed, and the contention."""
-    with tempfile.TemporaryDirectory(prefix="fwbench-cell-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{CELL_DIR}{os.getpid()}-") as tmp:
         spec, out = Path(tmp) / "cell.json", Path(tmp) / "result.json"
         spec.write_text(json.dumps(cell.to_dict()))
         before, started = contention.snapshot(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        proc = subprocess.run([sys.executable, "-m", "harness.bench.cell", str(spec), str(out)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = child.run([sys.executable, "-m", "harness.bench.cell", str(spec), str(out)], cell.timeout_s,
+                         stdout=False)
         around = contention.between(before, contention.snapshot())
-        if out.exists():
+        if proc.timed_out:
+            result = {"status": "error", "error": child.timed_out("cell process", cell.timeout_s)}
+        elif out.exists():
             result = json.loads(out.read_text())
         else:  # the process died before it could record anything: killed, out of memory, a crash in C
-            tail = (proc.stderr.strip().splitlines() or [""])[-1]
+            tail = proc.last_line()
             why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
             result = {"status": "error", "error": f"cell process {why}" + (f": {tail}" if tail else "")}
     timed = result.pop("timed_contention", None)
     if timed:  # the cell's own reading over its timed steps: contended if either says so
         around = {**around, "timed": timed, "contended": around["contended"] or timed["contended"]}
     return {"round": round_, "trained": cell.train, "started": started, **result, "contention": around}
+
+
+def sweep_cell_dirs() -> None:
+    """Remove the cell folders of benches that are gone: killed outright, they could not clean up."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{CELL_DIR}*-*"):
+        pid = folder.name[len(CELL_DIR):].split("-")[0]
+        if pid.isdigit() and folder.is_dir() and folder.stat().st_uid == os.getuid() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process exists and has not exited (a zombie no one has reaped has exited)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc here: it answered the signal, so it is alive
+        return True
 
 
 def describe(record: dict) -> str:

@@ -26,6 +26,10 @@ class Suite:
     timing_only: tuple[str, ...] = ()  # "backend/model" cells timed but not trained (a recipe too slow for the budget)
     order_seed: int = 0           # seeds the order in which each round visits the cells
     conformance: bool = True      # run the conformance kit for every backend and mode before timing them
+    cell_timeout_s: float = 1800  # a cell process still running after this is stopped and recorded as timed out
+    overhead: tuple[str, ...] = ()  # after the rounds, time these against hand-written loops (benchmarks/overhead.py)
+    overhead_rounds: int = 3      # rounds alternating the hand-written loop and fwbench
+    overhead_steps: int = 60      # timed steps per side per round
 
 
 # Each mode is its own row; a backend's default mode is stock framework code, and flax@scan-tuned (fwbench's
@@ -40,7 +44,7 @@ PRESETS = {
     # `make bench`: the default recipes on all of MNIST, every metric, on the CPU. Four runs a cell, not five:
     # five took 8.5 minutes with set-up on a noisy day, four 7.3 (the budget is 7); the verdicts then use Welch's test.
     "default": Suite("default", backends=("numpy", "torch", "flax", "flax@scan-tuned"), repeat=4,
-                     timed_steps=30, min_timed_s=0.3, timing_only=("flax/cnn",)),
+                     timed_steps=30, min_timed_s=0.3, timing_only=("flax/cnn",), overhead=("torch", "flax@scan-tuned")),
     # More batch sizes and runs, every mode, and the GPU where there is one.
     "full": Suite("full", backends=("numpy", "torch", "torch@channels_last", "torch@compile", "flax", "flax@scan",
                                     "flax@step-tuned", "flax@scan-tuned"),
@@ -69,6 +73,7 @@ class Cell:
     evals_per_epoch: int
     dtype: str = "float32"
     seed: int = 0
+    timeout_s: float = 1800       # the suite's cell_timeout_s: generous, for a hung process, not a slow one
 
     def label(self) -> str:
         return f"{self.backend} {self.model} b{self.batch_size} {self.device}"
@@ -92,7 +97,7 @@ def cells(suite: Suite) -> list[Cell]:
                 trains = suite.train and bs == recipe.batch_size and f"{backend}/{model}" not in suite.timing_only
                 out.append(Cell(backend, model, bs, suite.device, suite.timed_steps, suite.warmup_steps,
                                 suite.min_timed_s, trains, suite.limit, asdict(recipe), TARGETS.get(model),
-                                suite.evals_per_epoch))
+                                suite.evals_per_epoch, timeout_s=suite.cell_timeout_s))
     return out
 
 

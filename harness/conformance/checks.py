@@ -6,7 +6,7 @@ from typing import Callable
 
 from harness import ties
 from harness.conformance import layers, protocol, training
-from harness.conformance.context import UNSUPPORTED, Context, Outcome, first_line
+from harness.conformance.context import UNSUPPORTED, Context, Outcome, first_line, own_errors
 
 CANONICAL_TIES = {"relu_grad_at_zero": 0.0, "maxpool_tie": "first"}
 
@@ -25,8 +25,11 @@ REQUIRED = ("protocol/", "round trip/", "forward/", "backward/", "model/tinycnn"
 
 def _ties(ctx: Context, key: str) -> Outcome:
     """The measured convention: pass when canonical, a note when not, never a failure."""
+    def probe() -> dict:
+        with own_errors():
+            return ties.probe(ctx.name, ctx.device, ctx.dtype)
     try:
-        measured = ctx.once("ties", lambda: ties.probe(ctx.name, ctx.device, ctx.dtype))
+        measured = ctx.once("ties", probe)
     except UNSUPPORTED:
         raise
     except Exception as e:  # ties are reported, not enforced, so even a crash in the probe is a note

@@ -1,6 +1,7 @@
 """What every check receives: the backend under test (NAME@MODE), its device and dtype, and shared answers."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -43,7 +44,8 @@ class Context:
     def build(self, spec: ModelSpec, params: Params | None, *, device: str | None = None, seed: int = 0) -> Backend:
         """An instance in the named mode, in the dtype, from params cast to it (None: native init), on the device."""
         params = None if params is None else cast(params, self.dtype)
-        return backends.build(self.name, spec, params, device=device or self.device, dtype=self.dtype, seed=seed)
+        with own_errors():
+            return backends.build(self.name, spec, params, device=device or self.device, dtype=self.dtype, seed=seed)
 
     def once(self, key, compute: Callable):
         """compute() the first time key is asked for; later the same value, or the same exception again."""
@@ -66,12 +68,24 @@ def cast(params: Params, dtype: str) -> Params:
 def choose_dtype(name: str, spec: ModelSpec, params: Params, device: str) -> tuple[str, str]:
     """float64 when the backend accepts it, else float32 with the reason; other errors surface in the rows."""
     try:
-        backends.build(name, spec, cast(params, "float64"), device=device, dtype="float64")
+        with own_errors():
+            backends.build(name, spec, cast(params, "float64"), device=device, dtype="float64")
     except UNSUPPORTED as e:
         return "float32", f"float32, as float64 was refused ({first_line(e) or type(e).__name__})"
     except Exception:
         pass  # not a refusal of float64: the rows that build the model will report it
     return "float64", ""
+
+
+@contextlib.contextmanager
+def own_errors():
+    """The backend's own exception, not build's BackendFailed around it: the kit tells a crash from a refusal."""
+    try:
+        yield
+    except backends.BackendFailed as e:
+        cause = e.__cause__
+        # A sys.exit in the backend is a crash like any other: its row fails and the kit goes on.
+        raise (cause if isinstance(cause, Exception) else RuntimeError(str(e))) from None
 
 
 def first_line(e: BaseException) -> str:

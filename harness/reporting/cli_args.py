@@ -17,7 +17,7 @@ def _band(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """results..., --format, --out, --compare A B, --noise-band, --baseline."""
+    """results..., --format, --out, --compare A B, --noise-band, --json, --baseline."""
     parser.add_argument("results", nargs="*",
                         help="results files or directories of bench-*.json; default: the newest in results/")
     parser.add_argument("--format", choices=FORMATS, default="md",
@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-band", type=_band,
                         help="the smallest change --compare calls faster or slower (default: the band measured on "
                              "the reference machine, 0.10)")
+    parser.add_argument("--json", action="store_true",
+                        help="the model tables (or the --compare) as JSON: values, intervals, verdicts; same exit "
+                             "codes")
     parser.add_argument("--baseline", metavar="NAME[@MODE]",
                         help="the row each table's verdicts compare with (default: torch in its default mode)")
 

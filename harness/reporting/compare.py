@@ -27,6 +27,7 @@ class Line:
     adjusted: str     # B/A after removing the common machine shift (time metrics)
     verdict: Verdict
     regression: bool
+    values: tuple = ()  # A, B, raw B/A and adjusted B/A as numbers, for --json; none on a status line
 
 
 def label(k: tuple) -> str:
@@ -91,8 +92,9 @@ def compare(a: dict, b: dict, band: float = NOISE_BAND) -> dict:
                 continue
             raw = vb / va if va else None
             adjust = shift if metric.judged == TIME and shift else 1.0
+            adjusted = raw / adjust if raw is not None else None
             line = Line(label(k), metric.header or metric.key, metric.form(va), metric.form(vb),
-                        _ratio(raw), _ratio(raw / adjust if raw is not None else None), Verdict(NONE), False)
+                        _ratio(raw), _ratio(adjusted), Verdict(NONE), False, (va, vb, raw, adjusted))
             lines.append(line)
             if metric.judged == ACCURACY:
                 line.verdict = accuracy_verdict(x, y)
@@ -120,9 +122,26 @@ def compare(a: dict, b: dict, band: float = NOISE_BAND) -> dict:
         if id(line) in raw_verdicts:
             line.verdict = both_readings(line.verdict, raw_verdicts[id(line)])
             line.regression = line.verdict.worse
-    return {"lines": lines, "shift": shift, "machine": machine_ratio(a, b), "band": band,
+    return {"lines": lines, "shift": shift, "machine": machine_ratio(a, b), "band": band, "matched": len(keys),
             "only_a": [label(k) for k in ca if k not in cb], "only_b": [label(k) for k in cb if k not in ca],
             "regressions": [x for x in lines if x.regression]}
+
+
+def contents(name: str, results: dict) -> str:
+    """"a.json has cnn, mlp on numpy, torch (batch 64, cpu, float32)": what a run's cells could be matched on."""
+    cells = results["cells"]
+    if not cells:
+        return f"{name} has no cells"
+    def values(key: str) -> str:
+        return ", ".join(str(v) for v in dict.fromkeys(c.get(key) for c in cells))
+    return (f"{name} has {values('model')} on {values('backend')} (batch {values('batch_size')}, "
+            f"{values('device')}, {values('dtype')})")
+
+
+def nothing_in_common(name_a: str, a: dict, name_b: str, b: dict) -> str:
+    """The one-line reason two runs cannot be compared: no cell of one matches a cell of the other."""
+    return (f"nothing to compare: {contents(name_a, a)}; {contents(name_b, b)}; --compare matches cells by backend, "
+            "model, batch size, device and dtype, so compare two runs of the same suite")
 
 
 def both_readings(adjusted: Verdict, raw: Verdict) -> Verdict:

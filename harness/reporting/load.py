@@ -11,7 +11,7 @@ from harness.reporting.upgrade import OLD, upgrade
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "results-2.schema.json"
 DEFAULT_DIR = Path("results")
-STAMP = re.compile(r"(\d{8}-\d{6})\.json$")
+STAMP = re.compile(r"(\d{8}-\d{6})(?:-(\d+))?\.json$")  # -2, -3...: later runs started in the same second
 
 
 class ResultsError(ValueError):
@@ -41,10 +41,10 @@ def find(paths: list[str] | None) -> list[Path]:
 
 
 def _runs(directory: Path) -> list[Path]:
-    """bench-*.json in a directory, oldest first by the timestamp in the name (then mtime)."""
+    """bench-*.json in a directory, oldest first by the timestamp in the name and its -N (then mtime)."""
     def key(p: Path):
         m = STAMP.search(p.name)
-        return (m.group(1) if m else "", p.stat().st_mtime)
+        return (m.group(1) if m else "", int(m.group(2) or 1) if m else 0, p.stat().st_mtime)
     return sorted(directory.glob("bench-*.json"), key=key)
 
 
@@ -69,9 +69,12 @@ def load(path: str | Path) -> dict:
 
 
 @functools.cache
-def _validator():
+def _validator(part: str | None = None):
+    """The whole document's validator, or one of the schema's $defs' (part="metrics")."""
     import jsonschema  # only reading results needs it
     schema = json.loads(SCHEMA_FILE.read_text())
+    if part:
+        schema = {"$defs": schema["$defs"], "$ref": f"#/$defs/{part}"}
     return jsonschema.Draft202012Validator(schema)
 
 
@@ -81,11 +84,27 @@ def problem_in(data) -> str | None:
         return f"not a fwbench results file (no \"schema\": \"{SCHEMA}\")"
     if data["schema"] != SCHEMA:
         return f"unsupported schema {data['schema']!r}; this fwbench reads {SCHEMA} and {OLD}"
-    error = next(iter(sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))), None)
+    return _first_error(_validator(), data, data)
+
+
+def _first_error(validator, value, doc: dict, at: tuple = ()) -> str | None:
+    """The first schema error in value (found at `at` in doc) as one line: the field, what is wrong, whose cell."""
+    error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))), None)
     if error is None:
         return None
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
-    return f"{where or 'the document'}: {error.message.splitlines()[0][:200]} (schema {SCHEMA_FILE.name})"
+    path = [*at, *error.absolute_path]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return f"{where or 'the document'}: {error.message.splitlines()[0][:200]} (schema {SCHEMA_FILE.name})" \
+           + _whose(doc, path)
+
+
+def _whose(doc: dict, path: list) -> str:
+    """"; cells[0] is numpy cnn" when the path is inside a cell that names its backend and model, else ""."""
+    if len(path) < 2 or path[0] != "cells" or not isinstance(path[1], int):
+        return ""
+    cell = doc["cells"][path[1]]
+    names = [cell.get(k) for k in ("backend", "model")] if isinstance(cell, dict) else []
+    return f"; cells[{path[1]}] is {' '.join(names)}" if names and all(isinstance(n, str) for n in names) else ""
 
 
 def _problem_v1(data) -> str | None:
@@ -102,4 +121,8 @@ def _problem_v1(data) -> str | None:
             return f"cells[{i}] ({cell['backend']} {cell['model']}) has status {cell.get('status')!r}, not ok or error"
         if cell["status"] == "ok" and not isinstance(cell.get("metrics"), dict):
             return f"cells[{i}] ({cell['backend']} {cell['model']}) is ok but has no \"metrics\" object"
+        # Checked here because upgrading summarizes the metrics, and a string there would break it.
+        problem = _first_error(_validator("metrics"), cell.get("metrics") or {}, data, ("cells", i, "metrics"))
+        if problem:
+            return problem
     return None

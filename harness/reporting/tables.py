@@ -123,9 +123,16 @@ def model_table(results: dict, model: str, judged: tuple[dict[int, Verdict], set
 
 
 def _mark_best(cells: list[dict], rows: list[Row]) -> None:
-    """Within each batch size, mark every row that holds a column's best value, when two or more compete."""
-    for j, col in enumerate(COLUMNS, start=1):
-        j += j > 1  # the verdict column sits after step ms
+    """Mark each row's best values; the verdict column sits after step ms, so later columns move one right."""
+    column = {col.key: j + (j > 1) for j, col in enumerate(COLUMNS, start=1)}
+    for row, keys in zip(rows, best_keys(cells)):
+        row.best |= {column[k] for k in keys}
+
+
+def best_keys(cells: list[dict]) -> list[set[str]]:
+    """Per cell, the columns' metrics in which it holds the best value of its batch size, when two or more compete."""
+    out: list[set[str]] = [set() for _ in cells]
+    for col in COLUMNS:
         for batch in {c.get("batch_size") for c in cells}:
             values = [(i, c["metrics"].get(col.key)) for i, c in enumerate(cells)
                       if c["status"] == "ok" and c.get("batch_size") == batch]
@@ -135,7 +142,8 @@ def _mark_best(cells: list[dict], rows: list[Row]) -> None:
             best = (max if col.better == HIGHER else min)(v for _, v in values)
             for i, v in values:
                 if v == best:
-                    rows[i].best.add(j)
+                    out[i].add(col.key)
+    return out
 
 
 def mode_tables(results: dict) -> list[Table]:
