@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     tune()  # the same allocator behaviour in every command as in the bench cells
     replaced = _catch_termination()
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, not at exit, so a reader that went away is caught below
+        return code
     except BrokenPipeError:  # the reader went away (`| head`): nothing is wrong, and nothing more can be said
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         return 141  # 128 + SIGPIPE, as a shell reports a process the pipe killed

@@ -338,7 +338,10 @@ def test_models_json_is_the_table_as_data(capsys):
 
 def test_a_reader_that_goes_away_is_not_an_error():
     # `fwbench models | head -c 1`: the pipe closes under the writer; no error line, the shell's 141.
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Buffered stdout, as a user's shell has it (this machine sets PYTHONUNBUFFERED): the write fails at the flush.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and err == "", err
