@@ -95,16 +95,24 @@ def compare(args) -> int:
     data = mnist_for(spec, args.dtype, args.data_dir, args.limit)
     recipe = _recipe(args, spec)
     runs, failed = [], {}
-    for name in names:  # one backend's failure is recorded in its cell and costs the others nothing
-        try:
-            runs.append(_train_one(name, spec, data, recipe, args))
-        except (BackendError, TrainingDiverged) as e:
-            failed[name] = str(e)
-            runs.append(summary.failed(name, spec, recipe, args, data, str(e)))
-            if not args.json:
-                print(f"{name}: failed: {e}", flush=True)
-    doc = summary.comparison(runs, {"backends": names, "model": spec.name, "device": args.device, "dtype": args.dtype,
-                                    "seed": args.seed, "init": args.init, "limit": args.limit})
+    config = {"backends": names, "model": spec.name, "device": args.device, "dtype": args.dtype, "seed": args.seed,
+              "init": args.init, "limit": args.limit}
+    try:
+        for name in names:  # one backend's failure is recorded in its cell and costs the others nothing
+            try:
+                runs.append(_train_one(name, spec, data, recipe, args))
+            except (BackendError, TrainingDiverged) as e:
+                failed[name] = str(e)
+                runs.append(summary.failed(name, spec, recipe, args, data, str(e)))
+                if not args.json:
+                    print(f"{name}: failed: {e}", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the backends that finished are kept, marked interrupted
+        if runs:
+            path, _ = summary.write_or_keep(summary.comparison(runs, config, "interrupted"), Path(args.out),
+                                            f"compare-{spec.name}")
+            print(f"fwbench compare: {len(runs)} finished backend(s) kept in {path}", file=sys.stderr)
+        raise
+    doc = summary.comparison(runs, config)
     path, moved = summary.write_or_keep(doc, Path(args.out), f"compare-{spec.name}")
     table = summary.markdown(doc)
     atomic.atomic_write(path.with_suffix(".md"), (table + "\n").encode())

@@ -43,12 +43,12 @@ def _identity(name, device, spec, recipe, args, data) -> dict:
             "train_images": len(data.train_x), "test_images": len(data.test_x)}
 
 
-def comparison(cells: list[dict], config: dict) -> dict:
+def comparison(cells: list[dict], config: dict, status: str = "complete") -> dict:
     """Several backends' runs of one model, with the provenance needed to read them later."""
     doc = results.new(SUITE, config)
     doc["cells"] = cells
     doc["frameworks"] = {c["backend"].partition("@")[0]: c["framework_version"] for c in cells if c["status"] == "ok"}
-    results.finish(doc, "complete")
+    results.finish(doc, status)
     return doc
 
 

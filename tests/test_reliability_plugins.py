@@ -122,6 +122,16 @@ def test_compare_keeps_every_other_backend_and_exits_1(capsys, plugins, tmp_path
     assert "| numpy |" in table and f"| {broken[0]} |" in table and "failed" in table
 
 
+def test_compare_interrupted_keeps_the_backends_that_finished(capsys, plugins, tmp_path):
+    from harness.reporting.load import load
+    code, _, err = run(capsys, "compare", "--backends", f"numpy,{plugins('Interrupted')}", *SHORT,
+                       "--out", str(tmp_path / "out"))
+    (path,) = (tmp_path / "out").glob("compare-mlp-*.json")
+    doc = load(path)
+    assert code == 130 and str(path) in err and doc["status"] == "interrupted"
+    assert [c["backend"] for c in doc["cells"]] == ["numpy"] and doc["cells"][0]["status"] == "ok"
+
+
 def test_agree_a_constructor_that_raises_is_one_line(capsys, plugins):
     code, _, err = run(capsys, "agree", "--model", "tinycnn", "--backends", f"numpy,{plugins('Raises')}",
                        "--batch-size", "2")
