@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from backends.base import Backend, BackendError, OptimizerConfig, check_mode
+from backends.messages import one_line
 from models.params import Params
 from models.spec import ModelSpec
 
@@ -110,7 +111,7 @@ def load(name: str) -> type[Backend]:
         raise MissingDependency(f"backend '{name}' needs module '{e.name}', which is not installed; "
                                 f"install it ({entry.install})") from None
     except (Exception, SystemExit) as e:  # a plugin's import can fail in any way; it must not take the CLI down
-        raise BrokenBackend(f"backend '{name}' is broken: {_one_line(e)}") from None
+        raise BrokenBackend(f"backend '{name}' is broken: {one_line(e)}") from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise BrokenBackend(f"backend '{name}': {entry.target} is not a subclass of backends.base.Backend")
     check_mode(cls, mode)
@@ -135,12 +136,7 @@ def blame(name: str, doing: str, keep: tuple[type[BaseException], ...] = ()):
     except (Exception, SystemExit) as e:  # third-party code fails in any way; KeyboardInterrupt still interrupts
         if os.environ.get("FWBENCH_DEBUG"):
             raise  # the backend's own traceback, as cli.main shows for every error
-        raise BackendFailed(f"backend '{name}' failed {doing}: {_one_line(e)}") from e
-
-
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-    return text.splitlines()[0]
+        raise BackendFailed(f"backend '{name}' failed {doing}: {one_line(e)}") from e
 
 
 def _is_path(name: str) -> bool:

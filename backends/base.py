@@ -38,6 +38,9 @@ class Backend:
     # One line per mode on what it changes relative to stock framework code; reports print it, and a
     # mode that carries fwbench's own workarounds must say so (the default mode is stock code).
     MODE_NOTES: ClassVar[dict[str, str]] = {}
+    # The layer types this backend's lowering table leaves out, which the conformance kit then marks "not
+    # supported"; None (undeclared): any layer type it refuses to build is taken as not supported.
+    UNSUPPORTED_LAYERS: ClassVar[frozenset[str] | None] = None
     # True when train_steps runs many steps in one call (a scan, a captured graph): the harness then
     # hands it whole segments between evaluations instead of a few dozen steps at a time.
     fused: bool = False

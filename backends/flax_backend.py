@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import flax
 import flax.linen as nn
@@ -13,6 +13,7 @@ import optax
 
 from backends import flax_kernels, flax_scan, layout
 from backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
+from backends.lowering import lower
 from models.params import Params, check
 from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
 
@@ -24,6 +25,30 @@ NATIVE = {"weight": "kernel", "bias": "bias"}  # canonical suffix -> flax parame
 PRECISION = jax.lax.Precision.HIGHEST
 
 
+def _conv(x, layer: Conv2D, net: Net, kw: dict):
+    k, s, p = layer.kernel_size, layer.stride, layer.padding
+    # None is nn.Conv's own default, lax.conv_general_dilated.
+    conv = flax_kernels.conv_general_dilated if net.kernels else None
+    return nn.Conv(layer.out_channels, (k, k), strides=(s, s), padding=[(p, p), (p, p)],
+                   conv_general_dilated=conv, **kw)(x)
+
+
+def _max_pool(x, layer: MaxPool2D, net: Net, kw: dict):
+    size, step = layer.size, layer.step
+    return flax_kernels.max_pool(x, size, step) if net.kernels else nn.max_pool(x, (size, size), strides=(step, step))
+
+
+# Layer type -> op(x, layer, net, kw) on an NHWC batch; kw holds a submodule's dtypes, precision and name "layer_i".
+LAYERS: dict[type, Callable] = {
+    Conv2D: _conv,
+    ReLU: lambda x, layer, net, kw: nn.relu(x),
+    MaxPool2D: _max_pool,
+    # H, W, C order: layout.py permutes the next dense's rows.
+    Flatten: lambda x, layer, net, kw: x.reshape((x.shape[0], -1)),
+    Dense: lambda x, layer, net, kw: nn.Dense(layer.units, **kw)(x),
+}
+
+
 class Net(nn.Module):
     """The spec's layers over an NHWC batch; layer i's parameters live in submodule "layer_i"."""
     spec: ModelSpec
@@ -32,26 +57,9 @@ class Net(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        for i, layer in enumerate(self.spec.layers):
+        for i, (op, layer) in enumerate(zip(lower(LAYERS, self.spec, "flax"), self.spec.layers)):
             kw = dict(dtype=self.dtype, param_dtype=self.dtype, precision=PRECISION, name=f"layer_{i}")
-            if isinstance(layer, Conv2D):
-                k, s, p = layer.kernel_size, layer.stride, layer.padding
-                # None is nn.Conv's own default, lax.conv_general_dilated.
-                conv = flax_kernels.conv_general_dilated if self.kernels else None
-                x = nn.Conv(layer.out_channels, (k, k), strides=(s, s), padding=[(p, p), (p, p)],
-                            conv_general_dilated=conv, **kw)(x)
-            elif isinstance(layer, ReLU):
-                x = nn.relu(x)
-            elif isinstance(layer, MaxPool2D):
-                size, step = layer.size, layer.step
-                x = (flax_kernels.max_pool(x, size, step) if self.kernels
-                     else nn.max_pool(x, (size, size), strides=(step, step)))
-            elif isinstance(layer, Flatten):
-                x = x.reshape((x.shape[0], -1))  # H, W, C order: layout.py permutes the next dense's rows
-            elif isinstance(layer, Dense):
-                x = nn.Dense(layer.units, **kw)(x)
-            else:
-                raise BackendError(f"flax backend cannot lower layer type '{layer.type}'")
+            x = op(x, layer, self, kw)
         return x
 
 
@@ -99,6 +107,7 @@ class FlaxBackend(Backend):
 
     name = "flax"
     framework = "flax"
+    UNSUPPORTED_LAYERS = frozenset()  # LAYERS covers every layer type
     modes = ("step", "scan", "step-tuned", "scan-tuned")
     # What each mode changes relative to stock flax, in plain words: the stock modes are what a flax user
     # writes, the "-tuned" ones add what fwbench wrote around XLA's CPU backend.

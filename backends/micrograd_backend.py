@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gc
-import math
 from contextlib import contextmanager
 from typing import ClassVar
 
@@ -10,10 +9,11 @@ import numpy as np
 
 from backends.base import Backend, BackendError, OptimizerConfig, check_device
 from backends.engine.optim import SGD, Adam
+from backends.lowering import lower
 from backends.micrograd import layers
 from backends.micrograd.engine import Value
 from models.params import Params, check, init_params
-from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+from models.spec import ModelSpec
 
 # Every scalar op is a Python object with a closure: about 4 microseconds (build, backward and
 # freeing together) and 1 kB each, measured on a 2-core Xeon. tinycnn is ~9,900 ops a sample: a batch
@@ -30,6 +30,7 @@ class MicrogradBackend(Backend):
 
     name = "micrograd"
     framework = "micrograd"
+    UNSUPPORTED_LAYERS = frozenset()  # layers.LAYERS covers every layer type
     scalar_limit: ClassVar[int] = MAX_SCALAR_OPS  # most scalar ops one graph may hold; see above
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
@@ -39,6 +40,7 @@ class MicrogradBackend(Backend):
         if dtype != "float64":
             raise BackendError(f"backend 'micrograd' computes in Python floats, which are float64, so dtype "
                                f"'{dtype}' is not available; run it with --dtype float64")
+        self.layer_ops = lower(layers.LAYERS, spec, "micrograd")
         self.ops_per_sample = scalar_ops(spec)
         if self.ops_per_sample * MIN_BATCH > MAX_SCALAR_OPS:
             raise BackendError(_too_big(spec, f"{self.ops_per_sample:,} per sample, too many for even a batch "
@@ -79,19 +81,8 @@ class MicrogradBackend(Backend):
     def _logits(self, values: dict[str, list], sample: np.ndarray) -> list[Value]:
         """Run the layers of the spec on one (C, H, W) sample."""
         h = to_values(sample)
-        for i, layer in enumerate(self.spec.layers):
-            if isinstance(layer, Conv2D):
-                h = layers.conv2d(h, values[f"{i}.weight"], values[f"{i}.bias"], layer.stride, layer.padding)
-            elif isinstance(layer, ReLU):
-                h = layers.relu(h)
-            elif isinstance(layer, MaxPool2D):
-                h = layers.maxpool2d(h, layer.size, layer.step)
-            elif isinstance(layer, Flatten):
-                h = layers.flatten(h)
-            elif isinstance(layer, Dense):
-                h = layers.dense(h, values[f"{i}.weight"], values[f"{i}.bias"])
-            else:
-                raise BackendError(f"backend 'micrograd' has no lowering for layer {i} ({layer.type})")
+        for i, (op, layer) in enumerate(zip(self.layer_ops, self.spec.layers)):
+            h = op(h, layer, values.get(f"{i}.weight"), values.get(f"{i}.bias"))
         return h
 
     def _backprop(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
@@ -162,19 +153,9 @@ class MicrogradBackend(Backend):
 
 
 def scalar_ops(spec: ModelSpec) -> int:
-    """Scalar ops for one sample: conv and dense multiply-adds, one per relu and pool-window element, the loss."""
-    total, prev = 3 * spec.classes, spec.input
-    for layer, shape in zip(spec.layers, spec.shapes):
-        if isinstance(layer, Conv2D):
-            total += math.prod(shape) * prev[0] * layer.kernel_size ** 2
-        elif isinstance(layer, Dense):
-            total += prev[0] * layer.units
-        elif isinstance(layer, ReLU):
-            total += math.prod(shape)
-        elif isinstance(layer, MaxPool2D):
-            total += math.prod(shape) * layer.size ** 2
-        prev = shape
-    return total
+    """Scalar ops for one sample: each layer's (see Layer.scalar_ops), and three per class for the loss."""
+    return 3 * spec.classes + sum(layer.scalar_ops(spec.input_of(i), shape)
+                                  for i, (layer, shape) in enumerate(zip(spec.layers, spec.shapes)))
 
 
 def _too_big(spec: ModelSpec, needs: str, fix: str) -> str:

@@ -1,22 +1,39 @@
 """The `numpy` backend: the spec lowered to the from-scratch engine in backends/engine, on NumPy or (cuda) CuPy."""
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 import numpy as np
 
 from backends.base import Backend, BackendError, OptimizerConfig, check_device
 from backends.engine import (SGD, Adam, Tensor, conv2d, conv2d_maxpool, cross_entropy, dense, flatten, maxpool2d,
                              relu)
+from backends.lowering import lower
+from backends.messages import first_line
 from models.params import Params, check, init_params
-from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+from models.spec import Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU
 
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("sgd", "adam")
+# Layer type -> op(h, layer, weight, bias), weight and bias the layer's parameter tensors (None for a layer without).
+# The lambdas look the engine ops up when they run, so a test can swap one (tests/test_ties.py does).
+LOWER: dict[type, Callable] = {
+    Conv2D: lambda h, layer, w, b: conv2d(h, w, b, layer.stride, layer.padding),
+    ReLU: lambda h, layer, w, b: relu(h),
+    MaxPool2D: lambda h, layer, w, b: maxpool2d(h, layer.size, layer.step),
+    Flatten: lambda h, layer, w, b: flatten(h),
+    Dense: lambda h, layer, w, b: dense(h, w, b),
+}
+Step = tuple[Callable, Layer, Tensor | None, Tensor | None]  # one call of _logits' loop: op(h, layer, w, b)
+
 
 class NumpyBackend(Backend):
     """NumPy, or CuPy on cuda: canonical layout is the native layout, so conversion is a copy, a cast and a transfer."""
 
     name = "numpy"
     framework = "numpy"
+    UNSUPPORTED_LAYERS = frozenset()  # LOWER covers every layer type
     # conv2d_maxpool reproduces conv, relu and maxpool2d, their conventions included (relu'(0) = 0, first
     # max wins); a subclass that swaps relu or maxpool2d for another convention turns the fusion off.
     fuse_conv_pool = True
@@ -50,6 +67,8 @@ class NumpyBackend(Backend):
             self.params[k].data[...] = self.xp.asarray(v)
             self.grad_views.append(self.flat_grad[start:stop].reshape(np.shape(v)))
             start = stop
+        # The ops are chosen once: a step runs the list, with no per-layer dispatch or key lookups.
+        self._steps = plan(spec, self.params, self.fuse_conv_pool)
         self.optimizer: SGD | Adam | None = None
 
     @classmethod
@@ -85,37 +104,8 @@ class NumpyBackend(Backend):
     def _logits(self, x: np.ndarray) -> Tensor:
         """Run the layers of the spec on an NCHW batch."""
         h = Tensor(x)
-        layers = self.spec.layers
-        i = 0
-        while i < len(layers):
-            layer = layers[i]
-            if isinstance(layer, Conv2D):
-                w, b = self.params[f"{i}.weight"], self.params[f"{i}.bias"]
-                size, with_relu, taken = _pool_after(layers, i)
-                if size and self.fuse_conv_pool:
-                    # conv [relu] maxpool [relu] as one op: the same values and gradients (see conv2d_maxpool).
-                    h = conv2d_maxpool(h, w, b, layer.stride, layer.padding, size, with_relu)
-                    i += taken
-                    continue
-                h = conv2d(h, w, b, layer.stride, layer.padding)
-            elif isinstance(layer, ReLU):
-                if i + 1 < len(layers) and isinstance(layers[i + 1], MaxPool2D):
-                    i += 1
-                    continue  # applied after the pool, on the smaller array; see below
-                h = relu(h)
-            elif isinstance(layer, MaxPool2D):
-                h = maxpool2d(h, layer.size, layer.step)
-                # relu then maxpool == maxpool then relu, gradients included: relu is monotone, so a
-                # window's first max is the same either way whenever it is > 0, and the gradient is 0 otherwise.
-                if i > 0 and isinstance(layers[i - 1], ReLU):
-                    h = relu(h)
-            elif isinstance(layer, Flatten):
-                h = flatten(h)
-            elif isinstance(layer, Dense):
-                h = dense(h, self.params[f"{i}.weight"], self.params[f"{i}.bias"])
-            else:
-                raise BackendError(f"backend 'numpy' has no lowering for layer {i} ({layer.type})")
-            i += 1
+        for op, layer, w, b in self._steps:
+            h = op(h, layer, w, b)
         return h
 
     def _loss(self, x: np.ndarray, y: np.ndarray) -> Tensor:
@@ -206,8 +196,42 @@ def load_cupy():
 
 def _first_line(e: Exception) -> str:
     """The first line of an error's message (CuPy's import errors run to a page), or its type's name."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return first_line(e) or type(e).__name__
+
+
+def plan(spec: ModelSpec, params: dict[str, Tensor], fuse_conv_pool: bool = True) -> list[Step]:
+    """The steps that run the spec: LOWER's op per layer, the fast paths below in place of the layers they cover."""
+    ops, layers = lower(LOWER, spec, "numpy"), spec.layers
+    steps, i = [], 0
+    while i < len(layers):
+        op, j, taken = _fast_path(layers, i, fuse_conv_pool) or (ops[i], i, 1)
+        steps.append((op, layers[j], params.get(f"{j}.weight"), params.get(f"{j}.bias")))
+        i += taken
+    return steps
+
+
+def _fast_path(layers: tuple, i: int, fuse_conv_pool: bool) -> tuple[Callable, int, int] | None:
+    """(op, index of the layer it is given, layers it covers) for a run from layers[i] with a faster equivalent."""
+    # Only conv2d, relu and maxpool2d take part: any other layer type is simply lowered through LOWER.
+    if fuse_conv_pool and isinstance(layers[i], Conv2D):
+        size, with_relu, taken = _pool_after(layers, i)
+        if size:
+            # conv [relu] maxpool [relu] as one op: the same values and gradients (see conv2d_maxpool).
+            return partial(_conv_pool, size=size, with_relu=with_relu), i, taken
+    if isinstance(layers[i], ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], MaxPool2D):
+        # relu then maxpool == maxpool then relu, gradients included: relu is monotone, so a window's first
+        # max is the same either way whenever it is > 0, and the gradient is 0 otherwise. Pooling first
+        # applies relu to the smaller array.
+        return _pool_relu, i + 1, 2
+    return None
+
+
+def _conv_pool(h: Tensor, conv: Conv2D, w: Tensor, b: Tensor, size: int, with_relu: bool) -> Tensor:
+    return conv2d_maxpool(h, w, b, conv.stride, conv.padding, size, with_relu)
+
+
+def _pool_relu(h: Tensor, pool: MaxPool2D, w: None, b: None) -> Tensor:
+    return relu(maxpool2d(h, pool.size, pool.step))
 
 
 def _pool_after(layers: tuple, i: int) -> tuple[int, bool, int]:

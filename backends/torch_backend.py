@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -10,36 +10,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
+from backends.lowering import lower
 from backends.torch_modes import CompiledStep, lr_tensor
 from models.params import Params, check
-from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+from models.spec import Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, Shape
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMIZERS = ("sgd", "adam")
 # eager: plain torch; channels_last: eager in NHWC memory; compile: torch.compile'd step (inductor);
 # cudagraphs: torch.compile mode="reduce-overhead", the step replayed as CUDA graphs (GPU only).
 MODES = ("eager", "channels_last", "compile", "cudagraphs")
+# Layer type -> module(layer, shape it receives); built in layer order, so a seed gives the same weights.
+MODULES: dict[type, Callable[[Layer, Shape], nn.Module]] = {
+    Conv2D: lambda layer, shape: nn.Conv2d(shape[0], layer.out_channels, layer.kernel_size,
+                                           stride=layer.stride, padding=layer.padding),
+    ReLU: lambda layer, shape: nn.ReLU(),
+    MaxPool2D: lambda layer, shape: nn.MaxPool2d(layer.size, stride=layer.step),
+    Flatten: lambda layer, shape: nn.Flatten(),  # NCHW flattens in C, H, W order: already canonical
+    Dense: lambda layer, shape: nn.Linear(shape[0], layer.units),
+}
 
 
 def build(spec: ModelSpec) -> nn.Sequential:
     """One module per spec layer, so module index == layer index == canonical key prefix."""
-    modules, prev = [], spec.input
-    for layer, shape in zip(spec.layers, spec.shapes):
-        if isinstance(layer, Conv2D):
-            modules.append(nn.Conv2d(prev[0], layer.out_channels, layer.kernel_size,
-                                     stride=layer.stride, padding=layer.padding))
-        elif isinstance(layer, ReLU):
-            modules.append(nn.ReLU())
-        elif isinstance(layer, MaxPool2D):
-            modules.append(nn.MaxPool2d(layer.size, stride=layer.step))
-        elif isinstance(layer, Flatten):
-            modules.append(nn.Flatten())  # NCHW flattens in C, H, W order: already canonical
-        elif isinstance(layer, Dense):
-            modules.append(nn.Linear(prev[0], layer.units))
-        else:
-            raise BackendError(f"torch backend cannot lower layer type '{layer.type}'")
-        prev = shape
-    return nn.Sequential(*modules)
+    makers = lower(MODULES, spec, "torch")
+    return nn.Sequential(*(make(layer, spec.input_of(i)) for i, (make, layer) in enumerate(zip(makers, spec.layers))))
 
 
 def to_native(params: Params) -> Params:
@@ -57,6 +52,7 @@ class TorchBackend(Backend):
 
     name = "torch"
     framework = "torch"
+    UNSUPPORTED_LAYERS = frozenset()  # MODULES covers every layer type
     modes = MODES
     MODE_NOTES: ClassVar[dict[str, str]] = {
         "eager": "stock torch.nn and torch.optim, one Python step per batch",

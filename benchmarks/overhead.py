@@ -19,14 +19,14 @@ import numpy as np
 import backends
 import models
 import plain_data
-import plain_timer
 from backends.base import OptimizerConfig
 from harness import atomic, augment
 from harness.bench.child import die_with_parent
-from harness.bench.timing import time_steps as fwbench_time_steps
+from harness.bench.timing import time_step_fn, time_steps as fwbench_time_steps
 from harness.data import batch_order, load_mnist, normalize
 from harness.provenance import git_commit, machine
 from harness.session import make_backend
+from harness.table import markdown_table
 
 # fwbench backend (NAME@MODE): the hand-written loop it is compared with, and that loop's options. Like with
 # like: stock flax modes against stock loops, "-tuned" ones against loops with fwbench's kernels.
@@ -54,7 +54,7 @@ def plain_side(framework: str, batches: list, lrs: list[float], warmup: int, ste
     module = __import__(name)
     if name == "plain_flax_scan":  # it makes its own resident batches, the same first `steps` of the recipe
         return module.time_steps(steps, warmup, seed=0, batch_size=len(batches[0][1]), device=device, **options)
-    return plain_timer.time_steps(module.ready_step(batches, lrs, seed=0, device=device, **options), steps, warmup)
+    return time_step_fn(module.ready_step(batches, lrs, seed=0, device=device, **options), steps, warmup)
 
 
 def fwbench_side(framework: str, batches: list, lrs: list[float], warmup: int, steps: int, device: str) -> dict:
@@ -88,12 +88,10 @@ def compare(framework: str, rounds: int, warmup: int, steps: int, device: str, b
 
 def table(overhead: dict) -> str:
     """A readable table of the comparison."""
-    lines = ["| framework | fwbench step ms | plain step ms | ratio (median of rounds) | ratio each round |",
-             "| --- | ---: | ---: | ---: | --- |"]
-    for name, r in overhead.items():
-        lines.append(f"| {name} | {r['fwbench_step_ms']:.2f} | {r['plain_step_ms']:.2f} | {r['ratio']:.3f} | "
-                     + ", ".join(f"{x:.3f}" for x in r["ratio_each"]) + " |")
-    return "\n".join(lines)
+    rows = [[name, f"{r['fwbench_step_ms']:.2f}", f"{r['plain_step_ms']:.2f}", f"{r['ratio']:.3f}",
+             ", ".join(f"{x:.3f}" for x in r["ratio_each"])] for name, r in overhead.items()]
+    return markdown_table(["framework", "fwbench step ms", "plain step ms", "ratio (median of rounds)",
+                           "ratio each round"], rows, "lrrrl")
 
 
 def write(out: Path, overhead: dict, doc: dict) -> list[Path]:

@@ -1,8 +1,8 @@
 """The reference cnn trained by a hand-written Flax + optax loop: the baseline for overhead.py.
 
 Stock flax.linen by default, like fwbench's `flax`. With --kernels it takes fwbench's custom VJPs from
-backends.flax_kernels (its only fwbench import), like the "-tuned" modes, so that each comparison
-measures the harness around the same ops.
+backends.flax_kernels (its only fwbench code besides the step timer), like the "-tuned" modes, so that each
+comparison measures the harness around the same ops.
 
 Usage: python benchmarks/plain_flax.py [--kernels] [plain_cli's options: --steps, --epochs, --device, ...]
 """
@@ -24,8 +24,8 @@ import optax
 
 import plain_cli
 import plain_data
-import plain_timer
 from backends import flax_kernels
+from harness.bench.timing import time_step_fn
 
 # fwbench pins full float32 convolutions and matmuls (no TF32 on GPU); so does this loop, so that a
 # comparison with it measures overhead rather than precision. On a CPU it changes nothing.
@@ -105,7 +105,7 @@ def time_steps(steps: int, warmup: int, seed: int = 0, batch_size: int = 64, dev
     """Time training steps of the recipe from a fresh model; batches are on the device before the clock starts."""
     n = 1 + warmup + steps
     batches, lrs = plain_data.first_batches(n, seed, batch_size), plain_data.cosine_lrs(n, batch_size)
-    return plain_timer.time_steps(ready_step(batches, lrs, seed, device, kernels), steps, warmup)
+    return time_step_fn(ready_step(batches, lrs, seed, device, kernels), steps, warmup)
 
 
 def accuracy(model: CNN, params, x: np.ndarray, y: np.ndarray, device: str) -> float:

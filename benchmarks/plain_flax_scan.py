@@ -17,7 +17,7 @@ import numpy as np
 
 import plain_data
 import plain_flax
-import plain_timer
+from harness.bench.timing import time_step_fn
 
 
 def build_scan(seed: int = 0, device: str = "cpu", kernels: bool = False):
@@ -59,7 +59,7 @@ def time_steps(steps: int, warmup: int, seed: int = 0, batch_size: int = 64, dev
     def call(_: int) -> None:
         state[0], state[1], losses = run(*state, xd, yd, rows, lrs)
         jax.block_until_ready((losses, state[0]))
-    timed = plain_timer.time_steps(call, calls, 0)
+    timed = time_step_fn(call, calls, 0)
     return {**timed, "step_ms": timed["step_ms"] / steps, "step_ms_iqr": timed["step_ms_iqr"] / steps,
             "steps": steps, "steps_per_call": steps}
 

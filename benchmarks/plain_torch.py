@@ -1,4 +1,4 @@
-"""The reference cnn trained by a hand-written PyTorch loop, no fwbench code: the baseline for overhead.py."""
+"""The reference cnn trained by a hand-written PyTorch loop (fwbench code only in its timer): overhead.py's baseline."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from torch import nn
 
 import plain_cli
 import plain_data
-import plain_timer
+from harness.bench.timing import time_step_fn
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -67,7 +67,7 @@ def time_steps(steps: int, warmup: int, seed: int = 0, batch_size: int = 64, dev
     """Time training steps of the recipe from a fresh model; batches are on the device before the clock starts."""
     n = 1 + warmup + steps
     step = ready_step(plain_data.first_batches(n, seed, batch_size), plain_data.cosine_lrs(n, batch_size), seed, device)
-    return plain_timer.time_steps(step, steps, warmup)
+    return time_step_fn(step, steps, warmup)
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, device: str) -> float:

@@ -14,13 +14,13 @@ import models
 from backends.base import BackendError, OptimizerConfig
 from harness import agree as ag
 from harness import agree_view as view
+from harness import documents
 from harness.atomic import atomic_write, atomic_write_json, ensure_dir
 from harness.data import batch_order, load_mnist, normalize
 from harness.provenance import git_commit, machine
 from harness.session import MNIST_SHAPE, check_labels, check_memory, resolve_device
 from models.params import init_params
 
-SCHEMA = "fwbench.agree/1"
 DEFAULT_BACKENDS = ("numpy", "torch", "flax")
 
 
@@ -76,7 +76,7 @@ def agree(args) -> int:
     params = init_params(spec, args.seed, "float64")
     data, source = batches(spec, args, max(1, args.steps))
     x, y = data[0]
-    doc = {"schema": SCHEMA, "model": spec.name, "dtype": args.dtype, "batch_size": len(y), "seed": args.seed,
+    doc = {"schema": documents.AGREE, "model": spec.name, "dtype": args.dtype, "batch_size": len(y), "seed": args.seed,
            "data": source, "notes": notes, "machine": machine(), "git": git_commit(),
            "tolerance": {"grad_rel_l2": ag.grad_tol(args.dtype, len(y))}}
     if args.steps:

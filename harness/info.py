@@ -14,21 +14,10 @@ PROBE = {"name": "probe", "input": [1, 2, 2], "classes": 2,
          "layers": [{"type": "flatten"}, {"type": "dense", "units": 2}]}
 
 
-def describe(layer) -> str:
-    """Short text for one layer, e.g. conv2d(32, k3, s1, p0)."""
-    if isinstance(layer, models.Conv2D):
-        return f"conv2d({layer.out_channels}, k{layer.kernel_size}, s{layer.stride}, p{layer.padding})"
-    if isinstance(layer, models.MaxPool2D):
-        return f"maxpool2d({layer.size}, s{layer.step})"
-    if isinstance(layer, models.Dense):
-        return f"dense({layer.units})"
-    return layer.type
-
-
 def model_doc(spec: models.ModelSpec) -> dict:
     """The spec layer by layer, with the memory its recipe needs: what `models NAME` shows, and its --json."""
     shapes = spec.param_shapes()
-    layers = [{"index": i, "layer": describe(layer), "output": list(shape),
+    layers = [{"index": i, "layer": layer.describe(), "output": list(shape),
                "params": sum(_size(s) for k, s in shapes.items() if k.split(".")[0] == str(i))}
               for i, (layer, shape) in enumerate(zip(spec.layers, spec.shapes))]
     recipe = recipe_for(spec.name)
@@ -63,7 +52,7 @@ def models_docs(names: list[str]) -> list[dict]:
     out = []
     for name in names:
         spec = models.get(name)
-        out.append({"name": spec.name, "layers": [describe(layer) for layer in spec.layers],
+        out.append({"name": spec.name, "layers": [layer.describe() for layer in spec.layers],
                     "output": list(spec.shapes[-1]), "parameters": spec.param_count()})
     return out
 

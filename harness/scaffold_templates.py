@@ -27,12 +27,13 @@ BACKEND = '''\
 """fwbench backend '$name': each method says what to implement; `fwbench conformance $name` checks it."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 # What an implementation needs; unused until the methods are filled in.
 from backends.base import Backend, BackendError, OptimizerConfig, check_device
+from backends.lowering import lower
 from models.params import Params, check, init_params
 from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
 
@@ -42,19 +43,40 @@ from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
 # The whole contract, method by method: docs/adding-a-backend.md in fwbench.
 
 
+def todo(what: str) -> Callable:
+    """A stand-in op that says what the real one computes."""
+    def op(x, layer, w, b):
+        raise NotImplementedError(f"$name: implement the op for {what}")
+    return op
+
+
+# Layer type -> op(x, layer, w, b) in your framework, w and b the layer's parameters (None for a layer
+# without). lower(LAYERS, spec, "$name") gives each layer's op in order and refuses, with BackendError, a
+# type missing here; list such types in UNSUPPORTED_LAYERS and the conformance kit marks them "not supported".
+LAYERS: dict[type, Callable] = {
+    Conv2D: todo("conv2d: cross-correlation with w (out, in, kh, kw), strides layer.stride, "
+                 "zero padding layer.padding on each side, plus b"),
+    ReLU: todo("relu: max(x, 0), with relu'(0) = 0"),
+    MaxPool2D: todo("maxpool2d: max over VALID layer.size x layer.size windows, layer.step apart"),
+    Flatten: todo("flatten: (N, C, H, W) -> (N, C * H * W), in C, H, W order"),
+    Dense: todo("dense: x @ w + b, w stored (in, out)"),
+}
+
+
 class $cls(Backend):
     """The spec lowered to <your framework>."""
 
     name = "$name"
     framework = "<your framework>"
+    UNSUPPORTED_LAYERS = frozenset()  # the layer types LAYERS leaves out, e.g. frozenset({"maxpool2d"})
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0):
         """Build the model; params=None asks for the framework's own initialiser, seeded."""
         raise NotImplementedError(
             "$name: implement __init__: call check_device(type(self), device); accept dtype 'float32' and "
-            "'float64' (anything else: BackendError); lower each layer of spec.layers (Conv2D, ReLU, MaxPool2D, "
-            "Flatten, Dense; BackendError naming any other); then set_params(params), or when params is None "
+            "'float64' (anything else: BackendError); take each layer's op with lower(LAYERS, spec, '$name') "
+            "(it refuses a type LAYERS lacks); then set_params(params), or when params is None "
             "your framework's own init seeded by seed (init_params(spec, seed, dtype) if it has none)")
 
     @classmethod

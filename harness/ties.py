@@ -8,9 +8,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import backends
 import models
-from backends.engine import Tensor, conv2d, dense, flatten, maxpool2d
+from backends import numpy_backend
+from backends.engine import Tensor
+from backends.lowering import lower
 from models.params import Params
-from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+from models.spec import MaxPool2D, ModelSpec, ReLU
 
 # One pixel x=1. For the pool probe, a 2x2 conv with padding 1 turns it into the 2x2 map
 # out[i, j] = w[1-i, 1-j] * x, so all-ones weights give a 4-way tie in one 2x2 pool window.
@@ -99,28 +101,26 @@ def tie_case(spec: ModelSpec, params: Params, n: int, seed: int) -> tuple[np.nda
     return x, y, quantized
 
 
+# The layer types whose gradient is ambiguous at a tie: what count_ties calls their ties, and how it counts them
+# in the layer's input. Every other type is smooth and only passes the values on.
+TIE_COUNTS = {
+    ReLU: ("relu_zeros", lambda h, layer: int(np.count_nonzero(h == 0))),
+    MaxPool2D: ("pool_ties", lambda h, layer: _tied_windows(h, layer.size, layer.step)),
+}
+
+
 def count_ties(spec: ModelSpec, params: Params, x: np.ndarray) -> dict[str, int]:
     """How many relu inputs are exactly 0 and how many max-pool windows have a tied maximum, over all layers."""
     h = np.asarray(x, dtype=np.float64)
-    zeros = ties = 0
-    for i, layer in enumerate(spec.layers):
-        if isinstance(layer, ReLU):
-            zeros += int(np.count_nonzero(h == 0))
-            h = np.maximum(h, 0)
-        elif isinstance(layer, MaxPool2D):
-            ties += _tied_windows(h, layer.size, layer.step)
-            h = maxpool2d(Tensor(h), layer.size, layer.step).data
-        elif isinstance(layer, Conv2D):
-            w, b = (Tensor(np.asarray(params[f"{i}.{k}"], dtype=np.float64)) for k in ("weight", "bias"))
-            h = conv2d(Tensor(h), w, b, layer.stride, layer.padding).data
-        elif isinstance(layer, Flatten):
-            h = flatten(Tensor(h)).data
-        elif isinstance(layer, Dense):
-            w, b = (Tensor(np.asarray(params[f"{i}.{k}"], dtype=np.float64)) for k in ("weight", "bias"))
-            h = dense(Tensor(h), w, b).data
-        else:
-            raise NotImplementedError(f"count_ties has no forward for layer {i} ({layer.type})")
-    return {"relu_zeros": zeros, "pool_ties": ties}
+    counts = {key: 0 for key, _ in TIE_COUNTS.values()}
+    params = {k: Tensor(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
+    for i, (op, layer) in enumerate(zip(lower(numpy_backend.LOWER, spec, "numpy"), spec.layers)):
+        if type(layer) in TIE_COUNTS:
+            key, count = TIE_COUNTS[type(layer)]
+            counts[key] += count(h, layer)
+        # The NumPy engine's op for the layer alone, unfused: the values every backend computes.
+        h = op(Tensor(h), layer, params.get(f"{i}.weight"), params.get(f"{i}.bias")).data
+    return counts
 
 
 def _tied_windows(h: np.ndarray, size: int, stride: int) -> int:

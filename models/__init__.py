@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU, SpecError, load, parse
+from models.spec import LAYER_TYPES, Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, SpecError, load, parse
 
 HERE = Path(__file__).parent
 
-__all__ = ["Conv2D", "Dense", "Flatten", "MaxPool2D", "ModelSpec", "ReLU", "SpecError",
+__all__ = ["LAYER_TYPES", "Conv2D", "Dense", "Flatten", "Layer", "MaxPool2D", "ModelSpec", "ReLU", "SpecError",
            "get", "load", "parse", "shipped"]
 
 

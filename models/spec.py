@@ -1,33 +1,100 @@
 """Framework-neutral model spec: frozen dataclasses loaded from TOML and validated once."""
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+Shape = tuple[int, ...]
 
 
 class SpecError(ValueError):
     """An invalid model spec; the message names the layer, the field and the reason."""
 
 
+class Layer:
+    """One layer of a spec: its TOML fields, and what follows from them given the shape it receives."""
+
+    type: str  # the TOML name; each subclass makes it a field with init=False, so repr and asdict show it
+
+    def output_shape(self, shape: Shape) -> Shape:
+        """The output shape for an input of this shape (batch left out), or a SpecError saying why it does not fit."""
+        return shape
+
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        """Parameter shapes by canonical suffix ("weight", "bias") for an input of this shape."""
+        return {}
+
+    def describe(self) -> str:
+        """Short text for the layer, e.g. conv2d(32, k3, s1, p0)."""
+        return self.type
+
+    def scalar_ops(self, shape: Shape, out: Shape) -> int:
+        """Scalar operations for one sample's forward pass, as the micrograd backend builds them."""
+        return 0
+
+
+# Every layer class, by its TOML name, in the order error messages list them.
+LAYER_TYPES: dict[str, type[Layer]] = {}
+# Fields each type accepts, with whether they are required: derived from the dataclass (required = no default).
+FIELDS: dict[str, dict[str, bool]] = {}
+LayerClass = TypeVar("LayerClass", bound=type[Layer])
+
+
+def register(cls: LayerClass) -> LayerClass:
+    """Class decorator, over @dataclass: the spec accepts the layer under its TOML name, with its init fields."""
+    LAYER_TYPES[cls.type] = cls
+    FIELDS[cls.type] = {f.name: f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                        for f in dataclasses.fields(cls) if f.init}
+    return cls
+
+
+def _minimum(cls: type[Layer], name: str) -> int:
+    """The least value a field accepts: 1 unless its metadata says otherwise (padding may be 0)."""
+    return next(f.metadata.get("minimum", 1) for f in dataclasses.fields(cls) if f.name == name)
+
+
+@register
 @dataclass(frozen=True)
-class Conv2D:
+class Conv2D(Layer):
     out_channels: int
     kernel_size: int
     stride: int = 1
-    padding: int = 0
+    padding: int = field(default=0, metadata={"minimum": 0})
     type: str = field(default="conv2d", init=False)
 
+    def output_shape(self, shape: Shape) -> Shape:
+        return _window(self.type, "kernel_size", self.kernel_size, self.stride, self.padding, shape,
+                       self.out_channels)
 
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        return {"weight": (self.out_channels, shape[0], self.kernel_size, self.kernel_size),
+                "bias": (self.out_channels,)}
+
+    def describe(self) -> str:
+        return f"conv2d({self.out_channels}, k{self.kernel_size}, s{self.stride}, p{self.padding})"
+
+    def scalar_ops(self, shape: Shape, out: Shape) -> int:
+        return math.prod(out) * shape[0] * self.kernel_size ** 2  # one multiply-add per weight per output
+
+
+@register
 @dataclass(frozen=True)
-class ReLU:
+class ReLU(Layer):
     type: str = field(default="relu", init=False)
 
+    def scalar_ops(self, shape: Shape, out: Shape) -> int:
+        return math.prod(out)
 
+
+@register
 @dataclass(frozen=True)
-class MaxPool2D:
+class MaxPool2D(Layer):
     size: int
     stride: int | None = None  # None means "same as size"
     type: str = field(default="maxpool2d", init=False)
@@ -36,64 +103,73 @@ class MaxPool2D:
     def step(self) -> int:
         return self.size if self.stride is None else self.stride
 
+    def output_shape(self, shape: Shape) -> Shape:
+        return _window(self.type, "size", self.size, self.step, 0, shape)
 
+    def describe(self) -> str:
+        return f"maxpool2d({self.size}, s{self.step})"
+
+    def scalar_ops(self, shape: Shape, out: Shape) -> int:
+        return math.prod(out) * self.size ** 2  # one comparison per window element
+
+
+@register
 @dataclass(frozen=True)
-class Flatten:
+class Flatten(Layer):
     type: str = field(default="flatten", init=False)
 
+    def output_shape(self, shape: Shape) -> Shape:
+        return (math.prod(shape),)
 
+
+@register
 @dataclass(frozen=True)
-class Dense:
+class Dense(Layer):
     units: int
     type: str = field(default="dense", init=False)
 
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) != 1:
+            raise SpecError(f"field 'type' dense gets a {len(shape)}-D input {shape}; add a flatten layer before it")
+        return (self.units,)
 
-Layer = Conv2D | ReLU | MaxPool2D | Flatten | Dense
-LAYER_TYPES: dict[str, type] = {
-    "conv2d": Conv2D, "relu": ReLU, "maxpool2d": MaxPool2D, "flatten": Flatten, "dense": Dense,
-}
-# Fields each type accepts, with whether they are required.
-FIELDS: dict[str, dict[str, bool]] = {
-    "conv2d": {"out_channels": True, "kernel_size": True, "stride": False, "padding": False},
-    "relu": {},
-    "maxpool2d": {"size": True, "stride": False},
-    "flatten": {},
-    "dense": {"units": True},
-}
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        return {"weight": (shape[0], self.units), "bias": (self.units,)}
+
+    def describe(self) -> str:
+        return f"dense({self.units})"
+
+    def scalar_ops(self, shape: Shape, out: Shape) -> int:
+        return shape[0] * self.units
+
+
+def _window(kind: str, name: str, k: int, stride: int, pad: int, shape: Shape, out_c: int | None = None) -> Shape:
+    """(out_c, OH, OW) of k x k windows `stride` apart over a zero-padded (C, H, W) input; out_c None keeps C."""
+    if len(shape) != 3:
+        raise SpecError(f"field 'type' {kind} needs a (C, H, W) input, got {shape}; put it before the flatten")
+    c, h, w = shape
+    if k > min(h, w) + 2 * pad:
+        raise SpecError(f"field '{name}' {k} is larger than its (padded) input {h + 2 * pad}x{w + 2 * pad}")
+    return (c if out_c is None else out_c, _out_size(h, k, stride, pad), _out_size(w, k, stride, pad))
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    input: tuple[int, ...]  # (C, H, W)
+    input: Shape  # (C, H, W)
     classes: int
     layers: tuple[Layer, ...]
-    shapes: tuple[tuple[int, ...], ...]  # output shape of each layer, batch dimension left out
+    shapes: tuple[Shape, ...]  # output shape of each layer, batch dimension left out
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+    def param_shapes(self) -> dict[str, Shape]:
         """Canonical parameter names and shapes, in layer order."""
-        out: dict[str, tuple[int, ...]] = {}
-        prev = self.input
-        for i, (layer, shape) in enumerate(zip(self.layers, self.shapes)):
-            if isinstance(layer, Conv2D):
-                out[f"{i}.weight"] = (layer.out_channels, prev[0], layer.kernel_size, layer.kernel_size)
-                out[f"{i}.bias"] = (layer.out_channels,)
-            elif isinstance(layer, Dense):
-                out[f"{i}.weight"] = (prev[0], layer.units)
-                out[f"{i}.bias"] = (layer.units,)
-            prev = shape
-        return out
+        return {f"{i}.{suffix}": shape for i, layer in enumerate(self.layers)
+                for suffix, shape in layer.param_shapes(self.input_of(i)).items()}
 
     def param_count(self) -> int:
-        total = 0
-        for shape in self.param_shapes().values():
-            n = 1
-            for d in shape:
-                n *= d
-            total += n
-        return total
+        return sum(math.prod(shape) for shape in self.param_shapes().values())
 
-    def input_of(self, i: int) -> tuple[int, ...]:
+    def input_of(self, i: int) -> Shape:
         """Shape that layer i receives."""
         return self.input if i == 0 else self.shapes[i - 1]
 
@@ -110,34 +186,6 @@ def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _infer(where: str, layer: Layer, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Output shape of one layer, or a SpecError saying why the input does not fit."""
-    if isinstance(layer, Conv2D | MaxPool2D):
-        kind, k = ("kernel_size", layer.kernel_size) if isinstance(layer, Conv2D) else ("size", layer.size)
-        if len(shape) != 3:
-            raise SpecError(f"{where}: field 'type' {layer.type} needs a (C, H, W) input, got {shape}; "
-                            "put it before the flatten")
-        pad = layer.padding if isinstance(layer, Conv2D) else 0
-        stride = layer.stride if isinstance(layer, Conv2D) else layer.step
-        c, h, w = shape
-        if k > min(h, w) + 2 * pad:
-            raise SpecError(f"{where}: field '{kind}' {k} is larger than its (padded) input "
-                            f"{h + 2 * pad}x{w + 2 * pad}")
-        out_c = layer.out_channels if isinstance(layer, Conv2D) else c
-        return (out_c, _out_size(h, k, stride, pad), _out_size(w, k, stride, pad))
-    if isinstance(layer, Flatten):
-        n = 1
-        for d in shape:
-            n *= d
-        return (n,)
-    if isinstance(layer, Dense):
-        if len(shape) != 1:
-            raise SpecError(f"{where}: field 'type' dense gets a {len(shape)}-D input {shape}; "
-                            "add a flatten layer before it")
-        return (layer.units,)
-    return shape  # relu
-
-
 def _layer(i: int, table) -> Layer:
     where = f"layer {i}"
     if not isinstance(table, dict):
@@ -146,7 +194,7 @@ def _layer(i: int, table) -> Layer:
     if kind not in LAYER_TYPES:
         raise SpecError(f"{where}: field 'type' is {kind!r}; choose one of {', '.join(LAYER_TYPES)}")
     where = f"layer {i} ({kind})"
-    allowed = FIELDS[kind]
+    cls, allowed = LAYER_TYPES[kind], FIELDS[kind]
     for name in table:
         if name != "type" and name not in allowed:
             known = ", ".join(allowed) or "none"
@@ -157,8 +205,8 @@ def _layer(i: int, table) -> Layer:
             if required:
                 raise SpecError(f"{where}: missing required field '{name}'")
             continue
-        kwargs[name] = _int(where, name, table[name], 0 if name == "padding" else 1)
-    return LAYER_TYPES[kind](**kwargs)
+        kwargs[name] = _int(where, name, table[name], _minimum(cls, name))
+    return cls(**kwargs)
 
 
 def parse(data: dict, source: str = "<spec>") -> ModelSpec:
@@ -191,9 +239,13 @@ def _parse(data: dict) -> ModelSpec:
     layers = tuple(_layer(i, t) for i, t in enumerate(tables))
     shapes, shape = [], inp
     for i, layer in enumerate(layers):
-        shape = _infer(f"layer {i} ({layer.type})", layer, shape)
+        where = f"layer {i} ({layer.type})"
+        try:
+            shape = layer.output_shape(shape)
+        except SpecError as e:
+            raise SpecError(f"{where}: {e}") from None
         if any(d < 1 for d in shape):
-            raise SpecError(f"layer {i} ({layer.type}): output shape {shape} is empty")
+            raise SpecError(f"{where}: output shape {shape} is empty")
         shapes.append(shape)
     dense = [i for i, layer in enumerate(layers) if isinstance(layer, Dense)]
     if not dense:

@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 
 from harness.bench import checks, results, runner
-from harness.bench.results import SCHEMA
 from harness.bench.suite import PRESETS, cells, rounds
 from harness.cli import main
+from harness.documents import RESULTS
 from harness.reporting.load import load
 
 TINY = replace(PRESETS["quick"], name="tiny", models=("mlp",), backends=("numpy", "micrograd"),
@@ -42,7 +42,7 @@ def test_rounds_visit_every_cell_once_in_a_seeded_order():
 def test_results_file_is_self_describing_and_keeps_a_failed_cell(tmp_path):
     path = runner.run_suite(TINY, tmp_path, log=lambda *a: None)
     doc = load(path)  # checked against the JSON Schema
-    assert doc["schema"] == SCHEMA and doc["status"] == "complete" and doc["finished"]
+    assert doc["schema"] == RESULTS and doc["status"] == "complete" and doc["finished"]
     assert {"cpu", "cores", "ram_gb", "gpu", "os", "python"} <= set(doc["machine"])
     assert set(doc["git"]) == {"commit", "dirty"}
     assert doc["metrics"]["step_ms"]["unit"] == "ms" and "synchronize" in doc["metrics"]["step_ms"]["how"]

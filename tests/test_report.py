@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import results_fixture
+from harness import documents
 from harness.bench import results
 from harness.reporting import ResultsError, compare, compare_view, render, report
 from harness.reporting.cli_args import add_arguments
@@ -311,7 +312,7 @@ def test_markdown_and_csv_never_import_matplotlib(results_file):
 def test_version_1_files_are_upgraded_on_load(tmp_path):
     path = results_fixture.write(tmp_path / NAME, results_fixture.build_v1())
     doc = load(path)
-    assert doc["schema"] == results.SCHEMA and doc["upgraded_from"] == "fwbench.results/1"
+    assert doc["schema"] == documents.RESULTS and doc["upgraded_from"] == "fwbench.results/1"
     torch_cnn = next(c for c in doc["cells"] if (c["backend"], c["model"]) == ("torch", "cnn"))
     assert torch_cnn["metrics"]["step_ms"] == 6.71 and len(torch_cnn["runs"]) == 1
     assert torch_cnn["metrics"]["agreement_worst_rel_l2"] == 6.8e-07

@@ -1,7 +1,10 @@
 """The spec's layers and the loss, one sample at a time, on nested lists of Values."""
 from __future__ import annotations
 
+from typing import Callable
+
 from backends.micrograd.engine import Value
+from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
 # One sample's activations are a (C, H, W) grid as lists x[c][h][w], or a flat list after flatten.
 # Conv weights are w[out][in][kh][kw] and dense weights w[in][out], as in the canonical layout.
@@ -57,6 +60,16 @@ def flatten(x: list) -> list:
 def dense(x: list, w: list, b: list) -> list:
     """x @ w + b, with w laid out (in, out)."""
     return [sum((x[i] * w[i][o] for i in range(len(x))), b[o]) for o in range(len(b))]
+
+
+# Layer type -> op(x, layer, w, b) on one sample, w and b the layer's parameters as nested Values (None without).
+LAYERS: dict[type, Callable] = {
+    Conv2D: lambda x, layer, w, b: conv2d(x, w, b, layer.stride, layer.padding),
+    ReLU: lambda x, layer, w, b: relu(x),
+    MaxPool2D: lambda x, layer, w, b: maxpool2d(x, layer.size, layer.step),
+    Flatten: lambda x, layer, w, b: flatten(x),
+    Dense: lambda x, layer, w, b: dense(x, w, b),
+}
 
 
 def cross_entropy(logits: list[list[Value]], labels: list[int]) -> Value:

@@ -11,6 +11,7 @@ import numpy as np
 import backends
 import models
 from backends.base import OptimizerConfig
+from backends.messages import one_line
 from harness.allocator import tune
 from harness.atomic import atomic_write_json
 from harness.bench.child import die_with_parent
@@ -86,7 +87,7 @@ def main(argv: list[str]) -> int:
     try:
         result = {"status": "ok", "error": None, **run(cell)}
     except Exception as e:  # recorded in the results; the matrix goes on
-        result = {"status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0]}
+        result = {"status": "error", "error": one_line(e)}
     atomic_write_json(Path(argv[1]), result)
     return 0
 

@@ -5,12 +5,11 @@ import math
 import time
 from pathlib import Path
 
-from harness import atomic, stats
+from harness import atomic, documents, stats
 from harness.atomic import atomic_write_json
 from harness.bench.metrics import BY_KEY, documented
 from harness.provenance import git_commit, machine
 
-SCHEMA = "fwbench.results/2"
 IDENTITY = ("backend", "model", "batch_size", "device", "dtype")
 MIN_CLEAN = 3  # clean runs a cell needs before its contended runs are left out of its figures
 SETTINGS = ("steps", "steps_per_call", "epoch_s_each")  # the same in every run: no interval
@@ -18,7 +17,7 @@ SETTINGS = ("steps", "steps_per_call", "epoch_s_each")  # the same in every run:
 
 def new(suite: str, config: dict) -> dict:
     """An empty document for a run that is starting."""
-    return {"schema": SCHEMA, "suite": suite, "status": "running", "started": _now(), "finished": None,
+    return {"schema": documents.RESULTS, "suite": suite, "status": "running", "started": _now(), "finished": None,
             "git": git_commit(), "machine": machine(), "config": config, "frameworks": {},
             "calibration": {}, "metrics": documented(), "agreement": {}, "conformance": {}, "cells": []}
 

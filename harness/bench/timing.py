@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,25 +31,42 @@ def time_steps(backend: Backend, epoch: Any, lrs: list[float], warmup: int, step
         return time.perf_counter() - begin
 
     if backend.fused:
-        first = one(0, steps)
-        calls: list[float] = []
-        while len(calls) < FUSED_CALLS or sum(calls) < min_timed_s:
-            calls.append(one(0, steps))
+        first, calls = time_calls(lambda i: one(0, steps), 0, FUSED_CALLS, min_timed_s=min_timed_s)
         times = np.array(calls) / steps * 1e3
     else:
-        first = one(0, 1)
-        i, begin = 1, time.perf_counter()
-        while i <= warmup or time.perf_counter() - begin < min_warmup_s:
-            one(i, 1)
-            i += 1
-        timed: list[float] = []
-        while len(timed) < steps or sum(timed) < min_timed_s:
-            timed.append(one(i, 1))
-            i += 1
-        times = np.array(timed) * 1e3
+        first, calls = time_calls(lambda i: one(i, 1), warmup, steps, min_warmup_s, min_timed_s)
+        times = np.array(calls) * 1e3
     q1, median, q3 = np.percentile(times, [25, 50, 75])
     per_call = steps if backend.fused else 1
     # Compilation is what the first call took beyond an ordinary call of the same length.
     return {"first_step_s": first, "compile_s": max(0.0, first - median * per_call / 1e3), "step_ms": float(median),
             "step_ms_iqr": float(q3 - q1), "steps": len(times) * per_call, "steps_per_call": per_call,
             "samples": [round(float(t), 5) for t in times]}
+
+
+def time_step_fn(step: Callable[[int], object], steps: int, warmup: int) -> dict:
+    """A hand-written loop's step(i), which synchronizes before it returns: the first step apart, median and IQR."""
+    def one(i: int) -> float:
+        begin = time.perf_counter()
+        step(i)
+        return time.perf_counter() - begin
+
+    first, calls = time_calls(one, warmup, steps)
+    q1, median, q3 = np.percentile(np.array(calls) * 1e3, [25, 50, 75])
+    return {"first_step_s": first, "step_ms": float(median), "step_ms_iqr": float(q3 - q1), "steps": steps}
+
+
+def time_calls(one: Callable[[int], float], warmup: int, calls: int, min_warmup_s: float = 0.0,
+               min_timed_s: float = 0.0) -> tuple[float, list[float]]:
+    """(one(0), the timed calls' seconds): one(i) runs call i and returns its own time; warm-up calls are untimed."""
+    # one(i) reads the clock itself, so that the timed region holds the call's work and nothing of this loop.
+    first = one(0)
+    i, begin = 1, time.perf_counter()
+    while i <= warmup or time.perf_counter() - begin < min_warmup_s:
+        one(i)
+        i += 1
+    timed: list[float] = []
+    while len(timed) < calls or sum(timed) < min_timed_s:
+        timed.append(one(i))
+        i += 1
+    return first, timed

@@ -27,6 +27,7 @@ FLAT, RELU = {"type": "flatten"}, {"type": "relu"}
 DENSE3 = {"type": "dense", "units": 3}
 # One case per layer variant, each as small as a valid spec allows: it must end in a dense layer of
 # `classes` units, so every case has one, and its row is read with the dense cases' rows beside it.
+# A case's name begins with the type of the layer it tests (layer_type); every type needs at least one.
 # Inputs are multi-channel and non-square (H != W) so a swapped axis cannot go unnoticed; a 1x1 conv
 # in front of relu and maxpool2d gives them a parameter whose gradient passes through their backward.
 LAYER_CASES: dict[str, dict] = {
@@ -46,6 +47,16 @@ LAYER_CASES: dict[str, dict] = {
 # Round trip: conv, pool, a flatten of a spatial map (flax permutes that dense layer's rows), square dense.
 ROUND_TRIP = _spec("round_trip", [2, 8, 7], 5, _conv(3, 3, 2, 1), RELU, {"type": "maxpool2d", "size": 2},
                    FLAT, {"type": "dense", "units": 5}, RELU, {"type": "dense", "units": 5})
+
+
+def layer_type(case: str) -> str:
+    """The layer type a layer case tests: the first word of its name ("conv2d 3x3" -> "conv2d")."""
+    return case.split()[0]
+
+
+def case_of_type(kind: str) -> str | None:
+    """The first layer case of a layer type, or None when there is none."""
+    return next((case for case in LAYER_CASES if layer_type(case) == kind), None)
 
 
 @functools.cache

@@ -6,7 +6,9 @@ from typing import Callable
 
 from harness import ties
 from harness.conformance import layers, protocol, training
-from harness.conformance.context import UNSUPPORTED, Context, Outcome, first_line, own_errors
+from harness.conformance.cases import layer_type, spec_of
+from harness.conformance.context import UNSUPPORTED, Context, Outcome, own_errors
+from backends.messages import first_line
 
 CANONICAL_TIES = {"relu_grad_at_zero": 0.0, "maxpool_tie": "first"}
 
@@ -20,7 +22,19 @@ class Check:
 
 # Every backend must build the small models, convert parameters and give gradients; optimizers, native
 # initialisation, devices and larger models may be honestly unsupported.
-REQUIRED = ("protocol/", "round trip/", "forward/", "backward/", "model/tinycnn", "determinism/loss")
+REQUIRED = ("protocol/", "round trip/", "model/tinycnn", "determinism/loss")
+# Rows about one layer type ("lowering/relu", "forward/relu", ...): required for the types tinycnn uses, as every
+# backend must run it; a backend may refuse any other type, and those rows are then "not supported".
+LAYER_ROWS = ("lowering", "forward", "backward")
+REQUIRED_LAYERS = frozenset(layer.type for layer in spec_of("tinycnn").layers)
+
+
+def required(name: str) -> bool:
+    """Whether a refusal of the named check fails the backend."""
+    group, _, what = name.partition("/")
+    if group in LAYER_ROWS:
+        return layer_type(what) in REQUIRED_LAYERS
+    return name.startswith(REQUIRED)
 
 
 def _ties(ctx: Context, key: str) -> Outcome:
@@ -44,6 +58,7 @@ def _ties(ctx: Context, key: str) -> Outcome:
 def _battery() -> list[Check]:
     rows = [("protocol/version, devices, pin_numerics", protocol.protocol),
             ("round trip/canonical params", protocol.round_trip),
+            *layers.lowering_checks(),
             *layers.layer_checks(),
             *layers.model_checks(),
             *[(f"optimizer/{label}", lambda ctx, label=label: training.optimizer(ctx, label))
@@ -56,7 +71,7 @@ def _battery() -> list[Check]:
             ("training/tinycnn loss falls", training.smoke),
             ("ties/relu'(0)", lambda ctx: _ties(ctx, "relu_grad_at_zero")),
             ("ties/max-pool", lambda ctx: _ties(ctx, "maxpool_tie"))]
-    return [Check(name, run, name.startswith(REQUIRED)) for name, run in rows]
+    return [Check(name, run, required(name)) for name, run in rows]
 
 
 BATTERY: list[Check] = _battery()

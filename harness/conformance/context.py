@@ -9,6 +9,7 @@ import numpy as np
 
 import backends
 from backends.base import Backend, BackendError
+from backends.messages import first_line
 from models.params import Params
 from models.spec import ModelSpec
 
@@ -87,8 +88,3 @@ def own_errors():
         # A sys.exit in the backend is a crash like any other: its row fails and the kit goes on.
         raise (cause if isinstance(cause, Exception) else RuntimeError(str(e))) from None
 
-
-def first_line(e: BaseException) -> str:
-    """The first line of an exception's message, or ""."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else ""

@@ -1,12 +1,15 @@
-"""Forward and backward rows per layer case, and loss-and-gradient rows on whole models."""
+"""A lowering row per layer type, forward and backward rows per layer case, loss and gradients on whole models."""
 from __future__ import annotations
 
 import numpy as np
 
 from harness.agree import grad_tol
-from harness.conformance.cases import LAYER_CASES, batch_of, layer_of, params_of, reference, spec_of
-from harness.conformance.context import Context, Outcome
+from harness.conformance.cases import (LAYER_CASES, batch_of, case_of_type, layer_of, params_of, reference,
+                                       spec_of)
+from harness.conformance.context import UNSUPPORTED, Context, Outcome
+from backends.messages import first_line
 from harness.conformance.measure import outcome
+from models.spec import LAYER_TYPES
 
 
 def bound(ctx: Context, case: str) -> float:
@@ -22,6 +25,25 @@ def instance(ctx: Context, case: str):
 def _x(ctx: Context, case: str) -> tuple[np.ndarray, np.ndarray]:
     x, y = batch_of(case)
     return x.astype(ctx.dtype), y.copy()
+
+
+def lowering(ctx: Context, kind: str) -> Outcome:
+    """The backend builds the layer type's first case, or refuses it; if it declares UNSUPPORTED_LAYERS, as listed."""
+    case = case_of_type(kind)
+    if case is None:
+        return Outcome(None, None, f"fwbench has no conformance case for layer type '{kind}'", "fail")
+    # A backend that declares nothing (a plugin built some other way) may refuse any type: "not supported".
+    declared = ctx.cls.UNSUPPORTED_LAYERS
+    try:
+        instance(ctx, case)
+    except UNSUPPORTED as e:
+        if declared is None or kind in declared:
+            raise
+        return Outcome(None, None, f"refused ({first_line(e)}), but UNSUPPORTED_LAYERS does not list '{kind}': "
+                                   "lower it, or declare it", "fail")
+    if declared is not None and kind in declared:
+        return Outcome(None, None, f"built '{case}', though UNSUPPORTED_LAYERS lists '{kind}'", "note")
+    return Outcome(None, None, f"built '{case}'")
 
 
 def forward(ctx: Context, case: str) -> Outcome:
@@ -51,6 +73,11 @@ def model(ctx: Context, case: str) -> Outcome:
     worst = got if got.error > grads.error else grads
     breaches = [o.detail for o in (got, grads) if not o.error <= o.bound]  # both, when both are off
     return Outcome(worst.error, worst.bound, "; ".join(breaches) or worst.detail)
+
+
+def lowering_checks() -> list[tuple[str, object]]:
+    """(name, check) for a lowering row per layer type of the spec."""
+    return [(f"lowering/{kind}", lambda ctx, kind=kind: lowering(ctx, kind)) for kind in LAYER_TYPES]
 
 
 def layer_checks() -> list[tuple[str, object]]:

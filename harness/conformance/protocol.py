@@ -6,7 +6,8 @@ import numpy as np
 from backends.base import BackendError
 from harness.agree import grad_tol
 from harness.conformance.cases import batch_of, layer_of, params_of, spec_of
-from harness.conformance.context import Context, Outcome, cast, first_line
+from harness.conformance.context import Context, Outcome, cast
+from backends.messages import first_line
 from harness.conformance.layers import instance
 from harness.conformance.measure import rel_error
 

@@ -8,7 +8,9 @@ import backends
 from backends.base import Backend, BackendError, check_mode
 from harness.conformance.cases import params_of, spec_of
 from harness.conformance.checks import BATTERY, Check
-from harness.conformance.context import UNSUPPORTED, Context, choose_dtype, first_line
+from harness.conformance.context import UNSUPPORTED, Context, choose_dtype
+from harness.session import resolve_device
+from backends.messages import first_line
 
 STATUSES = ("pass", "note", "not supported", "fail")  # only "fail" fails the backend
 
@@ -44,7 +46,7 @@ def run_check(ctx: Context, check: Check) -> Result:
 def prepare(name_or_cls: str | type[Backend], device: str = "cpu", dtype: str = "auto") -> Context:
     """The context for a backend (see load): device resolved ("auto": cuda when listed) and dtype chosen."""
     name, _, cls = load(name_or_cls)
-    device = resolve_device(cls, device)
+    device = checked_device(cls, device)
     if dtype == "auto":
         dtype, note = choose_dtype(name, spec_of("dense"), params_of("dense"), device)
     else:
@@ -52,14 +54,13 @@ def prepare(name_or_cls: str | type[Backend], device: str = "cpu", dtype: str = 
     return Context(name, device, dtype, note)
 
 
-def resolve_device(cls: type[Backend], device: str) -> str:
-    """The device to test on; BackendError when the backend does not list it."""
+def checked_device(cls: type[Backend], device: str) -> str:
+    """session.resolve_device, but refusing a device the backend does not list; a broken devices() is let by."""
     try:
         available = list(cls.devices())
     except Exception:  # the protocol row reports a broken devices(); test where asked
         return "cpu" if device == "auto" else device
-    if device == "auto":
-        return "cuda" if "cuda" in available else "cpu"
+    device = resolve_device(cls, device)
     if device not in available:
         raise BackendError(f"backend '{cls.name}' cannot use device '{device}' here; available: {', '.join(available)}")
     return device

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from harness import fmt
-from harness.reporting.markdown import cell as md
 from harness.reporting.verdicts import ALPHA, MIN_RUNS, UNSTABLE
+from harness.table import markdown_table, md_cell as md
 
 # A common shift this far from the calibration's machine ratio is worth a warning: it may be a real change
 # that touched every backend (the harness, a shared library), which removing the shift would hide.
@@ -59,14 +59,14 @@ def render(name_a: str, a: dict, name_b: str, b: dict, found: dict) -> str:
     out += ["", "## What differs between the runs", ""]
     diff = differences(a, b)
     if [d for d in diff if d[0] != "started"]:
-        out += ["| | A | B |", "| --- | --- | --- |"] + [f"| {k} | {md(x)} | {md(y)} |" for k, x, y in diff]
+        out.append(markdown_table(["", "A", "B"], diff, "lll"))
     else:
         out.append("Same machine, commit, suite and framework versions" + (f"; started {md(diff[0][1])} and "
                                                                              f"{md(diff[0][2])}." if diff else "."))
-    out += ["", "## Per cell", "", "| cell | metric | A | B | raw B/A | adjusted B/A | verdict |",
-            "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
-    out += [f"| {md(x.cell)} | {x.metric} | {md(x.a)} | {md(x.b)} | {x.raw} | {x.adjusted} | "
-            f"{'**' + md(x.verdict.text()) + '**' if x.regression else md(x.verdict.text())} |" for x in found["lines"]]
+    rows = [[x.cell, x.metric, x.a, x.b, x.raw, x.adjusted,
+             f"**{x.verdict.text()}**" if x.regression else x.verdict.text()] for x in found["lines"]]
+    out += ["", "## Per cell", "",
+            markdown_table(["cell", "metric", "A", "B", "raw B/A", "adjusted B/A", "verdict"], rows, "llrrrrl")]
     for side, names in (("A", found["only_a"]), ("B", found["only_b"])):
         if names:
             out += ["", f"Only in {side}: " + ", ".join(md(n) for n in names) + "."]

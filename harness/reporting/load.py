@@ -6,10 +6,10 @@ import json
 import re
 from pathlib import Path
 
-from harness.bench.results import SCHEMA
-from harness.reporting.upgrade import OLD, upgrade
+from backends.messages import first_line
+from harness.documents import RESULTS, RESULTS_SCHEMA_FILE, RESULTS_V1
+from harness.reporting.upgrade import upgrade
 
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "results-2.schema.json"
 DEFAULT_DIR = Path("results")
 STAMP = re.compile(r"(\d{8}-\d{6})(?:-(\d+))?\.json$")  # -2, -3...: later runs started in the same second
 
@@ -56,8 +56,8 @@ def load(path: str | Path) -> dict:
     except OSError as e:
         raise ResultsError(f"{path}: cannot read: {e.strerror or e}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultsError(f"{path}: not JSON ({str(e).splitlines()[0]})") from None
-    if isinstance(data, dict) and data.get("schema") == OLD:
+        raise ResultsError(f"{path}: not JSON ({first_line(e)})") from None
+    if isinstance(data, dict) and data.get("schema") == RESULTS_V1:
         problem = _problem_v1(data)
         if problem:
             raise ResultsError(f"{path}: {problem}")
@@ -72,7 +72,7 @@ def load(path: str | Path) -> dict:
 def _validator(part: str | None = None):
     """The whole document's validator, or one of the schema's $defs' (part="metrics")."""
     import jsonschema  # only reading results needs it
-    schema = json.loads(SCHEMA_FILE.read_text())
+    schema = json.loads(RESULTS_SCHEMA_FILE.read_text())
     if part:
         schema = {"$defs": schema["$defs"], "$ref": f"#/$defs/{part}"}
     return jsonschema.Draft202012Validator(schema)
@@ -81,9 +81,9 @@ def _validator(part: str | None = None):
 def problem_in(data) -> str | None:
     """What makes data not a valid fwbench.results/2 document (the first error, where it is), or None."""
     if not isinstance(data, dict) or "schema" not in data:
-        return f"not a fwbench results file (no \"schema\": \"{SCHEMA}\")"
-    if data["schema"] != SCHEMA:
-        return f"unsupported schema {data['schema']!r}; this fwbench reads {SCHEMA} and {OLD}"
+        return f"not a fwbench results file (no \"schema\": \"{RESULTS}\")"
+    if data["schema"] != RESULTS:
+        return f"unsupported schema {data['schema']!r}; this fwbench reads {RESULTS} and {RESULTS_V1}"
     return _first_error(_validator(), data, data)
 
 
@@ -94,7 +94,7 @@ def _first_error(validator, value, doc: dict, at: tuple = ()) -> str | None:
         return None
     path = [*at, *error.absolute_path]
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-    return f"{where or 'the document'}: {error.message.splitlines()[0][:200]} (schema {SCHEMA_FILE.name})" \
+    return f"{where or 'the document'}: {first_line(error.message)[:200]} (schema {RESULTS_SCHEMA_FILE.name})" \
            + _whose(doc, path)
 
 

@@ -3,25 +3,16 @@ from __future__ import annotations
 
 from harness.reporting import tables
 from harness.reporting.course import course_table
-
-
-def cell(text: str) -> str:
-    """Escape what would end a Markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+from harness.table import markdown_table, md_cell
 
 
 def table_md(table: tables.Table, level: int = 3) -> str:
     """A heading, a GitHub table (bold best values, failed rows carry their error) and the note."""
     width = len(table.headers)
+    rows = [[row.cells[0], f"failed: {row.error}"] + [""] * (width - 2) if row.error is not None
+            else [f"**{t}**" if i in row.best else t for i, t in enumerate(row.cells)] for row in table.rows]
     lines = [f"{'#' * level} {table.title}", "",
-             "| " + " | ".join(table.headers) + " |",
-             "| --- |" + (" ---: |" if table.right else " --- |") * (width - 1)]
-    for row in table.rows:
-        if row.error is not None:
-            texts = [row.cells[0], f"failed: {row.error}"] + [""] * (width - 2)
-        else:
-            texts = [f"**{t}**" if i in row.best else t for i, t in enumerate(row.cells)]
-        lines.append("| " + " | ".join(cell(t) for t in texts) + " |")
+             markdown_table(table.headers, rows, "l" + ("r" if table.right else "l") * (width - 1))]
     if table.note:
         lines += ["", table.note]
     return "\n".join(lines)
@@ -29,7 +20,7 @@ def table_md(table: tables.Table, level: int = 3) -> str:
 
 def facts_line(results: dict) -> str:
     """The machine, software, commit, suite and date on one line."""
-    return " · ".join(f"**{k}**: {cell(v)}" for k, v in tables.run_facts(results))
+    return " · ".join(f"**{k}**: {md_cell(v)}" for k, v in tables.run_facts(results))
 
 
 def run_md(results: dict, level: int = 2, baseline: str | None = None) -> str:
@@ -44,7 +35,7 @@ def run_md(results: dict, level: int = 2, baseline: str | None = None) -> str:
     notes = tables.metric_notes(results)
     if notes:
         parts.append(f"{'#' * level} How each metric is measured\n\n"
-                     + "\n".join(f"- `{name}` ({cell(text)})" for name, text in notes))
+                     + "\n".join(f"- `{name}` ({md_cell(text)})" for name, text in notes))
     return "\n\n".join(parts)
 
 

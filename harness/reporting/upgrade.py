@@ -1,10 +1,10 @@
 """Read a fwbench.results/1 file as version 2: each old cell (one per repeat) becomes one run of its cell."""
 from __future__ import annotations
 
+from harness import documents
 from harness.bench import results
 from harness.bench.metrics import documented
 
-OLD = "fwbench.results/1"
 RUN_ONLY = ("status", "error", "metrics", "repeat", "train", "curves", "filters")
 
 
@@ -23,7 +23,7 @@ def upgrade(doc: dict) -> dict:
                 cell[k] = old[k]
         cell["_worst"] = worst if worst is not None else cell.get("_worst")
     out = {k: v for k, v in doc.items() if k != "cells"}
-    out |= {"schema": results.SCHEMA, "upgraded_from": OLD, "metrics": documented(), "cells": []}
+    out |= {"schema": documents.RESULTS, "upgraded_from": documents.RESULTS_V1, "metrics": documented(), "cells": []}
     out["status"] = doc.get("status") if doc.get("status") in ("running", "complete", "interrupted") else "complete"
     out.setdefault("started", "unknown")
     out.setdefault("suite", "unknown")

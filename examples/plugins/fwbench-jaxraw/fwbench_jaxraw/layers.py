@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from backends.base import BackendError
+from backends.lowering import lower
 from models.params import fan_in
 from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
 
@@ -43,21 +43,21 @@ def dense(x, w, b):
     return jnp.matmul(x, w, precision=PRECISION) + b
 
 
+# Layer type -> op(x, layer, w, b), w and b the layer's parameters (None for a layer without): fwbench's
+# layer types each need one entry; lower() refuses a spec with a type missing here, naming the layer.
+LAYERS = {
+    Conv2D: lambda x, layer, w, b: conv2d(x, w, b, layer.stride, layer.padding),
+    ReLU: lambda x, layer, w, b: relu(x),
+    MaxPool2D: lambda x, layer, w, b: maxpool2d(x, layer.size, layer.step),
+    Flatten: lambda x, layer, w, b: x.reshape(x.shape[0], -1),
+    Dense: lambda x, layer, w, b: dense(x, w, b),
+}
+
+
 def apply(spec: ModelSpec, params: dict, x):
     """Logits (N, classes) for an NCHW batch."""
-    for i, layer in enumerate(spec.layers):
-        if isinstance(layer, Conv2D):
-            x = conv2d(x, params[f"{i}.weight"], params[f"{i}.bias"], layer.stride, layer.padding)
-        elif isinstance(layer, ReLU):
-            x = relu(x)
-        elif isinstance(layer, MaxPool2D):
-            x = maxpool2d(x, layer.size, layer.step)
-        elif isinstance(layer, Flatten):
-            x = x.reshape(x.shape[0], -1)
-        elif isinstance(layer, Dense):
-            x = dense(x, params[f"{i}.weight"], params[f"{i}.bias"])
-        else:
-            raise BackendError(f"backend 'jaxraw' has no lowering for layer {i} ({layer.type})")
+    for i, (op, layer) in enumerate(zip(lower(LAYERS, spec, "jaxraw"), spec.layers)):
+        x = op(x, layer, params.get(f"{i}.weight"), params.get(f"{i}.bias"))
     return x
 
 
@@ -78,9 +78,7 @@ def loss(spec: ModelSpec, params: dict, x, y):
 
 def check_layers(spec: ModelSpec) -> None:
     """Raise BackendError, naming the layer, if the spec has a layer type this backend cannot lower."""
-    for i, layer in enumerate(spec.layers):
-        if not isinstance(layer, Conv2D | ReLU | MaxPool2D | Flatten | Dense):
-            raise BackendError(f"backend 'jaxraw' has no lowering for layer {i} ({layer.type})")
+    lower(LAYERS, spec, "jaxraw")
 
 
 def init(spec: ModelSpec, seed: int, dtype) -> dict:
