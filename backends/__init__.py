@@ -9,10 +9,10 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
-from backends.base import Backend, BackendError, OptimizerConfig, check_mode
-from backends.messages import one_line
-from models.params import Params
-from models.spec import ModelSpec
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_mode
+from fwbench.backends.messages import one_line
+from fwbench.models.params import Params
+from fwbench.models.spec import ModelSpec
 
 __all__ = ["Backend", "BackendError", "BackendFailed", "BrokenBackend", "MissingDependency", "OptimizerConfig",
            "BUILTIN", "Entry", "GROUP", "blame", "build", "entries", "load", "missing", "names", "source", "split"]
@@ -41,10 +41,10 @@ class Entry:
 
 
 BUILTIN: dict[str, Entry] = {
-    "numpy": Entry("backends.numpy_backend:NumpyBackend", ("numpy",), "pip install numpy"),
-    "torch": Entry("backends.torch_backend:TorchBackend", ("torch",), "pip install 'fwbench[torch]'"),
-    "flax": Entry("backends.flax_backend:FlaxBackend", ("jax", "flax", "optax"), "pip install 'fwbench[flax]'"),
-    "micrograd": Entry("backends.micrograd_backend:MicrogradBackend", ("numpy",), "built in; needs only numpy"),
+    "numpy": Entry("fwbench.backends.numpy_backend:NumpyBackend", ("numpy",), "pip install numpy"),
+    "torch": Entry("fwbench.backends.torch_backend:TorchBackend", ("torch",), "pip install 'fwbench[torch]'"),
+    "flax": Entry("fwbench.backends.flax_backend:FlaxBackend", ("jax", "flax", "optax"), "pip install 'fwbench[flax]'"),
+    "micrograd": Entry("fwbench.backends.micrograd_backend:MicrogradBackend", ("numpy",), "built in; needs only numpy"),
 }
 
 

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from models.params import Params
-from models.spec import ModelSpec
+from fwbench.models.params import Params
+from fwbench.models.spec import ModelSpec
 
 
 class BackendError(RuntimeError):

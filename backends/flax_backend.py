@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from backends import flax_kernels, flax_scan, layout
-from backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
-from backends.lowering import lower
-from models.params import Params, check
-from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+from fwbench.backends import flax_kernels, flax_scan, layout
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
+from fwbench.backends.lowering import lower
+from fwbench.models.params import Params, check
+from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 OPTIMIZERS = ("sgd", "adam")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.params import Params
-from models.spec import Dense, Flatten, ModelSpec
+from fwbench.models.params import Params
+from fwbench.models.spec import Dense, Flatten, ModelSpec
 
 # Channels-last layout keeps the canonical keys. Conv weight is (kh, kw, in, out) (HWIO).
 # Dense weight stays (in, out), but when a flatten of a (C, H, W) activation feeds it, its

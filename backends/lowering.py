@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from backends.base import BackendError
-from models.spec import ModelSpec
+from fwbench.backends.base import BackendError
+from fwbench.models.spec import ModelSpec
 
 Op = TypeVar("Op")
 

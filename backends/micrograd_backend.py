@@ -7,13 +7,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from backends.base import Backend, BackendError, OptimizerConfig, check_device
-from backends.engine.optim import SGD, Adam
-from backends.lowering import lower
-from backends.micrograd import layers
-from backends.micrograd.engine import Value
-from models.params import Params, check, init_params
-from models.spec import ModelSpec
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
+from fwbench.backends.engine.optim import SGD, Adam
+from fwbench.backends.lowering import lower
+from fwbench.backends.micrograd import layers
+from fwbench.backends.micrograd.engine import Value
+from fwbench.models.params import Params, check, init_params
+from fwbench.models.spec import ModelSpec
 
 # Every scalar op is a Python object with a closure: about 4 microseconds (build, backward and
 # freeing together) and 1 kB each, measured on a 2-core Xeon. tinycnn is ~9,900 ops a sample: a batch

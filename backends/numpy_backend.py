@@ -6,13 +6,13 @@ from typing import Callable
 
 import numpy as np
 
-from backends.base import Backend, BackendError, OptimizerConfig, check_device
-from backends.engine import (SGD, Adam, Tensor, conv2d, conv2d_maxpool, cross_entropy, dense, flatten, maxpool2d,
-                             relu)
-from backends.lowering import lower
-from backends.messages import first_line
-from models.params import Params, check, init_params
-from models.spec import Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
+from fwbench.backends.engine import (SGD, Adam, Tensor, conv2d, conv2d_maxpool, cross_entropy, dense, flatten,
+                                     maxpool2d, relu)
+from fwbench.backends.lowering import lower
+from fwbench.backends.messages import first_line
+from fwbench.models.params import Params, check, init_params
+from fwbench.models.spec import Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU
 
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("sgd", "adam")

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
-from backends.lowering import lower
-from backends.torch_modes import CompiledStep, lr_tensor
-from models.params import Params, check
-from models.spec import Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, Shape
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
+from fwbench.backends.lowering import lower
+from fwbench.backends.torch_modes import CompiledStep, lr_tensor
+from fwbench.models.params import Params, check
+from fwbench.models.spec import Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, Shape
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMIZERS = ("sgd", "adam")

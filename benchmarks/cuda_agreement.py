@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 
-import backends
-import models
-from models.params import init_params
+from fwbench import backends
+from fwbench import models
+from fwbench.models.params import init_params
 
 
 def main(names: list[str]) -> int:

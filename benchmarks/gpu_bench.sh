@@ -6,19 +6,19 @@
 set -uo pipefail
 out=${1:?usage: gpu_bench.sh OUTDIR [suite|checks|plain|all]}
 part=${2:-all}
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+source "$(dirname "$0")/checkout_env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-python3 -m harness backends | tee -a "$out/gpu.txt"
+python3 -m fwbench backends | tee -a "$out/gpu.txt"
 if [[ $part == suite || $part == all ]]; then
   python3 -c "import cupy; print('cupy', cupy.__version__)" 2>&1 | tail -n 1 | tee -a "$out/gpu.txt"
   # Without CuPy the numpy cells record why they cannot use cuda; the rest of the suite runs.
   # The conformance kit per mode runs in the checks part, so the timing fits one call; rows show it as not run.
-  python3 -m harness bench --suite gpu --no-conformance --out "$out"
-  python3 -m harness report "$out"/bench-gpu-*.json --out "$out/report.md"
+  python3 -m fwbench bench --suite gpu --no-conformance --out "$out"
+  python3 -m fwbench report "$out"/bench-gpu-*.json --out "$out/report.md"
 fi
 if [[ $part == checks || $part == all ]]; then
   for name in torch torch@compile torch@cudagraphs flax flax@scan flax@scan-tuned; do
-    python3 -m harness conformance "$name" --device cuda --json > "$out/conformance-$name.json"
+    python3 -m fwbench conformance "$name" --device cuda --json > "$out/conformance-$name.json"
   done
 fi
 if [[ $part == plain || $part == all ]]; then

@@ -3,7 +3,7 @@
 # Usage: FWBENCH_DATA=<dir of MNIST IDX files> bash benchmarks/gpu_overhead.sh OUTDIR
 set -uo pipefail
 out=${1:?usage: gpu_overhead.sh OUTDIR}
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+source "$(dirname "$0")/checkout_env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, jax, flax, optax; print('torch', torch.__version__, 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" | tee -a "$out/gpu.txt"
 python3 benchmarks/overhead.py --device cuda --out "$out"

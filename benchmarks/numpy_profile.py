@@ -15,13 +15,13 @@ import statistics
 
 import numpy as np
 
-import backends
-import models
-from backends.base import OptimizerConfig
-from harness import allocator, augment
-from harness.bench.timing import time_steps
-from harness.data import batch_order, load_mnist, normalize
-from harness.session import make_backend
+from fwbench import backends
+from fwbench import models
+from fwbench.backends.base import OptimizerConfig
+from fwbench.harness import allocator, augment
+from fwbench.harness.bench.timing import time_steps
+from fwbench.harness.data import batch_order, load_mnist, normalize
+from fwbench.harness.session import make_backend
 
 
 def batches(count: int, batch_size: int = 64, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

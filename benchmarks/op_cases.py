@@ -31,7 +31,7 @@ def nhwc_memory(x: np.ndarray) -> np.ndarray:
 
 def numpy_case(op: str, phase: str, a: dict) -> tuple[Callable, Callable | None]:
     """(timed function, untimed setup) for the NumPy engine."""
-    from backends import engine as E
+    from fwbench.backends import engine as E
     T = E.Tensor
     act = nhwc_memory(a["act"])
     forward = {"conv2d": lambda: E.conv2d(T(a["image"]), T(a["conv_w"], True), T(a["conv_b"], True)),

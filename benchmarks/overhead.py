@@ -16,17 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-import backends
-import models
+from fwbench import backends
+from fwbench import models
 import plain_data
-from backends.base import OptimizerConfig
-from harness import atomic, augment
-from harness.bench.child import die_with_parent
-from harness.bench.timing import time_step_fn, time_steps as fwbench_time_steps
-from harness.data import batch_order, load_mnist, normalize
-from harness.provenance import git_commit, machine
-from harness.session import make_backend
-from harness.table import markdown_table
+from fwbench.backends.base import OptimizerConfig
+from fwbench.harness import atomic, augment
+from fwbench.harness.bench.child import die_with_parent
+from fwbench.harness.bench.timing import time_step_fn, time_steps as fwbench_time_steps
+from fwbench.harness.data import batch_order, load_mnist, normalize
+from fwbench.harness.provenance import git_commit, machine
+from fwbench.harness.session import make_backend
+from fwbench.harness.table import markdown_table
 
 # fwbench backend (NAME@MODE): the hand-written loop it is compared with, and that loop's options. Like with
 # like: stock flax modes against stock loops, "-tuned" ones against loops with fwbench's kernels.

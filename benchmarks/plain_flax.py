@@ -24,8 +24,8 @@ import optax
 
 import plain_cli
 import plain_data
-from backends import flax_kernels
-from harness.bench.timing import time_step_fn
+from fwbench.backends import flax_kernels
+from fwbench.harness.bench.timing import time_step_fn
 
 # fwbench pins full float32 convolutions and matmuls (no TF32 on GPU); so does this loop, so that a
 # comparison with it measures overhead rather than precision. On a CPU it changes nothing.

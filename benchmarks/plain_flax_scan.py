@@ -17,7 +17,7 @@ import numpy as np
 
 import plain_data
 import plain_flax
-from harness.bench.timing import time_step_fn
+from fwbench.harness.bench.timing import time_step_fn
 
 
 def build_scan(seed: int = 0, device: str = "cpu", kernels: bool = False):

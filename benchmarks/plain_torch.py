@@ -14,7 +14,7 @@ from torch import nn
 
 import plain_cli
 import plain_data
-from harness.bench.timing import time_step_fn
+from fwbench.harness.bench.timing import time_step_fn
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

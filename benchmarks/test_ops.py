@@ -4,7 +4,7 @@ Run: .venv/bin/python -m pytest benchmarks/ --benchmark-only -q   (not part of `
 """
 import pytest
 
-import backends
+from fwbench import backends
 from op_cases import CASES, OPS, arrays
 
 pytest.importorskip("pytest_benchmark")

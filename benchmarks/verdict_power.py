@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import stats  # noqa: E402
-from harness.reporting.verdicts import FASTER, SLOWER, Question, judge  # noqa: E402
+from fwbench.harness import stats  # noqa: E402
+from fwbench.harness.reporting.verdicts import FASTER, SLOWER, Question, judge  # noqa: E402
 
 
 def deviations(paths: list[str]) -> list[float]:

@@ -1,4 +1,4 @@
-"""`python -m harness` is the `fwbench` command."""
-from harness.cli import main
+"""`python -m harness`, from the repository root, is the `fwbench` command (as `python -m fwbench` is anywhere)."""
+from fwbench.harness.cli import main
 
 raise SystemExit(main())

@@ -7,11 +7,11 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-import backends
-from backends.base import Backend, BackendError, OptimizerConfig
-from harness.metrics import compare, tree_distance
-from models import ModelSpec
-from models.params import Params
+from fwbench import backends
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig
+from fwbench.harness.metrics import compare, tree_distance
+from fwbench.models import ModelSpec
+from fwbench.models.params import Params
 
 T = TypeVar("T")
 REFERENCE = "reference"  # the NumPy engine in float64, whatever dtype is under test

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-import backends
-import models
-from backends.base import BackendError, OptimizerConfig
-from harness import agree as ag
-from harness import agree_view as view
-from harness import documents
-from harness.atomic import atomic_write, atomic_write_json, ensure_dir
-from harness.data import batch_order, load_mnist, normalize
-from harness.provenance import git_commit, machine
-from harness.session import MNIST_SHAPE, check_labels, check_memory, resolve_device
-from models.params import init_params
+from fwbench import backends
+from fwbench import models
+from fwbench.backends.base import BackendError, OptimizerConfig
+from fwbench.harness import agree as ag
+from fwbench.harness import agree_view as view
+from fwbench.harness import documents
+from fwbench.harness.atomic import atomic_write, atomic_write_json, ensure_dir
+from fwbench.harness.data import batch_order, load_mnist, normalize
+from fwbench.harness.provenance import git_commit, machine
+from fwbench.harness.session import MNIST_SHAPE, check_labels, check_memory, resolve_device
+from fwbench.models.params import init_params
 
 DEFAULT_BACKENDS = ("numpy", "torch", "flax")
 
@@ -83,7 +83,7 @@ def agree(args) -> int:
         doc["tolerance"]["trajectory_rel"] = ag.TRAJECTORY_TOL[(args.dtype, args.optimizer)]
     if args.check == "fd":
         return fd(spec, params, x, y, doc, args)
-    from harness import ties
+    from fwbench.harness import ties
     conventions = ag.attempt(names, "in the tie probe", lambda n: ties.probe(n, devices[n]), skipped)
     names = survivors(names, conventions, skipped, notes)
     if args.ties:
@@ -171,14 +171,14 @@ def split_ties(breaches: list[tuple[str, str]], conventions: dict[str, dict],
 
 
 def _numpy_conventions() -> dict:
-    from harness import ties
+    from fwbench.harness import ties
     return ties.probe("numpy", "cpu")
 
 
 def fd(spec, params, x, y, doc, args) -> int:
     """Central finite differences against the NumPy engine's float64 gradients."""
-    from harness.fdcheck import fd_check
-    from harness.fdcheck import worst as fd_worst
+    from fwbench.harness.fdcheck import fd_check
+    from fwbench.harness.fdcheck import worst as fd_worst
     result = fd_check(spec, params, x, y, seed=args.seed)
     name, rel = fd_worst(result)
     doc["fd"], doc["passed"] = result, rel <= FD_TOL

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from harness.agree import StepReport, Trajectory, worst
-from harness.metrics import DESCRIPTIONS, METRICS
-from harness.table import text_table
+from fwbench.harness.agree import StepReport, Trajectory, worst
+from fwbench.harness.metrics import DESCRIPTIONS, METRICS
+from fwbench.harness.table import text_table
 
 
 def step_table(report: StepReport, metric: str = "rel_l2", bold: bool | None = None) -> str:

@@ -8,13 +8,13 @@ import sys
 import threading
 import warnings
 
-import backends
-import models
-from backends.base import BackendError
-from harness import options as opt
-from harness.data import DataError
-from harness.recipe import OPTIMIZERS, SCHEDULES
-from harness.train import TrainingDiverged
+from fwbench import backends
+from fwbench import models
+from fwbench.backends.base import BackendError
+from fwbench.harness import options as opt
+from fwbench.harness.data import DataError
+from fwbench.harness.recipe import OPTIMIZERS, SCHEDULES
+from fwbench.harness.train import TrainingDiverged
 
 ERRORS = (models.SpecError, BackendError, DataError, TrainingDiverged, ValueError, OSError)
 
@@ -93,19 +93,19 @@ def build_parser() -> Parser:
                    help="leave out, with a note, a backend that refuses this model, dtype or device")
 
     p = sub.add_parser("bench", help="run the benchmark suite: backend x model x batch size, one process per cell")
-    from harness.bench.command import add_arguments as bench_arguments
+    from fwbench.harness.bench.command import add_arguments as bench_arguments
     bench_arguments(p)
 
     p = sub.add_parser("report", help="tables and plots from results files: Markdown, HTML or CSV")
-    from harness.reporting.cli_args import add_arguments as report_arguments
+    from fwbench.harness.reporting.cli_args import add_arguments as report_arguments
     report_arguments(p)
 
     p = sub.add_parser("conformance", help="run the conformance kit against a backend (built-in or plugin)")
-    from harness.conformance.command import add_arguments as conformance_arguments
+    from fwbench.harness.conformance.command import add_arguments as conformance_arguments
     conformance_arguments(p)
 
     p = sub.add_parser("new-backend", help="scaffold a plugin package for a new backend")
-    from harness.scaffold import add_arguments as scaffold_arguments
+    from fwbench.harness.scaffold import add_arguments as scaffold_arguments
     scaffold_arguments(p)
     return parser
 
@@ -140,12 +140,12 @@ def _catch_termination() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.bench.child import die_with_parent
+    from fwbench.harness.bench.child import die_with_parent
     die_with_parent()  # started by a bench: go when the bench goes
     args = build_parser().parse_args(argv)
     _plain_warnings(args.command)
-    from harness.allocator import tune
-    from harness.commands import COMMANDS  # after parsing, so --help stays fast
+    from fwbench.harness.allocator import tune
+    from fwbench.harness.commands import COMMANDS  # after parsing, so --help stays fast
     tune()  # the same allocator behaviour in every command as in the bench cells
     replaced = _catch_termination()
     try:

@@ -5,21 +5,21 @@ import json
 import sys
 from pathlib import Path
 
-import backends
-import models
-from backends.base import BackendError
-from harness import atomic, info, summary
-from harness.probes import contention
-from harness.agree_cmd import agree
-from harness.bench.command import bench
-from harness.conformance.command import conformance
-from harness.reporting import report
-from harness.scaffold import new_backend
-from harness.recipe import recipe_for
-from harness.data import COUNTS
-from harness.session import check_memory, make_backend, mnist_for
-from harness.train import TrainingDiverged
-from harness.train import train as run_training
+from fwbench import backends
+from fwbench import models
+from fwbench.backends.base import BackendError
+from fwbench.harness import atomic, info, summary
+from fwbench.harness.probes import contention
+from fwbench.harness.agree_cmd import agree
+from fwbench.harness.bench.command import bench
+from fwbench.harness.conformance.command import conformance
+from fwbench.harness.reporting import report
+from fwbench.harness.scaffold import new_backend
+from fwbench.harness.recipe import recipe_for
+from fwbench.harness.data import COUNTS
+from fwbench.harness.session import check_memory, make_backend, mnist_for
+from fwbench.harness.train import TrainingDiverged
+from fwbench.harness.train import train as run_training
 
 
 def models_(args) -> int:

@@ -8,8 +8,8 @@ import urllib.request
 
 import numpy as np
 
-from harness.data_error import DataError
-from harness.idx import gunzip, parse_idx
+from fwbench.harness.data_error import DataError
+from fwbench.harness.idx import gunzip, parse_idx
 
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-import backends
-from backends.base import Backend
-from models.params import Params
-from models.spec import ModelSpec
+from fwbench import backends
+from fwbench.backends.base import Backend
+from fwbench.models.params import Params
+from fwbench.models.spec import ModelSpec
 
 
 def fd_check(spec: ModelSpec, params: Params, x: np.ndarray, y: np.ndarray, samples: int = 4,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.atomic import atomic_write
-from harness.data_error import DataError
+from fwbench.harness.atomic import atomic_write
+from fwbench.harness.data_error import DataError
 
 UINT8 = 0x08  # the only IDX element type MNIST uses
 

@@ -1,12 +1,12 @@
 """`fwbench models` and `fwbench backends`: what is shipped and what is installed."""
 from __future__ import annotations
 
-import backends
-import models
-from harness.recipe import recipe_for
-from harness.table import text_table
-from models.memory import estimate, human
-from models.params import init_params
+from fwbench import backends
+from fwbench import models
+from fwbench.harness.recipe import recipe_for
+from fwbench.harness.table import text_table
+from fwbench.models.memory import estimate, human
+from fwbench.models.params import init_params
 
 # The smallest model every backend should take: one dense layer. Building it costs milliseconds (flax: about
 # 0.2 s), and tells a backend that is installed from one that refuses or fails to build anything.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from backends.base import OptimizerConfig
+from fwbench.backends.base import OptimizerConfig
 
 
 @dataclass(frozen=True)

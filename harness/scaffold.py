@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from string import Template
 
-import backends
-from harness.scaffold_templates import FILES
+from fwbench import backends
+from fwbench.harness.scaffold_templates import FILES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

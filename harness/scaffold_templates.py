@@ -32,10 +32,10 @@ from typing import Any, Callable
 import numpy as np
 
 # What an implementation needs; unused until the methods are filled in.
-from backends.base import Backend, BackendError, OptimizerConfig, check_device
-from backends.lowering import lower
-from models.params import Params, check, init_params
-from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
+from fwbench.backends.lowering import lower
+from fwbench.models.params import Params, check, init_params
+from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
 
 # Canonical layout, the only one that crosses the boundary (get_params, set_params, loss_and_grads):
 # keys "{i}.weight" and "{i}.bias", i the layer's index in spec.layers; conv weight (out, in, kh, kw),
@@ -179,7 +179,7 @@ TEST = '''\
 """The fwbench conformance kit against this backend: layers, gradients, optimizers, ties and devices."""
 import pytest
 
-from harness.conformance import run_conformance
+from fwbench.harness.conformance import run_conformance
 
 
 def test_backend_passes_the_conformance_kit(request):

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-import backends
-from backends.base import Backend, BackendError, OptimizerConfig
-from harness.data import load_mnist, normalize
-from models import ModelSpec, SpecError
-from models.memory import estimate, human
-from models.params import init_params
+from fwbench import backends
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig
+from fwbench.harness.data import load_mnist, normalize
+from fwbench.models import ModelSpec, SpecError
+from fwbench.models.memory import estimate, human
+from fwbench.models.params import init_params
 
 MNIST_SHAPE = (1, 28, 28)
 MNIST_CLASSES = 10  # labels 0..9, for checks made before the data is loaded

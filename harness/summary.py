@@ -4,9 +4,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from harness import atomic
-from harness.bench import results
-from harness.table import markdown_table
+from fwbench.harness import atomic
+from fwbench.harness.bench import results
+from fwbench.harness.table import markdown_table
 
 SUITE = "compare"
 

@@ -6,13 +6,13 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-import backends
-import models
-from backends import numpy_backend
-from backends.engine import Tensor
-from backends.lowering import lower
-from models.params import Params
-from models.spec import MaxPool2D, ModelSpec, ReLU
+from fwbench import backends
+from fwbench import models
+from fwbench.backends import numpy_backend
+from fwbench.backends.engine import Tensor
+from fwbench.backends.lowering import lower
+from fwbench.models.params import Params
+from fwbench.models.spec import MaxPool2D, ModelSpec, ReLU
 
 # One pixel x=1. For the pool probe, a 2x2 conv with padding 1 turns it into the 2x2 map
 # out[i, j] = w[1-i, 1-j] * x, so all-ones weights give a 4-way tie in one 2x2 pool window.

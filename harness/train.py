@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.base import Backend
-from harness.augment import random_shift
-from harness.data import batch_order
-from harness.progress import Progress
-from harness.recipe import Recipe
+from fwbench.backends.base import Backend
+from fwbench.harness.augment import random_shift
+from fwbench.harness.data import batch_order
+from fwbench.harness.progress import Progress
+from fwbench.harness.recipe import Recipe
 
 
 class TrainingDiverged(RuntimeError):

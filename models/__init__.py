@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.spec import LAYER_TYPES, Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, SpecError, load, parse
+from fwbench.models.spec import (LAYER_TYPES, Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, SpecError, load,
+                                 parse)
 
 HERE = Path(__file__).parent
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.spec import Flatten, ModelSpec
+from fwbench.models.spec import Flatten, ModelSpec
 
 ITEMSIZE = {"float32": 4, "float64": 8}
 # Moment tensors each optimizer keeps per parameter (torch.optim's rules; sgd without momentum keeps none).

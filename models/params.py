@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from models.spec import ModelSpec
+from fwbench.models.spec import ModelSpec
 
 # Keys are "{i}.weight" / "{i}.bias" with i the layer index in the spec.
 # Conv weight is (out, in, kh, kw); dense weight is (in, out); flatten order is C, H, W.

@@ -1,7 +1,7 @@
 """Shared fixtures: backends parametrized over what is installed, and an isolated data cache."""
 import pytest
 
-import backends
+from fwbench import backends
 
 
 # Backends that compute one Python scalar at a time (MicrogradBackend.scalar_limit): they refuse

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-import models
-from harness import documents
-from harness.bench import results
-from harness.bench.metrics import documented
+from fwbench import models
+from fwbench.harness import documents
+from fwbench.harness.bench import results
+from fwbench.harness.bench.metrics import documented
 
 BACKENDS = ("numpy", "torch", "flax")
 VERSIONS = {"numpy": "numpy 2.4.6", "torch": "torch 2.13.0+cpu", "flax": "flax 0.12.8 / jax 0.10.2 / optax 0.2.8"}

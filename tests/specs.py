@@ -1,7 +1,7 @@
 """Specs and batches shared by the backend tests."""
 import numpy as np
 
-import models
+from fwbench import models
 
 # Non-square multichannel input, stride, padding, an overlapping pool, two dense layers after a flatten.
 WIDE = models.parse({"name": "wide", "input": [3, 11, 9], "classes": 5, "layers": [

@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-import backends
-from backends import Entry
-from backends.numpy_backend import NumpyBackend
-from harness.cli import main
+from fwbench import backends
+from fwbench.backends import Entry
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.harness.cli import main
 from test_ties import convention_backend
 
 UNSHIPPED = {

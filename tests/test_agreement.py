@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-import backends
-import models
-from backends.base import OptimizerConfig
-from models.params import init_params
+from fwbench import backends
+from fwbench import models
+from fwbench.backends.base import OptimizerConfig
+from fwbench.models.params import init_params
 from specs import WIDE, batch
 
 SPECS = {"tinycnn": models.get("tinycnn"), "wide": WIDE}

@@ -4,13 +4,13 @@ import sys
 
 import pytest
 
-from harness.allocator import SETTINGS, tune
+from fwbench.harness.allocator import SETTINGS, tune
 
 # Three 4 MiB temporaries per "step", like a training step's activations; prints the page faults of 50 steps.
 CHURN = """
 import resource, sys, numpy as np
 if sys.argv[1] == "tune":
-    from harness.allocator import tune; tune()
+    from fwbench.harness.allocator import tune; tune()
 def step():
     a, b, c = (np.ones(4 * 2**20 // 8) for _ in range(3))
     return a.sum() + b.sum() + c.sum()

@@ -4,11 +4,11 @@ from dataclasses import replace
 
 import pytest
 
-from harness.bench import checks, results, runner
-from harness.bench.suite import PRESETS, cells, rounds
-from harness.cli import main
-from harness.documents import RESULTS
-from harness.reporting.load import load
+from fwbench.harness.bench import checks, results, runner
+from fwbench.harness.bench.suite import PRESETS, cells, rounds
+from fwbench.harness.cli import main
+from fwbench.harness.documents import RESULTS
+from fwbench.harness.reporting.load import load
 
 TINY = replace(PRESETS["quick"], name="tiny", models=("mlp",), backends=("numpy", "micrograd"),
                timed_steps=5, warmup_steps=1, min_timed_s=0.0, limit=640, repeat=3, conformance=True)
@@ -137,7 +137,7 @@ def test_bad_options_fail_before_running(capsys, argv, needle, tmp_path):
 
 
 def test_a_plugin_that_fails_conformance_is_not_benched_unless_allowed(tmp_path, monkeypatch):
-    plugin = "backends.numpy_backend:NumpyBackend"  # a module path: not built in, so it is checked first
+    plugin = "fwbench.backends.numpy_backend:NumpyBackend"  # a module path: not built in, so it is checked first
     monkeypatch.setattr(runner, "conformance", lambda name, device: {"passed": False, "failed": ["backward/relu"]})
     monkeypatch.setattr(runner, "agreement", lambda model, names, device: {})
     suite = replace(TINY, backends=(plugin,), repeat=1)
@@ -152,10 +152,10 @@ def test_a_plugin_that_fails_conformance_is_not_benched_unless_allowed(tmp_path,
 
 
 def test_a_conformant_plugin_is_checked_in_a_fresh_process_and_marked():
-    verdict = checks.conformance("backends.numpy_backend:NumpyBackend", "cpu")
+    verdict = checks.conformance("fwbench.backends.numpy_backend:NumpyBackend", "cpu")
     assert verdict["passed"] and verdict["failed"] == [] and verdict["source"] == "module path"
     assert verdict["mode"] is None and verdict["seconds"] > 0
-    verdict = checks.conformance("backends.numpy_backend:NumpyBackend@fast", "cpu")  # a mode it lacks: one line
+    verdict = checks.conformance("fwbench.backends.numpy_backend:NumpyBackend@fast", "cpu")  # a mode it lacks: one line
     assert not verdict["passed"] and "has no mode 'fast'" in verdict["error"]
 
 

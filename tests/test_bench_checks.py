@@ -1,8 +1,8 @@
 """The bench's checks per NAME@MODE: one agreement run over every mode, keyed by the full name."""
 import pytest
 
-import backends
-from harness.bench import checks
+from fwbench import backends
+from fwbench.harness.bench import checks
 
 
 def test_agreement_is_keyed_by_name_and_mode():

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-import backends
-from harness.cli import main
+from fwbench import backends
+from fwbench.harness.cli import main
 
 
 def run(capsys, *argv):
@@ -42,7 +42,7 @@ def test_backends_lists_every_backend(capsys):
     (["train", "--backend", "mxnet"], "unknown backend 'mxnet'; choose one of numpy, torch, flax"),
     (["train", "--backend", "nosuch.module:Thing"], "no module named 'nosuch.module'"),
     (["train", "--backend", "numpy@fast"], "backend 'numpy' has no mode 'fast'; it has none"),
-    (["train", "--backend", "harness.cli:Parser"], "is not a subclass of backends.base.Backend"),
+    (["train", "--backend", "fwbench.harness.cli:Parser"], "is not a subclass of backends.base.Backend"),
     (["train", "--backend", "numpy", "--model", "resnet"], "unknown model 'resnet'; choose one of"),
     (["train", "--backend", "numpy", "--device", "cuda"], "cannot use device 'cuda'"),
     (["train", "--backend", "numpy", "--epochs", "0"], "must be a positive integer"),
@@ -91,12 +91,12 @@ def test_nan_loss_stops_with_epoch_and_step(capsys):
 
 
 def test_python_dash_m_harness_matches_console_script():
-    out = subprocess.run([sys.executable, "-m", "harness", "models"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "fwbench", "models"], capture_output=True, text=True)
     assert out.returncode == 0 and "tinycnn" in out.stdout
 
 
 def test_cli_and_numpy_training_never_import_frameworks():
-    code = ("import sys; from harness.cli import main; "
+    code = ("import sys; from fwbench.harness.cli import main; "
             "main(['train', '--backend', 'numpy', '--model', 'tinycnn', '--limit', '128', '--epochs', '1', "
             "'--no-progress', '--json']); "
             "bad = [m for m in ('torch', 'jax', 'flax', 'optax') if m in sys.modules]; "
@@ -133,8 +133,8 @@ def test_native_init_and_auto_device_are_recorded(capsys, trainable_backend):
 
 
 def test_compare_writes_the_bench_schema(capsys, tmp_path):
-    from harness.reporting import render
-    from harness.reporting.load import load
+    from fwbench.harness.reporting import render
+    from fwbench.harness.reporting.load import load
     code, out, _ = run(capsys, "compare", "--backends", "numpy", "--model", "mlp", "--limit", "640", "--epochs", "2",
                        "--no-progress", "--out", str(tmp_path))
     assert code == 0

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import backends
-from harness.conformance import BATTERY, run_conformance
-from harness.conformance.command import add_arguments, conformance
-from harness.conformance.runner import prepare, run
+from fwbench import backends
+from fwbench.harness.conformance import BATTERY, run_conformance
+from fwbench.harness.conformance.command import add_arguments, conformance
+from fwbench.harness.conformance.runner import prepare, run
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [check.name for check in BATTERY]
@@ -23,8 +23,8 @@ NAMES = [check.name for check in BATTERY]
 WRONG = '''
 import numpy as np
 
-from backends.base import Backend, BackendError
-from backends.numpy_backend import NumpyBackend
+from fwbench.backends.base import Backend, BackendError
+from fwbench.backends.numpy_backend import NumpyBackend
 
 
 class ScaledConvGrad(NumpyBackend):
@@ -244,9 +244,9 @@ def test_a_device_it_cannot_use_must_raise_backend_error(wrong):
 
 
 def test_other_tie_conventions_and_tiny_nondeterminism_are_notes(wrong, monkeypatch):
-    import harness.ties
-    monkeypatch.setattr(harness.ties, "probe", lambda cls, device, dtype: {"relu_grad_at_zero": 1.0,
-                                                                            "maxpool_tie": "split"})
+    from fwbench.harness import ties
+    monkeypatch.setattr(ties, "probe", lambda cls, device, dtype: {"relu_grad_at_zero": 1.0,
+                                                                   "maxpool_tie": "split"})
     doc = run_conformance(wrong.NoisyGrads)
     status = statuses(doc)
     assert [n for n, s in status.items() if s == "note"] == ["determinism/loss and gradients", "ties/relu'(0)",
@@ -295,7 +295,7 @@ def pytest_run(args: list[str], cwd: Path, extra_path: Path) -> subprocess.Compl
     """pytest in a fresh process with only this plugin loaded (no entry points, so no double registration)."""
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
            "PYTHONPATH": os.pathsep.join([str(extra_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "harness.conformance.pytest_plugin",
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "fwbench.harness.conformance.pytest_plugin",
                            "-p", "no:cacheprovider", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 

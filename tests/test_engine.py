@@ -7,7 +7,7 @@ import weakref
 import numpy as np
 import pytest
 
-from backends.engine import Tensor, conv2d, cross_entropy, dense, flatten, maxpool2d, relu
+from fwbench.backends.engine import Tensor, conv2d, cross_entropy, dense, flatten, maxpool2d, relu
 
 RNG = np.random.default_rng(0)
 

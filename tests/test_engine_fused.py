@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.engine import Tensor, conv2d, conv2d_maxpool, maxpool2d, relu
-from backends.engine.conv import im2col
+from fwbench.backends.engine import Tensor, conv2d, conv2d_maxpool, maxpool2d, relu
+from fwbench.backends.engine.conv import im2col
 
 # (C, H, W, out channels, kernel, stride, padding, pool size): square and not, windows that cover the
 # conv output exactly and ones that leave rows and columns out, strides and padding.

@@ -1,7 +1,7 @@
 """Adam's first moment never lingers in float32's subnormal range, and that changes no parameter."""
 import numpy as np
 
-from backends.engine.optim import Adam
+from fwbench.backends.engine.optim import Adam
 
 
 def plain_adam(p, grads, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):

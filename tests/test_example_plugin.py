@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data import COUNTS, FILES
-from harness.idx import write_idx
+from fwbench.harness.data import COUNTS, FILES
+from fwbench.harness.idx import write_idx
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "examples" / "plugins" / "fwbench-jaxraw"
@@ -47,7 +47,7 @@ def env(tmp_path_factory) -> dict:
 
 
 def fwbench(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "fwbench", *args], capture_output=True, text=True, env=env, cwd=ROOT)
 
 
 def test_installed_plugin_is_listed_with_its_distribution(env):

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-import models
-from backends.numpy_backend import NumpyBackend
-from harness.fdcheck import cross_entropy, fd_check, worst
-from models.params import init_params
+from fwbench import models
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.harness.fdcheck import cross_entropy, fd_check, worst
+from fwbench.models.params import init_params
 from specs import WIDE, batch
 
 SPECS = {"tinycnn": models.get("tinycnn"), "wide": WIDE}

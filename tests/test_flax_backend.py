@@ -6,9 +6,9 @@ jax = pytest.importorskip("jax")
 pytest.importorskip("flax")
 pytest.importorskip("optax")
 
-from backends.base import BackendError, OptimizerConfig  # noqa: E402
-from backends.flax_backend import FlaxBackend  # noqa: E402
-from models.params import init_params  # noqa: E402
+from fwbench.backends.base import BackendError, OptimizerConfig  # noqa: E402
+from fwbench.backends.flax_backend import FlaxBackend  # noqa: E402
+from fwbench.models.params import init_params  # noqa: E402
 from specs import SPECS, batch, relerr  # noqa: E402
 
 
@@ -22,7 +22,7 @@ def ties(spec, p, n=6):
 
 def torch_backend():
     pytest.importorskip("torch")
-    from backends.torch_backend import TorchBackend
+    from fwbench.backends.torch_backend import TorchBackend
     return TorchBackend
 
 

@@ -6,20 +6,22 @@ from dataclasses import dataclass, field
 
 import pytest
 
-import backends
-import models
-from backends import numpy_backend
-from backends.base import BackendError
-from backends.numpy_backend import NumpyBackend
-from harness.conformance import cases, layers
-from harness.conformance.checks import Check, required
-from harness.conformance.context import Context
-from harness.conformance.runner import run
-from models.spec import FIELDS, LAYER_TYPES, Layer
+from fwbench import backends
+from fwbench import models
+from fwbench.backends import numpy_backend
+from fwbench.backends.base import BackendError
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.harness.conformance import cases, layers
+from fwbench.harness.conformance.checks import Check, required
+from fwbench.harness.conformance.context import Context
+from fwbench.harness.conformance.runner import run
+from fwbench.models.spec import FIELDS, LAYER_TYPES, Layer
 
 # Each built-in backend: (module, its table's name in that module, or in a submodule after a dot).
-TABLES = {"numpy": ("backends.numpy_backend", "LOWER"), "torch": ("backends.torch_backend", "MODULES"),
-          "flax": ("backends.flax_backend", "LAYERS"), "micrograd": ("backends.micrograd.layers", "LAYERS")}
+TABLES = {"numpy": ("fwbench.backends.numpy_backend", "LOWER"),
+          "torch": ("fwbench.backends.torch_backend", "MODULES"),
+          "flax": ("fwbench.backends.flax_backend", "LAYERS"),
+          "micrograd": ("fwbench.backends.micrograd.layers", "LAYERS")}
 
 
 def test_fields_and_types_come_from_the_dataclasses():

@@ -4,9 +4,9 @@ import sys
 
 import numpy as np
 
-import models
-from backends import layout
-from models.params import init_params
+from fwbench import models
+from fwbench.backends import layout
+from fwbench.models.params import init_params
 
 # Two dense layers after the flatten of a non-square (4, 4, 3) activation: only the first is permuted.
 WIDE = models.parse({"name": "wide", "input": [3, 11, 9], "classes": 5, "layers": [

@@ -7,15 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-import backends
-import models
-from backends import micrograd_backend
-from backends.base import BackendError, OptimizerConfig
-from backends.micrograd import layers
-from backends.micrograd.engine import Value
-from backends.micrograd_backend import MicrogradBackend
-from backends.numpy_backend import NumpyBackend
-from models.params import init_params
+from fwbench import backends
+from fwbench import models
+from fwbench.backends import micrograd_backend
+from fwbench.backends.base import BackendError, OptimizerConfig
+from fwbench.backends.micrograd import layers
+from fwbench.backends.micrograd.engine import Value
+from fwbench.backends.micrograd_backend import MicrogradBackend
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.models.params import init_params
 from specs import WIDE, batch
 
 TINY = models.get("tinycnn")

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-import backends
-import models
-from backends.base import BackendError, OptimizerConfig
-from backends.numpy_backend import NumpyBackend
-from models.params import init_params
+from fwbench import backends
+from fwbench import models
+from fwbench.backends.base import BackendError, OptimizerConfig
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.models.params import init_params
 
 SPEC = models.get("tinycnn")
 
@@ -186,7 +186,7 @@ def test_bad_dtype_and_optimizer_are_refused():
 def test_no_framework_is_imported():
     code = (
         "import sys, numpy as np, models, harness, backends.numpy_backend as nb\n"
-        "from backends.base import OptimizerConfig\n"
+        "from fwbench.backends.base import OptimizerConfig\n"
         "be = nb.NumpyBackend(models.get('tinycnn'))\n"
         "be.init_optimizer(OptimizerConfig())\n"
         "be.train_step(be.prepare_batch(np.zeros((2, 1, 28, 28)), np.zeros(2)))\n"
@@ -198,7 +198,7 @@ def test_no_framework_is_imported():
 
 def test_relu_before_maxpool_is_lowered_as_pool_then_relu_exactly():
     """The backend pools before the ReLU (less work); values and gradients must match the spec order bit for bit."""
-    from backends.engine import Tensor, conv2d, cross_entropy, dense, flatten, maxpool2d, relu
+    from fwbench.backends.engine import Tensor, conv2d, cross_entropy, dense, flatten, maxpool2d, relu
     spec = models.get("cnn")
     params = init_params(spec, 0)
     rng = np.random.default_rng(0)

@@ -8,10 +8,10 @@ import types
 import numpy as np
 import pytest
 
-from backends.base import BackendError, OptimizerConfig
-from backends.engine import conv
-from backends.numpy_backend import NumpyBackend
-from models.params import init_params
+from fwbench.backends.base import BackendError, OptimizerConfig
+from fwbench.backends.engine import conv
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.models.params import init_params
 from tests.specs import SPECS, batch, relerr
 
 
@@ -130,7 +130,7 @@ def test_devices_lists_cuda_only_when_the_probe_succeeds(fake):
 
 def test_cpu_backend_imports_no_cupy():
     code = ("import sys, numpy as np, models, backends.numpy_backend as nb\n"
-            "from backends.base import OptimizerConfig\n"
+            "from fwbench.backends.base import OptimizerConfig\n"
             "be = nb.NumpyBackend(models.get('tinycnn'))\n"
             "be.init_optimizer(OptimizerConfig())\n"
             "be.train_step(be.prepare_batch(np.zeros((2, 1, 28, 28)), np.zeros(2)))\n"

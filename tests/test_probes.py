@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.probes import calibration, contention, memory
+from fwbench.harness.probes import calibration, contention, memory
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_child_of_a_large_parent_reports_its_own_peak_not_the_parents():
     held = np.ones(300 * 2**20 // 8)  # the parent holds 300 MiB, touched
-    code = ("import resource; from harness.probes.memory import peak_rss_mb; "
+    code = ("import resource; from fwbench.harness.probes.memory import peak_rss_mb; "
             "print(peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     own, maxrss = (float(v) for v in out.stdout.split())

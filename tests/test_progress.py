@@ -1,7 +1,7 @@
 """The progress bar draws on a terminal and stays out of logs."""
 import io
 
-from harness.progress import Progress
+from fwbench.harness.progress import Progress
 
 
 class Terminal(io.StringIO):

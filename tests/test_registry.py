@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-import backends
-from backends.base import check_mode
-from backends.numpy_backend import NumpyBackend
-from harness.cli import main
+from fwbench import backends
+from fwbench.backends.base import check_mode
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.harness.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = {
     # name: (module source, entry-point target)
-    "good": ("from backends.numpy_backend import NumpyBackend\n\n"
+    "good": ("from fwbench.backends.numpy_backend import NumpyBackend\n\n"
              "class Good(NumpyBackend):\n    name = 'good'\n", "fake_good:Good"),
     "broken": ("raise RuntimeError('plugin bug at import')\n", "fake_broken:Thing"),
     "needy": ("import some_framework_nobody_has\n", "fake_needy:Thing"),
@@ -83,13 +83,13 @@ def test_a_broken_plugin_is_a_one_line_error_when_chosen(site, capsys):
 
 
 def test_module_path_backends_load_without_registration():
-    cls = backends.load("backends.numpy_backend:NumpyBackend")
-    assert cls.name == "numpy" and backends.source("backends.numpy_backend:NumpyBackend") == "module path"
+    cls = backends.load("fwbench.backends.numpy_backend:NumpyBackend")
+    assert cls.name == "numpy" and backends.source("fwbench.backends.numpy_backend:NumpyBackend") == "module path"
 
 
 def test_discovery_in_a_fresh_process(site):
     env = {"PYTHONPATH": f"{site}:{ROOT}", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "harness", "backends"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "fwbench", "backends"], capture_output=True, text=True,
                          env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "plugin fake-plugins 1.2.3" in out.stdout
@@ -107,8 +107,8 @@ def test_a_mode_is_split_off_and_checked_against_the_backend():
 
 
 def test_make_backend_passes_a_chosen_mode_only(monkeypatch):
-    from backends.numpy_backend import NumpyBackend
-    from harness.session import make_backend
+    from fwbench.backends.numpy_backend import NumpyBackend
+    from fwbench.harness.session import make_backend
     seen = []
 
     class Moded(NumpyBackend):

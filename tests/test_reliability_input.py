@@ -10,14 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-import models
-from backends.base import OptimizerConfig
-from backends.numpy_backend import NumpyBackend
-from harness import session
-from harness.cli import build_parser, main
-from harness.recipe import Recipe
-from harness.train import TrainingDiverged, train
-from models.params import init_params
+from fwbench import models
+from fwbench.backends.base import OptimizerConfig
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.harness import session
+from fwbench.harness.cli import build_parser, main
+from fwbench.harness.recipe import Recipe
+from fwbench.harness.train import TrainingDiverged, train
+from fwbench.models.params import init_params
 
 FLAT = '[[layers]]\ntype = "flatten"\n'
 
@@ -56,8 +56,8 @@ def _limited():
 
 
 def cli_subprocess(*argv, timeout=60):
-    """`python -m harness ARGV` with a memory cap; a hang or runaway read fails the test instead of the machine."""
-    return subprocess.run([sys.executable, "-m", "harness", *argv], capture_output=True, text=True,
+    """`python -m fwbench ARGV` with a memory cap; a hang or runaway read fails the test instead of the machine."""
+    return subprocess.run([sys.executable, "-m", "fwbench", *argv], capture_output=True, text=True,
                           timeout=timeout, preexec_fn=_limited)
 
 
@@ -128,7 +128,7 @@ def test_spec_with_fewer_classes_than_mnist_is_refused(capsys, tmp_path, argv):
 
 
 def test_bench_refuses_a_spec_with_too_few_classes_up_front(tmp_path):
-    from harness.bench.command import suite_from
+    from fwbench.harness.bench.command import suite_from
     path = spec_file(tmp_path, "five", FLAT + dense(5), classes=5)
     args = build_parser().parse_args(["bench", "--models", path, "--backends", "numpy"])
     with pytest.raises(models.SpecError, match="10 classes"):
@@ -161,7 +161,7 @@ def eight_gib(monkeypatch):
 
 
 def test_estimate_counts_weights_state_and_activations():
-    from models.memory import estimate
+    from fwbench.models.memory import estimate
     spec = models.get("cnn")  # 54,410 parameters; per image 784 in, 2 x 21,632 (conv, relu), 5,408 pooled, 10 out
     adam = estimate(spec, 64, "float32", "adam")
     assert adam.weights == 54410 * 4 and adam.gradients == 54410 * 4 and adam.optimizer == 2 * 54410 * 4
@@ -194,7 +194,7 @@ def test_train_refuses_a_model_too_large_before_allocating(capsys, tmp_path, eig
 
 
 def test_agree_and_bench_refuse_a_model_too_large(capsys, tmp_path, eight_gib):
-    from harness.bench.command import suite_from
+    from fwbench.harness.bench.command import suite_from
     code, _, err = run(capsys, "agree", "--backends", "numpy", "--model", spec_file(tmp_path, "big", BIG_DENSE))
     assert code == 2 and "needs about" in one_line(err)
     conv = spec_file(tmp_path, "conv", BIG_CONV)
@@ -340,7 +340,7 @@ def test_a_reader_that_goes_away_is_not_an_error():
     # `fwbench models | head -c 1`: the pipe closes under the writer; no error line, the shell's 141.
     # Buffered stdout, as a user's shell has it (this machine sets PYTHONUNBUFFERED): the write fails at the flush.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "fwbench", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env)
     proc.stdout.close()
     err = proc.stderr.read().decode()

@@ -4,15 +4,15 @@ import sys
 
 import pytest
 
-import backends
-from harness.bench import checks
-from harness.cli import main
+from fwbench import backends
+from fwbench.harness.bench import checks
+from fwbench.harness.cli import main
 
 MODULE = "c1_broken_plugins"
 CODE = '''
 import sys
-from backends.base import BackendError
-from backends.numpy_backend import NumpyBackend
+from fwbench.backends.base import BackendError
+from fwbench.backends.numpy_backend import NumpyBackend
 
 
 class Raises(NumpyBackend):
@@ -105,7 +105,7 @@ def test_fwbench_debug_raises_the_plugins_own_error(capsys, plugins, monkeypatch
 
 
 def test_compare_keeps_every_other_backend_and_exits_1(capsys, plugins, tmp_path):
-    from harness.reporting.load import load
+    from fwbench.harness.reporting.load import load
     broken = [plugins("Raises"), plugins("StepRaises"), plugins("Exits")]
     code, out, err = run(capsys, "compare", "--backends", ",".join(["numpy", *broken]), *SHORT,
                          "--out", str(tmp_path / "out"))
@@ -123,7 +123,7 @@ def test_compare_keeps_every_other_backend_and_exits_1(capsys, plugins, tmp_path
 
 
 def test_compare_interrupted_keeps_the_backends_that_finished(capsys, plugins, tmp_path):
-    from harness.reporting.load import load
+    from fwbench.harness.reporting.load import load
     code, _, err = run(capsys, "compare", "--backends", f"numpy,{plugins('Interrupted')}", *SHORT,
                        "--out", str(tmp_path / "out"))
     (path,) = (tmp_path / "out").glob("compare-mlp-*.json")
@@ -149,7 +149,7 @@ def test_agree_skip_unsupported_leaves_out_a_backend_that_fails(capsys, plugins,
 
 
 def test_agree_skip_unsupported_leaves_a_failing_step_out_of_the_trajectory(capsys, plugins, monkeypatch):
-    from backends.numpy_backend import NumpyBackend
+    from fwbench.backends.numpy_backend import NumpyBackend
     calls = []
 
     def fails_late(self, batch):  # the shared batch passes; the second lockstep step fails

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench import checks, command, runner
-from harness.bench.suite import PRESETS, cells
-from harness.cli import main
+from fwbench.harness.bench import checks, command, runner
+from fwbench.harness.bench.suite import PRESETS, cells
+from fwbench.harness.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = replace(PRESETS["quick"], name="tiny", models=("mlp",), backends=("numpy",), timed_steps=5, warmup_steps=1,
@@ -23,7 +23,7 @@ TINY = replace(PRESETS["quick"], name="tiny", models=("mlp",), backends=("numpy"
 HANG = '''
 import time
 
-from backends.numpy_backend import NumpyBackend
+from fwbench.backends.numpy_backend import NumpyBackend
 
 
 class Hang(NumpyBackend):
@@ -65,13 +65,13 @@ def wait_for(condition, seconds: float):
 def cell_of(bench_pid: int) -> int | None:
     """The pid of the cell process the bench is running now."""
     return next((pid for pid, (ppid, cmd) in processes().items()
-                 if ppid == bench_pid and "harness.bench.cell" in cmd), None)
+                 if ppid == bench_pid and "fwbench.harness.bench.cell" in cmd), None)
 
 
 def cell_dir(pid: int) -> Path:
     """The temporary folder a cell process was given (its spec file's folder)."""
     args = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
-    return Path(args[args.index(b"harness.bench.cell") + 1].decode()).parent
+    return Path(args[args.index(b"fwbench.harness.bench.cell") + 1].decode()).parent
 
 
 def finished_runs(out: Path) -> int:
@@ -79,7 +79,7 @@ def finished_runs(out: Path) -> int:
 
 
 def start_bench(out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "harness", "bench", "--suite", "quick", "--backends", "numpy", "--models", "mlp",
+    cmd = [sys.executable, "-m", "fwbench", "bench", "--suite", "quick", "--backends", "numpy", "--models", "mlp",
            "--repeat", "3", "--out", str(out)]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -176,7 +176,7 @@ def test_a_bench_first_sweeps_cell_folders_whose_bench_is_gone(tmp_path, monkeyp
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_is_an_interruption_in_every_command(hang, sig):
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "conformance", hang], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "fwbench", "conformance", hang], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for(lambda: catches(proc.pid, sig), 60), f"fwbench never installed a {sig.name} handler"
@@ -189,7 +189,7 @@ def test_sigterm_is_an_interruption_in_every_command(hang, sig):
 
 
 def test_a_check_process_dies_with_the_bench_that_started_it(hang, deadline):
-    stand_in = subprocess.Popen([sys.executable, "-c", f"from harness.bench import checks; "
+    stand_in = subprocess.Popen([sys.executable, "-c", f"from fwbench.harness.bench import checks; "
                                  f"checks.conformance({hang!r}, 'cpu')"], cwd=ROOT)
     module = hang.split(":")[0]
     try:

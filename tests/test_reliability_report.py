@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import results_fixture
-from harness.bench import results
-from harness.cli import main
-from harness.progress import Progress
-from harness.reporting.load import ResultsError, load
+from fwbench.harness.bench import results
+from fwbench.harness.cli import main
+from fwbench.harness.progress import Progress
+from fwbench.harness.reporting.load import ResultsError, load
 
 ROOT = Path(__file__).resolve().parent.parent
 SGR = re.compile(r"\x1b\[[0-9;]*m")  # a colour or style escape
@@ -174,7 +174,7 @@ def test_json_with_another_format_is_refused(tmp_path, capsys):
 
 def test_warnings_print_as_one_plain_line(tmp_path):
     code = ("import sys, warnings, numpy as np\n"
-            "from harness import cli, commands\n"
+            "from fwbench.harness import cli, commands\n"
             "def noisy(args):\n"
             "    warnings.warn('could not cache MNIST in /x: denied\\nsecond line', stacklevel=2)\n"
             "    np.float32(3e38) * np.float32(10)\n"
@@ -215,7 +215,7 @@ def test_the_bar_is_coloured_on_a_terminal_and_plain_under_no_color(monkeypatch)
 
 
 def test_no_bar_when_stderr_is_not_a_terminal():
-    script = ("import sys; from harness.progress import Progress\n"
+    script = ("import sys; from fwbench.harness.progress import Progress\n"
               "bar = Progress(3, 'bench')\n"
               "for i in range(1, 4):\n"
               "    bar.update(i); print(f'log {i}')\n"
@@ -247,7 +247,7 @@ def _screen(raw: str) -> list[str]:
 
 def test_log_lines_print_above_a_live_bar_on_a_terminal():
     pty = pytest.importorskip("pty")
-    script = ("import time; from harness.progress import Progress\n"
+    script = ("import time; from fwbench.harness.progress import Progress\n"
               "bar = Progress(3, 'bench')\n"
               "for i in range(1, 4):\n"
               "    bar.update(i, f'cell {i}'); time.sleep(0.25); print(f'log line {i}')\n"

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 import results_fixture
-from harness import atomic, commands, summary
-from harness.agree_cmd import dump
-from harness.bench import results, runner
-from harness.bench.suite import PRESETS
-from harness.cli import main
-from harness.reporting import render
-from harness.reporting.load import find, load
+from fwbench.harness import atomic, commands, summary
+from fwbench.harness.agree_cmd import dump
+from fwbench.harness.bench import results, runner
+from fwbench.harness.bench.suite import PRESETS
+from fwbench.harness.cli import main
+from fwbench.harness.reporting import render
+from fwbench.harness.reporting.load import find, load
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXED = time.struct_time((2026, 12, 2, 6, 17, 28, 2, 336, 0))
@@ -294,7 +294,7 @@ def test_compare_out_that_is_a_file_fails_before_training(tmp_path, monkeypatch,
 
 
 def test_agree_dump_that_is_a_file_fails_before_computing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("harness.agree_cmd.init_params", _never)
+    monkeypatch.setattr("fwbench.harness.agree_cmd.init_params", _never)
     file = tmp_path / "hostname"
     file.write_text("x")
     assert main(["agree", "--model", "mlp", "--backends", "numpy", "--dump", str(file)]) == 2
@@ -321,7 +321,7 @@ def test_the_overhead_stage_writes_into_its_own_run(tmp_path, monkeypatch, fake_
     figures = {"fwbench_step_ms": 6.7, "plain_step_ms": 6.6, "ratio": 1.015, "ratio_each": [1.0, 1.03]}
     script = _script(tmp_path, "args = sys.argv[1:]\nprint('a table')\nprint(json.dumps({'overhead': {n: dict(%r, "
                                "argv=args) for n in args[args.index('--frameworks') + 1].split(',')}}))\n" % figures)
-    monkeypatch.setattr("harness.bench.overhead.SCRIPT", script)
+    monkeypatch.setattr("fwbench.harness.bench.overhead.SCRIPT", script)
     other = tmp_path / "out" / "bench-default-20300101-000000.json"  # a newer run's file that must stay as it is
     other.parent.mkdir()
     other.write_text("{}")
@@ -334,7 +334,7 @@ def test_the_overhead_stage_writes_into_its_own_run(tmp_path, monkeypatch, fake_
 
 
 def test_a_failed_overhead_stage_is_recorded_and_the_run_completes(tmp_path, monkeypatch, fake_cells):
-    monkeypatch.setattr("harness.bench.overhead.SCRIPT", _script(tmp_path, "sys.exit('no torch here')\n"))
+    monkeypatch.setattr("fwbench.harness.bench.overhead.SCRIPT", _script(tmp_path, "sys.exit('no torch here')\n"))
     path = runner.run_suite(replace(SUITE, overhead=("torch",)), tmp_path, log=quiet)
     doc = load(path)  # still a valid results file
     assert doc["status"] == "complete" and "no torch here" in doc["overhead"]["torch"]["error"]
@@ -342,7 +342,7 @@ def test_a_failed_overhead_stage_is_recorded_and_the_run_completes(tmp_path, mon
 
 
 def test_a_hung_overhead_stage_is_stopped(tmp_path, monkeypatch):
-    from harness.bench import overhead
+    from fwbench.harness.bench import overhead
     monkeypatch.setattr(overhead, "SCRIPT", _script(tmp_path, "import time\ntime.sleep(60)\n"))
     started = time.monotonic()
     found = overhead.measure(("torch",), 1, 1, "cpu", timeout_s=1)

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 import results_fixture
-from harness import documents
-from harness.bench import results
-from harness.reporting import ResultsError, compare, compare_view, render, report
-from harness.reporting.cli_args import add_arguments
-from harness.reporting.load import load
+from fwbench.harness import documents
+from fwbench.harness.bench import results
+from fwbench.harness.reporting import ResultsError, compare, compare_view, render, report
+from fwbench.harness.reporting.cli_args import add_arguments
+from fwbench.harness.reporting.load import load
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "bench-default-20261126-054000.json"
@@ -303,7 +303,7 @@ def test_bad_file_gives_one_line_naming_it(tmp_path, content, says):
 
 
 def test_markdown_and_csv_never_import_matplotlib(results_file):
-    code = ("import sys; from harness.reporting import render; "
+    code = ("import sys; from fwbench.harness.reporting import render; "
             f"render([{str(results_file)!r}]); render([{str(results_file)!r}], 'csv'); "
             "sys.exit('matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -7,10 +7,10 @@ import tomllib
 import numpy as np
 import pytest
 
-import backends
-import models
-from backends.base import Backend, OptimizerConfig
-from harness import scaffold
+from fwbench import backends
+from fwbench import models
+from fwbench.backends.base import Backend, OptimizerConfig
+from fwbench.harness import scaffold
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """Model spec loading, shape inference, parameter counts and validation errors."""
 import pytest
 
-import models
-from models.params import check, init_params
+from fwbench import models
+from fwbench.models.params import check, init_params
 
 
 def spec_dict(layers, input=(1, 28, 28), classes=10):

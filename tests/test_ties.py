@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-import backends
-import models
-from backends import numpy_backend
-from backends.engine import Tensor
-from harness.ties import count_ties, probe, tie_case
-from models.params import init_params
+from fwbench import backends
+from fwbench import models
+from fwbench.backends import numpy_backend
+from fwbench.backends.engine import Tensor
+from fwbench.harness.ties import count_ties, probe, tie_case
+from fwbench.models.params import init_params
 from specs import WIDE
 
 SPECS = {"tinycnn": models.get("tinycnn"), "wide": WIDE}

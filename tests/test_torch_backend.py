@@ -4,11 +4,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backends.base import BackendError, OptimizerConfig  # noqa: E402
-from backends.torch_backend import TorchBackend  # noqa: E402
-from models.params import init_params  # noqa: E402
+from fwbench.backends.base import BackendError, OptimizerConfig  # noqa: E402
+from fwbench.backends.torch_backend import TorchBackend  # noqa: E402
+from fwbench.models.params import init_params  # noqa: E402
 from specs import SPECS, batch, relerr  # noqa: E402
-from models.spec import Conv2D, Dense, Flatten, MaxPool2D  # noqa: E402
+from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D  # noqa: E402
 
 def windows(x, k, s):
     """Views x[:, :, i::s, j::s] for each kernel offset (i, j), cut to the output size."""

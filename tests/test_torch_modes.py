@@ -4,11 +4,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import backends  # noqa: E402
-from backends.base import BackendError, OptimizerConfig  # noqa: E402
-from backends.torch_backend import TorchBackend  # noqa: E402
-from harness.session import make_backend  # noqa: E402
-from models.params import init_params  # noqa: E402
+from fwbench import backends  # noqa: E402
+from fwbench.backends.base import BackendError, OptimizerConfig  # noqa: E402
+from fwbench.backends.torch_backend import TorchBackend  # noqa: E402
+from fwbench.harness.session import make_backend  # noqa: E402
+from fwbench.models.params import init_params  # noqa: E402
 from specs import SPECS, batch  # noqa: E402
 
 SGD = OptimizerConfig("sgd", lr=0.1, momentum=0.9)

@@ -1,12 +1,12 @@
 """The training loop: evaluation points, curves, time-to-accuracy and the clock."""
 import numpy as np
 
-import models
-from backends.base import OptimizerConfig
-from backends.numpy_backend import NumpyBackend
-from harness.recipe import Recipe
-from harness.train import eval_points, train
-from models.params import init_params
+from fwbench import models
+from fwbench.backends.base import OptimizerConfig
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.harness.recipe import Recipe
+from fwbench.harness.train import eval_points, train
+from fwbench.models.params import init_params
 
 
 def test_eval_points_spread_and_end_on_the_last_step():

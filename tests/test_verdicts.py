@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from harness import stats
-from harness.reporting.verdicts import (FASTER, NO_DIFFERENCE, NONE, SLOWER, WITHIN, Question, judge)
+from fwbench.harness import stats
+from fwbench.harness.reporting.verdicts import (FASTER, NO_DIFFERENCE, NONE, SLOWER, WITHIN, Question, judge)
 
 
 def runs(centre: float, n: int = 5, spread: float = 0.01, seed: int = 0) -> list[float]:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.engine.conv import ConvGrads, check_channels, conv_out_size, im2col, pad, weight_with_bias
-from backends.engine.tensor import Tensor
-from backends.engine.xp import module_of
+from fwbench.backends.engine.conv import ConvGrads, check_channels, conv_out_size, im2col, pad, weight_with_bias
+from fwbench.backends.engine.tensor import Tensor
+from fwbench.backends.engine.xp import module_of
 
 # conv2d_maxpool works through the batch this many bytes of conv output at a time, so that each
 # slice's conv output (and, backwards, its gradient) stays in cache between the passes over it:

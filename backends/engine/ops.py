@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.engine.tensor import Tensor
-from backends.engine.xp import module_of
+from fwbench.backends.engine.tensor import Tensor
+from fwbench.backends.engine.xp import module_of
 
 
 def relu(x: Tensor) -> Tensor:

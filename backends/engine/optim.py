@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from backends.engine.xp import module_of
+from fwbench.backends.engine.xp import module_of
 
 
 class SGD:

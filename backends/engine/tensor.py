@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.engine.xp import module_of
+from fwbench.backends.engine.xp import module_of
 
 
 class Tensor:

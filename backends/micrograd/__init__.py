@@ -1,4 +1,4 @@
 """The course's scalar autograd engine (micrograd's Value) and the spec's layers built from it."""
-from backends.micrograd.engine import Value
+from fwbench.backends.micrograd.engine import Value
 
 __all__ = ["Value"]

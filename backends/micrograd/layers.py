@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from backends.micrograd.engine import Value
-from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from fwbench.backends.micrograd.engine import Value
+from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
 # One sample's activations are a (C, H, W) grid as lists x[c][h][w], or a flat list after flatten.
 # Conv weights are w[out][in][kh][kw] and dense weights w[in][out], as in the canonical layout.

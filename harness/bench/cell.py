@@ -1,4 +1,4 @@
-"""One run of a benchmark cell, in a fresh process: `python -m harness.bench.cell CELL.json OUT.json`."""
+"""One run of a benchmark cell, in a fresh process: `python -m fwbench.harness.bench.cell CELL.json OUT.json`."""
 from __future__ import annotations
 
 import json
@@ -8,20 +8,20 @@ from pathlib import Path
 
 import numpy as np
 
-import backends
-import models
-from backends.base import OptimizerConfig
-from backends.messages import one_line
-from harness.allocator import tune
-from harness.atomic import atomic_write_json
-from harness.bench.child import die_with_parent
-from harness.bench.timing import time_steps
-from harness.data import batch_order
-from harness.probes import contention
-from harness.probes.memory import peak_rss_mb
-from harness.recipe import Recipe
-from harness.session import make_backend, mnist_for, resolve_device
-from harness.train import train
+from fwbench import backends
+from fwbench import models
+from fwbench.backends.base import OptimizerConfig
+from fwbench.backends.messages import one_line
+from fwbench.harness.allocator import tune
+from fwbench.harness.atomic import atomic_write_json
+from fwbench.harness.bench.child import die_with_parent
+from fwbench.harness.bench.timing import time_steps
+from fwbench.harness.data import batch_order
+from fwbench.harness.probes import contention
+from fwbench.harness.probes.memory import peak_rss_mb
+from fwbench.harness.recipe import Recipe
+from fwbench.harness.session import make_backend, mnist_for, resolve_device
+from fwbench.harness.train import train
 
 
 def recipe_from(d: dict) -> Recipe:

@@ -5,8 +5,8 @@ import json
 import sys
 import time
 
-import backends
-from harness.bench import child
+from fwbench import backends
+from fwbench.harness.bench import child
 
 # Generous limits, in seconds, on each child: the slowest kit seen (flax, 15 s on 2 cores) is far below the first,
 # so only a hung plugin or framework reaches one. Tests lower them.
@@ -16,7 +16,7 @@ TIMEOUT_S = {"conformance": 600, "agree": 600, "backends": 60}
 def fwbench(command: str, args: list[str], expect: type = dict) -> tuple:
     """Run `fwbench COMMAND ARGS` in a fresh process: its last stdout line as JSON, or None and the one-line reason."""
     limit = TIMEOUT_S[command]
-    proc = child.run([sys.executable, "-m", "harness", command, *args], limit)
+    proc = child.run([sys.executable, "-m", "fwbench", command, *args], limit)
     if proc.timed_out:
         return None, child.timed_out(f"fwbench {command}", limit)
     try:

@@ -7,15 +7,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import backends
-import models
-from backends.base import BackendError
-from harness.bench import checks
-from harness.bench.runner import run_suite
-from harness import options as opt
-from harness.bench.suite import PRESETS, recipe_of
-from harness.data import COUNTS
-from harness.session import MNIST_CLASSES, MNIST_SHAPE, check_classes, check_memory
+from fwbench import backends
+from fwbench import models
+from fwbench.backends.base import BackendError
+from fwbench.harness.bench import checks
+from fwbench.harness.bench.runner import run_suite
+from fwbench.harness import options as opt
+from fwbench.harness.bench.suite import PRESETS, recipe_of
+from fwbench.harness.data import COUNTS
+from fwbench.harness.session import MNIST_CLASSES, MNIST_SHAPE, check_classes, check_memory
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from harness import fmt
+from fwbench.harness import fmt
 
 LOWER, HIGHER = "lower", "higher"
 # How a comparison judges a metric: TIME by a rank test on per-process figures after removing the machine's

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.bench import child
+from fwbench.harness.bench import child
 
 ROOT = Path(__file__).resolve().parents[2]
 # The hand-written loops it times against live beside it in benchmarks/, outside the installed package.

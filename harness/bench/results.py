@@ -5,10 +5,10 @@ import math
 import time
 from pathlib import Path
 
-from harness import atomic, documents, stats
-from harness.atomic import atomic_write_json
-from harness.bench.metrics import BY_KEY, documented
-from harness.provenance import git_commit, machine
+from fwbench.harness import atomic, documents, stats
+from fwbench.harness.atomic import atomic_write_json
+from fwbench.harness.bench.metrics import BY_KEY, documented
+from fwbench.harness.provenance import git_commit, machine
 
 IDENTITY = ("backend", "model", "batch_size", "device", "dtype")
 MIN_CLEAN = 3  # clean runs a cell needs before its contended runs are left out of its figures

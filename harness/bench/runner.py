@@ -10,13 +10,13 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import backends
-from harness.bench import child, overhead, results
-from harness.bench.checks import agreement, conformance, installed
-from harness.bench.suite import Cell, Suite, cells, rounds
-from harness.probes import contention
-from harness.probes.calibration import calibrate
-from harness.progress import Progress
+from fwbench import backends
+from fwbench.harness.bench import child, overhead, results
+from fwbench.harness.bench.checks import agreement, conformance, installed
+from fwbench.harness.bench.suite import Cell, Suite, cells, rounds
+from fwbench.harness.probes import contention
+from fwbench.harness.probes.calibration import calibrate
+from fwbench.harness.progress import Progress
 
 # Cell-level facts a run reports; the first successful run's are kept on the cell.
 INFO = ("device", "framework_version", "numerics", "allocator", "parameters", "mode", "fused", "mode_note", "data",
@@ -156,7 +156,7 @@ def run_cell(cell: Cell, round_: int) -> dict:
         spec, out = Path(tmp) / "cell.json", Path(tmp) / "result.json"
         spec.write_text(json.dumps(cell.to_dict()))
         before, started = contention.snapshot(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        proc = child.run([sys.executable, "-m", "harness.bench.cell", str(spec), str(out)], cell.timeout_s,
+        proc = child.run([sys.executable, "-m", "fwbench.harness.bench.cell", str(spec), str(out)], cell.timeout_s,
                          stdout=False)
         around = contention.between(before, contention.snapshot())
         if proc.timed_out:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, replace
 
-from harness.recipe import RECIPES, Recipe
+from fwbench.harness.recipe import RECIPES, Recipe
 
 
 @dataclass(frozen=True)

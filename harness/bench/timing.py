@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from backends.base import Backend
+from fwbench.backends.base import Backend
 
 # A fused backend is timed over whole calls of `steps` steps, at least this many times, after a compiling call.
 FUSED_CALLS = 5

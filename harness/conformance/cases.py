@@ -5,10 +5,10 @@ import functools
 
 import numpy as np
 
-import models
-from backends.numpy_backend import NumpyBackend
-from models.params import Params, init_params
-from models.spec import ModelSpec
+from fwbench import models
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.models.params import Params, init_params
+from fwbench.models.spec import ModelSpec
 
 SEED = 7
 BATCH = 4        # per-layer cases

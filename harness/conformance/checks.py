@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from harness import ties
-from harness.conformance import layers, protocol, training
-from harness.conformance.cases import layer_type, spec_of
-from harness.conformance.context import UNSUPPORTED, Context, Outcome, own_errors
-from backends.messages import first_line
+from fwbench.harness import ties
+from fwbench.harness.conformance import layers, protocol, training
+from fwbench.harness.conformance.cases import layer_type, spec_of
+from fwbench.harness.conformance.context import UNSUPPORTED, Context, Outcome, own_errors
+from fwbench.backends.messages import first_line
 
 CANONICAL_TIES = {"relu_grad_at_zero": 0.0, "maxpool_tie": "first"}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.conformance import view
-from harness.conformance.runner import run_conformance
+from fwbench.harness.conformance import view
+from fwbench.harness.conformance.runner import run_conformance
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

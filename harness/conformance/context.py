@@ -7,11 +7,11 @@ from typing import Callable
 
 import numpy as np
 
-import backends
-from backends.base import Backend, BackendError
-from backends.messages import first_line
-from models.params import Params
-from models.spec import ModelSpec
+from fwbench import backends
+from fwbench.backends.base import Backend, BackendError
+from fwbench.backends.messages import first_line
+from fwbench.models.params import Params
+from fwbench.models.spec import ModelSpec
 
 # What a backend raises to say "I cannot do this": the base class's NotImplementedError for a missing
 # method, BackendError for a refused dtype, device, model size or optimizer. Either makes a row

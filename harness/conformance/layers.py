@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.agree import grad_tol
-from harness.conformance.cases import (LAYER_CASES, batch_of, case_of_type, layer_of, params_of, reference,
+from fwbench.harness.agree import grad_tol
+from fwbench.harness.conformance.cases import (LAYER_CASES, batch_of, case_of_type, layer_of, params_of, reference,
                                        spec_of)
-from harness.conformance.context import UNSUPPORTED, Context, Outcome
-from backends.messages import first_line
-from harness.conformance.measure import outcome
-from models.spec import LAYER_TYPES
+from fwbench.harness.conformance.context import UNSUPPORTED, Context, Outcome
+from fwbench.backends.messages import first_line
+from fwbench.harness.conformance.measure import outcome
+from fwbench.models.spec import LAYER_TYPES
 
 
 def bound(ctx: Context, case: str) -> float:

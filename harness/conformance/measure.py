@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.conformance.context import Outcome
-from harness.metrics import compare
+from fwbench.harness.conformance.context import Outcome
+from fwbench.harness.metrics import compare
 
 
 def rel_error(got, want) -> tuple[float, str]:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.base import BackendError
-from harness.agree import grad_tol
-from harness.conformance.cases import batch_of, layer_of, params_of, spec_of
-from harness.conformance.context import Context, Outcome, cast
-from backends.messages import first_line
-from harness.conformance.layers import instance
-from harness.conformance.measure import rel_error
+from fwbench.backends.base import BackendError
+from fwbench.harness.agree import grad_tol
+from fwbench.harness.conformance.cases import batch_of, layer_of, params_of, spec_of
+from fwbench.harness.conformance.context import Context, Outcome, cast
+from fwbench.backends.messages import first_line
+from fwbench.harness.conformance.layers import instance
+from fwbench.harness.conformance.measure import rel_error
 
 BOGUS_DEVICE = "no-such-device"
 

@@ -21,9 +21,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     names = config.getoption("fwbench_backend")
     if not names:
         return
-    from backends.base import BackendError  # here, so a plain pytest run never imports fwbench
-    from harness.conformance.checks import BATTERY
-    from harness.conformance.runner import load
+    from fwbench.backends.base import BackendError  # here, so a plain pytest run never imports fwbench
+    from fwbench.harness.conformance.checks import BATTERY
+    from fwbench.harness.conformance.runner import load
 
     config.stash[NOTES] = []
     for name in names:
@@ -59,8 +59,8 @@ class Subject:
     def context(self):
         """The shared Context, or pytest.fail with the one-line reason it cannot be built (a missing GPU, say)."""
         if self._context is None and self._error is None:
-            from backends.base import BackendError
-            from harness.conformance.runner import load, pinned, prepare
+            from fwbench.backends.base import BackendError
+            from fwbench.harness.conformance.runner import load, pinned, prepare
             try:
                 pinned(load(self.name)[2])
                 self._context = prepare(self.name, self.device)
@@ -79,7 +79,7 @@ class ConformanceItem(pytest.Item):
         self.subject, self.check = subject, check
 
     def runtest(self) -> None:
-        from harness.conformance.runner import run_check
+        from fwbench.harness.conformance.runner import run_check
         result = run_check(self.subject.context(), self.check)
         self.user_properties.append(("fwbench_conformance", result.to_dict()))
         if result.status == "fail":

@@ -4,13 +4,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-import backends
-from backends.base import Backend, BackendError, check_mode
-from harness.conformance.cases import params_of, spec_of
-from harness.conformance.checks import BATTERY, Check
-from harness.conformance.context import UNSUPPORTED, Context, choose_dtype
-from harness.session import resolve_device
-from backends.messages import first_line
+from fwbench import backends
+from fwbench.backends.base import Backend, BackendError, check_mode
+from fwbench.harness.conformance.cases import params_of, spec_of
+from fwbench.harness.conformance.checks import BATTERY, Check
+from fwbench.harness.conformance.context import UNSUPPORTED, Context, choose_dtype
+from fwbench.harness.session import resolve_device
+from fwbench.backends.messages import first_line
 
 STATUSES = ("pass", "note", "not supported", "fail")  # only "fail" fails the backend
 

@@ -5,11 +5,11 @@ import math
 
 import numpy as np
 
-from backends.base import OptimizerConfig
-from backends.numpy_backend import NumpyBackend
-from harness.conformance.cases import SEED, layer_of, params_of, spec_of
-from harness.conformance.context import Context, Outcome, cast
-from harness.conformance.measure import outcome
+from fwbench.backends.base import OptimizerConfig
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.harness.conformance.cases import SEED, layer_of, params_of, spec_of
+from fwbench.harness.conformance.context import Context, Outcome, cast
+from fwbench.harness.conformance.measure import outcome
 
 CASE = "tinycnn"
 STEPS = 3

@@ -1,7 +1,7 @@
 """The conformance document as text: one row per check, then the verdict."""
 from __future__ import annotations
 
-from harness.table import text_table
+from fwbench.harness.table import text_table
 
 
 def number(value: float | None) -> str:

@@ -8,8 +8,8 @@ import re
 import sys
 from pathlib import Path
 
-from harness.atomic import atomic_write, ensure_parent
-from harness.reporting.load import DEFAULT_DIR, ResultsError, find, load
+from fwbench.harness.atomic import atomic_write, ensure_parent
+from fwbench.harness.reporting.load import DEFAULT_DIR, ResultsError, find, load
 
 __all__ = ["ResultsError", "render", "report"]
 
@@ -23,15 +23,15 @@ def render(paths: list[str] | None, form: str = "md", baseline: str | None = Non
     if form == "html":
         if importlib.util.find_spec("matplotlib") is None:
             raise ValueError("--format html draws its figures with matplotlib: pip install matplotlib")
-        from harness.reporting import html  # matplotlib is imported only on this path
+        from fwbench.harness.reporting import html  # matplotlib is imported only on this path
         return html.render(runs, baseline)
     if form == "csv":
-        from harness.reporting import csv_out
+        from fwbench.harness.reporting import csv_out
         return csv_out.render(runs)
     if form == "pytest-benchmark":
-        from harness.reporting import pytest_benchmark
+        from fwbench.harness.reporting import pytest_benchmark
         return pytest_benchmark.render(runs)
-    from harness.reporting import markdown
+    from fwbench.harness.reporting import markdown
     return markdown.render(runs, baseline)
 
 
@@ -50,7 +50,7 @@ def report(args) -> int:
             raise ValueError("--compare writes Markdown only; drop --format")
         text, code = _compared(pair, getattr(args, "noise_band", None), as_json)
     elif as_json:
-        from harness.reporting import json_out
+        from fwbench.harness.reporting import json_out
         runs = [(path.name, load(path)) for path in find(getattr(args, "results", None))]
         text, code = json_out.render(runs, getattr(args, "baseline", None)), 0
     else:
@@ -65,7 +65,7 @@ def report(args) -> int:
 
 def _compared(pair: list[str], band: float | None, as_json: bool) -> tuple[str, int]:
     """B against A as Markdown or JSON, and the exit code: 1 with a regression; nothing in common is bad input."""
-    from harness.reporting import compare, compare_view, json_out
+    from fwbench.harness.reporting import compare, compare_view, json_out
     a, b = (Path(p) for p in pair)
     ra, rb = load(a), load(b)
     found = compare.compare(ra, rb, band or compare.NOISE_BAND)

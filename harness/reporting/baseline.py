@@ -1,7 +1,7 @@
 """Backend against backend inside one run: each cell's step time judged against a baseline row of its group."""
 from __future__ import annotations
 
-from harness.reporting.verdicts import Question, Verdict, judge
+from fwbench.harness.reporting.verdicts import Question, Verdict, judge
 
 # The row every other row is compared with: the framework most readers know, in its default mode.
 DEFAULT_BASELINE = ("torch", "torch@eager")

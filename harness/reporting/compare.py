@@ -4,12 +4,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness import stats
-from harness.bench.metrics import ACCURACY, BY_KEY, MEMORY, TIME, Metric
-from harness.bench.results import key as cell_key
-from harness import fmt
-from harness.reporting.baseline import runs_of
-from harness.reporting.verdicts import FASTER, NO_DIFFERENCE, NOISE_BAND, NONE, SLOWER, Question, Verdict, judge
+from fwbench.harness import stats
+from fwbench.harness.bench.metrics import ACCURACY, BY_KEY, MEMORY, TIME, Metric
+from fwbench.harness.bench.results import key as cell_key
+from fwbench.harness import fmt
+from fwbench.harness.reporting.baseline import runs_of
+from fwbench.harness.reporting.verdicts import FASTER, NO_DIFFERENCE, NOISE_BAND, NONE, SLOWER, Question, Verdict, judge
 
 JUDGED = [m for m in BY_KEY.values() if m.judged]
 SHOWN = [BY_KEY[k] for k in ("compile_s", "time_to_accuracy_s", "agreement_worst_rel_l2")]

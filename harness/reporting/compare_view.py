@@ -1,9 +1,9 @@
 """The run-to-run comparison as Markdown: regressions first, the machine, then every cell's ratios and verdicts."""
 from __future__ import annotations
 
-from harness import fmt
-from harness.reporting.verdicts import ALPHA, MIN_RUNS, UNSTABLE
-from harness.table import markdown_table, md_cell as md
+from fwbench.harness import fmt
+from fwbench.harness.reporting.verdicts import ALPHA, MIN_RUNS, UNSTABLE
+from fwbench.harness.table import markdown_table, md_cell as md
 
 # A common shift this far from the calibration's machine ratio is worth a warning: it may be a real change
 # that touched every backend (the harness, a shared library), which removing the shift would hide.

@@ -1,8 +1,8 @@
 """The course's results table, its published rows beside ours, in its own columns."""
 from __future__ import annotations
 
-from harness import fmt
-from harness.reporting.tables import Row, Table, backend_label, param_count
+from fwbench.harness import fmt
+from fwbench.harness.reporting.tables import Row, Table, backend_label, param_count
 
 HEADERS = ["Model", "Parameters", "Data", "Time", "Accuracy"]
 MARK = "course (published)"

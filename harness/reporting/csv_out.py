@@ -5,7 +5,7 @@ import csv
 import io
 import json
 
-from harness.bench.results import used_runs
+from fwbench.harness.bench.results import used_runs
 
 IDENTITY = ["run", "suite", "commit", "backend", "model", "batch_size", "device", "dtype", "mode", "runs",
             "contended", "conformance", "framework_version", "status", "error"]

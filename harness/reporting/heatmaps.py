@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from harness.reporting.plots import Plot, data_uri, figure
-from harness.reporting.tables import labeller
+from fwbench.harness.reporting.plots import Plot, data_uri, figure
+from fwbench.harness.reporting.tables import labeller
 
 MAX_FILTERS = 32
 FILTER_COLUMNS = 8

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from html import escape
 
-from harness.reporting import heatmaps, plots, tables
-from harness.reporting.course import course_table
+from fwbench.harness.reporting import heatmaps, plots, tables
+from fwbench.harness.reporting.course import course_table
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 2em auto;

@@ -5,11 +5,11 @@ import dataclasses
 import json
 import math
 
-from harness import fmt
-from harness.bench.metrics import BY_KEY, COLUMNS
-from harness.reporting.baseline import judged_against
-from harness.reporting.tables import CONFORMANCE, best_keys, labeller, models_in, param_count
-from harness.reporting.verdicts import Verdict
+from fwbench.harness import fmt
+from fwbench.harness.bench.metrics import BY_KEY, COLUMNS
+from fwbench.harness.reporting.baseline import judged_against
+from fwbench.harness.reporting.tables import CONFORMANCE, best_keys, labeller, models_in, param_count
+from fwbench.harness.reporting.verdicts import Verdict
 
 KEYS = [c.key for c in COLUMNS] + ["gpu_peak_mb"]  # the model tables' metrics, GPU memory beside host memory
 

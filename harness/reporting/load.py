@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-from backends.messages import first_line
-from harness.documents import RESULTS, RESULTS_SCHEMA_FILE, RESULTS_V1
-from harness.reporting.upgrade import upgrade
+from fwbench.backends.messages import first_line
+from fwbench.harness.documents import RESULTS, RESULTS_SCHEMA_FILE, RESULTS_V1
+from fwbench.harness.reporting.upgrade import upgrade
 
 DEFAULT_DIR = Path("results")
 STAMP = re.compile(r"(\d{8}-\d{6})(?:-(\d+))?\.json$")  # -2, -3...: later runs started in the same second

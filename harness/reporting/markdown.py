@@ -1,9 +1,9 @@
 """The Markdown report: run facts, one table per model, harness overhead and the course table."""
 from __future__ import annotations
 
-from harness.reporting import tables
-from harness.reporting.course import course_table
-from harness.table import markdown_table, md_cell
+from fwbench.harness.reporting import tables
+from fwbench.harness.reporting.course import course_table
+from fwbench.harness.table import markdown_table, md_cell
 
 
 def table_md(table: tables.Table, level: int = 3) -> str:

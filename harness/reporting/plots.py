@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import io
 
-from harness.reporting.tables import labeller, models_in
+from fwbench.harness.reporting.tables import labeller, models_in
 
 Plot = tuple[str | None, str]  # (data URI, note); the note says why a plot was skipped
 

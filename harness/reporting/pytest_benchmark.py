@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 
-from harness.bench.results import used_runs
-from harness.reporting.tables import backend_label
+from fwbench.harness.bench.results import used_runs
+from fwbench.harness.reporting.tables import backend_label
 
 # The pytest-benchmark release whose file format this follows (its storage reads these fields).
 VERSION = "5.3.1"

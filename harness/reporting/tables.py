@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.bench.metrics import COLUMNS, HIGHER, show
-from harness import fmt
-from harness.reporting.baseline import judged_against
-from harness.reporting.verdicts import Verdict
+from fwbench.harness.bench.metrics import COLUMNS, HIGHER, show
+from fwbench.harness import fmt
+from fwbench.harness.reporting.baseline import judged_against
+from fwbench.harness.reporting.verdicts import Verdict
 
 EPOCH_NOTE = ("Each cell ran in several fresh processes (runs), in rounds that visit every cell once in a seeded "
               "random order. Step ms is the median over runs of each run's median step, with its 95% bootstrap "
@@ -51,7 +51,7 @@ def models_in(results: dict) -> list[str]:
 
 def param_count(results: dict, model: str) -> int | None:
     """The shipped spec's parameter count, else whatever a cell's config recorded."""
-    import models  # light: numpy and tomllib only
+    from fwbench import models  # light: numpy and tomllib only
     if model in models.shipped():
         return models.get(model).param_count()
     for cell in results["cells"]:

@@ -1,9 +1,9 @@
 """Read a fwbench.results/1 file as version 2: each old cell (one per repeat) becomes one run of its cell."""
 from __future__ import annotations
 
-from harness import documents
-from harness.bench import results
-from harness.bench.metrics import documented
+from fwbench.harness import documents
+from fwbench.harness.bench import results
+from fwbench.harness.bench.metrics import documented
 
 RUN_ONLY = ("status", "error", "metrics", "repeat", "train", "curves", "filters")
 

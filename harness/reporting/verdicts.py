@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness import stats
+from fwbench.harness import stats
 
 # The smallest change that counts, as a ratio beyond 1. In ten A/A comparisons of quick suites on the shared
 # 2-core reference machine a cell's median step time moved by a median 7.7% after removing the machine's

@@ -6,9 +6,9 @@ from functools import partial
 import jax
 import numpy as np
 
-from backends.base import Backend, BackendError, OptimizerConfig, check_device
-from models.params import Params, check
-from models.spec import ModelSpec
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
+from fwbench.models.params import Params, check
+from fwbench.models.spec import ModelSpec
 
 from fwbench_jaxraw import layers, optim
 

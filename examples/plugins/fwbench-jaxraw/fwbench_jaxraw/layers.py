@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from backends.lowering import lower
-from models.params import fan_in
-from models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+from fwbench.backends.lowering import lower
+from fwbench.models.params import fan_in
+from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
 
 # XLA may run float32 convs and matmuls as TF32 or bf16 passes on a GPU; HIGHEST keeps full float32.
 PRECISION = lax.Precision.HIGHEST

@@ -1,7 +1,7 @@
 """The fwbench conformance kit against the installed plugin, found by its entry-point name."""
 import pytest
 
-from harness.conformance import run_conformance
+from fwbench.harness.conformance import run_conformance
 
 
 def test_jaxraw_passes_the_conformance_kit(request):

@@ -1,10 +1,10 @@
 """One direct check: jaxraw matches fwbench's float64 NumPy engine on tinycnn, before and after Adam steps."""
 import numpy as np
 
-import models
-from backends.base import OptimizerConfig
-from backends.numpy_backend import NumpyBackend
-from models.params import init_params
+from fwbench import models
+from fwbench.backends.base import OptimizerConfig
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.models.params import init_params
 
 from fwbench_jaxraw import JaxRawBackend
 
