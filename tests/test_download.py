@@ -13,9 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from fwbench.harness import atomic, data, download
+from fwbench.harness import atomic
+from fwbench.harness import data
+from fwbench.harness.data import download
 from fwbench.harness.data import DataError, load_mnist
-from fwbench.harness.idx import idx_bytes
+from fwbench.harness.data.idx import idx_bytes
 from mnist_fakes import cache_of, isolated, same, tiny  # noqa: F401
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fwbench.harness.data import COUNTS, FILES
-from fwbench.harness.idx import write_idx
+from fwbench.harness.data.idx import write_idx
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "examples" / "plugins" / "fwbench-jaxraw"

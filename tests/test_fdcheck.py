@@ -4,7 +4,7 @@ import pytest
 
 from fwbench import models
 from fwbench.backends.numpy_backend import NumpyBackend
-from fwbench.harness.fdcheck import cross_entropy, fd_check, worst
+from fwbench.harness.agreement.fdcheck import cross_entropy, fd_check, worst
 from fwbench.models.params import init_params
 from specs import WIDE, batch
 

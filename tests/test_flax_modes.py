@@ -12,7 +12,7 @@ from fwbench.backends import flax_kernels  # noqa: E402
 from fwbench.backends.base import BackendError, OptimizerConfig  # noqa: E402
 from fwbench.backends.flax_backend import FlaxBackend  # noqa: E402
 from fwbench.harness.data import batch_order  # noqa: E402
-from fwbench.harness.ties import tie_case  # noqa: E402
+from fwbench.harness.agreement.ties import tie_case  # noqa: E402
 from fwbench.models.params import init_params  # noqa: E402
 from specs import SPECS, batch, relerr  # noqa: E402
 

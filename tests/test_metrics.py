@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fwbench.harness.metrics import compare, tree_distance
+from fwbench.harness.agreement.metrics import compare, tree_distance
 
 
 def test_identical_arrays_agree_perfectly():

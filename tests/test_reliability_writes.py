@@ -13,7 +13,7 @@ import pytest
 
 import results_fixture
 from fwbench.harness import atomic, commands, summary
-from fwbench.harness.agree_cmd import dump
+from fwbench.harness.agreement.command import dump
 from fwbench.harness.bench import results, runner
 from fwbench.harness.bench.suite import PRESETS
 from fwbench.harness.cli import main
@@ -294,7 +294,7 @@ def test_compare_out_that_is_a_file_fails_before_training(tmp_path, monkeypatch,
 
 
 def test_agree_dump_that_is_a_file_fails_before_computing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("fwbench.harness.agree_cmd.init_params", _never)
+    monkeypatch.setattr("fwbench.harness.agreement.command.init_params", _never)
     file = tmp_path / "hostname"
     file.write_text("x")
     assert main(["agree", "--model", "mlp", "--backends", "numpy", "--dump", str(file)]) == 2

@@ -13,7 +13,7 @@ from fwbench import backends
 from fwbench import models
 from fwbench.backends import numpy_backend
 from fwbench.backends.engine import Tensor
-from fwbench.harness.ties import count_ties, probe, tie_case
+from fwbench.harness.agreement.ties import count_ties, probe, tie_case
 from fwbench.models.params import init_params
 from specs import WIDE
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from fwbench.harness import ties
+from fwbench.harness.agreement import ties
 from fwbench.harness.conformance import layers, protocol, training
 from fwbench.harness.conformance.cases import layer_type, spec_of
 from fwbench.harness.conformance.context import UNSUPPORTED, Context, Outcome, own_errors

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fwbench.harness.agree import grad_tol
+from fwbench.harness.agreement.agree import grad_tol
 from fwbench.harness.conformance.cases import (LAYER_CASES, batch_of, case_of_type, layer_of, params_of, reference,
                                        spec_of)
 from fwbench.harness.conformance.context import UNSUPPORTED, Context, Outcome

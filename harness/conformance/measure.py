@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from fwbench.harness.conformance.context import Outcome
-from fwbench.harness.metrics import compare
+from fwbench.harness.agreement.metrics import compare
 
 
 def rel_error(got, want) -> tuple[float, str]:

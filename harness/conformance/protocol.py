@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from fwbench.backends.base import BackendError
-from fwbench.harness.agree import grad_tol
+from fwbench.harness.agreement.agree import grad_tol
 from fwbench.harness.conformance.cases import batch_of, layer_of, params_of, spec_of
 from fwbench.harness.conformance.context import Context, Outcome, cast
 from fwbench.backends.messages import first_line

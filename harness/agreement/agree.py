@@ -9,7 +9,7 @@ import numpy as np
 
 from fwbench import backends
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig
-from fwbench.harness.metrics import compare, tree_distance
+from fwbench.harness.agreement.metrics import compare, tree_distance
 from fwbench.models import ModelSpec
 from fwbench.models.params import Params
 

@@ -12,8 +12,8 @@ import numpy as np
 from fwbench import backends
 from fwbench import models
 from fwbench.backends.base import BackendError, OptimizerConfig
-from fwbench.harness import agree as ag
-from fwbench.harness import agree_view as view
+from fwbench.harness.agreement import agree as ag
+from fwbench.harness.agreement import view
 from fwbench.harness import documents
 from fwbench.harness.atomic import atomic_write, atomic_write_json, ensure_dir
 from fwbench.harness.data import batch_order, load_mnist, normalize
@@ -83,7 +83,7 @@ def agree(args) -> int:
         doc["tolerance"]["trajectory_rel"] = ag.TRAJECTORY_TOL[(args.dtype, args.optimizer)]
     if args.check == "fd":
         return fd(spec, params, x, y, doc, args)
-    from fwbench.harness import ties
+    from fwbench.harness.agreement import ties
     conventions = ag.attempt(names, "in the tie probe", lambda n: ties.probe(n, devices[n]), skipped)
     names = survivors(names, conventions, skipped, notes)
     if args.ties:
@@ -171,14 +171,14 @@ def split_ties(breaches: list[tuple[str, str]], conventions: dict[str, dict],
 
 
 def _numpy_conventions() -> dict:
-    from fwbench.harness import ties
+    from fwbench.harness.agreement import ties
     return ties.probe("numpy", "cpu")
 
 
 def fd(spec, params, x, y, doc, args) -> int:
     """Central finite differences against the NumPy engine's float64 gradients."""
-    from fwbench.harness.fdcheck import fd_check
-    from fwbench.harness.fdcheck import worst as fd_worst
+    from fwbench.harness.agreement.fdcheck import fd_check
+    from fwbench.harness.agreement.fdcheck import worst as fd_worst
     result = fd_check(spec, params, x, y, seed=args.seed)
     name, rel = fd_worst(result)
     doc["fd"], doc["passed"] = result, rel <= FD_TOL
@@ -192,7 +192,7 @@ def fd(spec, params, x, y, doc, args) -> int:
     return 0 if doc["passed"] else 1
 
 
-# Rounding noise in the central differences reads up to ~1e-6 (see harness/fdcheck.py); a wrong
+# Rounding noise in the central differences reads up to ~1e-6 (see harness/agreement/fdcheck.py); a wrong
 # gradient is off by far more (a 1% error reads 1e-2).
 FD_TOL = 1e-5
 

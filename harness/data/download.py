@@ -8,8 +8,8 @@ import urllib.request
 
 import numpy as np
 
-from fwbench.harness.data_error import DataError
-from fwbench.harness.idx import gunzip, parse_idx
+from fwbench.harness.data.errors import DataError
+from fwbench.harness.data.idx import gunzip, parse_idx
 
 MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",

