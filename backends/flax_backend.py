@@ -15,7 +15,7 @@ from fwbench.backends import flax_kernels, flax_scan, layout
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
 from fwbench.backends.lowering import lower
 from fwbench.models.params import Params, check
-from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU, Sigmoid, Tanh
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 OPTIMIZERS = ("sgd", "adam")
@@ -46,6 +46,8 @@ LAYERS: dict[type, Callable] = {
     # H, W, C order: layout.py permutes the next dense's rows.
     Flatten: lambda x, layer, net, kw: x.reshape((x.shape[0], -1)),
     Dense: lambda x, layer, net, kw: nn.Dense(layer.units, **kw)(x),
+    Tanh: lambda x, layer, net, kw: nn.tanh(x),
+    Sigmoid: lambda x, layer, net, kw: nn.sigmoid(x),
 }
 
 

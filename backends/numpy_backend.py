@@ -8,11 +8,11 @@ import numpy as np
 
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
 from fwbench.backends.engine import (SGD, Adam, Tensor, conv2d, conv2d_maxpool, cross_entropy, dense, flatten,
-                                     maxpool2d, relu)
+                                     maxpool2d, relu, sigmoid, tanh)
 from fwbench.backends.lowering import lower
 from fwbench.backends.messages import first_line
 from fwbench.models.params import Params, check, init_params
-from fwbench.models.spec import Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU
+from fwbench.models.spec import Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, Sigmoid, Tanh
 
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("sgd", "adam")
@@ -24,6 +24,8 @@ LOWER: dict[type, Callable] = {
     MaxPool2D: lambda h, layer, w, b: maxpool2d(h, layer.size, layer.step),
     Flatten: lambda h, layer, w, b: flatten(h),
     Dense: lambda h, layer, w, b: dense(h, w, b),
+    Tanh: lambda h, layer, w, b: tanh(h),
+    Sigmoid: lambda h, layer, w, b: sigmoid(h),
 }
 Step = tuple[Callable, Layer, Tensor | None, Tensor | None]  # one call of _logits' loop: op(h, layer, w, b)
 

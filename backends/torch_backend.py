@@ -13,7 +13,7 @@ from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_
 from fwbench.backends.lowering import lower
 from fwbench.backends.torch_modes import CompiledStep, lr_tensor
 from fwbench.models.params import Params, check
-from fwbench.models.spec import Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, Shape
+from fwbench.models.spec import Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, Shape, Sigmoid, Tanh
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OPTIMIZERS = ("sgd", "adam")
@@ -28,6 +28,8 @@ MODULES: dict[type, Callable[[Layer, Shape], nn.Module]] = {
     MaxPool2D: lambda layer, shape: nn.MaxPool2d(layer.size, stride=layer.step),
     Flatten: lambda layer, shape: nn.Flatten(),  # NCHW flattens in C, H, W order: already canonical
     Dense: lambda layer, shape: nn.Linear(shape[0], layer.units),
+    Tanh: lambda layer, shape: nn.Tanh(),
+    Sigmoid: lambda layer, shape: nn.Sigmoid(),
 }
 
 

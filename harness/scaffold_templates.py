@@ -35,7 +35,7 @@ import numpy as np
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
 from fwbench.backends.lowering import lower
 from fwbench.models.params import Params, check, init_params
-from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU, Sigmoid, Tanh
 
 # Canonical layout, the only one that crosses the boundary (get_params, set_params, loss_and_grads):
 # keys "{i}.weight" and "{i}.bias", i the layer's index in spec.layers; conv weight (out, in, kh, kw),
@@ -60,6 +60,8 @@ LAYERS: dict[type, Callable] = {
     MaxPool2D: todo("maxpool2d: max over VALID layer.size x layer.size windows, layer.step apart"),
     Flatten: todo("flatten: (N, C, H, W) -> (N, C * H * W), in C, H, W order"),
     Dense: todo("dense: x @ w + b, w stored (in, out)"),
+    Tanh: todo("tanh: elementwise tanh(x)"),
+    Sigmoid: todo("sigmoid: elementwise 1 / (1 + exp(-x))"),
 }
 
 

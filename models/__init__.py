@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fwbench.models.spec import (LAYER_TYPES, Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, SpecError, load,
-                                 parse)
+from fwbench.models.spec import (LAYER_TYPES, Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, Sigmoid,
+                                 SpecError, Tanh, load, parse)
 
 HERE = Path(__file__).parent
 
-__all__ = ["LAYER_TYPES", "Conv2D", "Dense", "Flatten", "Layer", "MaxPool2D", "ModelSpec", "ReLU", "SpecError",
-           "get", "load", "parse", "shipped"]
+__all__ = ["LAYER_TYPES", "Conv2D", "Dense", "Flatten", "Layer", "MaxPool2D", "ModelSpec", "ReLU", "Sigmoid",
+           "SpecError", "Tanh", "get", "load", "parse", "shipped"]
 
 
 def shipped() -> list[str]:

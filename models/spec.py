@@ -143,6 +143,24 @@ class Dense(Layer):
         return shape[0] * self.units
 
 
+@register
+@dataclass(frozen=True)
+class Tanh(Layer):
+    type: str = field(default="tanh", init=False)
+
+    def scalar_ops(self, shape: Shape, out: Shape) -> int:
+        return math.prod(out)
+
+
+@register
+@dataclass(frozen=True)
+class Sigmoid(Layer):
+    type: str = field(default="sigmoid", init=False)
+
+    def scalar_ops(self, shape: Shape, out: Shape) -> int:
+        return math.prod(out)
+
+
 def _window(kind: str, name: str, k: int, stride: int, pad: int, shape: Shape, out_c: int | None = None) -> Shape:
     """(out_c, OH, OW) of k x k windows `stride` apart over a zero-padded (C, H, W) input; out_c None keeps C."""
     if len(shape) != 3:

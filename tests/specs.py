@@ -13,6 +13,15 @@ WIDE = models.parse({"name": "wide", "input": [3, 11, 9], "classes": 5, "layers"
     {"type": "relu"},
     {"type": "dense", "units": 5},
 ]})
+# tanh after a conv (its backward reaches a parameter) and sigmoid between two dense layers.
+SQUASH = models.parse({"name": "squash", "input": [2, 6, 5], "classes": 3, "layers": [
+    {"type": "conv2d", "out_channels": 3, "kernel_size": 3},
+    {"type": "tanh"},
+    {"type": "flatten"},
+    {"type": "dense", "units": 4},
+    {"type": "sigmoid"},
+    {"type": "dense", "units": 3},
+]})
 SPECS = {"tinycnn": models.get("tinycnn"), "cnn": models.get("cnn"), "mlp": models.get("mlp"), "wide": WIDE}
 
 

@@ -6,9 +6,9 @@ from fwbench import backends
 from fwbench import models
 from fwbench.backends.base import OptimizerConfig
 from fwbench.models.params import init_params
-from specs import WIDE, batch
+from specs import SQUASH, WIDE, batch
 
-SPECS = {"tinycnn": models.get("tinycnn"), "wide": WIDE}
+SPECS = {"tinycnn": models.get("tinycnn"), "wide": WIDE, "squash": SQUASH}
 
 
 def rel(a, b):

@@ -154,7 +154,8 @@ def test_wrong_conv_gradient_fails_rows_that_name_conv2d(wrong):
     failed = {name for name, status in statuses(doc).items() if status == "fail"}
     # Only the rows whose gradients pass through a conv weight; forward rows and dense rows stay green.
     assert failed == {"backward/conv2d 3x3", "backward/conv2d 3x3 stride 2 padding 1",
-                      "backward/conv2d 2x2 stride 3 padding 2", "backward/relu", "backward/maxpool2d 2",
+                      "backward/conv2d 2x2 stride 3 padding 2", "backward/relu", "backward/tanh", "backward/sigmoid",
+                      "backward/maxpool2d 2",
                       "backward/maxpool2d 3 stride 2 (overlapping)", "model/tinycnn", "model/cnn"}
     assert not doc["passed"]
     assert detail(doc, "backward/conv2d 3x3 stride 2 padding 1") == (
@@ -206,7 +207,7 @@ def test_missing_optimizers_are_not_supported_not_failed(wrong, capsys):
     assert detail(doc, "optimizer/adam") == "numpy does not support optimizer 'adam'"
     assert doc["passed"] and "fail" not in statuses(doc).values()
     assert cli(["wrongmod:NoOptimizers"]) == 0
-    assert "conformant: 30 pass, 5 not supported" in capsys.readouterr().out
+    assert "conformant: 36 pass, 5 not supported" in capsys.readouterr().out
 
 
 def test_refusing_a_required_method_fails_instead_of_being_unsupported(wrong):
@@ -312,9 +313,9 @@ def test_pytest_plugin_fails_wrong_checks_and_skips_unsupported_ones(tmp_path, w
                        "-q", "-rfs"], tmp_path, wrong_dir)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = proc.stdout.splitlines()[-1]
-    assert summary.startswith(f"8 failed, {2 * len(BATTERY) - 8 - 5 + 1} passed, 5 skipped"), summary
+    assert summary.startswith(f"10 failed, {2 * len(BATTERY) - 10 - 5 + 1} passed, 5 skipped"), summary
     failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED ")]
-    assert len(failed) == 8 and all("[wrongmod:ScaledConvGrad " in line for line in failed)
+    assert len(failed) == 10 and all("[wrongmod:ScaledConvGrad " in line for line in failed)
     assert "FAILED fwbench::test_conformance[wrongmod:ScaledConvGrad backward/conv2d 3x3]" in proc.stdout
     # The failure section says which layer and parameter, without a traceback.
     assert "\nconv2d 3x3: gradient of 0.weight (conv2d) off by 1.0e-01 relative (bound 1e-10)\n" in proc.stdout

@@ -7,6 +7,7 @@ import weakref
 import numpy as np
 import pytest
 
+from fwbench.backends import engine
 from fwbench.backends.engine import Tensor, conv2d, cross_entropy, dense, flatten, maxpool2d, relu
 
 RNG = np.random.default_rng(0)
@@ -228,3 +229,19 @@ def test_float32_stays_float32():
         assert t.data.dtype == f32, t
     for t in [*h, w, b, w2, b2]:
         assert t.grad.dtype == f32, t
+
+
+
+@pytest.mark.parametrize("op", ["tanh", "sigmoid"])
+def test_squashing_ops_match_finite_differences(op):
+    fn = getattr(engine, op)
+    x = param(2, 3, 4)
+    assert_grads(lambda: weighted_sum(fn(x)), x)
+
+
+def test_squashing_ops_take_extreme_inputs_without_overflow():
+    x = np.array([-800.0, -30.0, -1e-3, 0.0, 2.5, 800.0])
+    with np.errstate(over="raise"):  # sigmoid(-800) must not compute exp(800)
+        s, t = engine.sigmoid(Tensor(x)).data, engine.tanh(Tensor(x)).data
+    assert s[0] == 0.0 and s[-1] == 1.0 and s[3] == 0.5 and np.allclose(s[1:-1], 1 / (1 + np.exp(-x[1:-1])), rtol=1e-14)
+    assert np.array_equal(t, np.tanh(x))

@@ -25,9 +25,10 @@ TABLES = {"numpy": ("fwbench.backends.numpy_backend", "LOWER"),
 
 
 def test_fields_and_types_come_from_the_dataclasses():
-    assert list(LAYER_TYPES) == ["conv2d", "relu", "maxpool2d", "flatten", "dense"]
+    assert list(LAYER_TYPES) == ["conv2d", "relu", "maxpool2d", "flatten", "dense", "tanh", "sigmoid"]
     assert FIELDS == {"conv2d": {"out_channels": True, "kernel_size": True, "stride": False, "padding": False},
-                      "relu": {}, "maxpool2d": {"size": True, "stride": False}, "flatten": {}, "dense": {"units": True}}
+                      "relu": {}, "maxpool2d": {"size": True, "stride": False}, "flatten": {}, "dense": {"units": True},
+                      "tanh": {}, "sigmoid": {}}
 
 
 def test_layers_know_their_shapes_parameters_text_and_cost():

@@ -19,6 +19,32 @@ def relu(x: Tensor) -> Tensor:
     return out
 
 
+def tanh(x: Tensor) -> Tensor:
+    """tanh(x); its gradient 1 - tanh(x)^2 is read from the output."""
+    y = module_of(x.data).tanh(x.data)
+    out = Tensor(y, _prev=(x,), _op="tanh")
+
+    def _backward(g):
+        if x.requires_grad:
+            x.accumulate(g * (1 - y * y))
+    out._backward = _backward
+    return out
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """1 / (1 + exp(-x)), written so that no exp overflows; its gradient y (1 - y) is read from the output."""
+    xp = module_of(x.data)
+    e = xp.exp(-xp.abs(x.data))  # in (0, 1]: exp of a large positive number would overflow
+    y = xp.where(x.data >= 0, 1 / (1 + e), e / (1 + e))
+    out = Tensor(y, _prev=(x,), _op="sigmoid")
+
+    def _backward(g):
+        if x.requires_grad:
+            x.accumulate(g * (y * (1 - y)))
+    out._backward = _backward
+    return out
+
+
 def flatten(x: Tensor) -> Tensor:
     """(N, C, H, W) -> (N, C*H*W), in C, H, W order."""
     out = Tensor(x.data.reshape(x.shape[0], -1), _prev=(x,), _op="flatten")

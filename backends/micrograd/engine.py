@@ -56,6 +56,27 @@ class Value:
 
         return out
 
+    def tanh(self):
+        t = math.tanh(self.data)
+        out = Value(t, (self,), 'tanh')
+
+        def _backward():
+            self.grad += (1 - t * t) * out.grad
+        out._backward = _backward
+
+        return out
+
+    def sigmoid(self):
+        e = math.exp(-abs(self.data))  # never overflows
+        s = 1 / (1 + e) if self.data >= 0 else e / (1 + e)
+        out = Value(s, (self,), 'sigmoid')
+
+        def _backward():
+            self.grad += s * (1 - s) * out.grad
+        out._backward = _backward
+
+        return out
+
     def exp(self):
         out = Value(math.exp(self.data), (self,), 'exp')
 

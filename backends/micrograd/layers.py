@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from fwbench.backends.micrograd.engine import Value
-from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh
 
 # One sample's activations are a (C, H, W) grid as lists x[c][h][w], or a flat list after flatten.
 # Conv weights are w[out][in][kh][kw] and dense weights w[in][out], as in the canonical layout.
@@ -34,6 +34,11 @@ def _patch(x: list, top: int, left: int, k: int):
 def relu(x: list) -> list:
     """max(v, 0) for every Value of a grid or a flat list."""
     return [relu(e) if isinstance(e, list) else e.relu() for e in x]
+
+
+def each(x: list, op: str) -> list:
+    """Value.op() for every Value of a grid or a flat list (tanh, sigmoid)."""
+    return [each(e, op) if isinstance(e, list) else getattr(e, op)() for e in x]
 
 
 def maxpool2d(x: list, size: int, stride: int) -> list:
@@ -69,6 +74,8 @@ LAYERS: dict[type, Callable] = {
     MaxPool2D: lambda x, layer, w, b: maxpool2d(x, layer.size, layer.step),
     Flatten: lambda x, layer, w, b: flatten(x),
     Dense: lambda x, layer, w, b: dense(x, w, b),
+    Tanh: lambda x, layer, w, b: each(x, "tanh"),
+    Sigmoid: lambda x, layer, w, b: each(x, "sigmoid"),
 }
 
 

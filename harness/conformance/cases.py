@@ -39,6 +39,8 @@ LAYER_CASES: dict[str, dict] = {
     # stride 3 over a 2x2 kernel skips pixels; padding 2 is wider than the kernel's overlap.
     "conv2d 2x2 stride 3 padding 2": _spec("conv_s3p2", [2, 9, 7], 3, _conv(3, 2, 3, 2), FLAT, DENSE3),
     "relu": _spec("relu", [2, 5, 6], 3, _conv(3, 1), RELU, FLAT, DENSE3),
+    "tanh": _spec("tanh", [2, 5, 6], 3, _conv(3, 1), {"type": "tanh"}, FLAT, DENSE3),
+    "sigmoid": _spec("sigmoid", [2, 5, 6], 3, _conv(3, 1), {"type": "sigmoid"}, FLAT, DENSE3),
     # 7x9 under a 2x2 pool leaves a row and a column over, which must be dropped.
     "maxpool2d 2": _spec("pool2", [2, 7, 9], 3, _conv(3, 1), {"type": "maxpool2d", "size": 2}, FLAT, DENSE3),
     "maxpool2d 3 stride 2 (overlapping)": _spec("pool32", [2, 9, 8], 3, _conv(3, 1),

@@ -9,7 +9,7 @@ from jax import lax
 
 from fwbench.backends.lowering import lower
 from fwbench.models.params import fan_in
-from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU
+from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU, Sigmoid, Tanh
 
 # XLA may run float32 convs and matmuls as TF32 or bf16 passes on a GPU; HIGHEST keeps full float32.
 PRECISION = lax.Precision.HIGHEST
@@ -51,6 +51,8 @@ LAYERS = {
     MaxPool2D: lambda x, layer, w, b: maxpool2d(x, layer.size, layer.step),
     Flatten: lambda x, layer, w, b: x.reshape(x.shape[0], -1),
     Dense: lambda x, layer, w, b: dense(x, w, b),
+    Tanh: lambda x, layer, w, b: jnp.tanh(x),
+    Sigmoid: lambda x, layer, w, b: jax.nn.sigmoid(x),
 }
 
 
