@@ -20,9 +20,8 @@ def model_doc(spec: models.ModelSpec) -> dict:
     layers = [{"index": i, "layer": layer.describe(), "output": list(shape),
                "params": sum(_size(s) for k, s in shapes.items() if k.split(".")[0] == str(i))}
               for i, (layer, shape) in enumerate(zip(spec.layers, spec.shapes))]
-    recipe = recipe_for(spec.name)
+    recipe, need = _recipe_need(spec)
     opt = recipe.optimizer
-    need = estimate(spec, recipe.batch_size, "float32", opt.name, opt.momentum)
     memory = {"batch_size": recipe.batch_size, "dtype": "float32", "optimizer": opt.name, "total_bytes": need.total,
               **{f"{k}_bytes": getattr(need, k) for k in ("weights", "gradients", "optimizer", "activations")}}
     return {"name": spec.name, "input": list(spec.input), "classes": spec.classes, "parameters": spec.param_count(),
@@ -40,11 +39,15 @@ def model_table(spec: models.ModelSpec) -> str:
 
 def memory_line(spec: models.ModelSpec) -> str:
     """What training the spec by its recipe needs in memory, estimated from the spec."""
+    recipe, need = _recipe_need(spec)
+    return (f"training needs about {human(need.total)} at batch {recipe.batch_size}, float32, "
+            f"{recipe.optimizer.name} ({need.parts()})")
+
+
+def _recipe_need(spec: models.ModelSpec):
+    """The spec's recipe and the memory estimate at its batch size, in float32."""
     recipe = recipe_for(spec.name)
-    opt = recipe.optimizer
-    need = estimate(spec, recipe.batch_size, "float32", opt.name, opt.momentum)
-    return (f"training needs about {human(need.total)} at batch {recipe.batch_size}, float32, {opt.name} "
-            f"({need.parts()})")
+    return recipe, estimate(spec, recipe.batch_size, "float32", recipe.optimizer.name, recipe.optimizer.momentum)
 
 
 def models_docs(names: list[str]) -> list[dict]:
