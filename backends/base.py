@@ -73,12 +73,27 @@ class Backend:
         """Replace the parameters from canonical layout."""
         raise NotImplementedError(f"{self.name} does not support set_params()")
 
+    def get_buffers(self) -> Params:
+        """Current buffers (batch norm's running statistics) in canonical layout, as host copies; {} when none."""
+        return {}
+
+    def set_buffers(self, buffers: Params) -> None:
+        """Replace the buffers from canonical layout."""
+        if buffers:
+            raise NotImplementedError(f"{self.name} does not support set_buffers()")
+
+    def set_masks(self, masks: Params | None) -> None:
+        """Dropout keep-masks ("{i}.mask", bool NCHW) for every training pass from now on; None: the backend's RNG."""
+        # The harness supplies masks in agree and the conformance kit, so every backend drops the same units.
+        if masks:
+            raise NotImplementedError(f"{self.name} does not support set_masks()")
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits (N, classes) for NCHW input x, as a host array."""
+        """Logits (N, classes) for NCHW input x in evaluation mode (running statistics, no dropout), on the host."""
         raise NotImplementedError(f"{self.name} does not support forward()")
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
-        """Mean cross-entropy and canonical gradients at the current parameters; no update."""
+        """Training-mode mean cross-entropy and canonical gradients; parameters and buffers are left as they were."""
         raise NotImplementedError(f"{self.name} does not support loss_and_grads()")
 
     def init_optimizer(self, config: OptimizerConfig) -> None:
@@ -94,7 +109,7 @@ class Backend:
         return x, y
 
     def train_step(self, batch: Any) -> Any:
-        """One forward, backward and optimizer update; returns the loss (float() reads it)."""
+        """One training-mode forward, backward, optimizer update and buffer update; returns the loss (float() reads it)."""
         raise NotImplementedError(f"{self.name} does not support train_step()")
 
     def prepare_epoch(self, x: np.ndarray, y: np.ndarray, order: Sequence[np.ndarray]) -> Any:

@@ -1,33 +1,65 @@
 """The `numpy` backend: the spec lowered to the from-scratch engine in backends/engine, on NumPy or (cuda) CuPy."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
-from fwbench.backends.engine import (SGD, Adam, Tensor, conv2d, conv2d_maxpool, cross_entropy, dense, flatten,
-                                     maxpool2d, relu, sigmoid, tanh)
+from fwbench.backends.engine import (SGD, Adam, Tensor, avgpool2d, batchnorm, conv2d, conv2d_maxpool, cross_entropy,
+                                     dense, dropout, flatten, maxpool2d, relu, sigmoid, tanh)
 from fwbench.backends.lowering import lower
 from fwbench.backends.messages import first_line
-from fwbench.models.params import Params, check, init_params
-from fwbench.models.spec import Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, Sigmoid, Tanh
+from fwbench.models.params import Params, check, check_masks, init_buffers, init_params
+from fwbench.models.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ModelSpec,
+                                 ReLU, Sigmoid, Tanh)
 
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("sgd", "adam")
-# Layer type -> op(h, layer, weight, bias), weight and bias the layer's parameter tensors (None for a layer without).
+
+
+@dataclass
+class Pass:
+    """How one forward pass runs: training or evaluation, and where batch norm's and dropout's state comes from."""
+    training: bool
+    buffers: dict[str, Any]            # "{i}.running_mean" / "{i}.running_var" -> array, updated in place
+    update: bool = False               # training: update the running statistics (a train step, not loss_and_grads)
+    masks: dict[str, Any] | None = None  # "{i}.mask" -> keep-mask from the harness; None: drawn from rng
+    rng: Any = None                    # the backend's own generator for dropout
+
+    def keep(self, i: int, layer: Dropout, shape: tuple[int, ...]):
+        """Layer i's keep-mask for an input of this shape."""
+        if self.masks is not None:
+            return self.masks[f"{i}.mask"]
+        return self.rng.random(shape) >= layer.rate
+
+
+def _batchnorm(h: Tensor, i: int, layer: BatchNorm, w: Tensor, b: Tensor, run: Pass) -> Tensor:
+    running = run.buffers[f"{i}.running_mean"], run.buffers[f"{i}.running_var"]
+    return batchnorm(h, w, b, layer.eps, running, run.training, layer.momentum if run.update else None)
+
+
+def _dropout(h: Tensor, i: int, layer: Dropout, w: None, b: None, run: Pass) -> Tensor:
+    return dropout(h, run.keep(i, layer, h.shape), layer.rate) if run.training and layer.rate else h
+
+
+# Layer type -> op(h, i, layer, weight, bias, run): layer i, its parameter tensors (None for a layer without), the Pass.
 # The lambdas look the engine ops up when they run, so a test can swap one (tests/test_ties.py does).
 LOWER: dict[type, Callable] = {
-    Conv2D: lambda h, layer, w, b: conv2d(h, w, b, layer.stride, layer.padding),
-    ReLU: lambda h, layer, w, b: relu(h),
-    MaxPool2D: lambda h, layer, w, b: maxpool2d(h, layer.size, layer.step),
-    Flatten: lambda h, layer, w, b: flatten(h),
-    Dense: lambda h, layer, w, b: dense(h, w, b),
-    Tanh: lambda h, layer, w, b: tanh(h),
-    Sigmoid: lambda h, layer, w, b: sigmoid(h),
+    Conv2D: lambda h, i, layer, w, b, run: conv2d(h, w, b, layer.stride, layer.pads(h.shape[1:])),
+    ReLU: lambda h, i, layer, w, b, run: relu(h),
+    MaxPool2D: lambda h, i, layer, w, b, run: maxpool2d(h, layer.size, layer.step),
+    Flatten: lambda h, i, layer, w, b, run: flatten(h),
+    Dense: lambda h, i, layer, w, b, run: dense(h, w, b),
+    Tanh: lambda h, i, layer, w, b, run: tanh(h),
+    Sigmoid: lambda h, i, layer, w, b, run: sigmoid(h),
+    AvgPool2D: lambda h, i, layer, w, b, run: avgpool2d(h, layer.size, layer.step),
+    BatchNorm: _batchnorm,
+    Dropout: _dropout,
 }
-Step = tuple[Callable, Layer, Tensor | None, Tensor | None]  # one call of _logits' loop: op(h, layer, w, b)
+Step = tuple[Callable, int, Layer, Tensor | None, Tensor | None]  # one call of _logits' loop: op(h, i, layer, w, b, run)
 
 
 class NumpyBackend(Backend):
@@ -72,6 +104,9 @@ class NumpyBackend(Backend):
         # The ops are chosen once: a step runs the list, with no per-layer dispatch or key lookups.
         self._steps = plan(spec, self.params, self.fuse_conv_pool)
         self.optimizer: SGD | Adam | None = None
+        self.buffers = {k: self.xp.asarray(v) for k, v in init_buffers(spec, dtype).items()}
+        self.masks: dict | None = None
+        self.rng = self.xp.random.default_rng(seed)  # dropout's own draws, when the harness gives no masks
 
     @classmethod
     def pin_numerics(cls) -> dict[str, object]:
@@ -103,29 +138,46 @@ class NumpyBackend(Backend):
         for k, t in self.params.items():
             self.xp.copyto(t.data, self.xp.asarray(params[k]), casting="same_kind")
 
-    def _logits(self, x: np.ndarray) -> Tensor:
+    def get_buffers(self) -> Params:
+        """Copies of the running statistics, on the host."""
+        return {k: self._host(v) for k, v in self.buffers.items()}
+
+    def set_buffers(self, buffers: Params) -> None:
+        """Copy buffers in, cast to the backend dtype."""
+        check(self.spec, buffers, "buffers")
+        for k, v in self.buffers.items():
+            self.xp.copyto(v, self.xp.asarray(buffers[k]), casting="same_kind")
+
+    def set_masks(self, masks: Params | None) -> None:
+        """The harness's keep-masks for every training pass from now on; None: draw them from the backend's rng."""
+        if masks is not None:
+            check_masks(self.spec, masks, len(next(iter(masks.values()))) if masks else 0)
+            masks = {k: self.xp.asarray(v, dtype=bool) for k, v in masks.items()}
+        self.masks = masks
+
+    def _logits(self, x: np.ndarray, run: Pass) -> Tensor:
         """Run the layers of the spec on an NCHW batch."""
         h = Tensor(x)
-        for op, layer, w, b in self._steps:
-            h = op(h, layer, w, b)
+        for op, i, layer, w, b in self._steps:
+            h = op(h, i, layer, w, b, run)
         return h
 
-    def _loss(self, x: np.ndarray, y: np.ndarray) -> Tensor:
-        """Forward and backward; leaves gradients in each parameter's .grad."""
+    def _loss(self, x: np.ndarray, y: np.ndarray, update: bool) -> Tensor:
+        """A training pass forward and backward; leaves gradients in each parameter's .grad."""
         for t in self.params.values():
             t.zero_grad()
-        loss = cross_entropy(self._logits(x), y)
+        loss = cross_entropy(self._logits(x, Pass(True, self.buffers, update, self.masks, self.rng)), y)
         loss.backward()
         return loss
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits (N, classes), on the host."""
-        return self._host(self._logits(self.xp.asarray(x, dtype=self.dtype)).data)
+        """Logits (N, classes) in evaluation mode, on the host."""
+        return self._host(self._logits(self.xp.asarray(x, dtype=self.dtype), Pass(False, self.buffers)).data)
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
-        """Mean cross-entropy and a copy of every parameter's gradient; parameters are untouched."""
+        """Mean cross-entropy and a copy of every parameter's gradient; parameters and buffers are untouched."""
         x, y = self.prepare_batch(x, y)
-        loss = self._loss(x, y)
+        loss = self._loss(x, y, update=False)
         return float(loss.data), {k: self._host(t.grad) for k, t in self.params.items()}
 
     def init_optimizer(self, config: OptimizerConfig) -> None:
@@ -150,7 +202,7 @@ class NumpyBackend(Backend):
         optimizer = self._require_optimizer()
         # A diverging run overflows; the harness reports the non-finite loss itself, once.
         with np.errstate(over="ignore", invalid="ignore"):
-            loss = self._loss(*batch)
+            loss = self._loss(*batch, update=True)
         for t, g in zip(self.params.values(), self.grad_views):
             self.xp.copyto(g, t.grad)
         optimizer.step([self.flat_grad])
@@ -207,7 +259,7 @@ def plan(spec: ModelSpec, params: dict[str, Tensor], fuse_conv_pool: bool = True
     steps, i = [], 0
     while i < len(layers):
         op, j, taken = _fast_path(layers, i, fuse_conv_pool) or (ops[i], i, 1)
-        steps.append((op, layers[j], params.get(f"{j}.weight"), params.get(f"{j}.bias")))
+        steps.append((op, j, layers[j], params.get(f"{j}.weight"), params.get(f"{j}.bias")))
         i += taken
     return steps
 
@@ -228,11 +280,11 @@ def _fast_path(layers: tuple, i: int, fuse_conv_pool: bool) -> tuple[Callable, i
     return None
 
 
-def _conv_pool(h: Tensor, conv: Conv2D, w: Tensor, b: Tensor, size: int, with_relu: bool) -> Tensor:
-    return conv2d_maxpool(h, w, b, conv.stride, conv.padding, size, with_relu)
+def _conv_pool(h: Tensor, i: int, conv: Conv2D, w: Tensor, b: Tensor, run: Pass, size: int, with_relu: bool) -> Tensor:
+    return conv2d_maxpool(h, w, b, conv.stride, conv.pads(h.shape[1:]), size, with_relu)
 
 
-def _pool_relu(h: Tensor, pool: MaxPool2D, w: None, b: None) -> Tensor:
+def _pool_relu(h: Tensor, i: int, pool: MaxPool2D, w: None, b: None, run: Pass) -> Tensor:
     return relu(maxpool2d(h, pool.size, pool.step))
 
 

@@ -8,7 +8,9 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Callable, TypeVar
+
+import numpy as np
 
 Shape = tuple[int, ...]
 
@@ -28,6 +30,23 @@ class Layer:
 
     def param_shapes(self, shape: Shape) -> dict[str, Shape]:
         """Parameter shapes by canonical suffix ("weight", "bias") for an input of this shape."""
+        return {}
+
+    def buffer_shapes(self, shape: Shape) -> dict[str, Shape]:
+        """State that training updates but no gradient reaches (batch norm's running statistics), by suffix."""
+        return {}
+
+    def initial_params(self, shape: Shape, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Float64 starting values by suffix: PyTorch's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weight first."""
+        # kaiming_uniform_(a=sqrt(5)), as torch.nn.Conv2d and Linear use, reduces to this bound for both tensors.
+        shapes = self.param_shapes(shape)
+        if not shapes:
+            return {}
+        bound = 1.0 / math.sqrt(fan_in(shapes["weight"]))
+        return {suffix: rng.uniform(-bound, bound, size=s) for suffix, s in shapes.items()}
+
+    def initial_buffers(self, shape: Shape) -> dict[str, np.ndarray]:
+        """Float64 starting values of the buffers, by suffix."""
         return {}
 
     def describe(self) -> str:
@@ -54,9 +73,38 @@ def register(cls: LayerClass) -> LayerClass:
     return cls
 
 
-def _minimum(cls: type[Layer], name: str) -> int:
-    """The least value a field accepts: 1 unless its metadata says otherwise (padding may be 0)."""
-    return next(f.metadata.get("minimum", 1) for f in dataclasses.fields(cls) if f.name == name)
+def fan_in(shape: Shape) -> int:
+    """Inputs feeding one output unit of a conv (out, in, kh, kw) or dense (in, out) weight."""
+    return shape[1] * shape[2] * shape[3] if len(shape) == 4 else shape[0]
+
+
+def _reader(cls: type[Layer], name: str) -> Callable[[str, str, Any], Any]:
+    """How a field's TOML value is checked: its metadata's "read", else an integer of at least 1."""
+    meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+    return meta.get("read", lambda where, name, value: _int(where, name, value, 1))
+
+
+def _padding(where: str, name: str, value) -> int | str:
+    """conv2d's padding: an integer >= 0, "valid" (read as 0) or "same"."""
+    if value == "valid":
+        return 0
+    if value == "same":
+        return value
+    if isinstance(value, str):
+        raise SpecError(f"{where}: field '{name}' is {value!r}; use an integer >= 0, \"valid\" or \"same\"")
+    return _int(where, name, value, 0)
+
+
+def _number(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable:
+    """A reader of a finite number between low and high, each end included unless it is open."""
+    def read(where: str, name: str, value) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise SpecError(f"{where}: field '{name}' must be a number, got {value!r}")
+        if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
+            span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise SpecError(f"{where}: field '{name}' must be in {span}, got {value!r}")
+        return float(value)
+    return read
 
 
 @register
@@ -65,10 +113,20 @@ class Conv2D(Layer):
     out_channels: int
     kernel_size: int
     stride: int = 1
-    padding: int = field(default=0, metadata={"minimum": 0})
+    padding: int | str = field(default=0, metadata={"read": _padding})  # an integer, or "same"
     type: str = field(default="conv2d", init=False)
 
+    def pads(self, shape: Shape) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) zero padding for a (C, H, W) input; "same" puts the odd pixel at the end."""
+        if self.padding != "same":
+            return (self.padding,) * 4
+        # The TensorFlow/JAX rule: output ceil(n / s), total padding max((out - 1) s + k - n, 0), less of it first.
+        (top, bottom), (left, right) = (_same(n, self.kernel_size, self.stride) for n in shape[1:3])
+        return top, bottom, left, right
+
     def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) == 3 and self.padding == "same":
+            return (self.out_channels, -(-shape[1] // self.stride), -(-shape[2] // self.stride))
         return _window(self.type, "kernel_size", self.kernel_size, self.stride, self.padding, shape,
                        self.out_channels)
 
@@ -77,7 +135,8 @@ class Conv2D(Layer):
                 "bias": (self.out_channels,)}
 
     def describe(self) -> str:
-        return f"conv2d({self.out_channels}, k{self.kernel_size}, s{self.stride}, p{self.padding})"
+        pad = "same" if self.padding == "same" else f"p{self.padding}"
+        return f"conv2d({self.out_channels}, k{self.kernel_size}, s{self.stride}, {pad})"
 
     def scalar_ops(self, shape: Shape, out: Shape) -> int:
         return math.prod(out) * shape[0] * self.kernel_size ** 2  # one multiply-add per weight per output
@@ -161,6 +220,80 @@ class Sigmoid(Layer):
         return math.prod(out)
 
 
+@register
+@dataclass(frozen=True)
+class AvgPool2D(Layer):
+    size: int
+    stride: int | None = None  # None means "same as size"
+    type: str = field(default="avgpool2d", init=False)
+
+    @property
+    def step(self) -> int:
+        return self.size if self.stride is None else self.stride
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return _window(self.type, "size", self.size, self.step, 0, shape)
+
+    def describe(self) -> str:
+        return f"avgpool2d({self.size}, s{self.step})"
+
+    def scalar_ops(self, shape: Shape, out: Shape) -> int:
+        return math.prod(out) * (self.size ** 2 + 1)  # the window's additions and one scaling
+
+
+@register
+@dataclass(frozen=True)
+class BatchNorm(Layer):
+    """Per channel of a (C, H, W) input, per feature of an (F,) one; momentum in PyTorch's sense."""
+    eps: float = field(default=1e-5, metadata={"read": _number(0, math.inf, low_open=True, high_open=True)})
+    # running = (1 - momentum) * running + momentum * batch statistic
+    momentum: float = field(default=0.1, metadata={"read": _number(0, 1)})
+    type: str = field(default="batchnorm", init=False)
+
+    def output_shape(self, shape: Shape) -> Shape:
+        if len(shape) not in (1, 3):
+            raise SpecError(f"field 'type' batchnorm needs a (C, H, W) or (F,) input, got {shape}")
+        return shape
+
+    def param_shapes(self, shape: Shape) -> dict[str, Shape]:
+        return {"weight": (shape[0],), "bias": (shape[0],)}
+
+    def buffer_shapes(self, shape: Shape) -> dict[str, Shape]:
+        return {"running_mean": (shape[0],), "running_var": (shape[0],)}
+
+    def initial_params(self, shape: Shape, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"weight": np.ones(shape[0]), "bias": np.zeros(shape[0])}
+
+    def initial_buffers(self, shape: Shape) -> dict[str, np.ndarray]:
+        return {"running_mean": np.zeros(shape[0]), "running_var": np.ones(shape[0])}
+
+    def describe(self) -> str:
+        return f"batchnorm(eps {self.eps:g}, m {self.momentum:g})"
+
+    def scalar_ops(self, shape: Shape, out: Shape) -> int:
+        return 4 * math.prod(out)  # subtract the mean, scale by 1/std, by gamma, add beta (the statistics aside)
+
+
+@register
+@dataclass(frozen=True)
+class Dropout(Layer):
+    """Zeroes each unit with probability rate in training and scales the kept ones by 1 / (1 - rate)."""
+    rate: float = field(metadata={"read": _number(0, 1, high_open=True)})
+    type: str = field(default="dropout", init=False)
+
+    def describe(self) -> str:
+        return f"dropout({self.rate:g})"
+
+    def scalar_ops(self, shape: Shape, out: Shape) -> int:
+        return math.prod(out)
+
+
+def _same(n: int, k: int, s: int) -> tuple[int, int]:
+    """(before, after) "same" padding of one axis of size n under a k-wide window at stride s."""
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
 def _window(kind: str, name: str, k: int, stride: int, pad: int, shape: Shape, out_c: int | None = None) -> Shape:
     """(out_c, OH, OW) of k x k windows `stride` apart over a zero-padded (C, H, W) input; out_c None keeps C."""
     if len(shape) != 3:
@@ -183,6 +316,11 @@ class ModelSpec:
         """Canonical parameter names and shapes, in layer order."""
         return {f"{i}.{suffix}": shape for i, layer in enumerate(self.layers)
                 for suffix, shape in layer.param_shapes(self.input_of(i)).items()}
+
+    def buffer_shapes(self) -> dict[str, Shape]:
+        """Canonical buffer names ("{i}.running_mean", ...) and shapes, in layer order."""
+        return {f"{i}.{suffix}": shape for i, layer in enumerate(self.layers)
+                for suffix, shape in layer.buffer_shapes(self.input_of(i)).items()}
 
     def param_count(self) -> int:
         return sum(math.prod(shape) for shape in self.param_shapes().values())
@@ -223,7 +361,7 @@ def _layer(i: int, table) -> Layer:
             if required:
                 raise SpecError(f"{where}: missing required field '{name}'")
             continue
-        kwargs[name] = _int(where, name, table[name], _minimum(cls, name))
+        kwargs[name] = _reader(cls, name)(where, name, table[name])
     return cls(**kwargs)
 
 

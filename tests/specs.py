@@ -22,6 +22,24 @@ SQUASH = models.parse({"name": "squash", "input": [2, 6, 5], "classes": 3, "laye
     {"type": "sigmoid"},
     {"type": "dense", "units": 3},
 ]})
+# Every layer type the layers issue added, in places no shipped spec puts them: "same" padding with an even
+# kernel at stride 2 (asymmetric), batch norm on a map and on features, an overlapping average pool, dropout
+# on a map and on features. Not shipped: the engines were not tuned on it.
+FRESH = models.parse({"name": "fresh", "input": [3, 9, 8], "classes": 4, "layers": [
+    {"type": "conv2d", "out_channels": 5, "kernel_size": 4, "stride": 2, "padding": "same"},
+    {"type": "batchnorm"},
+    {"type": "relu"},
+    {"type": "avgpool2d", "size": 3, "stride": 1},
+    {"type": "dropout", "rate": 0.3},
+    {"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": "same"},
+    {"type": "avgpool2d", "size": 2},
+    {"type": "flatten"},
+    {"type": "dense", "units": 6},
+    {"type": "batchnorm", "momentum": 0.3, "eps": 1e-3},
+    {"type": "tanh"},
+    {"type": "dropout", "rate": 0.5},
+    {"type": "dense", "units": 4},
+]})
 SPECS = {"tinycnn": models.get("tinycnn"), "cnn": models.get("cnn"), "mlp": models.get("mlp"), "wide": WIDE}
 
 

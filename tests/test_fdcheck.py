@@ -6,7 +6,7 @@ from fwbench import models
 from fwbench.backends.numpy_backend import NumpyBackend
 from fwbench.harness.agreement.fdcheck import cross_entropy, fd_check, worst
 from fwbench.models.params import init_params
-from specs import WIDE, batch
+from specs import FRESH, WIDE, batch
 
 SPECS = {"tinycnn": models.get("tinycnn"), "wide": WIDE}
 
@@ -29,6 +29,16 @@ def test_engine_gradients_match_finite_differences(key):
         assert len(r["coords"]) == len(set(r["coords"])) == min(4, params[key_].size)
         assert r["analytic"] == [grads[key_][c] for c in r["coords"]]
     assert all(np.array_equal(params[k], before[k]) for k in params)  # the caller's arrays are untouched
+
+
+def test_new_layers_match_finite_differences_in_a_training_pass():
+    params = init_params(FRESH, 1, "float64")
+    result = fd_check(FRESH, params, *batch(FRESH, n=6), samples=6, seed=0)
+    # Biases that feed a batch norm have a gradient of exactly zero: what is left is rounding over FLOOR.
+    name, err = worst(result)
+    assert err < 1e-5, (name, err)
+    # The rest within 3e-6: loss_and_grads's loss (forward() is evaluation here) carries more rounding noise.
+    assert max(r["worst_rel"] for k, r in result.items() if k not in ("0.bias", "5.bias", "8.bias")) < 3e-6
 
 
 def test_samples_are_seeded_and_capped_at_the_parameter_size():

@@ -25,10 +25,12 @@ TABLES = {"numpy": ("fwbench.backends.numpy_backend", "LOWER"),
 
 
 def test_fields_and_types_come_from_the_dataclasses():
-    assert list(LAYER_TYPES) == ["conv2d", "relu", "maxpool2d", "flatten", "dense", "tanh", "sigmoid"]
+    assert list(LAYER_TYPES) == ["conv2d", "relu", "maxpool2d", "flatten", "dense", "tanh", "sigmoid", "avgpool2d",
+                                 "batchnorm", "dropout"]
     assert FIELDS == {"conv2d": {"out_channels": True, "kernel_size": True, "stride": False, "padding": False},
                       "relu": {}, "maxpool2d": {"size": True, "stride": False}, "flatten": {}, "dense": {"units": True},
-                      "tanh": {}, "sigmoid": {}}
+                      "tanh": {}, "sigmoid": {}, "avgpool2d": {"size": True, "stride": False},
+                      "batchnorm": {"eps": False, "momentum": False}, "dropout": {"rate": True}}
 
 
 def test_layers_know_their_shapes_parameters_text_and_cost():
@@ -115,7 +117,7 @@ def test_a_table_gap_the_backend_does_not_declare_fails_its_lowering_row(new_lay
 
 
 def test_one_table_entry_lowers_a_new_layer_type(new_layer_type, monkeypatch):
-    monkeypatch.setitem(numpy_backend.LOWER, Identity, lambda h, layer, w, b: h)
+    monkeypatch.setitem(numpy_backend.LOWER, Identity, lambda h, i, layer, w, b, run: h)
     assert rows(NumpyBackend) == {"lowering/identity": ("pass", "built 'identity'"),
                                   "forward/identity": ("pass", "exact")}
     assert rows(Declares)["lowering/identity"] == (

@@ -66,10 +66,10 @@ def convention_backend(grad_at_zero: float, rule: str) -> type[backends.Backend]
         name = f"numpy[relu'(0)={grad_at_zero},{rule}]"
         fuse_conv_pool = False  # the fused op has the canonical conventions built in
 
-        def _logits(self, x):
+        def _logits(self, x, run):
             # Backward closures are made during the forward pass, so patching the ops for it suffices.
             with mock.patch.multiple(numpy_backend, relu=relu_with(grad_at_zero), maxpool2d=maxpool_with(rule)):
-                return super()._logits(x)
+                return super()._logits(x, run)
     return Convention
 
 

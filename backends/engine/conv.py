@@ -7,8 +7,11 @@ from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
 
-def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int = 0) -> Tensor:
-    """Cross-correlate NCHW x with w (out, in, kh, kw), add b (out,); zero padding on all sides."""
+Pads = tuple[int, int, int, int]  # zeros (top, bottom, left, right); an int n means n on every side
+
+
+def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0) -> Tensor:
+    """Cross-correlate NCHW x with w (out, in, kh, kw), add b (out,); zero padding of `padding`."""
     check_channels(x, w)
     xp = module_of(w.data)
     n, o = x.shape[0], w.shape[0]
@@ -29,7 +32,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int = 0) -
 class ConvGrads:
     """conv2d's gradients, gathered a slice of images at a time; the products per image are the same either way."""
 
-    def __init__(self, x: Tensor, w: Tensor, b: Tensor, wb: np.ndarray, stride: int, padding: int):
+    def __init__(self, x: Tensor, w: Tensor, b: Tensor, wb: np.ndarray, stride: int, padding: int | Pads):
         self.x, self.w, self.b, self.wb, self.stride, self.padding = x, w, b, wb, stride, padding
         xp = module_of(wb)
         n = x.shape[0]
@@ -75,19 +78,26 @@ def weight_with_bias(w: Tensor, b: Tensor) -> np.ndarray:
     return wb
 
 
-def conv_out_size(x_shape: tuple[int, ...], kh: int, kw: int, stride: int, padding: int) -> tuple[int, int]:
+def pads(padding: int | Pads) -> Pads:
+    """(top, bottom, left, right) of an int or a 4-tuple."""
+    return (padding,) * 4 if isinstance(padding, int) else tuple(padding)
+
+
+def conv_out_size(x_shape: tuple[int, ...], kh: int, kw: int, stride: int, padding: int | Pads) -> tuple[int, int]:
     """(OH, OW) of a conv over x_shape."""
-    h, w = x_shape[2] + 2 * padding, x_shape[3] + 2 * padding
+    top, bottom, left, right = pads(padding)
+    h, w = x_shape[2] + top + bottom, x_shape[3] + left + right
     return (h - kh) // stride + 1, (w - kw) // stride + 1
 
 
-def pad(x: np.ndarray, padding: int) -> np.ndarray:
-    """x with `padding` zeros around its two spatial axes."""
-    if padding == 0:
+def pad(x: np.ndarray, padding: int | Pads) -> np.ndarray:
+    """x with zeros around its two spatial axes: `padding` on every side, or (top, bottom, left, right)."""
+    top, bottom, left, right = pads(padding)
+    if not (top or bottom or left or right):
         return x
     n, c, h, w = x.shape
-    xpad = module_of(x).zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=x.dtype)
-    xpad[:, :, padding:padding + h, padding:padding + w] = x
+    xpad = module_of(x).zeros((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
+    xpad[:, :, top:top + h, left:left + w] = x
     return xpad
 
 
@@ -111,15 +121,16 @@ def im2col(xpad: np.ndarray, kh: int, kw: int, stride: int, pool: int = 1) -> tu
     return cols.reshape(pool * pool * n, c * kh * kw + 1, ph * pw), ph, pw
 
 
-def col2im(dcols: np.ndarray, x_shape: tuple[int, ...], stride: int, padding: int) -> np.ndarray:
+def col2im(dcols: np.ndarray, x_shape: tuple[int, ...], stride: int, padding: int | Pads) -> np.ndarray:
     """Sum patch gradients (N, C, kh, kw, OH, OW) back onto the NCHW input they were cut from."""
     n, c, kh, kw, oh, ow = dcols.shape
     _, _, h, w = x_shape
-    dxp = module_of(dcols).zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=dcols.dtype)
+    top, bottom, left, right = pads(padding)
+    dxp = module_of(dcols).zeros((n, c, h + top + bottom, w + left + right), dtype=dcols.dtype)
     # One vectorised add per kernel offset; patches overlap, so offsets must accumulate.
     for i in range(kh):
         for j in range(kw):
             rows = slice(i, i + stride * (oh - 1) + 1, stride)
             cols = slice(j, j + stride * (ow - 1) + 1, stride)
             dxp[:, :, rows, cols] += dcols[:, :, i, j]
-    return dxp[:, :, padding:padding + h, padding:padding + w]
+    return dxp[:, :, top:top + h, left:left + w]

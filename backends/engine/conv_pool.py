@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fwbench.backends.engine.conv import ConvGrads, check_channels, conv_out_size, im2col, pad, weight_with_bias
+from fwbench.backends.engine.conv import (ConvGrads, Pads, check_channels, conv_out_size, im2col, pad,
+                                         weight_with_bias)
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
@@ -13,7 +14,7 @@ from fwbench.backends.engine.xp import module_of
 SLICE_BYTES = 1 << 20
 
 
-def conv2d_maxpool(x: Tensor, w: Tensor, b: Tensor, stride: int, padding: int, size: int,
+def conv2d_maxpool(x: Tensor, w: Tensor, b: Tensor, stride: int, padding: int | Pads, size: int,
                    relu: bool = False) -> Tensor:
     """maxpool2d(conv2d(x, w, b, stride, padding), size) with windows `size` apart, then relu if asked.
 

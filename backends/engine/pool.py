@@ -56,3 +56,34 @@ def same_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
     out = module_of(like).empty_like(like)
     out[...] = a
     return out
+
+
+def avgpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
+    """Mean over each size x size window of NCHW x, windows `stride` apart (default: size); VALID windows only."""
+    xp = module_of(x.data)
+    s = size if stride is None else stride
+    h, w = x.shape[2:]
+    oh, ow = (h - size) // s + 1, (w - size) // s + 1
+    offsets = [(slice(a, a + s * (oh - 1) + 1, s), slice(b, b + s * (ow - 1) + 1, s))
+               for a in range(size) for b in range(size)]
+    total = xp.zeros((*x.shape[:2], oh, ow), dtype=x.dtype)
+    for rows, cols in offsets:
+        total += x.data[:, :, rows, cols]
+    count = x.dtype.type(size * size)
+    # The window's sum divided by its size, as torch and XLA compute it (not a sum of pre-scaled terms).
+    out = Tensor(total / count, _prev=(x,), _op="avgpool2d")
+
+    def _backward(g):
+        if not x.requires_grad:
+            return
+        share = g / count
+        tiled = s == size and h == oh * s and w == ow * s
+        dx = xp.empty_like(x.data) if tiled else xp.zeros_like(x.data)
+        for rows, cols in offsets:
+            if s >= size:  # disjoint windows: each cell hears from one window
+                dx[:, :, rows, cols] = share
+            else:
+                dx[:, :, rows, cols] += share
+        x.accumulate(dx)
+    out._backward = _backward
+    return out

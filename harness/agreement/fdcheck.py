@@ -5,7 +5,7 @@ import numpy as np
 
 from fwbench import backends
 from fwbench.backends.base import Backend
-from fwbench.models.params import Params
+from fwbench.models.params import Params, dropout_masks
 from fwbench.models.spec import ModelSpec
 
 
@@ -14,6 +14,11 @@ def fd_check(spec: ModelSpec, params: Params, x: np.ndarray, y: np.ndarray, samp
     """Per parameter: sampled coords, analytic and numeric gradients there, and the worst relative error."""
     # The NumPy engine by default; any backend ("NAME@MODE") that runs float64 can be checked the same way.
     model = backends.build(backend, spec, params, device=device, dtype="float64")
+    masks = dropout_masks(spec, seed, 0, len(y))
+    if masks:
+        model.set_masks(masks)  # the same units dropped in every evaluation of the loss
+    # A training pass differs from forward() where batch norm or dropout is: then the loss is the training one.
+    training = bool(masks or spec.buffer_shapes())
     _, analytic = model.loss_and_grads(x, y)
     base = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
     rng = np.random.default_rng(seed)
@@ -22,7 +27,7 @@ def fd_check(spec: ModelSpec, params: Params, x: np.ndarray, y: np.ndarray, samp
         flat = rng.choice(value.size, size=min(samples, value.size), replace=False)
         coords = [tuple(int(i) for i in np.unravel_index(f, value.shape)) for f in flat]
         a = [float(analytic[key][c]) for c in coords]
-        n = [_central(model, base, key, c, x, y, eps) for c in coords]
+        n = [_central(model, base, key, c, x, y, eps, training) for c in coords]
         result[key] = {"coords": coords, "analytic": a, "numeric": n,
                        "worst_rel": max(_rel(ai, ni) for ai, ni in zip(a, n))}
     return result
@@ -35,15 +40,15 @@ def worst(result: dict[str, dict]) -> tuple[str, float]:
 
 
 def _central(backend: Backend, base: Params, key: str, coord: tuple[int, ...],
-             x: np.ndarray, y: np.ndarray, eps: float) -> float:
+             x: np.ndarray, y: np.ndarray, eps: float, training: bool = False) -> float:
     """(loss(p + eps) - loss(p - eps)) / 2eps along one coordinate; base is restored afterwards."""
     old = base[key][coord]
     losses = []
     for shifted in (old + eps, old - eps):
         base[key][coord] = shifted
         backend.set_params(base)
-        # Forward only: half the cost of loss_and_grads, and a loss written apart from the backend's.
-        losses.append(cross_entropy(backend.forward(x), y))
+        # Forward only where it computes the training loss: half the cost, and a loss written apart from the backend's.
+        losses.append(backend.loss_and_grads(x, y)[0] if training else cross_entropy(backend.forward(x), y))
     base[key][coord] = old
     return (losses[0] - losses[1]) / (2 * eps)
 

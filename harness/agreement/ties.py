@@ -11,7 +11,7 @@ from fwbench import models
 from fwbench.backends import numpy_backend
 from fwbench.backends.engine import Tensor
 from fwbench.backends.lowering import lower
-from fwbench.models.params import Params
+from fwbench.models.params import Params, dropout_masks, init_buffers
 from fwbench.models.spec import MaxPool2D, ModelSpec, ReLU
 
 # One pixel x=1. For the pool probe, a 2x2 conv with padding 1 turns it into the 2x2 map
@@ -114,12 +114,14 @@ def count_ties(spec: ModelSpec, params: Params, x: np.ndarray) -> dict[str, int]
     h = np.asarray(x, dtype=np.float64)
     counts = {key: 0 for key, _ in TIE_COUNTS.values()}
     params = {k: Tensor(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
+    # A training pass, as loss_and_grads runs it: batch statistics, and the harness's masks of step 0.
+    run = numpy_backend.Pass(True, init_buffers(spec, "float64"), masks=dropout_masks(spec, 0, 0, len(h)))
     for i, (op, layer) in enumerate(zip(lower(numpy_backend.LOWER, spec, "numpy"), spec.layers)):
         if type(layer) in TIE_COUNTS:
             key, count = TIE_COUNTS[type(layer)]
             counts[key] += count(h, layer)
         # The NumPy engine's op for the layer alone, unfused: the values every backend computes.
-        h = op(Tensor(h), layer, params.get(f"{i}.weight"), params.get(f"{i}.bias")).data
+        h = op(Tensor(h), i, layer, params.get(f"{i}.weight"), params.get(f"{i}.bias"), run).data
     return counts
 
 

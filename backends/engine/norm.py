@@ -1,0 +1,62 @@
+"""Batch normalisation and dropout: the two layers that behave differently in training and in evaluation."""
+from __future__ import annotations
+
+import numpy as np
+
+from fwbench.backends.engine.tensor import Tensor
+from fwbench.backends.engine.xp import module_of
+
+
+def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple[np.ndarray, np.ndarray],
+              training: bool, momentum: float | None = None) -> Tensor:
+    """Per channel of NCHW x (per feature of (N, F) x); batch statistics in training, else the running ones.
+
+    running is (mean, var). With a momentum, training also updates them in place, as PyTorch does:
+    running = (1 - momentum) running + momentum batch, the variance unbiased there though biased in the output."""
+    xp = module_of(x.data)
+    axes = (0, 2, 3) if x.data.ndim == 4 else (0,)
+    shape = (1, -1, 1, 1) if x.data.ndim == 4 else (1, -1)
+    count = x.data.size // x.shape[1]  # values per channel
+    if training:
+        if count < 2:
+            raise ValueError(f"batchnorm in training needs more than one value per channel, got {count}; "
+                             "use a batch of 2 or more")
+        mean = x.data.mean(axis=axes)
+        centred = x.data - mean.reshape(shape)
+        var = (centred * centred).mean(axis=axes)
+        if momentum is not None:
+            running[0][...] = (1 - momentum) * running[0] + momentum * mean
+            running[1][...] = (1 - momentum) * running[1] + momentum * var * (count / (count - 1))
+    else:
+        mean, var = running
+        centred = x.data - mean.reshape(shape)
+    inv_std = (1 / xp.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
+    xhat = centred * inv_std.reshape(shape)
+    y = xhat * gamma.data.reshape(shape) + beta.data.reshape(shape)
+    out = Tensor(y, _prev=(x, gamma, beta), _op="batchnorm")
+
+    def _backward(g):
+        if beta.requires_grad:
+            beta.accumulate(g.sum(axis=axes))
+        if gamma.requires_grad:
+            gamma.accumulate((g * xhat).sum(axis=axes))
+        if x.requires_grad:
+            dxhat = g * gamma.data.reshape(shape)
+            if training:  # the statistics depend on x too
+                dxhat = dxhat - dxhat.mean(axis=axes).reshape(shape) - xhat * (dxhat * xhat).mean(axis=axes).reshape(shape)
+            x.accumulate(dxhat * inv_std.reshape(shape))
+    out._backward = _backward
+    return out
+
+
+def dropout(x: Tensor, keep: np.ndarray, rate: float) -> Tensor:
+    """x times keep / (1 - rate): the dropped units zero, the kept ones scaled up (inverted dropout)."""
+    # The scaled mask first and one product after, as PyTorch computes it (noise.div_(1 - p); input * noise).
+    scale = keep.astype(x.dtype) / x.dtype.type(1 - rate)
+    out = Tensor(x.data * scale, _prev=(x,), _op="dropout")
+
+    def _backward(g):
+        if x.requires_grad:
+            x.accumulate(g * scale)
+    out._backward = _backward
+    return out

@@ -1,0 +1,103 @@
+"""The engine's new layers by hand: "same" padding, average pooling, batch norm's statistics, dropout's masks."""
+import numpy as np
+import pytest
+
+from fwbench import models
+from fwbench.backends.engine import Tensor, avgpool2d, batchnorm, conv2d, dropout
+from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.models.params import dropout_masks, init_buffers, init_params
+from specs import FRESH, batch
+
+
+def spec_of(*layers, input_=(2, 5, 4), classes=3):
+    return models.parse({"name": "t", "input": list(input_), "classes": classes,
+                         "layers": [*layers, {"type": "flatten"}, {"type": "dense", "units": classes}]})
+
+
+@pytest.mark.parametrize("n, k, s, want", [(7, 4, 2, (1, 2)), (6, 4, 2, (1, 1)), (5, 3, 1, (1, 1)), (4, 2, 1, (0, 1)),
+                                           (5, 1, 2, (0, 0)), (3, 5, 1, (2, 2))])
+def test_same_padding_follows_the_tensorflow_rule(n, k, s, want):
+    spec = spec_of({"type": "conv2d", "out_channels": 1, "kernel_size": k, "stride": s, "padding": "same"},
+                   input_=(1, n, n))
+    assert spec.shapes[0] == (1, -(-n // s), -(-n // s))
+    assert spec.layers[0].pads((1, n, n)) == (*want, *want)
+
+
+def test_same_padding_equals_explicit_asymmetric_zeros():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 4, 4)), rng.standard_normal(4)
+    got = conv2d(Tensor(x), Tensor(w), Tensor(b), 2, (1, 2, 1, 1)).data
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 2), (1, 1)))
+    want = conv2d(Tensor(xp), Tensor(w), Tensor(b), 2, 0).data
+    assert got.shape == (2, 4, 4, 3) and np.array_equal(got, want)
+
+
+def test_average_pool_by_hand():
+    x = np.arange(2 * 1 * 4 * 5, dtype=np.float64).reshape(2, 1, 4, 5)
+    t = Tensor(x, requires_grad=True)
+    out = avgpool2d(t, 2)
+    assert out.shape == (2, 1, 2, 2)
+    assert out.data[0, 0, 0, 0] == (0 + 1 + 5 + 6) / 4
+    out.backward()
+    assert t.grad[0, 0, :, :4].tolist() == [[0.25] * 4] * 4 and t.grad[0, 0, :, 4].tolist() == [0] * 4
+    overlapping = avgpool2d(Tensor(x, requires_grad=True), 3, 1)
+    assert overlapping.shape == (2, 1, 2, 3) and overlapping.data[1, 0, 1, 2] == x[1, 0, 1:4, 2:5].mean()
+
+
+def test_batchnorm_trains_on_the_batch_and_updates_with_the_unbiased_variance():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 3, 2, 5)) * 3 + 1
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    running = (np.full(3, 0.5), np.full(3, 2.0))
+    y = batchnorm(Tensor(x), Tensor(np.ones(3)), Tensor(np.zeros(3)), 1e-5, running, True, 0.1).data
+    assert np.allclose(y, (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5))
+    assert np.allclose(running[0], 0.9 * 0.5 + 0.1 * mean)
+    assert np.allclose(running[1], 0.9 * 2.0 + 0.1 * x.var(axis=(0, 2, 3), ddof=1))
+    frozen = batchnorm(Tensor(x), Tensor(np.ones(3)), Tensor(np.zeros(3)), 1e-5, running, False).data
+    assert np.allclose(frozen, (x - running[0][:, None, None]) / np.sqrt(running[1][:, None, None] + 1e-5))
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        batchnorm(Tensor(x[:1, :, :1, :1]), Tensor(np.ones(3)), Tensor(np.zeros(3)), 1e-5, running, True)
+
+
+def test_dropout_scales_the_kept_units_and_passes_their_gradient():
+    x = Tensor(np.full((2, 3), 2.0), requires_grad=True)
+    keep = np.array([[True, False, True], [False, False, True]])
+    out = dropout(x, keep, 0.75)
+    assert out.data.tolist() == [[8.0, 0.0, 8.0], [0.0, 0.0, 8.0]]
+    out.sum().backward()
+    assert x.grad.tolist() == [[4.0, 0.0, 4.0], [0.0, 0.0, 4.0]]
+
+
+def test_harness_masks_are_a_function_of_seed_step_and_layer():
+    a, b = dropout_masks(FRESH, 0, 3, 5), dropout_masks(FRESH, 0, 3, 5)
+    assert sorted(a) == ["11.mask", "4.mask"] and a["4.mask"].shape == (5, 5, 3, 2) and a["4.mask"].dtype == bool
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["4.mask"], dropout_masks(FRESH, 0, 4, 5)["4.mask"])
+    assert not np.array_equal(a["4.mask"], dropout_masks(FRESH, 1, 3, 5)["4.mask"])
+    kept = np.mean([dropout_masks(FRESH, 0, s, 64)["11.mask"].mean() for s in range(20)])
+    assert abs(kept - 0.5) < 0.03
+
+
+def test_the_backend_separates_training_evaluation_and_buffer_updates():
+    x, y = batch(FRESH, n=6)
+    model = NumpyBackend(FRESH, init_params(FRESH, 0, "float64"), dtype="float64")
+    start = model.get_buffers()
+    assert {k: v.tolist() for k, v in start.items()} == {k: v.tolist() for k, v in init_buffers(FRESH, "float64").items()}
+    model.set_masks(dropout_masks(FRESH, 0, 0, 6))
+    first = model.loss_and_grads(x, y)
+    assert all(np.array_equal(model.get_buffers()[k], start[k]) for k in start)  # loss_and_grads leaves them
+    assert model.loss_and_grads(x, y)[0] == first[0]  # the same masks, the same loss
+    logits = model.forward(x)
+    assert np.array_equal(model.forward(x), logits)  # evaluation draws nothing
+    from fwbench.backends.base import OptimizerConfig
+    model.init_optimizer(OptimizerConfig("sgd", lr=0.0))
+    model.train_step(model.prepare_batch(x, y))
+    moved = model.get_buffers()
+    assert not np.allclose(moved["1.running_mean"], 0) and not np.allclose(moved["9.running_var"], 1)
+    assert not np.array_equal(model.forward(x), logits)  # evaluation reads the running statistics
+    model.set_buffers(start)
+    assert np.array_equal(model.forward(x), logits)
+    model.set_masks(None)
+    assert model.loss_and_grads(x, y)[0] != first[0]  # its own draws now
+    with pytest.raises(ValueError, match="dropout masks do not match"):
+        model.set_masks({"4.mask": np.ones((6, 5, 3, 2), bool)})
