@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import random
 from contextlib import contextmanager
 from typing import ClassVar
 
@@ -12,7 +13,7 @@ from fwbench.backends.engine.optim import SGD, Adam
 from fwbench.backends.lowering import lower
 from fwbench.backends.micrograd import layers
 from fwbench.backends.micrograd.engine import Value
-from fwbench.models.params import Params, check, init_params
+from fwbench.models.params import Params, check, check_masks, init_buffers, init_params
 from fwbench.models.spec import ModelSpec
 
 # Every scalar op is a Python object with a closure: about 4 microseconds (build, backward and
@@ -52,6 +53,9 @@ class MicrogradBackend(Backend):
         # Owned copies: the optimizer updates these arrays in place, so they must never alias the caller's.
         self.params = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
         self.optimizer: SGD | Adam | None = None
+        self.buffers = init_buffers(spec, "float64")
+        self.masks: Params | None = None
+        self.rng = random.Random(seed)  # dropout's own draws, when the harness gives no masks
 
     @classmethod
     def version(cls) -> str:
@@ -78,36 +82,61 @@ class MicrogradBackend(Backend):
         for k, a in self.params.items():
             np.copyto(a, params[k], casting="same_kind")
 
-    def _logits(self, values: dict[str, list], sample: np.ndarray) -> list[Value]:
-        """Run the layers of the spec on one (C, H, W) sample."""
-        h = to_values(sample)
+    def get_buffers(self) -> Params:
+        """Copies of the running statistics."""
+        return {k: a.copy() for k, a in self.buffers.items()}
+
+    def set_buffers(self, buffers: Params) -> None:
+        """Copy buffers in."""
+        check(self.spec, buffers, "buffers")
+        for k, a in self.buffers.items():
+            np.copyto(a, buffers[k], casting="same_kind")
+
+    def set_masks(self, masks: Params | None) -> None:
+        """The harness's keep-masks for every training pass from now on; None: draw them from the backend's rng."""
+        if masks is not None:
+            check_masks(self.spec, masks, len(next(iter(masks.values()))) if masks else 0)
+            masks = {k: np.asarray(v, dtype=bool) for k, v in masks.items()}
+        self.masks = masks
+
+    def _logits(self, values: dict[str, list], x: np.ndarray, run: layers.Run) -> list[list[Value]]:
+        """Run the layers of the spec on an NCHW batch; each sample's logits."""
+        h = [to_values(sample) for sample in x]
         for i, (op, layer) in enumerate(zip(self.layer_ops, self.spec.layers)):
-            h = op(h, layer, values.get(f"{i}.weight"), values.get(f"{i}.bias"))
+            h = op(h, i, layer, values.get(f"{i}.weight"), values.get(f"{i}.bias"), run)
         return h
 
-    def _backprop(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
-        """Build the batch's graph from the current parameters, run backward, read the gradients off."""
+    def _backprop(self, x: np.ndarray, y: np.ndarray, update: bool) -> tuple[float, Params]:
+        """A training pass: build the batch's graph from the current parameters, run backward, read the gradients."""
+        if self.masks:
+            check_masks(self.spec, self.masks, len(x))
         values = {k: to_values(a) for k, a in self.params.items()}
-        loss = layers.cross_entropy([self._logits(values, sample) for sample in x], y.tolist())
+        run = layers.Run(True, self.buffers, update, self.masks, self.rng)
+        loss = layers.cross_entropy(self._logits(values, x, run), y.tolist())
         loss.backward()
         return loss.data, {k: from_grads(v, self.params[k].shape) for k, v in values.items()}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits (N, classes), computed in chunks that each fit the cap."""
+        """Logits (N, classes) in evaluation mode, computed in chunks that each fit the cap."""
         x = np.asarray(x, dtype=np.float64)
-        # Nothing is differentiated, so splitting changes no result; evaluation passes 1,000 images at once.
+        # Nothing is differentiated and evaluation treats each sample on its own (running statistics, no
+        # dropout), so splitting changes no result; evaluation passes 1,000 images at once.
         chunk = max(1, MAX_SCALAR_OPS // self.ops_per_sample)
         rows = []
         for i in range(0, len(x), chunk):
             with freed_in_one_pass():
                 values = {k: to_values(a) for k, a in self.params.items()}
-                rows += [[v.data for v in self._logits(values, sample)] for sample in x[i:i + chunk]]
-                del values
+                logits = self._logits(values, x[i:i + chunk], layers.Run(False, self.buffers))
+                rows += [[v.data for v in sample] for sample in logits]
+                del values, logits
         return np.array(rows, dtype=np.float64).reshape(len(x), self.spec.classes)
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
-        """Mean cross-entropy and every parameter's gradient; parameters are untouched."""
-        x, y = self.prepare_batch(x, y)
+        """Training-mode mean cross-entropy and every parameter's gradient; parameters and buffers are untouched."""
+        return self._checked_backprop(*self.prepare_batch(x, y), update=False)
+
+    def _checked_backprop(self, x: np.ndarray, y: np.ndarray, update: bool) -> tuple[float, Params]:
+        """_backprop, after refusing a batch whose graph would pass the cap."""
         ops = len(x) * self.ops_per_sample
         if ops > MAX_SCALAR_OPS:
             fix = f"use a smaller --batch-size (at most {MAX_SCALAR_OPS // self.ops_per_sample})"
@@ -115,7 +144,7 @@ class MicrogradBackend(Backend):
                 fix += " or --model tinycnn"
             raise BackendError(_too_big(self.spec, f"{ops:,} for a batch of {len(x)}", fix))
         with freed_in_one_pass():
-            return self._backprop(x, y)
+            return self._backprop(x, y, update)
 
     def init_optimizer(self, config: OptimizerConfig) -> None:
         """Fresh SGD or Adam state over the parameter arrays."""
@@ -137,9 +166,9 @@ class MicrogradBackend(Backend):
         return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64)
 
     def train_step(self, batch: tuple[np.ndarray, np.ndarray]) -> float:
-        """One forward, backward and update; returns the loss."""
+        """One training forward, backward and update, the running statistics included; returns the loss."""
         optimizer = self._require_optimizer()
-        loss, grads = self.loss_and_grads(*batch)
+        loss, grads = self._checked_backprop(*batch, update=True)
         optimizer.step([grads[k] for k in self.params])
         return loss
 

@@ -11,6 +11,8 @@ from torch import nn
 # hidden in epoch 1), while the symbolic graph's steps were 2-4% slower, under 1 s over the 5-epoch cnn recipe.
 # cudagraphs: a CUDA graph is recorded per input shape whatever dynamo does, so static graphs, one per size.
 COMPILE = {"compile": None, "cudagraphs": "reduce-overhead"}
+# Batch norm and dropout: the step always runs in training mode (forward() and loss_and_grads run the model
+# eagerly), so the guard on module.training never fails. Harness masks are module attributes: see set_masks.
 
 
 def lr_tensor(lr: float, device: torch.device) -> torch.Tensor:

@@ -34,34 +34,62 @@ import numpy as np
 # What an implementation needs; unused until the methods are filled in.
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
 from fwbench.backends.lowering import lower
-from fwbench.models.params import Params, check, init_params
-from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU, Sigmoid, Tanh
+from fwbench.models.params import Params, check, check_masks, init_buffers, init_params
+from fwbench.models.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ModelSpec, ReLU,
+                                 Sigmoid, Tanh)
 
-# Canonical layout, the only one that crosses the boundary (get_params, set_params, loss_and_grads):
+# Canonical layout, the only one that crosses the boundary (parameters, gradients, buffers, masks):
 # keys "{i}.weight" and "{i}.bias", i the layer's index in spec.layers; conv weight (out, in, kh, kw),
-# dense weight (in, out); activations NCHW, flatten in C, H, W order. Convert in one place.
+# dense weight (in, out); activations NCHW, flatten in C, H, W order. Batch norm's buffers
+# "{i}.running_mean" and "{i}.running_var" are (C,) or (F,); dropout's keep-masks "{i}.mask" are bool
+# (N, *spec.input_of(i)), NCHW. Convert in one place.
+# Modes: forward() is evaluation (running statistics, no dropout); loss_and_grads() a training pass (batch
+# statistics, dropout) that changes nothing; train_step() a training pass that updates parameters and buffers.
 # The whole contract, method by method: docs/adding-a-backend.md in fwbench.
+
+# Layer fields (fwbench.models.spec; frozen dataclasses), shape being the (C, H, W) or (F,) input of the layer:
+#   Conv2D      out_channels, kernel_size, stride, padding (an int, or "same"): always use
+#               layer.pads(shape) -> (top, bottom, left, right); "same" puts the odd pixel at the end
+#   ReLU        no fields
+#   MaxPool2D   size, stride (None means size): use layer.step; VALID windows
+#   Flatten     no fields
+#   Dense       units
+#   Tanh        no fields
+#   Sigmoid     no fields
+#   AvgPool2D   size, stride (None means size): use layer.step; VALID windows
+#   BatchNorm   eps, momentum (PyTorch's: running = (1 - momentum) * running + momentum * batch statistic)
+#   Dropout     rate (the probability of zeroing a unit)
+# spec.input_of(i) is the shape layer i receives, spec.shapes[i] the one it gives (batch left out).
 
 
 def todo(what: str) -> Callable:
     """A stand-in op that says what the real one computes."""
-    def op(x, layer, w, b):
+    def op(x, i, layer, w, b, run):
         raise NotImplementedError(f"$name: implement the op for {what}")
     return op
 
 
-# Layer type -> op(x, layer, w, b) in your framework, w and b the layer's parameters (None for a layer
-# without). lower(LAYERS, spec, "$name") gives each layer's op in order and refuses, with BackendError, a
-# type missing here; list such types in UNSUPPORTED_LAYERS and the conformance kit marks them "not supported".
+# Layer type -> op(x, i, layer, w, b, run) in your framework: layer i (its keys "{i}.weight", "{i}.running_mean",
+# "{i}.mask"), w and b its parameters (None for a layer without), run your record of the pass (training or
+# evaluation, the buffers, the masks). The signature is yours. lower(LAYERS, spec, "$name") gives each layer's op
+# in order and refuses, with BackendError, a type missing here; list such types in UNSUPPORTED_LAYERS and the
+# conformance kit marks them "not supported".
 LAYERS: dict[type, Callable] = {
-    Conv2D: todo("conv2d: cross-correlation with w (out, in, kh, kw), strides layer.stride, "
-                 "zero padding layer.padding on each side, plus b"),
+    Conv2D: todo("conv2d: cross-correlation with w (out, in, kh, kw), strides layer.stride, zero padding "
+                 "layer.pads(shape) = (top, bottom, left, right) of the (C, H, W) input, plus b"),
     ReLU: todo("relu: max(x, 0), with relu'(0) = 0"),
     MaxPool2D: todo("maxpool2d: max over VALID layer.size x layer.size windows, layer.step apart"),
     Flatten: todo("flatten: (N, C, H, W) -> (N, C * H * W), in C, H, W order"),
     Dense: todo("dense: x @ w + b, w stored (in, out)"),
     Tanh: todo("tanh: elementwise tanh(x)"),
     Sigmoid: todo("sigmoid: elementwise 1 / (1 + exp(-x))"),
+    AvgPool2D: todo("avgpool2d: mean over VALID layer.size x layer.size windows, layer.step apart "
+                    "(the window's sum divided by size * size)"),
+    BatchNorm: todo("batchnorm: per channel of NCHW x (per feature of (N, F) x), (x - mean) / sqrt(var + layer.eps) "
+                    "* w + b; training: the batch mean and biased variance, and a train step moves the running "
+                    "statistics by layer.momentum, the variance unbiased there; evaluation: the running statistics"),
+    Dropout: todo("dropout: training: x * keep / (1 - layer.rate), keep the harness's mask '{i}.mask' when "
+                  "set_masks gave one, else your framework's own draws; evaluation: x unchanged"),
 }
 
 
@@ -111,17 +139,39 @@ class $cls(Backend):
             "$name: implement set_params(params): check(self.spec, params), convert from canonical layout and "
             "copy in (never alias the caller's arrays); keep any optimizer state")
 
+    def get_buffers(self) -> Params:
+        """Current buffers (batch norm's running statistics) in canonical layout, as host copies; {} when none."""
+        raise NotImplementedError(
+            "$name: implement get_buffers(): return fresh host np.ndarray copies keyed '{i}.running_mean' / "
+            "'{i}.running_var' with spec.buffer_shapes()'s shapes ({} for a spec without batch norm); they start "
+            "as init_buffers(spec, dtype): mean 0, variance 1")
+
+    def set_buffers(self, buffers: Params) -> None:
+        """Replace the buffers from canonical layout."""
+        raise NotImplementedError(
+            "$name: implement set_buffers(buffers): check(self.spec, buffers, 'buffers'), convert and copy in "
+            "(never alias the caller's arrays)")
+
+    def set_masks(self, masks: Params | None) -> None:
+        """Dropout keep-masks for every training pass from now on; None: the framework's own draws."""
+        raise NotImplementedError(
+            "$name: implement set_masks(masks): keep the harness's keep-masks, '{i}.mask' -> bool "
+            "(N, *spec.input_of(i)) NCHW (check_masks(self.spec, masks, N)), and drop exactly those units in every "
+            "training pass until the next call; None: your framework's own random draws again")
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits (N, classes) for NCHW input x, as a host array."""
+        """Logits (N, classes) for NCHW input x in evaluation mode, as a host array."""
         raise NotImplementedError(
             "$name: implement forward(x): x is NCHW (N, C, H, W) float; return logits (N, classes) "
-            "as a host np.ndarray in the backend dtype; no update")
+            "as a host np.ndarray in the backend dtype, in evaluation mode (batch norm's running statistics, "
+            "no dropout); no update")
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
-        """Mean cross-entropy and canonical gradients at the current parameters; no update."""
+        """Training-mode mean cross-entropy and canonical gradients; parameters and buffers unchanged."""
         raise NotImplementedError(
-            "$name: implement loss_and_grads(x, y): y is (N,) integer labels; return (mean softmax "
-            "cross-entropy as a float, gradients with get_params()'s keys, shapes and layout); parameters unchanged")
+            "$name: implement loss_and_grads(x, y): y is (N,) integer labels; a pass in training mode (batch "
+            "statistics, dropout with the set_masks masks); return (mean softmax cross-entropy as a float, "
+            "gradients with get_params()'s keys, shapes and layout); parameters and buffers unchanged")
 
     def init_optimizer(self, config: OptimizerConfig) -> None:
         """Create fresh optimizer state for the current parameters."""
@@ -142,10 +192,11 @@ class $cls(Backend):
             "layout and dtype, ready for train_step; return (x, y) unchanged if NumPy arrays will do")
 
     def train_step(self, batch: Any) -> Any:
-        """One forward, backward and optimizer update; returns the loss (float() reads it)."""
+        """One training-mode forward, backward, optimizer update and buffer update; returns the loss."""
         raise NotImplementedError(
-            "$name: implement train_step(batch): one forward, backward and update on a prepare_batch() result; "
-            "return the loss as something float() reads later, without forcing a host sync here")
+            "$name: implement train_step(batch): one forward, backward and update on a prepare_batch() result, "
+            "in training mode, updating batch norm's running statistics too; return the loss as something "
+            "float() reads later, without forcing a host sync here")
 
     def synchronize(self) -> None:
         """Block until all queued device work is done."""

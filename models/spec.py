@@ -271,7 +271,9 @@ class BatchNorm(Layer):
         return f"batchnorm(eps {self.eps:g}, m {self.momentum:g})"
 
     def scalar_ops(self, shape: Shape, out: Shape) -> int:
-        return 4 * math.prod(out)  # subtract the mean, scale by 1/std, by gamma, add beta (the statistics aside)
+        # In training, as micrograd builds it: 4 per value for the output (centre, scale by 1/std, by gamma, add
+        # beta) and 3 for the batch statistics (a sum, a square, its sum); the per-channel terms are left out.
+        return 7 * math.prod(out)
 
 
 @register

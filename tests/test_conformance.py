@@ -24,7 +24,7 @@ WRONG = '''
 import numpy as np
 
 from fwbench.backends.base import Backend, BackendError
-from fwbench.backends.numpy_backend import NumpyBackend
+from fwbench.backends.numpy_backend import NumpyBackend, Pass
 
 
 class ScaledConvGrad(NumpyBackend):
@@ -94,6 +94,72 @@ class Moded(NumpyBackend):
         super().__init__(*args, **kwargs)
 
 
+class BiasedRunningVar(NumpyBackend):
+    """Updates batch norm's running variance with the biased batch variance, as a hand-written norm might."""
+    def train_step(self, batch):
+        before = self.get_buffers()
+        loss = super().train_step(batch)
+        for i, layer in enumerate(self.spec.layers):
+            if layer.type == "batchnorm":
+                count = len(batch[0]) * int(np.prod(self.spec.input_of(i)[1:]))
+                old, new = before[f"{i}.running_var"], self.buffers[f"{i}.running_var"]
+                kept = (1 - layer.momentum) * old
+                new[...] = kept + (new - kept) * (count - 1) / count  # momentum * var * count / (count - 1) undone
+        return loss
+
+
+class IgnoresMasks(NumpyBackend):
+    """Accepts the harness's dropout masks and draws its own anyway."""
+    def set_masks(self, masks):
+        pass
+
+
+class BatchStatsForward(NumpyBackend):
+    """forward() normalises with the batch's statistics, as a model left in training mode does."""
+    def forward(self, x):
+        if not any(layer.type == "batchnorm" for layer in self.spec.layers):
+            return super().forward(x)
+        return self._logits(self.xp.asarray(x, dtype=self.dtype), Pass(True, self.buffers)).data.copy()
+
+
+class StatefulLossAndGrads(NumpyBackend):
+    """loss_and_grads updates the running statistics, as a train step does."""
+    def loss_and_grads(self, x, y):
+        loss = self._loss(*self.prepare_batch(x, y), update=True)
+        return float(loss.data), {k: t.grad.copy() for k, t in self.params.items()}
+
+
+class AliasedBuffers(NumpyBackend):
+    """get_buffers hands out its live arrays instead of copies."""
+    def get_buffers(self):
+        return dict(self.buffers)
+
+
+class NoBatchNorm(NumpyBackend):
+    """Lowers every layer type but batch norm, and says so."""
+    UNSUPPORTED_LAYERS = frozenset({"batchnorm"})
+
+    def __init__(self, spec, *args, **kwargs):
+        if any(layer.type == "batchnorm" for layer in spec.layers):
+            raise BackendError("backend 'numpy' has no lowering for batchnorm")
+        super().__init__(spec, *args, **kwargs)
+
+
+class NoisyZeroGrad(NumpyBackend):
+    """Rounding noise of SCALE times the largest gradient in the gradients that are zero in exact arithmetic."""
+    SCALE = 0.0
+
+    def loss_and_grads(self, x, y):
+        loss, grads = super().loss_and_grads(x, y)
+        largest = max(np.linalg.norm(g) for g in grads.values())
+        for i, layer in enumerate(self.spec.layers[1:], 1):
+            if layer.type == "batchnorm":  # the bias of the conv or dense layer in front of it
+                bias = grads[f"{i - 1}.bias"]
+                unit = np.linspace(-1, 1, bias.size) / np.linalg.norm(np.linspace(-1, 1, bias.size))
+                grads[f"{i - 1}.bias"] = bias + self.SCALE * largest * unit
+        return loss, grads
+
+
 class NoisyGrads(NumpyBackend):
     """Gradients that differ between calls, by SCALE relative (atomics on a GPU, say)."""
     SCALE = 1e-13
@@ -121,6 +187,20 @@ def wrong(wrong_dir, monkeypatch):
     sys.modules.pop("wrongmod", None)
 
 
+# The rows whose gradients pass through a conv weight: every case with a conv, and the models.
+SCALED_CONV_FAILS = {"backward/conv2d 3x3", "backward/conv2d 3x3 stride 2 padding 1",
+                     "backward/conv2d 2x2 stride 3 padding 2", "backward/conv2d 3x3 same",
+                     "backward/conv2d 4x4 stride 2 same (asymmetric)", "backward/relu", "backward/tanh",
+                     "backward/sigmoid", "backward/maxpool2d 2", "backward/maxpool2d 3 stride 2 (overlapping)",
+                     "backward/avgpool2d 2", "backward/avgpool2d 3 stride 2 (overlapping)",
+                     "backward/batchnorm (C, H, W)", "backward/dropout 0.5", "model/tinycnn", "model/cnn"}
+BATCHNORM_CASES, DROPOUT_CASES = ("batchnorm (C, H, W)", "batchnorm (F)"), ("dropout 0.5",)
+# The rows that need an optimizer, which NoOptimizers refuses.
+OPTIMIZER_ROWS = {"optimizer/sgd momentum 0.9", "optimizer/adam", "optimizer/set_lr keeps state",
+                  "training/an epoch through train_steps", "training/tinycnn loss falls",
+                  *[f"state/{case}: training steps" for case in BATCHNORM_CASES + DROPOUT_CASES]}
+
+
 def statuses(doc: dict) -> dict[str, str]:
     return {c["name"]: c["status"] for c in doc["checks"]}
 
@@ -137,6 +217,8 @@ def test_numpy_passes_every_check_in_float64():
     assert doc["source"] == "built-in" and doc["version"].startswith("numpy")
     measured = [c for c in doc["checks"] if c["name"].startswith(("forward/", "backward/", "model/", "optimizer/"))]
     assert measured and all(c["bound"] == 1e-10 and c["error"] <= 1e-10 for c in measured)
+    state = [c for c in doc["checks"] if c["name"].startswith("state/")]
+    assert state and all(c["error"] is not None and c["error"] <= c["bound"] for c in state)
     assert json.loads(json.dumps(doc)) == doc
 
 
@@ -153,10 +235,7 @@ def test_wrong_conv_gradient_fails_rows_that_name_conv2d(wrong):
     doc = run_conformance(wrong.ScaledConvGrad)
     failed = {name for name, status in statuses(doc).items() if status == "fail"}
     # Only the rows whose gradients pass through a conv weight; forward rows and dense rows stay green.
-    assert failed == {"backward/conv2d 3x3", "backward/conv2d 3x3 stride 2 padding 1",
-                      "backward/conv2d 2x2 stride 3 padding 2", "backward/relu", "backward/tanh", "backward/sigmoid",
-                      "backward/maxpool2d 2",
-                      "backward/maxpool2d 3 stride 2 (overlapping)", "model/tinycnn", "model/cnn"}
+    assert failed == SCALED_CONV_FAILS
     assert not doc["passed"]
     assert detail(doc, "backward/conv2d 3x3 stride 2 padding 1") == (
         "conv2d 3x3 stride 2 padding 1: gradient of 0.weight (conv2d) off by 1.0e-01 relative")
@@ -164,6 +243,78 @@ def test_wrong_conv_gradient_fails_rows_that_name_conv2d(wrong):
     assert "3.weight (conv2d)" in detail(doc, "model/tinycnn")  # the second conv too
     error = next(c["error"] for c in doc["checks"] if c["name"] == "backward/conv2d 3x3")
     assert error == pytest.approx(0.1, rel=1e-6)
+
+
+def failures(doc: dict) -> set[str]:
+    return {name for name, status in statuses(doc).items() if status == "fail"}
+
+
+def test_every_batchnorm_and_dropout_case_has_state_rows():
+    batchnorm = ("buffers round trip", "loss_and_grads keeps state", "training steps", "evaluation")
+    want = [f"state/{case}: {what}" for case in BATCHNORM_CASES for what in batchnorm]
+    want += [f"state/{case}: {what}" for case in DROPOUT_CASES for what in ("training steps", "evaluation")]
+    assert [name for name in NAMES if name.startswith("state/")] == want
+
+
+def test_running_variance_updated_with_the_biased_variance_fails_the_training_rows(wrong):
+    doc = run_conformance(wrong.BiasedRunningVar)
+    assert failures(doc) == {f"state/{case}: training steps" for case in BATCHNORM_CASES}
+    text = detail(doc, "state/batchnorm (F): training steps")
+    assert text.startswith("batchnorm (F), 2 sgd momentum 0.9 steps: change of 2.running_var (batchnorm) off by ")
+    assert "running_mean" not in text and ".weight" not in text
+
+
+def test_masks_ignored_fail_the_dropout_gradient_and_training_rows(wrong):
+    doc = run_conformance(wrong.IgnoresMasks)
+    assert failures(doc) == {"backward/dropout 0.5", "state/dropout 0.5: training steps"}
+    assert "gradient of 0.weight (conv2d) off by" in detail(doc, "backward/dropout 0.5")
+
+
+def test_batch_statistics_in_forward_fail_the_evaluation_rows(wrong):
+    doc = run_conformance(wrong.BatchStatsForward)
+    assert failures(doc) == {row for case in BATCHNORM_CASES
+                             for row in (f"forward/{case}", f"state/{case}: evaluation")}
+    assert detail(doc, "state/batchnorm (C, H, W): evaluation").startswith("batchnorm (C, H, W): logits off by ")
+
+
+def test_loss_and_grads_that_moves_the_buffers_fails_keeps_state(wrong):
+    doc = run_conformance(wrong.StatefulLossAndGrads)
+    assert failures(doc) == {f"state/{case}: loss_and_grads keeps state" for case in BATCHNORM_CASES}
+    text = detail(doc, "state/batchnorm (F): loss_and_grads keeps state")
+    assert "2.running_mean (batchnorm)" in text and "2.running_var (batchnorm)" in text and ".weight" not in text
+
+
+def test_buffers_handed_out_live_fail_the_round_trip(wrong):
+    doc = run_conformance(wrong.AliasedBuffers)
+    assert failures(doc) == {f"state/{case}: buffers round trip" for case in BATCHNORM_CASES}
+    assert "changed with set_buffers; return copies" in detail(doc, "state/batchnorm (F): buffers round trip")
+
+
+def test_a_layer_the_backend_lacks_gets_not_supported_rows(wrong):
+    doc = run_conformance(wrong.NoBatchNorm)
+    unsupported = {name for name, status in statuses(doc).items() if status == "not supported"}
+    assert unsupported == {"lowering/batchnorm", *[f"{row}/{case}" for case in BATCHNORM_CASES
+                                                  for row in ("forward", "backward")],
+                           *[name for name in NAMES if name.startswith(tuple(f"state/{c}" for c in BATCHNORM_CASES))]}
+    assert doc["passed"] and detail(doc, "state/batchnorm (F): evaluation") == (
+        "backend 'numpy' has no lowering for batchnorm")
+
+
+def test_a_gradient_zero_in_exact_arithmetic_is_measured_against_the_floor(wrong, monkeypatch):
+    from fwbench.harness.agreement.metrics import ZERO_FLOOR
+    backward = [c for c in BATTERY if c.name.startswith("backward/batchnorm")]
+    floor = ZERO_FLOOR["float64"]  # of the largest gradient's norm
+    # Noise of a tenth of the bound times the floor passes, though against the reference's own rounding
+    # noise in that gradient (or its exact zero) it is as large as the gradient itself.
+    monkeypatch.setattr(wrong.NoisyZeroGrad, "SCALE", 1e-11 * floor)
+    results = run(prepare(wrong.NoisyZeroGrad), backward)
+    assert [r.status for r in results] == ["pass", "pass"]
+    assert [r.error for r in results] == [pytest.approx(1e-11, rel=1e-3)] * 2
+    monkeypatch.setattr(wrong.NoisyZeroGrad, "SCALE", 1e-6 * floor)  # an error, not noise
+    results = run(prepare(wrong.NoisyZeroGrad), backward)
+    assert [r.status for r in results] == ["fail", "fail"]
+    assert "gradient of 0.bias (conv2d) off by 1.0e-06 relative" in results[0].detail
+    assert "gradient of 1.bias (dense) off by 1.0e-06 relative" in results[1].detail
 
 
 def test_an_epoch_through_train_steps_must_run_every_step(wrong):
@@ -202,12 +353,12 @@ def test_transposed_dense_weights_fail_the_round_trip_naming_dense(wrong):
 def test_missing_optimizers_are_not_supported_not_failed(wrong, capsys):
     doc = run_conformance(wrong.NoOptimizers)
     unsupported = {name for name, status in statuses(doc).items() if status == "not supported"}
-    assert unsupported == {"optimizer/sgd momentum 0.9", "optimizer/adam", "optimizer/set_lr keeps state",
-                           "training/an epoch through train_steps", "training/tinycnn loss falls"}
+    assert unsupported == OPTIMIZER_ROWS
     assert detail(doc, "optimizer/adam") == "numpy does not support optimizer 'adam'"
     assert doc["passed"] and "fail" not in statuses(doc).values()
     assert cli(["wrongmod:NoOptimizers"]) == 0
-    assert "conformant: 36 pass, 5 not supported" in capsys.readouterr().out
+    passing = len(BATTERY) - len(OPTIMIZER_ROWS)
+    assert f"conformant: {passing} pass, {len(OPTIMIZER_ROWS)} not supported" in capsys.readouterr().out
 
 
 def test_refusing_a_required_method_fails_instead_of_being_unsupported(wrong):
@@ -225,13 +376,17 @@ def test_float64_refused_falls_back_to_float32_bounds(wrong):
     assert "float64 was refused (backend 'float32only' supports only float32" in doc["dtype_note"]
     forward = next(c for c in doc["checks"] if c["name"] == "forward/conv2d 3x3")
     assert forward["bound"] == 1e-5 and 0 < forward["error"] < 1e-5 and "float64 was refused" in forward["detail"]
+    # The conv bias in front of a batch norm has an exactly-zero gradient: float32's rounding noise there is
+    # measured against the floor, not against the reference's own float64 noise.
+    backward = next(c for c in doc["checks"] if c["name"] == "backward/batchnorm (C, H, W)")
+    assert backward["status"] == "pass" and 0 < backward["error"] < 1e-5
 
 
 def test_a_crash_fails_its_rows_in_one_line_and_the_battery_goes_on(wrong):
     doc = run_conformance(wrong.CrashingForward)
     status = statuses(doc)
     crashed = {n for n, s in status.items() if s == "fail"}
-    assert crashed == {n for n in NAMES if n.startswith(("forward/", "model/"))}
+    assert crashed == {n for n in NAMES if n.startswith(("forward/", "model/")) or n.endswith(": evaluation")}
     assert detail(doc, "forward/dense") == "raised ZeroDivisionError: division by zero"
     assert status["backward/dense"] == "pass" and status["ties/max-pool"] == "pass"
 
@@ -313,9 +468,11 @@ def test_pytest_plugin_fails_wrong_checks_and_skips_unsupported_ones(tmp_path, w
                        "-q", "-rfs"], tmp_path, wrong_dir)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = proc.stdout.splitlines()[-1]
-    assert summary.startswith(f"10 failed, {2 * len(BATTERY) - 10 - 5 + 1} passed, 5 skipped"), summary
+    fails, skips = len(SCALED_CONV_FAILS), len(OPTIMIZER_ROWS)
+    assert summary.startswith(f"{fails} failed, {2 * len(BATTERY) - fails - skips + 1} passed, {skips} skipped"), (
+        summary)
     failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED ")]
-    assert len(failed) == 10 and all("[wrongmod:ScaledConvGrad " in line for line in failed)
+    assert len(failed) == fails and all("[wrongmod:ScaledConvGrad " in line for line in failed)
     assert "FAILED fwbench::test_conformance[wrongmod:ScaledConvGrad backward/conv2d 3x3]" in proc.stdout
     # The failure section says which layer and parameter, without a traceback.
     assert "\nconv2d 3x3: gradient of 0.weight (conv2d) off by 1.0e-01 relative (bound 1e-10)\n" in proc.stdout

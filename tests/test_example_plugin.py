@@ -12,6 +12,7 @@ import pytest
 
 from fwbench.harness.data import COUNTS, FILES
 from fwbench.harness.data.idx import write_idx
+from fwbench.models.spec import LAYER_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "examples" / "plugins" / "fwbench-jaxraw"
@@ -65,6 +66,9 @@ def test_plugin_passes_the_conformance_kit(env):
     failed = [f"{c['name']}: {c.get('detail')}" for c in doc["checks"] if c["status"] == "fail"]
     assert proc.returncode == 0 and doc["passed"], failed
     assert doc["source"] == "plugin fwbench-jaxraw 0.1.0"
+    # The example lowers every layer type, state and masks included, rather than declaring any unsupported.
+    status = {c["name"]: c["status"] for c in doc["checks"]}
+    assert {kind: status.get(f"lowering/{kind}") for kind in LAYER_TYPES} == {kind: "pass" for kind in LAYER_TYPES}
 
 
 def test_plugin_is_a_row_of_a_quick_bench_report(env, tmp_path):

@@ -15,8 +15,9 @@ from fwbench.backends.micrograd import layers
 from fwbench.backends.micrograd.engine import Value
 from fwbench.backends.micrograd_backend import MicrogradBackend
 from fwbench.backends.numpy_backend import NumpyBackend
-from fwbench.models.params import init_params
-from specs import WIDE, batch
+from fwbench.harness.agreement.metrics import compare, gradient_floor
+from fwbench.models.params import dropout_masks, init_buffers, init_params
+from specs import FRESH, WIDE, batch
 
 TINY = models.get("tinycnn")
 
@@ -103,6 +104,110 @@ def test_loss_logits_and_grads_match_numpy(spec, n):
     for k in ref_grads:
         assert grads[k].dtype == np.float64 and grads[k].shape == ref_grads[k].shape, k
         assert rel(grads[k], ref_grads[k]) <= 1e-10, k
+
+
+def fresh_pair(n: int = 4, masks: bool = True):
+    """FRESH (every new layer) as the float64 NumPy reference and as micrograd, same parameters and masks."""
+    params = init_params(FRESH, 0, "float64")
+    pair = NumpyBackend(FRESH, params, dtype="float64"), MicrogradBackend(FRESH, params, dtype="float64")
+    if masks:
+        for be in pair:
+            be.set_masks(dropout_masks(FRESH, 0, 0, n))
+    return pair
+
+
+def assert_grads_agree(grads, want):
+    # A conv bias feeding a batch norm has an exactly-zero gradient: rounding noise in both, so it is held to a floor.
+    floor = gradient_floor(want, "float64")
+    assert set(grads) == set(want)
+    for k in want:
+        assert grads[k].dtype == np.float64 and grads[k].shape == want[k].shape, k
+        assert compare(grads[k], want[k], floor)["rel_l2"] <= 1e-10, k
+
+
+def test_new_layers_match_numpy_in_training_and_evaluation():
+    # conv "same" with an even kernel at stride 2, batch norm on a map and on features, overlapping avgpool, dropout.
+    ref, be = fresh_pair()
+    x, y = batch(FRESH, n=4)
+    ref_loss, ref_grads = ref.loss_and_grads(x, y)
+    loss, grads = be.loss_and_grads(x, y)
+    assert abs(loss - ref_loss) <= 1e-10 * abs(ref_loss)
+    assert_grads_agree(grads, ref_grads)
+    assert rel(be.forward(x), ref.forward(x)) <= 1e-10  # evaluation: running statistics, no dropout
+
+
+def test_conv_same_pads_the_odd_pixel_at_the_end():
+    spec = models.parse({"name": "same", "input": [1, 5, 4], "classes": 2, "layers": [
+        {"type": "conv2d", "out_channels": 2, "kernel_size": 2, "stride": 2, "padding": "same"},
+        {"type": "flatten"}, {"type": "dense", "units": 2}]})
+    assert spec.layers[0].pads(spec.input) == (0, 1, 0, 0)
+    params = init_params(spec, 0, "float64")
+    x, y = batch(spec, n=2)
+    want_loss, want = NumpyBackend(spec, params, dtype="float64").loss_and_grads(x, y)
+    loss, grads = MicrogradBackend(spec, params, dtype="float64").loss_and_grads(x, y)
+    assert abs(loss - want_loss) <= 1e-10 * abs(want_loss)
+    assert all(rel(grads[k], want[k]) <= 1e-10 for k in want)
+
+
+def test_buffers_move_in_a_train_step_only():
+    ref, be = fresh_pair()
+    x, y = batch(FRESH, n=4)
+    start = be.get_buffers()
+    assert {k: v.tolist() for k, v in start.items()} == {k: v.tolist() for k, v in init_buffers(FRESH).items()}
+    be.loss_and_grads(x, y)
+    be.forward(x)
+    assert all(np.array_equal(be.get_buffers()[k], start[k]) for k in start)  # neither pass updates them
+    for model in (ref, be):
+        model.init_optimizer(OptimizerConfig("sgd", lr=0.1))
+        model.train_step(model.prepare_batch(x, y))
+    got, want = be.get_buffers(), ref.get_buffers()
+    assert set(got) == set(want) == set(FRESH.buffer_shapes())
+    for k in want:
+        assert got[k].dtype == np.float64 and not np.allclose(want[k], start[k]), k
+        assert rel(got[k], want[k]) <= 1e-10, k  # the running variance from the unbiased batch variance
+    assert rel(be.forward(x), ref.forward(x)) <= 1e-10  # and evaluation reads them
+    be.set_buffers(start)
+    ref.set_buffers(start)
+    assert rel(be.forward(x), ref.forward(x)) <= 1e-10
+    got = be.get_buffers()
+    got["1.running_mean"][0] = 5.0
+    assert be.get_buffers()["1.running_mean"][0] == 0.0  # copies out
+    with pytest.raises(ValueError, match="buffers do not match"):
+        be.set_buffers({})
+
+
+def test_the_same_masks_give_the_same_loss_and_its_own_dropout_is_seeded():
+    _, be = fresh_pair()
+    x, y = batch(FRESH, n=4)
+    with_masks = be.loss_and_grads(x, y)[0]
+    assert be.loss_and_grads(x, y)[0] == with_masks
+    be.set_masks(None)
+    own = be.loss_and_grads(x, y)[0]
+    assert own != with_masks and be.loss_and_grads(x, y)[0] != own  # fresh draws each pass
+    again = MicrogradBackend(FRESH, init_params(FRESH, 0, "float64"), dtype="float64")
+    assert again.loss_and_grads(x, y)[0] == own  # the same seed, the same draws
+    with pytest.raises(ValueError, match="dropout masks do not match"):
+        be.set_masks({"4.mask": np.ones((4, 5, 3, 2), bool)})
+    be.set_masks(dropout_masks(FRESH, 0, 0, 3))
+    with pytest.raises(ValueError, match="a batch of 4"):
+        be.loss_and_grads(x, y)  # masks for 3 samples, a batch of 4
+
+
+def test_dropout_scales_kept_units_and_passes_their_gradient():
+    xs = [[Value(2.0), Value(2.0), Value(2.0)]]
+    out = layers.dropout(xs[0], [True, False, True], 0.75)
+    assert [v.data for v in out] == [8.0, 0.0, 8.0]
+    sum(out).backward()
+    assert [v.grad for v in xs[0]] == [4.0, 0.0, 4.0]
+
+
+def test_batchnorm_needs_two_values_per_channel_in_training():
+    spec = models.parse({"name": "bn1", "input": [1, 1, 1], "classes": 2, "layers": [
+        {"type": "flatten"}, {"type": "dense", "units": 2}, {"type": "batchnorm"}, {"type": "dense", "units": 2}]})
+    be = MicrogradBackend(spec, dtype="float64")
+    with pytest.raises(ValueError, match="batch of 2 or more"):
+        be.loss_and_grads(*batch(spec, n=1))
+    assert be.forward(batch(spec, n=1)[0]).shape == (1, 2)  # evaluation uses the running statistics
 
 
 def test_forward_splits_a_batch_larger_than_the_cap(monkeypatch):

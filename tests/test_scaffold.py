@@ -1,6 +1,7 @@
 """`fwbench new-backend`: the generated package imports, says what to implement, and bad requests are refused."""
 import argparse
 import importlib
+import re
 import sys
 import tomllib
 
@@ -11,6 +12,7 @@ from fwbench import backends
 from fwbench import models
 from fwbench.backends.base import Backend, OptimizerConfig
 from fwbench.harness import scaffold
+from fwbench.models.spec import FIELDS, LAYER_TYPES
 
 
 @pytest.fixture
@@ -54,6 +56,9 @@ def test_every_method_raises_not_implemented_with_a_hint(generated):
     calls = {
         "get_params": lambda: backend.get_params(),
         "set_params": lambda: backend.set_params({}),
+        "get_buffers": lambda: backend.get_buffers(),
+        "set_buffers": lambda: backend.set_buffers({}),
+        "set_masks": lambda: backend.set_masks(None),
         "forward": lambda: backend.forward(x),
         "loss_and_grads": lambda: backend.loss_and_grads(x, y),
         "init_optimizer": lambda: backend.init_optimizer(OptimizerConfig()),
@@ -63,12 +68,47 @@ def test_every_method_raises_not_implemented_with_a_hint(generated):
         "synchronize": lambda: backend.synchronize(),
         "peak_device_memory": lambda: backend.peak_device_memory(),
     }
-    hints = {"forward": "(N, C, H, W)", "get_params": "(out, in, kh, kw)", "synchronize": "timer",
-             "train_step": "host sync", "set_lr": "recompile", "peak_device_memory": "None on the CPU"}
+    hints = {"forward": ["(N, C, H, W)", "evaluation mode", "running statistics", "no dropout"],
+             "loss_and_grads": ["training mode", "batch statistics", "set_masks", "buffers unchanged"],
+             "train_step": ["host sync", "training mode", "running statistics"],
+             "get_params": ["(out, in, kh, kw)"], "synchronize": ["timer"], "set_lr": ["recompile"],
+             "peak_device_memory": ["None on the CPU"],
+             "get_buffers": ["'{i}.running_mean'", "spec.buffer_shapes()", "{}"],
+             "set_buffers": ["check(self.spec, buffers, 'buffers')"],
+             "set_masks": ["'{i}.mask'", "spec.input_of(i)", "None"]}
     for method, call in calls.items():
         with pytest.raises(NotImplementedError, match=rf"sketch_net: implement {method}\(") as info:
             call()
-        assert hints.get(method, "") in str(info.value)
+        assert all(hint in str(info.value) for hint in hints.get(method, [])), (method, str(info.value))
+
+
+def test_the_lowering_table_has_a_placeholder_for_every_layer_type(generated):
+    _, module = generated
+    assert set(module.LAYERS) == set(LAYER_TYPES.values()) and module.SketchNetBackend.UNSUPPORTED_LAYERS == set()
+    for cls, op in module.LAYERS.items():
+        with pytest.raises(NotImplementedError, match=rf"sketch_net: implement the op for {cls.type}:"):
+            op(None, 0, None, None, None, None)
+    with pytest.raises(NotImplementedError, match=r"layer\.pads\(shape\)"):
+        module.LAYERS[LAYER_TYPES["conv2d"]](None, 0, None, None, None, None)
+
+
+def test_the_field_table_names_every_layer_class_and_field(generated):
+    root, _ = generated
+    text = (root / "fwbench_sketch_net/__init__.py").read_text()
+    block = text.split("# Layer fields", 1)[1].split("\n\n", 1)[0]
+    entries, name = {}, None
+    for line in block.splitlines()[1:]:
+        m = re.match(r"#   (\w+)\s+(.*)", line)  # an entry; deeper-indented lines continue it
+        if m:
+            name = m[1]
+            entries[name] = m[2]
+        elif name:
+            entries[name] += " " + line.lstrip("# ")
+    assert set(entries) == {cls.__name__ for cls in LAYER_TYPES.values()}
+    for kind, cls in LAYER_TYPES.items():
+        assert all(re.search(rf"\b{field}\b", entries[cls.__name__]) for field in FIELDS[kind]), kind
+    assert "layer.pads(shape)" in entries["Conv2D"] and "layer.step" in entries["AvgPool2D"]
+    assert "layer.step" in entries["MaxPool2D"] and "spec.input_of(i)" in block
 
 
 @pytest.mark.parametrize("name,needle", [

@@ -7,7 +7,7 @@ import numpy as np
 
 from fwbench import models
 from fwbench.backends.numpy_backend import NumpyBackend
-from fwbench.models.params import Params, init_params
+from fwbench.models.params import Params, dropout_masks, init_params
 from fwbench.models.spec import ModelSpec
 
 SEED = 7
@@ -19,7 +19,7 @@ def _spec(name: str, input_: list[int], classes: int, *layers: dict) -> dict:
     return {"name": name, "input": input_, "classes": classes, "layers": list(layers)}
 
 
-def _conv(out: int, k: int, stride: int = 1, padding: int = 0) -> dict:
+def _conv(out: int, k: int, stride: int = 1, padding: int | str = 0) -> dict:
     return {"type": "conv2d", "out_channels": out, "kernel_size": k, "stride": stride, "padding": padding}
 
 
@@ -38,6 +38,10 @@ LAYER_CASES: dict[str, dict] = {
     "conv2d 3x3 stride 2 padding 1": _spec("conv_s2p1", [3, 8, 7], 3, _conv(4, 3, 2, 1), FLAT, DENSE3),
     # stride 3 over a 2x2 kernel skips pixels; padding 2 is wider than the kernel's overlap.
     "conv2d 2x2 stride 3 padding 2": _spec("conv_s3p2", [2, 9, 7], 3, _conv(3, 2, 3, 2), FLAT, DENSE3),
+    "conv2d 3x3 same": _spec("conv_same", [3, 7, 5], 3, _conv(4, 3, 1, "same"), FLAT, DENSE3),
+    # "same" at stride 2 pads 9 rows (1, 2), the odd one at the end, and 8 columns (1, 1).
+    "conv2d 4x4 stride 2 same (asymmetric)": _spec("conv_same_s2", [3, 9, 8], 3, _conv(4, 4, 2, "same"), FLAT,
+                                                   DENSE3),
     "relu": _spec("relu", [2, 5, 6], 3, _conv(3, 1), RELU, FLAT, DENSE3),
     "tanh": _spec("tanh", [2, 5, 6], 3, _conv(3, 1), {"type": "tanh"}, FLAT, DENSE3),
     "sigmoid": _spec("sigmoid", [2, 5, 6], 3, _conv(3, 1), {"type": "sigmoid"}, FLAT, DENSE3),
@@ -45,6 +49,15 @@ LAYER_CASES: dict[str, dict] = {
     "maxpool2d 2": _spec("pool2", [2, 7, 9], 3, _conv(3, 1), {"type": "maxpool2d", "size": 2}, FLAT, DENSE3),
     "maxpool2d 3 stride 2 (overlapping)": _spec("pool32", [2, 9, 8], 3, _conv(3, 1),
                                                 {"type": "maxpool2d", "size": 3, "stride": 2}, FLAT, DENSE3),
+    "avgpool2d 2": _spec("avgpool2", [2, 7, 9], 3, _conv(3, 1), {"type": "avgpool2d", "size": 2}, FLAT, DENSE3),
+    "avgpool2d 3 stride 2 (overlapping)": _spec("avgpool32", [2, 9, 8], 3, _conv(3, 1),
+                                                {"type": "avgpool2d", "size": 3, "stride": 2}, FLAT, DENSE3),
+    # The bias of the conv (dense) layer in front of a batch norm has a gradient of exactly zero: the norm
+    # subtracts it again. The features case sets eps and momentum, so a backend's own defaults show.
+    "batchnorm (C, H, W)": _spec("bn_map", [3, 6, 5], 3, _conv(4, 3), {"type": "batchnorm"}, FLAT, DENSE3),
+    "batchnorm (F)": _spec("bn_features", [2, 3, 2], 3, FLAT, {"type": "dense", "units": 5},
+                           {"type": "batchnorm", "eps": 1e-3, "momentum": 0.3}, DENSE3),
+    "dropout 0.5": _spec("dropout", [2, 5, 6], 3, _conv(3, 1), {"type": "dropout", "rate": 0.5}, FLAT, DENSE3),
 }
 # Round trip: conv, pool, a flatten of a spatial map (flax permutes that dense layer's rows), square dense.
 ROUND_TRIP = _spec("round_trip", [2, 8, 7], 5, _conv(3, 3, 2, 1), RELU, {"type": "maxpool2d", "size": 2},
@@ -84,14 +97,40 @@ def batch_of(case: str) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((n, *spec.input)), rng.integers(0, spec.classes, n)
 
 
+def masks_of(case: str, step: int = 0) -> Params | None:
+    """The harness's dropout keep-masks for one training step on the case's batch; None when it has no dropout."""
+    return dropout_masks(spec_of(case), SEED, step, len(batch_of(case)[1])) or None
+
+
+def use_masks(backend, case: str, step: int = 0) -> None:
+    """Hand a backend the harness's masks for a step of a case with dropout (a case without needs none)."""
+    masks = masks_of(case, step)
+    if masks is not None:
+        backend.set_masks(masks)
+
+
+def rounded(values: Params, dtype: str) -> Params:
+    """Float64 copies of values as rounded to dtype."""
+    # Rounding the inputs first leaves only the backend's arithmetic in the difference, not the cast.
+    return {k: np.asarray(v).astype(dtype).astype(np.float64) for k, v in values.items()}
+
+
+def reference_backend(case: str, dtype: str) -> NumpyBackend:
+    """The float64 engine at the case's params as rounded to dtype."""
+    return NumpyBackend(spec_of(case), rounded(params_of(case), dtype), dtype="float64")
+
+
+def reference_batch(case: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """The case's batch, its inputs as rounded to dtype, in float64."""
+    x, y = batch_of(case)
+    return x.astype(dtype).astype(np.float64), y
+
+
 @functools.cache
 def reference(case: str, dtype: str) -> tuple[np.ndarray, float, Params]:
-    """Logits, loss and gradients of the float64 engine at the case's params and batch as rounded to dtype."""
-    # Rounding the inputs first leaves only the backend's arithmetic in the difference, not the cast.
-    params = {k: v.astype(dtype).astype(np.float64) for k, v in params_of(case).items()}
-    x, y = batch_of(case)
-    x = x.astype(dtype).astype(np.float64)
-    ref = NumpyBackend(spec_of(case), params, dtype="float64")
+    """Logits, loss and gradients (under the harness's masks) of the float64 engine, inputs rounded to dtype."""
+    ref, (x, y) = reference_backend(case, dtype), reference_batch(case, dtype)
+    use_masks(ref, case)
     loss, grads = ref.loss_and_grads(x, y)
     return ref.forward(x), loss, grads
 

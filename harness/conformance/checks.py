@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fwbench.harness.agreement import ties
-from fwbench.harness.conformance import layers, protocol, training
+from fwbench.harness.conformance import layers, protocol, state, training
 from fwbench.harness.conformance.cases import layer_type, spec_of
 from fwbench.harness.conformance.context import UNSUPPORTED, Context, Outcome, own_errors
 from fwbench.backends.messages import first_line
@@ -60,6 +60,7 @@ def _battery() -> list[Check]:
             ("round trip/canonical params", protocol.round_trip),
             *layers.lowering_checks(),
             *layers.layer_checks(),
+            *state.state_checks(),
             *layers.model_checks(),
             *[(f"optimizer/{label}", lambda ctx, label=label: training.optimizer(ctx, label))
               for label in training.CONFIGS],

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from fwbench.harness.agreement.agree import grad_tol
+from fwbench.harness.agreement.metrics import gradient_floor
 from fwbench.harness.conformance.cases import (LAYER_CASES, batch_of, case_of_type, layer_of, params_of, reference,
-                                       spec_of)
+                                               spec_of, use_masks)
 from fwbench.harness.conformance.context import UNSUPPORTED, Context, Outcome
 from fwbench.backends.messages import first_line
 from fwbench.harness.conformance.measure import outcome
@@ -22,7 +23,8 @@ def instance(ctx: Context, case: str):
     return ctx.once(("instance", case), lambda: ctx.build(spec_of(case), params_of(case)))
 
 
-def _x(ctx: Context, case: str) -> tuple[np.ndarray, np.ndarray]:
+def inputs(ctx: Context, case: str) -> tuple[np.ndarray, np.ndarray]:
+    """The case's batch, its inputs in the dtype under test."""
     x, y = batch_of(case)
     return x.astype(ctx.dtype), y.copy()
 
@@ -48,14 +50,16 @@ def lowering(ctx: Context, kind: str) -> Outcome:
 
 def forward(ctx: Context, case: str) -> Outcome:
     """Logits of forward(x) against the reference's."""
-    logits = instance(ctx, case).forward(_x(ctx, case)[0])
+    logits = instance(ctx, case).forward(inputs(ctx, case)[0])
     want, _, _ = reference(case, ctx.dtype)
     return outcome(case, [("logits", logits, want)], bound(ctx, case), ctx.dtype_note)
 
 
 def backward(ctx: Context, case: str) -> Outcome:
-    """Loss and every parameter's gradient from loss_and_grads against the reference's."""
-    loss, grads = instance(ctx, case).loss_and_grads(*_x(ctx, case))
+    """Loss and every parameter's gradient from loss_and_grads, under the harness's masks, against the reference's."""
+    backend = instance(ctx, case)
+    use_masks(backend, case)
+    loss, grads = backend.loss_and_grads(*inputs(ctx, case))
     _, want_loss, want = reference(case, ctx.dtype)
     spec = spec_of(case)
     tensors = [("loss", [loss], [want_loss])]
@@ -63,7 +67,7 @@ def backward(ctx: Context, case: str) -> Outcome:
     if missing:
         return Outcome(float("inf"), bound(ctx, case), f"{case}: no gradient for {', '.join(missing)}")
     tensors += [(f"gradient of {layer_of(spec, k)}", grads[k], want[k]) for k in want]
-    return outcome(case, tensors, bound(ctx, case), ctx.dtype_note)
+    return outcome(case, tensors, bound(ctx, case), ctx.dtype_note, gradient_floor(want, ctx.dtype))
 
 
 def model(ctx: Context, case: str) -> Outcome:

@@ -7,8 +7,8 @@ from fwbench.harness.conformance.context import Outcome
 from fwbench.harness.agreement.metrics import compare
 
 
-def rel_error(got, want) -> tuple[float, str]:
-    """Relative L2 error of got against want, and "" or why it could not be measured (shape, type)."""
+def rel_error(got, want, floor: float = 0.0) -> tuple[float, str]:
+    """Relative L2 error of got against want (or floor, if larger), and "" or why it could not be measured."""
     try:
         got = np.asarray(got, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -16,13 +16,16 @@ def rel_error(got, want) -> tuple[float, str]:
     want = np.asarray(want, dtype=np.float64)
     if got.shape != want.shape:
         return float("inf"), f"has shape {got.shape}, expected {want.shape}"
-    error = compare(got, want)["rel_l2"]
+    error = compare(got, want, floor)["rel_l2"]
     return (error if np.isfinite(error) else float("inf")), ""
 
 
-def outcome(where: str, tensors: list[tuple[str, object, object]], bound: float, note: str = "") -> Outcome:
+def outcome(where: str, tensors: list[tuple[str, object, object]], bound: float, note: str = "",
+            floor: float = 0.0) -> Outcome:
     """The worst tensor's error against the bound; a breach names the case and every tensor over it."""
-    measured = [(label, *rel_error(got, want)) for label, got, want in tensors]
+    # floor (metrics.gradient_floor): a gradient or update that is zero in exact arithmetic is rounding noise,
+    # so it is measured against the floor rather than against its own tiny norm.
+    measured = [(label, *rel_error(got, want, floor)) for label, got, want in tensors]
     measured.sort(key=lambda m: -m[1])
     worst_label, worst, _ = measured[0]
     over = [m for m in measured if not m[1] <= bound]

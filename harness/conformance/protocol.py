@@ -39,25 +39,35 @@ def round_trip(ctx: Context) -> Outcome:
     """get_params returns exactly what the model was built with, and what set_params put in; as copies."""
     spec, start = spec_of("round trip"), cast(params_of("round trip"), ctx.dtype)
     backend = ctx.build(spec, start)
-    first = backend.get_params()
-    problems = _differences(spec, first, start, "after construction")
     # New values unlike the first (sign flipped, shifted), so an ignored set_params cannot pass.
     other = cast({k: 0.01 - 0.5 * v for k, v in start.items()}, ctx.dtype)
-    backend.set_params(other)
-    problems += _differences(spec, backend.get_params(), other, "after set_params")
+    return exchange(spec, ctx.dtype, backend.get_params, backend.set_params, start, other)
+
+
+def exchange(spec, dtype: str, get, put, start: dict, other: dict, what: str = "parameters") -> Outcome:
+    """get() is exactly start, then after put(other) exactly other; what get() returned first is a copy."""
+    first = get()
+    problems = differences(spec, first, start, "after construction", what)
+    put(other)
+    problems += differences(spec, get(), other, f"after set_{what}", what)
     if not problems and any(not np.array_equal(first[k], start[k]) for k in start):
-        problems.append(("arrays", float("inf"), "returned by get_params changed with set_params; return copies"))
+        problems.append(("arrays", float("inf"), f"returned by get_{what} changed with set_{what}; return copies"))
+    return exact(problems, f"{len(start)} tensors exact, {dtype}, in both directions")
+
+
+def exact(problems: list[tuple[str, float, str]], passed: str) -> Outcome:
+    """A row that allows no difference at all: passed when there are no problems, else the worst first."""
     if not problems:
-        return Outcome(0.0, 0.0, f"{len(start)} tensors exact, {ctx.dtype}, in both directions")
+        return Outcome(0.0, 0.0, passed)
     problems.sort(key=lambda p: -p[1])
     return Outcome(problems[0][1], 0.0, "; ".join(f"{label} {why}" for label, _, why in problems))
 
 
-def _differences(spec, got: dict, want: dict, when: str) -> list[tuple[str, float, str]]:
-    """(tensor, error, why) for every key, shape, dtype kind or value of got that is not exactly want."""
+def differences(spec, got: dict, want: dict, when: str, what: str = "parameters") -> list[tuple[str, float, str]]:
+    """(tensor, error, why) for every key, shape, dtype kind or value of got (parameters, buffers) not exactly want."""
     if set(got) != set(want):
         missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-        return [("parameters", float("inf"), f"{when}: keys missing {missing}, unexpected {extra}")]
+        return [(what, float("inf"), f"{when}: keys missing {missing}, unexpected {extra}")]
     out = []
     for k in want:
         label, value = layer_of(spec, k), got[k]
@@ -65,8 +75,8 @@ def _differences(spec, got: dict, want: dict, when: str) -> list[tuple[str, floa
             out.append((label, float("inf"), f"{when}: a {type(value).__name__} of {getattr(value, 'dtype', '?')}, "
                                              "expected a floating-point numpy array"))
         elif value.shape != want[k].shape:
-            out.append((label, float("inf"), f"{when}: shape {value.shape}, expected {want[k].shape} "
-                                             "(canonical: conv (out, in, kh, kw), dense (in, out))"))
+            layout = " (canonical: conv (out, in, kh, kw), dense (in, out))" if what == "parameters" else ""
+            out.append((label, float("inf"), f"{when}: shape {value.shape}, expected {want[k].shape}{layout}"))
         elif not np.array_equal(value.astype(np.float64), want[k].astype(np.float64)):
             error = float(np.max(np.abs(value.astype(np.float64) - want[k])))
             kind = "" if value.dtype == want[k].dtype else f" (returned {value.dtype} for {want[k].dtype})"

@@ -64,11 +64,11 @@ def compare_updates(ctx: Context, where: str, rule: str, got, want, start, extra
     if missing:
         return Outcome(float("inf"), bound, f"{where}: get_params() lacks {', '.join(missing)}")
     spec = spec_of(CASE)
-    tensors = [(f"update of {layer_of(spec, k)}", _minus(got[k], start[k]), want[k] - start[k]) for k in want]
+    tensors = [(f"update of {layer_of(spec, k)}", minus(got[k], start[k]), want[k] - start[k]) for k in want]
     return outcome(where, (extra or []) + tensors, bound, ctx.dtype_note)
 
 
-def _minus(got, start: np.ndarray):
+def minus(got, start: np.ndarray):
     """got - start in float64, or got unchanged when its shape is wrong (the comparison reports that)."""
     got = np.asarray(got, dtype=np.float64)
     return got - start if got.shape == start.shape else got

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from fwbench.backends.lowering import lower
 from fwbench.models.params import fan_in
-from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU, Sigmoid, Tanh
+from fwbench.models.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ModelSpec, ReLU,
+                                 Sigmoid, Tanh)
 
 # XLA may run float32 convs and matmuls as TF32 or bf16 passes on a GPU; HIGHEST keeps full float32.
 PRECISION = lax.Precision.HIGHEST
@@ -18,9 +21,18 @@ PRECISION = lax.Precision.HIGHEST
 CONV_DIMS = ("NCHW", "OIHW", "NCHW")
 
 
-def conv2d(x, w, b, stride: int, padding: int):
-    """Cross-correlation of an NCHW batch with an OIHW kernel, plus a per-channel bias."""
-    y = lax.conv_general_dilated(x, w, (stride, stride), [(padding, padding)] * 2,
+@dataclass
+class Pass:
+    """One forward pass: training or evaluation, batch norm's running statistics, dropout's keep-masks."""
+    training: bool
+    buffers: dict       # "{i}.running_mean" / "{i}.running_var"; a training pass replaces them with updated ones
+    masks: dict | None  # "{i}.mask" -> bool keep-mask, one per dropout layer; read in training only
+
+
+def conv2d(x, w, b, stride: int, pads: tuple[int, int, int, int]):
+    """Cross-correlation of an NCHW batch with an OIHW kernel, zero pads (top, bottom, left, right), plus a bias."""
+    top, bottom, left, right = pads
+    y = lax.conv_general_dilated(x, w, (stride, stride), [(top, bottom), (left, right)],
                                  dimension_numbers=CONV_DIMS, precision=PRECISION)
     return y + b[None, :, None, None]
 
@@ -38,29 +50,86 @@ def maxpool2d(x, size: int, step: int):
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, size, size), (1, 1, step, step), "VALID")
 
 
+def avgpool2d(x, size: int, step: int):
+    """Mean over size x size windows every step pixels, VALID: the window's sum divided by its size."""
+    # A concrete zero (not a traced one) lets JAX see the window sum it knows how to differentiate.
+    total = lax.reduce_window(x, np.zeros((), x.dtype), lax.add, (1, 1, size, size), (1, 1, step, step), "VALID")
+    return total / (size * size)
+
+
 def dense(x, w, b):
     """x @ w + b with w stored (in, out)."""
     return jnp.matmul(x, w, precision=PRECISION) + b
 
 
-# Layer type -> op(x, layer, w, b), w and b the layer's parameters (None for a layer without): fwbench's
-# layer types each need one entry; lower() refuses a spec with a type missing here, naming the layer.
+def batchnorm(x, gamma, beta, i: int, layer: BatchNorm, run: Pass):
+    """Per channel of NCHW x (per feature of (N, F) x): batch statistics in training, running ones in evaluation."""
+    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
+    mean_key, var_key = f"{i}.running_mean", f"{i}.running_var"
+    if run.training:
+        count = x.size // x.shape[1]  # values per channel; shapes are static, so this is a Python int
+        if count < 2:
+            raise ValueError(f"batchnorm in training needs more than one value per channel, got {count}; "
+                             "use a batch of 2 or more")
+        mean = x.mean(axis=axes)
+        centred = x - mean.reshape(shape)
+        var = (centred * centred).mean(axis=axes)  # biased: what the batch is normalised with
+        # PyTorch's momentum: running = (1 - m) running + m batch, with the unbiased variance there.
+        m = layer.momentum
+        run.buffers[mean_key] = (1 - m) * run.buffers[mean_key] + m * lax.stop_gradient(mean)
+        run.buffers[var_key] = (1 - m) * run.buffers[var_key] + m * lax.stop_gradient(var) * (count / (count - 1))
+    else:
+        mean, var = run.buffers[mean_key], run.buffers[var_key]
+        centred = x - mean.reshape(shape)
+    xhat = centred * (1 / jnp.sqrt(var + layer.eps)).reshape(shape)
+    return xhat * gamma.reshape(shape) + beta.reshape(shape)
+
+
+def dropout(x, i: int, layer: Dropout, run: Pass):
+    """Inverted dropout in training (kept units scaled by 1 / (1 - rate)); the identity in evaluation."""
+    if not run.training or not layer.rate:
+        return x
+    # The scaled mask first and one product after, as PyTorch computes it (and so fwbench's engine).
+    scale = run.masks[f"{i}.mask"].astype(x.dtype) / (1 - layer.rate)
+    return x * scale
+
+
+# Layer type -> op(x, i, layer, w, b, run): layer i of the spec, its parameters w and b (None for a layer without)
+# and the Pass. fwbench's layer types each need one entry; lower() refuses a spec with a type missing here, naming
+# the layer.
 LAYERS = {
-    Conv2D: lambda x, layer, w, b: conv2d(x, w, b, layer.stride, layer.padding),
-    ReLU: lambda x, layer, w, b: relu(x),
-    MaxPool2D: lambda x, layer, w, b: maxpool2d(x, layer.size, layer.step),
-    Flatten: lambda x, layer, w, b: x.reshape(x.shape[0], -1),
-    Dense: lambda x, layer, w, b: dense(x, w, b),
-    Tanh: lambda x, layer, w, b: jnp.tanh(x),
-    Sigmoid: lambda x, layer, w, b: jax.nn.sigmoid(x),
+    Conv2D: lambda x, i, layer, w, b, run: conv2d(x, w, b, layer.stride, layer.pads(x.shape[1:])),
+    ReLU: lambda x, i, layer, w, b, run: relu(x),
+    MaxPool2D: lambda x, i, layer, w, b, run: maxpool2d(x, layer.size, layer.step),
+    Flatten: lambda x, i, layer, w, b, run: x.reshape(x.shape[0], -1),
+    Dense: lambda x, i, layer, w, b, run: dense(x, w, b),
+    Tanh: lambda x, i, layer, w, b, run: jnp.tanh(x),
+    Sigmoid: lambda x, i, layer, w, b, run: jax.nn.sigmoid(x),
+    AvgPool2D: lambda x, i, layer, w, b, run: avgpool2d(x, layer.size, layer.step),
+    BatchNorm: lambda x, i, layer, w, b, run: batchnorm(x, w, b, i, layer, run),
+    Dropout: lambda x, i, layer, w, b, run: dropout(x, i, layer, run),
 }
 
 
-def apply(spec: ModelSpec, params: dict, x):
-    """Logits (N, classes) for an NCHW batch."""
+def apply(spec: ModelSpec, params: dict, buffers: dict, x, training: bool = False, masks: dict | None = None):
+    """Logits (N, classes) for an NCHW batch, and the buffers after the pass (updated only in training)."""
+    # A fresh dict: batch norm writes its new statistics into the Pass, never into the caller's buffers.
+    run = Pass(training, dict(buffers), masks)
     for i, (op, layer) in enumerate(zip(lower(LAYERS, spec, "jaxraw"), spec.layers)):
-        x = op(x, layer, params.get(f"{i}.weight"), params.get(f"{i}.bias"))
-    return x
+        x = op(x, i, layer, params.get(f"{i}.weight"), params.get(f"{i}.bias"), run)
+    return x, run.buffers
+
+
+def evaluate(spec: ModelSpec, params: dict, buffers: dict, x):
+    """Logits in evaluation mode: running statistics, no dropout."""
+    return apply(spec, params, buffers, x)[0]
+
+
+def draw_masks(spec: ModelSpec, key, batch: int) -> dict:
+    """Keep-masks for every dropout layer from a jax.random key, "{i}.mask" -> bool (batch, *input of layer i)."""
+    return {f"{i}.mask": jax.random.bernoulli(jax.random.fold_in(key, i), 1 - layer.rate, (batch, *spec.input_of(i)))
+            for i, layer in enumerate(spec.layers) if isinstance(layer, Dropout)}
 
 
 def cross_entropy(logits, y):
@@ -73,9 +142,13 @@ def cross_entropy(logits, y):
     return (log_sum_exp - picked).mean()
 
 
-def loss(spec: ModelSpec, params: dict, x, y):
-    """Mean cross-entropy of the model on one batch."""
-    return cross_entropy(apply(spec, params, x), y)
+def loss(spec: ModelSpec, seed: int, params: dict, buffers: dict, x, y, masks: dict | None, count):
+    """Mean cross-entropy of a training pass and the updated buffers; masks None: drawn from (seed, count)."""
+    if masks is None:
+        # The backend's own dropout, as its users would have it: a fresh draw for each training pass.
+        masks = draw_masks(spec, jax.random.fold_in(jax.random.PRNGKey(seed), count), x.shape[0])
+    logits, buffers = apply(spec, params, buffers, x, training=True, masks=masks)
+    return cross_entropy(logits, y), buffers
 
 
 def check_layers(spec: ModelSpec) -> None:
@@ -84,11 +157,14 @@ def check_layers(spec: ModelSpec) -> None:
 
 
 def init(spec: ModelSpec, seed: int, dtype) -> dict:
-    """jax.random's own draw of torch's default scheme, U(+-1/sqrt(fan_in)): not the canonical numbers."""
+    """jax.random's own draw of torch's defaults: U(+-1/sqrt(fan_in)), batch norm's gamma 1 and beta 0."""
     shapes = spec.param_shapes()
     keys = jax.random.split(jax.random.PRNGKey(seed), len(shapes))
     out = {}
     for key, (name, shape) in zip(keys, shapes.items()):
+        if isinstance(spec.layers[int(name.split(".")[0])], BatchNorm):
+            out[name] = (jnp.ones if name.endswith(".weight") else jnp.zeros)(shape, dtype)
+            continue
         bound = 1.0 / math.sqrt(fan_in(shapes[name.replace(".bias", ".weight")]))
         out[name] = jax.random.uniform(key, shape, dtype, -bound, bound)
     return out
