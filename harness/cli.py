@@ -107,6 +107,9 @@ def build_parser() -> Parser:
     p = sub.add_parser("new-backend", help="scaffold a plugin package for a new backend")
     from fwbench.harness.scaffold import add_arguments as scaffold_arguments
     scaffold_arguments(p)
+
+    from fwbench.harness.conventions.command import add_parser as conventions_parser
+    conventions_parser(sub)
     return parser
 
 

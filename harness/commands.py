@@ -13,6 +13,7 @@ from fwbench.harness.probes import contention
 from fwbench.harness.agreement.command import agree
 from fwbench.harness.bench.command import bench
 from fwbench.harness.conformance.command import conformance
+from fwbench.harness.conventions.command import run as conventions
 from fwbench.harness.reporting import report
 from fwbench.harness.scaffold import new_backend
 from fwbench.harness.recipe import recipe_for
@@ -133,4 +134,5 @@ def _failures(failed: dict[str, str], path: Path) -> int:
 
 # Trailing underscores keep `models` and `backends` free for the packages.
 COMMANDS = {"models": models_, "backends": backends_, "train": train, "compare": compare, "agree": agree,
-            "bench": bench, "report": report, "conformance": conformance, "new-backend": new_backend}
+            "bench": bench, "report": report, "conformance": conformance, "new-backend": new_backend,
+            "conventions": conventions}
