@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -14,77 +14,168 @@ import optax
 from fwbench.backends import flax_kernels, flax_scan, layout
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
 from fwbench.backends.lowering import lower
-from fwbench.models.params import Params, check
-from fwbench.models.spec import Conv2D, Dense, Flatten, MaxPool2D, ModelSpec, ReLU, Sigmoid, Tanh
+from fwbench.models.params import Params, check, check_masks, init_buffers
+from fwbench.models.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ModelSpec, ReLU,
+                                 Sigmoid, Tanh)
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 OPTIMIZERS = ("sgd", "adam")
-NATIVE = {"weight": "kernel", "bias": "bias"}  # canonical suffix -> flax parameter name
+# Canonical suffix -> flax's name for it (batch norm's weight is "scale"); the buffers live in "batch_stats".
+NATIVE = {"weight": "kernel", "bias": "bias", "running_mean": "mean", "running_var": "var"}
+CANONICAL = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
 # XLA may compute float32 convs/matmuls in TF32 or bf16 passes on GPU; HIGHEST pins full float32,
 # matching torch with allow_tf32 off. It is set per layer, so no global jax config changes.
 PRECISION = jax.lax.Precision.HIGHEST
 
 
-def _conv(x, layer: Conv2D, net: Net, kw: dict):
-    k, s, p = layer.kernel_size, layer.stride, layer.padding
+class Run(NamedTuple):
+    """How one pass of Net runs: training or evaluation, and where dropout's keep-masks come from."""
+    train: bool
+    masks: dict | None  # "layer_i" -> NHWC keep-mask from the harness; None: nn.Dropout draws from the "dropout" rng
+
+
+class Noise(NamedTuple):
+    """What dropout uses in one training step: the harness's masks, or the step count folded into the backend's key."""
+    masks: dict | None = None
+    key: jax.Array | None = None
+    tick: Any = None  # int32 count of the training passes before this one
+
+    def later(self, steps):
+        """The noise of the training pass `steps` passes on: the same masks, or the count advanced."""
+        return self if self.tick is None else self._replace(tick=self.tick + steps)
+
+    def rngs(self) -> dict:
+        """flax's rngs argument: a fresh dropout key per pass, as flax users fold the step into theirs."""
+        return {} if self.tick is None else {"dropout": jax.random.fold_in(self.key, self.tick)}
+
+
+NO_NOISE = Noise()  # a spec without dropout: nothing to pass, nothing drawn
+
+
+class TorchBatchNorm(nn.Module):
+    """Batch norm over the last axis with PyTorch's statistics, which nn.BatchNorm does not follow.
+
+    Training normalises with the batch mean and biased variance and updates running = (1 - m) running + m batch
+    with the unbiased variance; nn.BatchNorm updates with the biased one and calls 1 - m its momentum."""
+    momentum: float
+    epsilon: float
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        c, axes = x.shape[-1], tuple(range(x.ndim - 1))
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+        mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(c, self.param_dtype))
+        var = self.variable("batch_stats", "var", lambda: jnp.ones(c, self.param_dtype))
+        if train:
+            count = x.size // c  # values per channel
+            if count < 2:
+                raise ValueError(f"batchnorm in training needs more than one value per channel, got {count}; "
+                                 "use a batch of 2 or more")
+            mu = x.mean(axis=axes)
+            centred = x - mu
+            sigma2 = (centred * centred).mean(axis=axes)
+            # Only a training step's apply makes batch_stats mutable; loss_and_grads leaves them as they are.
+            if self.is_mutable_collection("batch_stats") and not self.is_initializing():
+                m = self.momentum
+                mean.value = (1 - m) * mean.value + m * mu
+                var.value = (1 - m) * var.value + m * sigma2 * (count / (count - 1))
+        else:
+            sigma2, centred = var.value, x - mean.value
+        return centred * (1 / jnp.sqrt(sigma2 + self.epsilon)) * scale + bias
+
+
+def _conv(x, layer: Conv2D, net: Net, kw: dict, run: Run):
+    k, s = layer.kernel_size, layer.stride
+    top, bottom, left, right = layer.pads((x.shape[3], x.shape[1], x.shape[2]))  # "same" may pad unevenly
     # None is nn.Conv's own default, lax.conv_general_dilated.
     conv = flax_kernels.conv_general_dilated if net.kernels else None
-    return nn.Conv(layer.out_channels, (k, k), strides=(s, s), padding=[(p, p), (p, p)],
+    return nn.Conv(layer.out_channels, (k, k), strides=(s, s), padding=[(top, bottom), (left, right)],
                    conv_general_dilated=conv, **kw)(x)
 
 
-def _max_pool(x, layer: MaxPool2D, net: Net, kw: dict):
+def _max_pool(x, layer: MaxPool2D, net: Net, kw: dict, run: Run):
     size, step = layer.size, layer.step
     return flax_kernels.max_pool(x, size, step) if net.kernels else nn.max_pool(x, (size, size), strides=(step, step))
 
 
-# Layer type -> op(x, layer, net, kw) on an NHWC batch; kw holds a submodule's dtypes, precision and name "layer_i".
+def _batchnorm(x, layer: BatchNorm, net: Net, kw: dict, run: Run):
+    return TorchBatchNorm(layer.momentum, layer.eps, kw["param_dtype"], name=kw["name"])(x, run.train)
+
+
+def _dropout(x, layer: Dropout, net: Net, kw: dict, run: Run):
+    if not run.train or run.masks is None:
+        return nn.Dropout(layer.rate, name=kw["name"])(x, deterministic=not run.train)
+    # The harness's units, scaled as the engine and PyTorch do: the scaled mask first, one product after.
+    keep = run.masks[kw["name"]]
+    return x * (keep.astype(x.dtype) / jnp.asarray(1 - layer.rate, x.dtype))
+
+
+# Layer type -> op(x, layer, net, kw, run) on an NHWC batch; kw holds a submodule's dtypes, precision and name
+# "layer_i", run says training or evaluation.
 LAYERS: dict[type, Callable] = {
     Conv2D: _conv,
-    ReLU: lambda x, layer, net, kw: nn.relu(x),
+    ReLU: lambda x, layer, net, kw, run: nn.relu(x),
     MaxPool2D: _max_pool,
-    # H, W, C order: layout.py permutes the next dense's rows.
-    Flatten: lambda x, layer, net, kw: x.reshape((x.shape[0], -1)),
-    Dense: lambda x, layer, net, kw: nn.Dense(layer.units, **kw)(x),
-    Tanh: lambda x, layer, net, kw: nn.tanh(x),
-    Sigmoid: lambda x, layer, net, kw: nn.sigmoid(x),
+    # H, W, C order: layout.py permutes what reads it (the next dense's rows, batch norm's vectors, masks).
+    Flatten: lambda x, layer, net, kw, run: x.reshape((x.shape[0], -1)),
+    Dense: lambda x, layer, net, kw, run: nn.Dense(layer.units, **kw)(x),
+    Tanh: lambda x, layer, net, kw, run: nn.tanh(x),
+    Sigmoid: lambda x, layer, net, kw, run: nn.sigmoid(x),
+    AvgPool2D: lambda x, layer, net, kw, run: nn.avg_pool(x, (layer.size, layer.size),
+                                                          strides=(layer.step, layer.step), padding="VALID"),
+    BatchNorm: _batchnorm,
+    Dropout: _dropout,
 }
 
 
 class Net(nn.Module):
-    """The spec's layers over an NHWC batch; layer i's parameters live in submodule "layer_i"."""
+    """The spec's layers over an NHWC batch; layer i's parameters (and batch_stats) live in submodule "layer_i"."""
     spec: ModelSpec
     dtype: Any = jnp.float32
     kernels: bool = False  # fwbench's custom VJPs for conv and pool (flax_kernels.py) instead of flax's stock ops
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False, masks: dict | None = None):
+        run = Run(train, masks)
         for i, (op, layer) in enumerate(zip(lower(LAYERS, self.spec, "flax"), self.spec.layers)):
             kw = dict(dtype=self.dtype, param_dtype=self.dtype, precision=PRECISION, name=f"layer_{i}")
-            x = op(x, layer, self, kw)
+            x = op(x, layer, self, kw, run)
         return x
 
 
-def to_native(spec: ModelSpec, params: Params) -> dict:
-    """Canonical -> flax tree {"layer_i": {"kernel", "bias"}} in channels-last layout."""
+def to_native(spec: ModelSpec, values: Params, what: str = "parameters") -> dict:
+    """Canonical -> flax tree {"layer_i": {"kernel", "bias"}} in channels-last layout (what="buffers": batch_stats)."""
     tree: dict = {}
-    for key, value in layout.to_channels_last(spec, params).items():
+    for key, value in layout.to_channels_last(spec, values, what).items():
         i, kind = key.split(".")
-        tree.setdefault(f"layer_{i}", {})[NATIVE[kind]] = value
+        name = "scale" if kind == "weight" and isinstance(spec.layers[int(i)], BatchNorm) else NATIVE[kind]
+        tree.setdefault(f"layer_{i}", {})[name] = value
     return tree
 
 
-def from_native(spec: ModelSpec, tree: dict) -> Params:
-    """Flax tree -> canonical; the same for parameters and gradients."""
-    canonical = {v: k for k, v in NATIVE.items()}
-    flat = {f"{name.removeprefix('layer_')}.{canonical[k]}": np.array(v)
+def from_native(spec: ModelSpec, tree: dict, what: str = "parameters") -> Params:
+    """Flax tree -> canonical; the same for parameters and gradients (what="buffers": batch_stats)."""
+    flat = {f"{name.removeprefix('layer_')}.{CANONICAL[k]}": np.array(v)
             for name, sub in tree.items() for k, v in sub.items()}
-    return layout.from_channels_last(spec, flat)
+    return layout.from_channels_last(spec, flat, what)
 
 
-def _loss(model: Net, params, x, y):
-    logits = model.apply({"params": params}, x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+def _variables(params, stats) -> dict:
+    # A spec without batch norm has no batch_stats collection, and its programs stay as they were.
+    return {"params": params, "batch_stats": stats} if stats else {"params": params}
+
+
+def _loss(model: Net, params, stats, x, y, noise: Noise, update: bool):
+    """Training-mode mean cross-entropy, and the batch_stats: updated when `update`, else as given."""
+    if update and stats:
+        logits, state = model.apply(_variables(params, stats), x, True, noise.masks, rngs=noise.rngs(),
+                                    mutable=["batch_stats"])
+        stats = state["batch_stats"]
+    else:
+        logits = model.apply(_variables(params, stats), x, True, noise.masks, rngs=noise.rngs())
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), stats
 
 
 def _optimizer(config: OptimizerConfig, dtype) -> optax.GradientTransformation:
@@ -104,6 +195,10 @@ def _optimizer(config: OptimizerConfig, dtype) -> optax.GradientTransformation:
     return optax.inject_hyperparams(make, hyperparam_dtype=dtype)(learning_rate=config.lr)
 
 
+# Every mode says so: nn.BatchNorm cannot follow the spec (see TorchBatchNorm).
+BATCHNORM = "; batchnorm is fwbench's linen module with PyTorch's running statistics, not nn.BatchNorm"
+
+
 class FlaxBackend(Backend):
     """Flax linen on jax.jit, NHWC inside, optax optimizers; `step` jits one update, `scan` fuses many."""
 
@@ -115,13 +210,13 @@ class FlaxBackend(Backend):
     # writes, the "-tuned" ones add what fwbench wrote around XLA's CPU backend.
     MODE_NOTES: ClassVar[dict[str, str]] = {
         "step": "stock flax.linen (nn.Conv, nn.max_pool) and optax; one jax.jit step per batch, "
-                "parameters and optimizer state donated, the learning rate a traced argument",
+                "parameters and optimizer state donated, the learning rate a traced argument" + BATCHNORM,
         "scan": "stock layers as in step; the epoch resident on the device and each stretch of steps "
-                "one compiled lax.fori_loop (backends/flax_scan.py)",
+                "one compiled lax.fori_loop (backends/flax_scan.py)" + BATCHNORM,
         "step-tuned": "step with fwbench's custom VJPs for the conv weight gradient and the 2x2 max-pool "
-                      "backward (backends/flax_kernels.py); the same gradients up to float rounding",
+                      "backward (backends/flax_kernels.py); the same gradients up to float rounding" + BATCHNORM,
         "scan-tuned": "scan with fwbench's custom VJPs for the conv weight gradient and the 2x2 max-pool "
-                      "backward (backends/flax_kernels.py); the same gradients up to float rounding",
+                      "backward (backends/flax_kernels.py); the same gradients up to float rounding" + BATCHNORM,
     }
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
@@ -141,12 +236,19 @@ class FlaxBackend(Backend):
         self._dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
         self.model = Net(spec, self.dtype, self.kernels)
         dummy = jnp.zeros((1, *spec.input[1:], spec.input[0]), self.dtype)  # one NHWC sample
-        init = partial(self.model.init, jax.random.PRNGKey(seed), dummy)
+        key = jax.random.PRNGKey(seed)
+        init = partial(self.model.init, key, dummy)
         # Shapes come from tracing alone; running init compiles the RNG (seconds), so only native init does.
-        self.native_shapes = jax.tree_util.tree_map(lambda a: a.shape, jax.eval_shape(init)["params"])
+        shapes = jax.tree_util.tree_map(lambda a: a.shape, jax.eval_shape(init))
+        self.native_shapes, self.stats_shapes = shapes["params"], shapes.get("batch_stats", {})
         self.opt_state, self._step = None, None
-        self._forward = jax.jit(self.model.apply)
-        self._grad = jax.jit(jax.value_and_grad(lambda p, x, y: _loss(self.model, p, x, y)))
+        self._forward = jax.jit(lambda p, s, x: self.model.apply(_variables(p, s), x))
+        self._grad = jax.jit(jax.value_and_grad(lambda p, s, x, y, noise: _loss(self.model, p, s, x, y, noise, False),
+                                                has_aux=True))
+        # Dropout on the backend's own RNG folds the count of training passes into the seed's key.
+        self._key = key if any(isinstance(layer, Dropout) for layer in spec.layers) else None
+        self._tick, self._masks = 0, None
+        self.set_buffers(init_buffers(spec, dtype))
         if params is None:
             self._load(init()["params"])
         else:
@@ -179,6 +281,42 @@ class FlaxBackend(Backend):
         cast = jax.tree_util.tree_map(lambda v: np.asarray(v, self.dtype), native)
         self.params = jax.device_put(cast, self._dev)
 
+    def get_buffers(self) -> Params:
+        """Batch norm's running statistics in canonical form, as host NumPy arrays; {} without batch norm."""
+        return from_native(self.spec, self.batch_stats, "buffers")
+
+    def set_buffers(self, buffers: Params) -> None:
+        """Replace the running statistics from canonical form."""
+        check(self.spec, buffers, "buffers")
+        native = to_native(self.spec, buffers, "buffers")
+        shapes = jax.tree_util.tree_map(np.shape, native)
+        assert shapes == self.stats_shapes, f"native buffer shapes {shapes} != flax's {self.stats_shapes}"
+        self.batch_stats = jax.device_put(jax.tree_util.tree_map(lambda v: np.asarray(v, self.dtype), native),
+                                          self._dev)
+
+    def set_masks(self, masks: Params | None) -> None:
+        """The harness's keep-masks for every training pass from now on; None: dropout draws from the seeded key."""
+        if masks is not None:
+            size = len(next(iter(masks.values()))) if masks else 0
+            check_masks(self.spec, masks, size)
+            native = layout.masks_to_channels_last(self.spec, masks)
+            masks = {f"layer_{k.split('.')[0]}": jax.device_put(np.asarray(v, bool), self._dev)
+                     for k, v in native.items()}
+            self._mask_batch = size
+        self._masks = masks
+
+    def _noise(self, size: int, steps: int = 1) -> Noise:
+        """Dropout's noise for the next `steps` training passes over batches of `size`; counts them."""
+        if self._key is None:
+            return NO_NOISE
+        if self._masks is not None:
+            if size != self._mask_batch:
+                raise BackendError(f"flax backend: dropout masks for a batch of {self._mask_batch} are set, "
+                                   f"but this is a batch of {size}; call set_masks for it")
+            return Noise(masks=self._masks)
+        tick, self._tick = self._tick, self._tick + steps
+        return Noise(key=self._key, tick=np.int32(tick))
+
     def get_params(self) -> Params:
         """Current parameters in canonical layout, as host NumPy arrays."""
         return from_native(self.spec, self.params)
@@ -189,12 +327,13 @@ class FlaxBackend(Backend):
         self._load(to_native(self.spec, params))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits (N, classes) for NCHW input x, as a host array."""
-        return np.array(self._forward({"params": self.params}, self._x(x)))
+        """Evaluation-mode logits (N, classes) for NCHW input x, as a host array."""
+        return np.array(self._forward(self.params, self.batch_stats, self._x(x)))
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
-        """Mean cross-entropy and canonical gradients at the current parameters."""
-        loss, grads = self._grad(self.params, *self.prepare_batch(x, y))
+        """Training-mode mean cross-entropy and canonical gradients; parameters and buffers stay as they are."""
+        x, y = self.prepare_batch(x, y)
+        (loss, _), grads = self._grad(self.params, self.batch_stats, x, y, self._noise(len(x)))
         return float(loss), from_native(self.spec, grads)
 
     def init_optimizer(self, config: OptimizerConfig) -> None:
@@ -203,15 +342,16 @@ class FlaxBackend(Backend):
         self.opt_state = jax.device_put(tx.init(self.params), self._dev)
         self._lr = self.dtype(config.lr)
 
-        def step(params, opt_state, x, y, lr):
+        def step(params, opt_state, stats, x, y, lr, noise):
             opt_state.hyperparams["learning_rate"] = lr
-            loss, grads = jax.value_and_grad(lambda p: _loss(self.model, p, x, y))(params)
+            (loss, stats), grads = jax.value_and_grad(
+                lambda p: _loss(self.model, p, stats, x, y, noise, True), has_aux=True)(params)
             updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
+            return optax.apply_updates(params, updates), opt_state, stats, loss
 
         # Donating params and state lets XLA update them in place, as torch.optim does; JAX's docs give
         # donate_argnums for this very train-step pattern, so the stock modes keep it too.
-        self._step = jax.jit(step, donate_argnums=(0, 1))
+        self._step = jax.jit(step, donate_argnums=(0, 1, 2))
         self._scan, self._ragged = flax_scan.fuse(step), flax_scan.ragged_step(step)
 
     def set_lr(self, lr: float) -> None:
@@ -234,7 +374,9 @@ class FlaxBackend(Backend):
         """One jitted update; returns the loss as a device scalar, so no host sync happens here."""
         if self._step is None:
             raise BackendError("flax backend: call init_optimizer() before training")
-        self.params, self.opt_state, loss = self._step(self.params, self.opt_state, *batch, self._lr)
+        x, y = batch
+        self.params, self.opt_state, self.batch_stats, loss = self._step(
+            self.params, self.opt_state, self.batch_stats, x, y, self._lr, self._noise(len(x)))
         return loss
 
     def prepare_epoch(self, x: np.ndarray, y: np.ndarray, order) -> Any:
@@ -244,7 +386,7 @@ class FlaxBackend(Backend):
         return flax_scan.resident(layout.nchw_to_nhwc(np.asarray(x, self.dtype)), y, order, self.dtype, self._dev)
 
     def train_steps(self, epoch: Any, start: int, stop: int, lrs) -> Any:
-        """scan: the full batches of start..stop-1 in one compiled loop (plus the short last batch); losses on the host."""
+        """scan: the full batches of start..stop-1 in one compiled loop (plus the short last batch); host losses."""
         if not self.fused:
             return super().train_steps(epoch, start, stop, lrs)
         if self._step is None:
@@ -255,15 +397,18 @@ class FlaxBackend(Backend):
         lrs = np.asarray(lrs, self.dtype)
         n = min(stop, len(epoch.full)) - start
         losses = []
+        state = self.params, self.opt_state, self.batch_stats
         if n > 0:
             span = np.zeros(len(epoch.full), self.dtype)
             span[start:start + n] = lrs[:n]
-            self.params, self.opt_state, fused = self._scan(self.params, self.opt_state, epoch.x, epoch.y,
-                                                            epoch.full, span, np.int32(start), np.int32(start + n))
+            *state, fused = self._scan(*state, epoch.x, epoch.y, epoch.full, span, np.int32(start),
+                                       np.int32(start + n), self._noise(epoch.full.shape[1], n))
+            self.params, self.opt_state, self.batch_stats = state
             losses.append(fused[start:start + n])
         if start < stop and stop > len(epoch.full):  # the short last batch: its own shape, its own compiled step
-            self.params, self.opt_state, loss = self._ragged(self.params, self.opt_state, epoch.x, epoch.y,
-                                                             epoch.ragged, lrs[-1])
+            *state, loss = self._ragged(*state, epoch.x, epoch.y, epoch.ragged, lrs[-1],
+                                        self._noise(len(epoch.ragged)))
+            self.params, self.opt_state, self.batch_stats = state
             losses.append(loss)
         return flax_scan.to_host(losses)
 
@@ -275,4 +420,4 @@ class FlaxBackend(Backend):
 
     def synchronize(self) -> None:
         """Block until the queued steps have produced the current parameters and state."""
-        jax.block_until_ready((self.params, self.opt_state))
+        jax.block_until_ready((self.params, self.opt_state, self.batch_stats))

@@ -36,25 +36,29 @@ def resident(x: np.ndarray, y: np.ndarray, order: Sequence[np.ndarray], dtype, d
 
 
 def fuse(step: Callable) -> Callable:
-    """A jitted loop of `step(params, opt_state, x, y, lr)` over rows[start:stop]; lrs and losses span all rows."""
-    def run(params, opt_state, x, y, rows, lrs, start, stop):
-        def body(i, carry):
-            params, opt_state, losses = carry
-            params, opt_state, loss = step(params, opt_state, x[rows[i]], y[rows[i]], lrs[i])
-            return params, opt_state, losses.at[i].set(loss)
-        losses = jax.numpy.zeros(len(rows), lrs.dtype)
-        return jax.lax.fori_loop(start, stop, body, (params, opt_state, losses))
+    """A jitted loop of `step(params, opt_state, stats, x, y, lr, noise)` over rows[start:stop].
 
-    # Donated parameters and moments are updated in place; the resident data is read, never copied.
+    lrs and losses span all rows; stats are the batch_stats ({} without batch norm); the step at row i gets
+    noise.later(i - start), the dropout noise that many training passes on."""
+    def run(params, opt_state, stats, x, y, rows, lrs, start, stop, noise):
+        def body(i, carry):
+            params, opt_state, stats, losses = carry
+            params, opt_state, stats, loss = step(params, opt_state, stats, x[rows[i]], y[rows[i]], lrs[i],
+                                                  noise.later(i - start))
+            return params, opt_state, stats, losses.at[i].set(loss)
+        losses = jax.numpy.zeros(len(rows), lrs.dtype)
+        return jax.lax.fori_loop(start, stop, body, (params, opt_state, stats, losses))
+
+    # Donated parameters, moments and statistics are updated in place; the resident data is read, never copied.
     # Traced bounds and epoch-long lrs and losses: one compilation serves every stretch of the epoch.
-    return jax.jit(run, donate_argnums=(0, 1))
+    return jax.jit(run, donate_argnums=(0, 1, 2))
 
 
 def ragged_step(step: Callable) -> Callable:
     """The jitted step on the short last batch, gathered on the device."""
-    def run(params, opt_state, x, y, idx, lr):
-        return step(params, opt_state, x[idx], y[idx], lr)
-    return jax.jit(run, donate_argnums=(0, 1))
+    def run(params, opt_state, stats, x, y, idx, lr, noise):
+        return step(params, opt_state, stats, x[idx], y[idx], lr, noise)
+    return jax.jit(run, donate_argnums=(0, 1, 2))
 
 
 def to_host(losses: list[jax.Array]) -> np.ndarray:

@@ -51,3 +51,46 @@ def test_channels_last_computes_the_same_function():
 def test_layout_imports_no_framework():
     code = "import sys, backends.layout; assert not {'torch', 'jax', 'flax'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# A flatten of a (2, 3, 2) map read by batch norm and dropout before the dense: all three see H, W, C order in flax.
+FEATURES = models.parse({"name": "features", "input": [1, 4, 3], "classes": 3, "layers": [
+    {"type": "conv2d", "out_channels": 2, "kernel_size": 2, "padding": "same", "stride": 2},
+    {"type": "relu"},
+    {"type": "flatten"},
+    {"type": "batchnorm"},
+    {"type": "dropout", "rate": 0.5},
+    {"type": "dense", "units": 3},
+]})
+
+
+def test_flatten_sources_see_through_batchnorm_and_dropout():
+    assert layout.flat_inputs(FEATURES) == {3: (2, 2, 2), 4: (2, 2, 2), 5: (2, 2, 2)}
+    assert layout.flatten_sources(FEATURES) == {5: (2, 2, 2)}
+
+
+def test_features_after_a_flatten_follow_the_channels_last_order():
+    rng = np.random.default_rng(1)
+    p = {k: rng.standard_normal(v.shape) for k, v in init_params(FEATURES, 0, "float64").items()}
+    buffers = {"3.running_mean": rng.standard_normal(8), "3.running_var": rng.random(8) + 0.5}
+    masks = {"4.mask": rng.random((2, 8)) > 0.5}
+    native, nbuf = layout.to_channels_last(FEATURES, p), layout.to_channels_last(FEATURES, buffers, "buffers")
+    nmask = layout.masks_to_channels_last(FEATURES, masks)
+    act = rng.standard_normal((2, 2, 2, 2))  # the NCHW map entering the flatten
+
+    def head(flat, q, b, keep):
+        norm = (flat - b["3.running_mean"]) / np.sqrt(b["3.running_var"]) * q["3.weight"] + q["3.bias"]
+        return (norm * keep["4.mask"]) @ q["5.weight"] + q["5.bias"]
+    want = head(act.reshape(2, -1), p, buffers, masks)
+    np.testing.assert_allclose(head(layout.nchw_to_nhwc(act).reshape(2, -1), native, nbuf, nmask), want, rtol=1e-13)
+    assert not np.array_equal(native["3.weight"], p["3.weight"])
+    back = layout.from_channels_last(FEATURES, nbuf, "buffers")
+    assert all(np.array_equal(back[k], buffers[k]) for k in buffers)
+
+
+def test_masks_of_maps_become_nhwc_and_stay_boolean():
+    spec = models.parse({"name": "m", "input": [2, 3, 4], "classes": 2, "layers": [
+        {"type": "dropout", "rate": 0.2}, {"type": "flatten"}, {"type": "dense", "units": 2}]})
+    mask = np.random.default_rng(0).random((5, 2, 3, 4)) > 0.2
+    got = layout.masks_to_channels_last(spec, {"0.mask": mask})["0.mask"]
+    assert got.dtype == bool and np.array_equal(got, mask.transpose(0, 2, 3, 1))

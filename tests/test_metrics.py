@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fwbench.harness.agreement.metrics import compare, tree_distance
+from fwbench.harness.agreement.metrics import ZERO_FLOOR, compare, exact_zeros, gradient_floor, tree_distance
 
 
 def test_identical_arrays_agree_perfectly():
@@ -35,3 +35,16 @@ def test_tree_distance_is_one_vector():
     a = {"w": np.array([1.0, 0.0]), "b": np.array([0.0])}
     b = {"w": np.array([1.0, 1.0]), "b": np.array([1.0])}
     assert tree_distance(a, b) == pytest.approx(np.sqrt(2.0 / 3.0))
+
+
+def test_floor_divides_when_the_reference_norm_is_smaller():
+    assert compare(np.array([3e-3, 4e-3]), np.zeros(2), floor=0.5)["rel_l2"] == pytest.approx(1e-2)
+    assert compare(np.array([2.0]), np.array([1.0]), floor=0.5)["rel_l2"] == 1.0  # the larger of the two divides
+
+
+def test_gradient_floor_and_exact_zeros():
+    grads = {"w": np.array([3.0, 4.0]), "zero": np.array([1e-15, -2e-15]), "small": np.array([1e-4])}
+    assert gradient_floor(grads, "float64") == pytest.approx(5 * ZERO_FLOOR["float64"])
+    assert gradient_floor(grads, "float32") == pytest.approx(5 * ZERO_FLOOR["float32"])
+    assert exact_zeros(grads) == ["zero"]  # a real gradient 2e-5 of the largest is not one
+    assert exact_zeros({"a": np.zeros(2)}) == []  # all zero: nothing to tell noise from

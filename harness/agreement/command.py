@@ -14,12 +14,13 @@ from fwbench import models
 from fwbench.backends.base import BackendError, OptimizerConfig
 from fwbench.harness.agreement import agree as ag
 from fwbench.harness.agreement import view
+from fwbench.harness.agreement.metrics import ZERO_FLOOR
 from fwbench.harness import documents
 from fwbench.harness.atomic import atomic_write, atomic_write_json, ensure_dir
 from fwbench.harness.data import batch_order, load_mnist, normalize
 from fwbench.harness.provenance import git_commit, machine
 from fwbench.harness.session import MNIST_SHAPE, check_labels, check_memory, resolve_device
-from fwbench.models.params import init_params
+from fwbench.models.params import dropout_masks, init_buffers, init_params
 
 DEFAULT_BACKENDS = ("numpy", "torch", "flax")
 
@@ -88,9 +89,10 @@ def agree(args) -> int:
     names = survivors(names, conventions, skipped, notes)
     if args.ties:
         x, y, params = ties.tie_case(spec, params, len(y), args.seed)
-        doc["ties_hit"] = ties.count_ties(spec, params, x)
+        doc["ties_hit"] = ties.count_ties(spec, params, x, seed=args.seed)
         doc["data"] = "constructed ties: 0/1 inputs, weights on a 1/4 grid, zero biases"
-    report = ag.one_step(spec, names, params, x, y, dtype=args.dtype, devices=devices, skipped=skipped)
+    report = ag.one_step(spec, names, params, x, y, dtype=args.dtype, devices=devices, skipped=skipped,
+                         seed=args.seed)
     names = survivors(names, report.runs, skipped, notes)
     checked = ag.check(report, doc['tolerance']['grad_rel_l2'], args.dtype)
     breaches, at_ties = split_ties(checked, conventions, args.ties)
@@ -99,18 +101,21 @@ def agree(args) -> int:
                        for n in names}
     doc["reference"] = {"backend": "numpy", "dtype": "float64", "loss": report.runs[ag.REFERENCE].loss}
     doc["table"] = report.table
+    doc["floor"] = {"value": report.floor, "of_largest": ZERO_FLOOR[args.dtype], "rows": report.floored}
     doc["worst"] = {m: list(ag.worst(report, m)) for m in ("max_abs", "rel_l2", "rho", "cosine")}
     lines = [view.step_table(report), *view.worst_lines(report)]
+    traj = None
     if args.steps:
         config = OptimizerConfig(args.optimizer, lr=args.lr, momentum=args.momentum if args.optimizer == "sgd" else 0.0)
-        traj = ag.trajectory(spec, names, params, data, config, dtype=args.dtype, devices=devices, skipped=skipped)
+        traj = ag.trajectory(spec, names, params, data, config, dtype=args.dtype, devices=devices, skipped=skipped,
+                             seed=args.seed)
         notes += [f"{n} left out of the trajectory: {skipped.pop(n)}" for n in names if n not in traj.losses]
         breaches += ag.check_trajectory(traj, doc['tolerance']['trajectory_rel'], args.dtype)
-        doc["trajectory"] = {"optimizer": dataclasses.asdict(config),
-                             "losses": traj.losses, "distance": traj.distance}
+        doc["trajectory"] = {"optimizer": dataclasses.asdict(config), "losses": traj.losses,
+                             "distance": traj.distance, "buffers": traj.buffers, "evaluation_logits": traj.logits}
         lines += view.trajectory_lines(traj)
     if args.dump:
-        dump(Path(args.dump), params, x, y, report, doc)
+        dump(Path(args.dump), spec, params, x, y, report, doc, traj)
     doc["breaches"], doc["tie_disagreements"], doc["passed"] = breaches, at_ties, not breaches
     if args.json:
         print(json.dumps(doc))
@@ -197,13 +202,17 @@ def fd(spec, params, x, y, doc, args) -> int:
 FD_TOL = 1e-5
 
 
-def dump(directory: Path, params, x, y, report: ag.StepReport, doc: dict) -> None:
+def dump(directory: Path, spec, params, x, y, report: ag.StepReport, doc: dict, traj: ag.Trajectory | None) -> None:
     """Everything needed to check the gradients with one's own code."""
     directory = ensure_dir(directory, "--dump")
     _savez(directory / "params.npz", params)
     _savez(directory / "batch.npz", {"x": x, "y": y})
+    _savez(directory / "masks.npz", dropout_masks(spec, doc["seed"], 0, len(y)))  # what one_step gave every backend
+    _savez(directory / "buffers.npz", init_buffers(spec, "float64"))
     for name, run in report.runs.items():
         _savez(directory / f"grads_{name}.npz", run.grads)
+    for name, buffers in (traj.final_buffers.items() if traj and spec.buffer_shapes() else ()):
+        _savez(directory / f"buffers_{name}.npz", buffers)
     summary = {k: doc[k] for k in ("schema", "model", "dtype", "batch_size", "seed", "data", "tolerance")}
     summary["losses"] = {name: run.loss for name, run in report.runs.items()}
     summary["backends"] = doc["backends"]
@@ -240,6 +249,9 @@ def verdict(doc: dict) -> str:
         lines += [f"FAIL {b}" for b in doc["breaches"]]
     else:
         tol = doc["tolerance"]
-        after = f", parameters within {tol['trajectory_rel']:g} after the trajectory" if "trajectory" in doc else ""
+        after = ""
+        if "trajectory" in doc:
+            what = "parameters, buffers" if doc["trajectory"]["buffers"] else "parameters"
+            after = f", {what} and evaluation logits within {tol['trajectory_rel']:g} after the trajectory"
         lines.append(f"PASS: every tensor within {tol['grad_rel_l2']:g} relative{after}")
     return "\n".join(lines)

@@ -109,13 +109,15 @@ TIE_COUNTS = {
 }
 
 
-def count_ties(spec: ModelSpec, params: Params, x: np.ndarray) -> dict[str, int]:
-    """How many relu inputs are exactly 0 and how many max-pool windows have a tied maximum, over all layers."""
+def count_ties(spec: ModelSpec, params: Params, x: np.ndarray, seed: int = 0) -> dict[str, int]:
+    """How many relu inputs are exactly 0 and how many max-pool windows have a tied maximum, over all layers.
+
+    Dropout drops the units agree's run of this seed drops in its one step."""
     h = np.asarray(x, dtype=np.float64)
     counts = {key: 0 for key, _ in TIE_COUNTS.values()}
     params = {k: Tensor(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
     # A training pass, as loss_and_grads runs it: batch statistics, and the harness's masks of step 0.
-    run = numpy_backend.Pass(True, init_buffers(spec, "float64"), masks=dropout_masks(spec, 0, 0, len(h)))
+    run = numpy_backend.Pass(True, init_buffers(spec, "float64"), masks=dropout_masks(spec, seed, 0, len(h)))
     for i, (op, layer) in enumerate(zip(lower(numpy_backend.LOWER, spec, "numpy"), spec.layers)):
         if type(layer) in TIE_COUNTS:
             key, count = TIE_COUNTS[type(layer)]

@@ -15,14 +15,18 @@ def step_table(report: StepReport, metric: str = "rel_l2", bold: bool | None = N
     worst_row, worst_pair, _ = worst(report, metric)
     rows = []
     for row in report.rows:
-        cells = [row]
+        cells = [f"{row} (floor)" if row in report.floored else row]
         for pair in pairs:
             text = f"{report.table[row][pair][metric]:.2e}"
             if (row, pair) == (worst_row, worst_pair):
                 text = f"\x1b[1m{text}*\x1b[0m" if bold else f"{text}*"
             cells.append(text)
         rows.append(cells)
-    return f"{DESCRIPTIONS[metric]}, * marks the worst\n" + text_table(["tensor", *pairs], rows)
+    table = f"{DESCRIPTIONS[metric]}, * marks the worst\n" + text_table(["tensor", *pairs], rows)
+    if report.floored:
+        table += (f"\n(floor): zero in exact arithmetic, so rounding noise everywhere; judged against the floor "
+                  f"{report.floor:.3g} (ZERO_FLOOR x the largest gradient's norm), not its own norm")
+    return table
 
 
 def worst_lines(report: StepReport) -> list[str]:
@@ -40,8 +44,11 @@ def trajectory_lines(traj: Trajectory) -> list[str]:
     steps = len(next(iter(traj.losses.values())))
     out = [f"trajectory: {steps} steps in lockstep"]
     out += [f"  final loss {name}: {values[-1]:.6f}" for name, values in traj.losses.items()]
-    out += [f"  parameter drift {pair}: {d[-1]:.3g} after {steps} steps (largest {max(d):.3g})"
-            for pair, d in traj.distance.items()]
+    for what, series in (("parameter", traj.distance), ("buffer", traj.buffers)):
+        out += [f"  {what} drift {pair}: {d[-1]:.3g} after {steps} steps (largest {max(d):.3g})"
+                for pair, d in series.items()]
+    out += [f"  evaluation logits {pair}: {m['rel_l2']:.3g} relative after {steps} steps"
+            for pair, m in traj.logits.items()]
     return out
 
 

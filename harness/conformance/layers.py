@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from fwbench.harness.agreement.agree import grad_tol
-from fwbench.harness.agreement.metrics import gradient_floor
+from fwbench.harness.agreement.metrics import floors
 from fwbench.harness.conformance.cases import (LAYER_CASES, batch_of, case_of_type, layer_of, params_of, reference,
                                                spec_of, use_masks)
 from fwbench.harness.conformance.context import UNSUPPORTED, Context, Outcome
@@ -67,7 +67,8 @@ def backward(ctx: Context, case: str) -> Outcome:
     if missing:
         return Outcome(float("inf"), bound(ctx, case), f"{case}: no gradient for {', '.join(missing)}")
     tensors += [(f"gradient of {layer_of(spec, k)}", grads[k], want[k]) for k in want]
-    return outcome(case, tensors, bound(ctx, case), ctx.dtype_note, gradient_floor(want, ctx.dtype))
+    floored = {f"gradient of {layer_of(spec, k)}": f for k, f in floors(want, ctx.dtype).items()}
+    return outcome(case, tensors, bound(ctx, case), ctx.dtype_note, floored)
 
 
 def model(ctx: Context, case: str) -> Outcome:

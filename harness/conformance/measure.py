@@ -21,11 +21,12 @@ def rel_error(got, want, floor: float = 0.0) -> tuple[float, str]:
 
 
 def outcome(where: str, tensors: list[tuple[str, object, object]], bound: float, note: str = "",
-            floor: float = 0.0) -> Outcome:
+            floors: dict[str, float] | None = None) -> Outcome:
     """The worst tensor's error against the bound; a breach names the case and every tensor over it."""
-    # floor (metrics.gradient_floor): a gradient or update that is zero in exact arithmetic is rounding noise,
-    # so it is measured against the floor rather than against its own tiny norm.
-    measured = [(label, *rel_error(got, want, floor)) for label, got, want in tensors]
+    # floors, by label (metrics.floors): a gradient or update that is zero in exact arithmetic is rounding noise,
+    # so it is measured against an absolute floor rather than against its own tiny norm.
+    floors = floors or {}
+    measured = [(label, *rel_error(got, want, floors.get(label, 0.0))) for label, got, want in tensors]
     measured.sort(key=lambda m: -m[1])
     worst_label, worst, _ = measured[0]
     over = [m for m in measured if not m[1] <= bound]

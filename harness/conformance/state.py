@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fwbench.harness.agreement.metrics import gradient_floor
+from fwbench.harness.agreement.metrics import floors
 from fwbench.harness.conformance.cases import (LAYER_CASES, SEED, layer_of, masks_of, params_of, reference_backend,
                                                reference_batch, rounded, spec_of, use_masks)
 from fwbench.harness.conformance.context import Context, Outcome, cast
@@ -65,7 +65,8 @@ def training_steps(ctx: Context, case: str) -> Outcome:
     start = {**rounded(params_of(case), ctx.dtype), **init_buffers(spec, "float64")}
     changes = {k: want[k] - start[k] for k in want}
     tensors = [(f"change of {layer_of(spec, k)}", minus(got[k], start[k]), changes[k]) for k in want]
-    return outcome(where, tensors, tol, ctx.dtype_note, gradient_floor(changes, ctx.dtype))
+    floored = {f"change of {layer_of(spec, k)}": f for k, f in floors(changes, ctx.dtype).items()}
+    return outcome(where, tensors, tol, ctx.dtype_note, floored)
 
 
 def evaluation(ctx: Context, case: str) -> Outcome:
