@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import results_fixture
+from fwbench import models
 from fwbench.harness import atomic, commands, summary
 from fwbench.harness.agreement.command import dump
 from fwbench.harness.bench import results, runner
@@ -153,7 +154,8 @@ def test_agree_dump_is_written_atomically(tmp_path):
     doc = {"schema": "fwbench.agree/1", "model": "m", "dtype": "float64", "batch_size": 2, "seed": 0, "data": "d",
            "tolerance": {}, "backends": {}}
     for name in ("summary.json", "grads_numpy.npz", "params.npz"):
-        _reader_keeps_old(tmp_path / name, lambda: dump(tmp_path, grads, np.zeros(2), np.zeros(2), report, doc))
+        _reader_keeps_old(tmp_path / name, lambda: dump(tmp_path, models.get("mlp"), grads, np.zeros(2), np.zeros(2),
+                                                         report, doc, None))
     assert json.loads((tmp_path / "summary.json").read_text())["losses"] == {"numpy": 0.5}
     assert np.load(tmp_path / "grads_numpy.npz")["0.weight"].sum() == 4
     assert not list(tmp_path.glob(".*"))
