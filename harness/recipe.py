@@ -31,14 +31,15 @@ RECIPES: dict[str, Recipe] = {
     # Without the 1-pixel shifts this one-conv model plateaus near 98.45% (Adam or SGD, 5-8 epochs).
     "cnn": Recipe(epochs=5, optimizer=OptimizerConfig("adam", lr=1e-3), shift=1),
     "mlp": Recipe(epochs=4, optimizer=OptimizerConfig("adam", lr=1e-3)),
-    # The zoo: each source's own optimizer where it reaches its target in a few epochs on the 2-core machine.
-    # pyex's source trains 14 epochs of Adadelta (lr 1, step decay); Adam with a cosine decay reaches 99% in 3.
-    "pyex": Recipe(epochs=3, optimizer=OptimizerConfig("adam", lr=1e-3)),
-    # Flax's example: SGD lr 0.1, momentum 0.9, batch 128, 10 epochs; the same rule in 3 epochs with a cosine decay.
-    "flaxex": Recipe(epochs=3, batch_size=128, optimizer=OptimizerConfig("sgd", lr=0.1, momentum=0.9)),
+    # The zoo, at batch 64 like the rest (the zoo suite times and trains at one batch size), in a few epochs on
+    # the 2-core machine. pyex's source trains 14 epochs of Adadelta (lr 1, step decay); Adam with a cosine decay
+    # reached 99.04% in 3 epochs on torch, too close to the 99.0% target, so 4.
+    "pyex": Recipe(epochs=4, optimizer=OptimizerConfig("adam", lr=1e-3)),
+    # Flax's example: SGD lr 0.1, momentum 0.9, batch 128, 10 epochs; here half the lr for half the batch.
+    "flaxex": Recipe(epochs=3, optimizer=OptimizerConfig("sgd", lr=0.05, momentum=0.9)),
     "lenet5": Recipe(epochs=4, optimizer=OptimizerConfig("adam", lr=1e-3)),
-    # beautiful_mnist: Adam at torch's defaults, batch 512, with random shifts of the images.
-    "tgmnist": Recipe(epochs=2, batch_size=128, optimizer=OptimizerConfig("adam", lr=1e-3), shift=1),
+    # beautiful_mnist: Adam at torch's defaults (batch 512 there), with random shifts of the images.
+    "tgmnist": Recipe(epochs=2, optimizer=OptimizerConfig("adam", lr=1e-3), shift=1),
 }
 
 

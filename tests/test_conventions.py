@@ -336,3 +336,17 @@ def test_command_prints_markdown_or_json(doc, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out == markdown(doc) + "\n"
     assert "| batch norm: momentum weights" in out and "## Drift from the canonical semantics" in out
+
+
+def test_the_reports_show_the_conventions_a_bench_measured(doc):
+    from fwbench.harness.reporting import html, markdown as report_md
+    import results_fixture
+    results = {**results_fixture.build(), "conventions": doc}
+    text = report_md.run_md(results)
+    assert "## Framework conventions, measured" in text and "| batch norm: default momentum | 0.1 | 0.1 | 0.99 |" in text
+    assert "Drift from the canonical semantics: batch norm" in text
+    page = html.run_html(results)
+    assert "<h2>Framework conventions, measured</h2>" in page and "<td>the running value</td>" in page
+    failed = {**results_fixture.build(), "conventions": {"error": "fwbench conventions timed out"}}
+    assert "not measured: fwbench conventions timed out" in report_md.run_md(failed)
+    assert "Framework conventions" not in report_md.run_md(results_fixture.build())

@@ -10,7 +10,7 @@ from fwbench.harness.bench import child
 
 # Generous limits, in seconds, on each child: the slowest kit seen (flax, 15 s on 2 cores) is far below the first,
 # so only a hung plugin or framework reaches one. Tests lower them.
-TIMEOUT_S = {"conformance": 600, "agree": 600, "backends": 60}
+TIMEOUT_S = {"conformance": 600, "agree": 600, "backends": 60, "conventions": 300}
 
 
 def fwbench(command: str, args: list[str], expect: type = dict) -> tuple:
@@ -63,3 +63,9 @@ def installed(name: str) -> bool:
     """A module path, or a registered backend whose framework is installed."""
     base = backends.split(name)[0]
     return ":" in base or (base in backends.names() and not backends.missing(base))
+
+
+def conventions() -> dict:
+    """fwbench conventions, measured in a fresh process: the document, or {"error": why}."""
+    doc, why = fwbench("conventions", ["--json"])
+    return doc if doc is not None else {"error": why}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fwbench import backends
 from fwbench.harness.bench import child, overhead, results
-from fwbench.harness.bench.checks import agreement, conformance, installed
+from fwbench.harness.bench.checks import agreement, conformance, conventions, installed
 from fwbench.harness.bench.suite import Cell, Suite, cells, rounds
 from fwbench.harness.probes import contention
 from fwbench.harness.probes.calibration import calibrate
@@ -92,6 +92,9 @@ def run_checks(doc: dict, suite: Suite, store: results.Store, bar: Progress) -> 
         doc["agreement"][model] = agreement(model, names, suite.device)
         store.save(doc)
         bar.update(2 + i, f"agreement {model}")
+    if suite.conventions:
+        doc["conventions"] = conventions()  # what each framework does natively; the report shows it
+        store.save(doc)
 
 
 def run_overhead(doc: dict, suite: Suite, store: results.Store, log) -> None:

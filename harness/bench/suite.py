@@ -26,6 +26,7 @@ class Suite:
     timing_only: tuple[str, ...] = ()  # "backend/model" cells timed but not trained (a recipe too slow for the budget)
     order_seed: int = 0           # seeds the order in which each round visits the cells
     conformance: bool = True      # run the conformance kit for every backend and mode before timing them
+    conventions: bool = True      # measure the frameworks' native conventions (fwbench conventions) for the report
     cell_timeout_s: float = 1800  # a cell process still running after this is stopped and recorded as timed out
     overhead: tuple[str, ...] = ()  # after the rounds, time these against hand-written loops (benchmarks/overhead.py)
     overhead_rounds: int = 3      # rounds alternating the hand-written loop and fwbench
@@ -40,7 +41,7 @@ class Suite:
 PRESETS = {
     # About three minutes on 2 cores: the real models, one short epoch on a slice of MNIST, five runs a cell.
     "quick": Suite("quick", backends=("numpy", "torch", "flax", "flax@scan-tuned"), timed_steps=20, warmup_steps=3,
-                   limit=6400, epochs=1, evals_per_epoch=2, repeat=5, conformance=False),
+                   limit=6400, epochs=1, evals_per_epoch=2, repeat=5, conformance=False, conventions=False),
     # `make bench`: the default recipes on all of MNIST, every metric, on the CPU. Four runs a cell, not five:
     # five took 8.5 minutes with set-up on a noisy day, four 7.3 (the budget is 7); the verdicts then use Welch's test.
     "default": Suite("default", backends=("numpy", "torch", "flax", "flax@scan-tuned"), repeat=4,

@@ -1,6 +1,10 @@
 """The conventions document as Markdown: one table of the measured conventions, then the drifts."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from fwbench.harness.table import markdown_table
+
 WEIGHTS = {"batch": "the batch", "running": "the running value"}  # what batch norm's momentum multiplies
 
 
@@ -67,43 +71,44 @@ def _cell(doc: dict, framework: str, probe: str, make) -> str:
     if framework not in doc["measured"]:
         return "not installed"
     found = doc["measured"][framework][probe]
-    text = f"error: {found['error']}" if "error" in found else make(found)
-    return text.replace("|", "\\|")
+    return f"error: {found['error']}" if "error" in found else make(found)
 
 
-def _error_row(row: dict, width: int) -> list[str]:
-    """The cells of a drift that failed: the error, then blanks."""
-    return [f"error: {row['error']}".replace("|", "\\|"), *[""] * (width - 1)]
+@dataclass
+class Section:
+    """One table of the document: a title, its columns and rows of text, and a line under it."""
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
 
 
-def _line(cells: list[str]) -> str:
-    """One Markdown table row."""
-    return "| " + " | ".join(cells) + " |"
+DRIFTS = [("batchnorm", "Batch norm", ("running_mean", "running_var")), ("adam", "Adam", ("parameters",))]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A Markdown table's lines."""
-    return [_line(header), "|" + " --- |" * len(header), *(_line(r) for r in rows)]
+def sections(doc: dict) -> list[Section]:
+    """The conventions table (versions under it), then a drift table per kind; both Markdown and HTML use them."""
+    names = list(doc["frameworks"])
+    versions = [f"{n}: {f['version']}" if f["installed"] else f"{n}: not installed ({', '.join(f['missing'])})"
+                for n, f in doc["frameworks"].items()]
+    out = [Section("Framework conventions, measured", ["convention", *names],
+                   [[label, *(_cell(doc, n, probe, make) for n in names)] for label, probe, make in ROWS],
+                   "; ".join(versions) + ".")]
+    for kind, title, columns in DRIFTS:
+        part = doc["drifts"][kind]
+        rows = [[r["framework"], r.get("setting", "-"),
+                 *([f"error: {r['error']}", *[""] * (len(columns) - 1)] if "error" in r
+                   else (f"{r[c]:.2g}" for c in columns))] for r in part["rows"]]
+        out.append(Section(f"Drift from the canonical semantics: {title.lower()}",
+                           ["framework", "native setting", *(c.replace("_", " ") for c in columns)], rows,
+                           f"{title}: {part['how']}." + ("" if rows else " No framework to compare is installed.")))
+    return out
 
 
 def markdown(doc: dict) -> str:
     """The conventions table, the versions measured, and the drift tables, as Markdown."""
-    names = list(doc["frameworks"])
-    lines = ["## Framework conventions, measured", ""]
-    lines += _table(["convention", *names], [[label, *(_cell(doc, n, probe, make) for n in names)]
-                                             for label, probe, make in ROWS])
-    versions = [f"{n}: {f['version']}" if f["installed"] else f"{n}: not installed ({', '.join(f['missing'])})"
-                for n, f in doc["frameworks"].items()]
-    lines += ["", "; ".join(versions) + ".", "", "## Drift from the canonical semantics"]
-    for kind, title, columns in [("batchnorm", "Batch norm", ("running_mean", "running_var")),
-                                 ("adam", "Adam", ("parameters",))]:
-        part = doc["drifts"][kind]
-        lines += ["", f"{title}: {part['how']}.", ""]
-        if not part["rows"]:
-            lines.append("No framework to compare is installed.")
-            continue
-        rows = [[r["framework"], f"`{r.get('setting', '-')}`",
-                 *(_error_row(r, len(columns)) if "error" in r else (f"{r[c]:.2g}" for c in columns))]
-                for r in part["rows"]]
-        lines += _table(["framework", "native setting", *(c.replace("_", " ") for c in columns)], rows)
-    return "\n".join(lines)
+    parts = []
+    for section in sections(doc):
+        table = markdown_table(section.headers, section.rows, "l" * len(section.headers)) if section.rows else ""
+        parts.append("\n\n".join(p for p in (f"## {section.title}", table, section.note) if p))
+    return "\n\n".join(parts)

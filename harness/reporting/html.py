@@ -73,6 +73,7 @@ def run_html(results: dict, level: int = 2, baseline: str | None = None) -> str:
     overhead = tables.overhead_table(results)
     if overhead:
         parts.append(table_html(overhead, level))
+    parts += [table_html(t, level) for t in tables.conventions_tables(results)]
     parts.append(table_html(course_table(results), level))
     notes = tables.metric_notes(results)
     if notes:

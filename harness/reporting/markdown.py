@@ -31,6 +31,7 @@ def run_md(results: dict, level: int = 2, baseline: str | None = None) -> str:
     overhead = tables.overhead_table(results)
     if overhead:
         parts.append(table_md(overhead, level))
+    parts += [table_md(t, level) for t in tables.conventions_tables(results)]
     parts.append(table_md(course_table(results), level))
     notes = tables.metric_notes(results)
     if notes:

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from fwbench.harness.bench.metrics import COLUMNS, HIGHER, show
 from fwbench.harness import fmt
+from fwbench.harness.conventions.view import sections
 from fwbench.harness.reporting.baseline import judged_against
 from fwbench.harness.reporting.verdicts import Verdict
 
@@ -172,6 +173,16 @@ def overhead_table(results: dict) -> Table | None:
     return Table("Harness overhead", ["backend", "fwbench step ms", "hand-written step ms", "ratio"], rows,
                  "ratio is fwbench's step time over a plain hand-written training loop's, same model and batch: the "
                  "median over rounds that alternate the two, with the lowest and highest round in brackets.")
+
+
+def conventions_tables(results: dict) -> list[Table]:
+    """The frameworks' native conventions and their drifts, as the bench measured them; a line when it failed."""
+    doc = results.get("conventions")
+    if not doc:
+        return []
+    if "error" in doc:
+        return [Table("Framework conventions, measured", ["convention"], [], f"not measured: {doc['error']}")]
+    return [Table(s.title, s.headers, [Row(r) for r in s.rows], s.note, right=False) for s in sections(doc)]
 
 
 def run_facts(results: dict) -> list[tuple[str, str]]:
