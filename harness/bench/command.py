@@ -21,7 +21,7 @@ from fwbench.harness.session import MNIST_CLASSES, MNIST_SHAPE, check_classes, c
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", choices=tuple(PRESETS), default="default",
                    help="quick: about a minute; default: what make bench runs; full: more sizes, repeats, every "
-                        "mode; zoo: pyex, flaxex, lenet5 and tgmnist to their targets (about 40 min here); gpu: the "
+                        "mode; zoo: pyex, flaxex, lenet5 and tgmnist to their targets (52 min here); gpu: the "
                         "cuda suite of benchmarks/gpu_bench.sh")
     p.add_argument("--backends", type=opt.names("numpy,torch"),
                    help="comma-separated, NAME or NAME@MODE, e.g. numpy,torch,torch@compile,flax@scan; "
