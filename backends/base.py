@@ -109,7 +109,7 @@ class Backend:
         return x, y
 
     def train_step(self, batch: Any) -> Any:
-        """One training-mode forward, backward, optimizer update and buffer update; returns the loss (float() reads it)."""
+        """A training-mode forward, backward, update of parameters and buffers; the loss (float() reads it)."""
         raise NotImplementedError(f"{self.name} does not support train_step()")
 
     def prepare_epoch(self, x: np.ndarray, y: np.ndarray, order: Sequence[np.ndarray]) -> Any:

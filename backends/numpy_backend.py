@@ -59,7 +59,8 @@ LOWER: dict[type, Callable] = {
     BatchNorm: _batchnorm,
     Dropout: _dropout,
 }
-Step = tuple[Callable, int, Layer, Tensor | None, Tensor | None]  # one call of _logits' loop: op(h, i, layer, w, b, run)
+# One call of _logits' loop: op(h, i, layer, w, b, run).
+Step = tuple[Callable, int, Layer, Tensor | None, Tensor | None]
 
 
 class NumpyBackend(Backend):

@@ -33,19 +33,21 @@ def dropout_masks(spec: ModelSpec, seed: int, step: int, batch: int) -> Params:
 
 
 def check(spec: ModelSpec, params: Params, what: str = "parameters") -> None:
-    """Raise ValueError unless params has exactly the spec's canonical names and shapes (what="buffers": its buffers)."""
+    """ValueError unless params has exactly the spec's canonical names and shapes (what="buffers": its buffers)."""
     want = spec.param_shapes() if what == "parameters" else spec.buffer_shapes()
     if set(params) != set(want):
         missing, extra = sorted(set(want) - set(params)), sorted(set(params) - set(want))
         raise ValueError(f"{what} do not match spec '{spec.name}': missing {missing}, unexpected {extra}")
     for key, shape in want.items():
         if tuple(params[key].shape) != shape:
-            raise ValueError(f"{what[:-1]} '{key}' has shape {tuple(params[key].shape)}, spec '{spec.name}' needs {shape}")
+            raise ValueError(f"{what[:-1]} '{key}' has shape {tuple(params[key].shape)}, "
+                             f"spec '{spec.name}' needs {shape}")
 
 
 def check_masks(spec: ModelSpec, masks: Params, batch: int) -> None:
     """Raise ValueError unless masks has one "{i}.mask" of shape (batch, *input of i) per dropout layer."""
-    want = {f"{i}.mask": (batch, *spec.input_of(i)) for i, layer in enumerate(spec.layers) if isinstance(layer, Dropout)}
+    want = {f"{i}.mask": (batch, *spec.input_of(i)) for i, layer in enumerate(spec.layers)
+            if isinstance(layer, Dropout)}
     if set(masks) != set(want):
         raise ValueError(f"dropout masks do not match spec '{spec.name}': expected {sorted(want)}, got {sorted(masks)}")
     for key, shape in want.items():

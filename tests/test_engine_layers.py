@@ -82,7 +82,8 @@ def test_the_backend_separates_training_evaluation_and_buffer_updates():
     x, y = batch(FRESH, n=6)
     model = NumpyBackend(FRESH, init_params(FRESH, 0, "float64"), dtype="float64")
     start = model.get_buffers()
-    assert {k: v.tolist() for k, v in start.items()} == {k: v.tolist() for k, v in init_buffers(FRESH, "float64").items()}
+    assert {k: v.tolist() for k, v in start.items()} == {
+        k: v.tolist() for k, v in init_buffers(FRESH, "float64").items()}
     model.set_masks(dropout_masks(FRESH, 0, 0, 6))
     first = model.loss_and_grads(x, y)
     assert all(np.array_equal(model.get_buffers()[k], start[k]) for k in start)  # loss_and_grads leaves them

@@ -43,7 +43,8 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
         if x.requires_grad:
             dxhat = g * gamma.data.reshape(shape)
             if training:  # the statistics depend on x too
-                dxhat = dxhat - dxhat.mean(axis=axes).reshape(shape) - xhat * (dxhat * xhat).mean(axis=axes).reshape(shape)
+                mean_g = dxhat.mean(axis=axes).reshape(shape)
+                dxhat = dxhat - mean_g - xhat * (dxhat * xhat).mean(axis=axes).reshape(shape)
             x.accumulate(dxhat * inv_std.reshape(shape))
     out._backward = _backward
     return out
