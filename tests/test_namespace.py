@@ -32,3 +32,13 @@ def test_the_command_loads_only_fwbench_modules(tmp_path):
         assert out.stdout.strip() == "[]", (cwd, out.stdout)
     done = subprocess.run([sys.executable, "-m", "fwbench", "models"], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0 and "mlp" in done.stdout, done.stderr
+
+
+def test_every_package_folder_is_installed():
+    """A package left out of pyproject.toml imports from a checkout but not from an installed fwbench (tox)."""
+    import tomllib
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"fwbench." + ".".join(p.parent.relative_to(root).parts)
+             for top in ("backends", "harness", "models") for p in (root / top).rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
