@@ -151,12 +151,11 @@ class ReLU(Layer):
         return math.prod(out)
 
 
-@register
 @dataclass(frozen=True)
-class MaxPool2D(Layer):
+class Pool2D(Layer):
+    """What max and average pooling share: size x size VALID windows, `step` apart."""
     size: int
     stride: int | None = None  # None means "same as size"
-    type: str = field(default="maxpool2d", init=False)
 
     @property
     def step(self) -> int:
@@ -166,7 +165,13 @@ class MaxPool2D(Layer):
         return _window(self.type, "size", self.size, self.step, 0, shape)
 
     def describe(self) -> str:
-        return f"maxpool2d({self.size}, s{self.step})"
+        return f"{self.type}({self.size}, s{self.step})"
+
+
+@register
+@dataclass(frozen=True)
+class MaxPool2D(Pool2D):
+    type: str = field(default="maxpool2d", init=False)
 
     def scalar_ops(self, shape: Shape, out: Shape) -> int:
         return math.prod(out) * self.size ** 2  # one comparison per window element
@@ -222,20 +227,8 @@ class Sigmoid(Layer):
 
 @register
 @dataclass(frozen=True)
-class AvgPool2D(Layer):
-    size: int
-    stride: int | None = None  # None means "same as size"
+class AvgPool2D(Pool2D):
     type: str = field(default="avgpool2d", init=False)
-
-    @property
-    def step(self) -> int:
-        return self.size if self.stride is None else self.stride
-
-    def output_shape(self, shape: Shape) -> Shape:
-        return _window(self.type, "size", self.size, self.step, 0, shape)
-
-    def describe(self) -> str:
-        return f"avgpool2d({self.size}, s{self.step})"
 
     def scalar_ops(self, shape: Shape, out: Shape) -> int:
         return math.prod(out) * (self.size ** 2 + 1)  # the window's additions and one scaling

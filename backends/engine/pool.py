@@ -1,4 +1,4 @@
-"""Max pooling over VALID windows, overlapping or not, with torch's first-max tie rule."""
+"""Max and average pooling over VALID windows, overlapping or not; max with torch's first-max tie rule."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,16 +7,22 @@ from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
 
-def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
-    """Max over each size x size window of NCHW x, windows `stride` apart (default: size)."""
-    xp = module_of(x.data)
-    s = size if stride is None else stride
-    h, w = x.shape[2:]
+def windows(shape: tuple[int, ...], size: int, s: int) -> tuple[int, int, list[tuple[slice, slice]], bool]:
+    """OH, OW, the strided view of each window offset (row-major), and whether the windows tile NCHW `shape`."""
+    h, w = shape[2:]
     oh, ow = (h - size) // s + 1, (w - size) // s + 1
     # Offset (a, b) of every window at once is one strided view of x, so a loop over the
     # size*size offsets keeps each operation vectorised over N, C, OH and OW.
     offsets = [(slice(a, a + s * (oh - 1) + 1, s), slice(b, b + s * (ow - 1) + 1, s))
                for a in range(size) for b in range(size)]
+    return oh, ow, offsets, s == size and h == oh * s and w == ow * s
+
+
+def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
+    """Max over each size x size window of NCHW x, windows `stride` apart (default: size)."""
+    xp = module_of(x.data)
+    s = size if stride is None else stride
+    _, _, offsets, tiled = windows(x.shape, size, s)
     best = x.data[:, :, offsets[0][0], offsets[0][1]].copy(order="K")  # keep x's memory order: faster
     arg = xp.zeros_like(best, dtype=np.uint8)  # index of the winning offset, row-major in the window
     better = xp.empty_like(best, dtype=bool)
@@ -36,7 +42,7 @@ def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
             return
         g = same_layout(g, best)
         # When the windows tile x exactly, every cell is written below, so dx needs no zeroing.
-        dx = xp.empty_like(x.data) if s == size and h == oh * s and w == ow * s else xp.zeros_like(x.data)
+        dx = xp.empty_like(x.data) if tiled else xp.zeros_like(x.data)
         won = xp.empty_like(arg, dtype=bool)
         for k, (rows, cols) in enumerate(offsets):
             xp.equal(arg, k, out=won)
@@ -62,10 +68,7 @@ def avgpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
     """Mean over each size x size window of NCHW x, windows `stride` apart (default: size); VALID windows only."""
     xp = module_of(x.data)
     s = size if stride is None else stride
-    h, w = x.shape[2:]
-    oh, ow = (h - size) // s + 1, (w - size) // s + 1
-    offsets = [(slice(a, a + s * (oh - 1) + 1, s), slice(b, b + s * (ow - 1) + 1, s))
-               for a in range(size) for b in range(size)]
+    oh, ow, offsets, tiled = windows(x.shape, size, s)
     total = xp.zeros((*x.shape[:2], oh, ow), dtype=x.dtype)
     for rows, cols in offsets:
         total += x.data[:, :, rows, cols]
@@ -77,7 +80,6 @@ def avgpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
         if not x.requires_grad:
             return
         share = g / count
-        tiled = s == size and h == oh * s and w == ow * s
         dx = xp.empty_like(x.data) if tiled else xp.zeros_like(x.data)
         for rows, cols in offsets:
             if s >= size:  # disjoint windows: each cell hears from one window
