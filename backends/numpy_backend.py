@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Callable
 
 import numpy as np
 
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
-from fwbench.backends.engine import (SGD, Adam, Tensor, avgpool2d, batchnorm, conv2d, conv2d_maxpool, cross_entropy,
-                                     dense, dropout, flatten, maxpool2d, relu, sigmoid, tanh)
+from fwbench.backends.engine import (SGD, Adam, Tensor, avgpool2d, batchnorm, conv2d, cross_entropy, dense, dropout,
+                                     flatten, maxpool2d, relu, sigmoid, tanh)
+from fwbench.backends.engine.layout import chw, to_engine
 from fwbench.backends.lowering import lower
 from fwbench.backends.messages import first_line
 from fwbench.models.params import Params, check, check_masks, init_buffers, init_params
@@ -26,7 +26,7 @@ class Pass:
     training: bool
     buffers: dict[str, Any]            # "{i}.running_mean" / "{i}.running_var" -> array, updated in place
     update: bool = False               # training: update the running statistics (a train step, not loss_and_grads)
-    masks: dict[str, Any] | None = None  # "{i}.mask" -> keep-mask from the harness; None: drawn from rng
+    masks: dict[str, Any] | None = None  # "{i}.mask" -> keep-mask from the harness, channels last; None: from rng
     rng: Any = None                    # the backend's own generator for dropout
 
     def keep(self, i: int, layer: Dropout, shape: tuple[int, ...]):
@@ -48,7 +48,7 @@ def _dropout(h: Tensor, i: int, layer: Dropout, w: None, b: None, run: Pass) -> 
 # Layer type -> op(h, i, layer, weight, bias, run): layer i, its parameter tensors (None for a layer without), the Pass.
 # The lambdas look the engine ops up when they run, so a test can swap one (tests/test_ties.py does).
 LOWER: dict[type, Callable] = {
-    Conv2D: lambda h, i, layer, w, b, run: conv2d(h, w, b, layer.stride, layer.pads(h.shape[1:])),
+    Conv2D: lambda h, i, layer, w, b, run: conv2d(h, w, b, layer.stride, layer.pads(chw(h.shape))),
     ReLU: lambda h, i, layer, w, b, run: relu(h),
     MaxPool2D: lambda h, i, layer, w, b, run: maxpool2d(h, layer.size, layer.step),
     Flatten: lambda h, i, layer, w, b, run: flatten(h),
@@ -64,14 +64,14 @@ Step = tuple[Callable, int, Layer, Tensor | None, Tensor | None]
 
 
 class NumpyBackend(Backend):
-    """NumPy, or CuPy on cuda: canonical layout is the native layout, so conversion is a copy, a cast and a transfer."""
+    """NumPy, or CuPy on cuda: parameters in the canonical layout, activations channels last inside the engine."""
 
     name = "numpy"
     framework = "numpy"
     UNSUPPORTED_LAYERS = frozenset()  # LOWER covers every layer type
-    # conv2d_maxpool reproduces conv, relu and maxpool2d, their conventions included (relu'(0) = 0, first
-    # max wins); a subclass that swaps relu or maxpool2d for another convention turns the fusion off.
-    fuse_conv_pool = True
+    # The fused ops reproduce relu's convention (relu'(0) = 0); a subclass that swaps relu for another convention
+    # turns the fusion off.
+    fuse = True
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0):
@@ -103,7 +103,7 @@ class NumpyBackend(Backend):
             self.grad_views.append(self.flat_grad[start:stop].reshape(np.shape(v)))
             start = stop
         # The ops are chosen once: a step runs the list, with no per-layer dispatch or key lookups.
-        self._steps = plan(spec, self.params, self.fuse_conv_pool)
+        self._steps = plan(spec, self.params, self.fuse)
         self.optimizer: SGD | Adam | None = None
         self.buffers = {k: self.xp.asarray(v) for k, v in init_buffers(spec, dtype).items()}
         self.masks: dict | None = None
@@ -153,12 +153,12 @@ class NumpyBackend(Backend):
         """The harness's keep-masks for every training pass from now on; None: draw them from the backend's rng."""
         if masks is not None:
             check_masks(self.spec, masks, len(next(iter(masks.values()))) if masks else 0)
-            masks = {k: self.xp.asarray(v, dtype=bool) for k, v in masks.items()}
+            masks = {k: to_engine(self.xp.asarray(v, dtype=bool)) for k, v in masks.items()}
         self.masks = masks
 
     def _logits(self, x: np.ndarray, run: Pass) -> Tensor:
-        """Run the layers of the spec on an NCHW batch."""
-        h = Tensor(x)
+        """Run the layers of the spec on an NCHW batch (channels last from here on)."""
+        h = Tensor(to_engine(x))
         for op, i, layer, w, b in self._steps:
             h = op(h, i, layer, w, b, run)
         return h
@@ -254,25 +254,25 @@ def _first_line(e: Exception) -> str:
     return first_line(e) or type(e).__name__
 
 
-def plan(spec: ModelSpec, params: dict[str, Tensor], fuse_conv_pool: bool = True) -> list[Step]:
-    """The steps that run the spec: LOWER's op per layer, the fast paths below in place of the layers they cover."""
+def plan(spec: ModelSpec, params: dict[str, Tensor], fuse: bool = True) -> list[Step]:
+    """The steps that run the spec: LOWER's op per layer, the fused ops below in place of the layers they cover."""
     ops, layers = lower(LOWER, spec, "numpy"), spec.layers
     steps, i = [], 0
     while i < len(layers):
-        op, j, taken = _fast_path(layers, i, fuse_conv_pool) or (ops[i], i, 1)
+        op, j, taken = (_fused(layers, i) if fuse else None) or (ops[i], i, 1)
         steps.append((op, j, layers[j], params.get(f"{j}.weight"), params.get(f"{j}.bias")))
         i += taken
     return steps
 
 
-def _fast_path(layers: tuple, i: int, fuse_conv_pool: bool) -> tuple[Callable, int, int] | None:
-    """(op, index of the layer it is given, layers it covers) for a run from layers[i] with a faster equivalent."""
-    # Only conv2d, relu and maxpool2d take part: any other layer type is simply lowered through LOWER.
-    if fuse_conv_pool and isinstance(layers[i], Conv2D):
-        size, with_relu, taken = _pool_after(layers, i)
-        if size:
-            # conv [relu] maxpool [relu] as one op: the same values and gradients (see conv2d_maxpool).
-            return partial(_conv_pool, size=size, with_relu=with_relu), i, taken
+def _fused(layers: tuple, i: int) -> tuple[Callable, int, int] | None:
+    """(op, index of the layer it is given, layers it covers) for a run from layers[i] with a fused equivalent."""
+    then_relu = i + 1 < len(layers) and isinstance(layers[i + 1], ReLU)
+    if then_relu and isinstance(layers[i], Conv2D):
+        # relu applied in place to each slice of the conv's output while it is in cache; the same values and mask.
+        return _conv_relu, i, 2
+    if then_relu and isinstance(layers[i], Dense):
+        return _dense_relu, i, 2
     if isinstance(layers[i], ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], MaxPool2D):
         # relu then maxpool == maxpool then relu, gradients included: relu is monotone, so a window's first
         # max is the same either way whenever it is > 0, and the gradient is 0 otherwise. Pooling first
@@ -281,24 +281,13 @@ def _fast_path(layers: tuple, i: int, fuse_conv_pool: bool) -> tuple[Callable, i
     return None
 
 
-def _conv_pool(h: Tensor, i: int, conv: Conv2D, w: Tensor, b: Tensor, run: Pass, size: int, with_relu: bool) -> Tensor:
-    return conv2d_maxpool(h, w, b, conv.stride, conv.pads(h.shape[1:]), size, with_relu)
+def _conv_relu(h: Tensor, i: int, conv: Conv2D, w: Tensor, b: Tensor, run: Pass) -> Tensor:
+    return conv2d(h, w, b, conv.stride, conv.pads(chw(h.shape)), relu=True)
+
+
+def _dense_relu(h: Tensor, i: int, layer: Dense, w: Tensor, b: Tensor, run: Pass) -> Tensor:
+    return dense(h, w, b, relu=True)
 
 
 def _pool_relu(h: Tensor, i: int, pool: MaxPool2D, w: None, b: None, run: Pass) -> Tensor:
     return relu(maxpool2d(h, pool.size, pool.step))
-
-
-def _pool_after(layers: tuple, i: int) -> tuple[int, bool, int]:
-    """The conv at layers[i]: (pool size, relu?, layers taken) of a fusable [relu] maxpool [relu]; or (0, False, 1)."""
-    j, relu_ = i + 1, False
-    if j < len(layers) and isinstance(layers[j], ReLU):
-        j, relu_ = j + 1, True
-    pool = layers[j] if j < len(layers) else None
-    # The fused op records each window's winner as a uint8 (1 + its position), so windows up to 15 x 15.
-    if not (isinstance(pool, MaxPool2D) and pool.step == pool.size and pool.size ** 2 < 256):
-        return 0, False, 1
-    j += 1
-    if j < len(layers) and isinstance(layers[j], ReLU):
-        j, relu_ = j + 1, True  # relu both before and after the pool: the second changes nothing
-    return pool.size, relu_, j - i

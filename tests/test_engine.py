@@ -1,4 +1,6 @@
-"""The NumPy engine: every op against finite differences and naive loops, plus its conventions."""
+"""The NumPy engine: every op against finite differences and naive loops, plus its conventions.
+
+Images are channels last (NHWC) inside the engine; the naive loops here are written for canonical NCHW."""
 from __future__ import annotations
 
 import gc
@@ -9,6 +11,7 @@ import pytest
 
 from fwbench.backends import engine
 from fwbench.backends.engine import Tensor, conv2d, cross_entropy, dense, flatten, maxpool2d, relu
+from fwbench.backends.engine.layout import to_canonical
 
 RNG = np.random.default_rng(0)
 
@@ -75,19 +78,20 @@ CONV_CASES = [(1, 0), (2, 1), (2, 0), (1, 2), (3, 1)]  # (stride, padding)
 
 @pytest.mark.parametrize("stride,padding", CONV_CASES)
 def test_conv2d_matches_naive_loop(stride, padding):
-    x, w, b = param(2, 3, 7, 6), param(4, 3, 3, 2), param(4)
+    x, w, b = param(2, 7, 6, 3), param(4, 3, 3, 2), param(4)
     out = conv2d(x, w, b, stride, padding)
-    np.testing.assert_allclose(out.data, naive_conv(x.data, w.data, b.data, stride, padding), rtol=1e-12, atol=1e-12)
+    want = naive_conv(to_canonical(x.data), w.data, b.data, stride, padding)
+    np.testing.assert_allclose(to_canonical(out.data), want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("stride,padding", CONV_CASES)
 def test_conv2d_gradients(stride, padding):
-    x, w, b = param(2, 3, 7, 6), param(4, 3, 3, 2), param(4)
+    x, w, b = param(2, 7, 6, 3), param(4, 3, 3, 2), param(4)
     assert_grads(lambda: weighted_sum(conv2d(x, w, b, stride, padding)), x, w, b)
 
 
 def test_conv2d_skips_input_gradient_when_not_needed():
-    x, w, b = Tensor(RNG.standard_normal((2, 1, 5, 5))), param(3, 1, 3, 3), param(3)
+    x, w, b = Tensor(RNG.standard_normal((2, 5, 5, 1))), param(3, 1, 3, 3), param(3)
     weighted_sum(conv2d(x, w, b)).backward()
     assert x.grad is None and w.grad is not None
 
@@ -111,49 +115,50 @@ POOL_CASES = [(2, 2, 6, 6), (3, 2, 7, 9), (2, 1, 5, 4), (3, 3, 8, 7), (2, 2, 7, 
 
 @pytest.mark.parametrize("size,stride,h,w", POOL_CASES)
 def test_maxpool2d_matches_naive_loop(size, stride, h, w):
-    x = param(2, 3, h, w)
-    np.testing.assert_array_equal(maxpool2d(x, size, stride).data, naive_pool(x.data, size, stride))
+    x = param(2, h, w, 3)
+    want = naive_pool(to_canonical(x.data), size, stride)
+    np.testing.assert_array_equal(to_canonical(maxpool2d(x, size, stride).data), want)
 
 
 @pytest.mark.parametrize("size,stride,h,w", POOL_CASES)
 def test_maxpool2d_gradients(size, stride, h, w):
-    x = param(2, 3, h, w)
+    x = param(2, h, w, 3)
     assert_grads(lambda: weighted_sum(maxpool2d(x, size, stride)), x)
 
 
 def test_maxpool2d_tie_goes_to_first_max_in_window():
-    x = Tensor(np.array([[[[1.0, 5.0], [5.0, 5.0]]]]), requires_grad=True)
+    x = Tensor(np.array([[[1.0, 5.0], [5.0, 5.0]]])[..., None], requires_grad=True)
     maxpool2d(x, 2).sum().backward()
-    np.testing.assert_array_equal(x.grad[0, 0], [[0.0, 1.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(x.grad[0, :, :, 0], [[0.0, 1.0], [0.0, 0.0]])
 
 
 def test_maxpool2d_overlapping_windows_accumulate():
     # On a 5x5 input, size 3 stride 2 gives four windows that all contain the centre cell.
-    x = Tensor(np.zeros((1, 1, 5, 5)), requires_grad=True)
-    x.data[0, 0, 2, 2] = 9.0
+    x = Tensor(np.zeros((1, 5, 5, 1)), requires_grad=True)
+    x.data[0, 2, 2, 0] = 9.0
     out = maxpool2d(x, 3, 2)
-    assert out.shape == (1, 1, 2, 2)
+    assert out.shape == (1, 2, 2, 1)
     out.sum().backward()
     expected = np.zeros((5, 5))
     expected[2, 2] = 4.0  # every window's max is the shared centre cell
-    np.testing.assert_array_equal(x.grad[0, 0], expected)
+    np.testing.assert_array_equal(x.grad[0, :, :, 0], expected)
 
 
 def test_maxpool2d_all_equal_overlapping_routes_to_each_windows_first_cell():
-    x = Tensor(np.ones((1, 1, 5, 5)), requires_grad=True)
+    x = Tensor(np.ones((1, 5, 5, 1)), requires_grad=True)
     maxpool2d(x, 3, 2).sum().backward()
     expected = np.zeros((5, 5))
     expected[0, 0] = expected[0, 2] = expected[2, 0] = expected[2, 2] = 1.0
-    np.testing.assert_array_equal(x.grad[0, 0], expected)
+    np.testing.assert_array_equal(x.grad[0, :, :, 0], expected)
 
 
 def test_flatten_order_and_gradient():
-    x = param(2, 3, 4, 5)
+    x = param(2, 4, 5, 3)  # NHWC: C = 3, H = 4, W = 5
     out = flatten(x)
     assert out.shape == (2, 60)
-    assert out.data[1, 2 * 20 + 3 * 5 + 4] == x.data[1, 2, 3, 4]  # C, then H, then W
-    nhwc = Tensor(np.ascontiguousarray(x.data.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2))
-    np.testing.assert_array_equal(flatten(nhwc).data, out.data)  # memory order must not leak into the result
+    assert out.data[1, 2 * 20 + 3 * 5 + 4] == x.data[1, 3, 4, 2]  # the canonical order: C, then H, then W
+    strided = Tensor(np.ascontiguousarray(x.data.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(flatten(strided).data, out.data)  # memory order must not leak into the result
     assert_grads(lambda: weighted_sum(flatten(x)), x)
 
 
@@ -188,7 +193,7 @@ def test_reused_tensor_accumulates_gradient():
 def test_graph_is_freed_without_the_garbage_collector():
     # A closure that captured its own output would form a cycle, and every step's arrays
     # would linger until the collector ran: slow, and memory-hungry.
-    x, w, b = param(2, 1, 6, 6), param(3, 1, 3, 3), param(3)
+    x, w, b = param(2, 6, 6, 1), param(3, 1, 3, 3), param(3)
     gc.disable()
     try:
         h = maxpool2d(relu(conv2d(x, w, b)), 2)
@@ -202,20 +207,20 @@ def test_graph_is_freed_without_the_garbage_collector():
 
 
 def test_composite_network_with_reuse():
-    x, w, b = param(2, 2, 6, 6), param(3, 2, 3, 3), param(3)
+    x, w, b = param(2, 6, 6, 2), param(3, 2, 3, 3), param(3)
     w2, b2, y = param(12, 4), param(4), np.array([1, 3])
 
     def build():
-        h = relu(conv2d(x, w, b, 1, 1))                # (2, 3, 6, 6)
+        h = relu(conv2d(x, w, b, 1, 1))                # (2, 6, 6, 3)
         h = h * h + h                                  # h feeds three paths
-        h = maxpool2d(h, 3, 2)                         # (2, 3, 2, 2)
+        h = maxpool2d(h, 3, 2)                         # (2, 2, 2, 3)
         return cross_entropy(dense(flatten(h), w2, b2), y)
     assert_grads(build, x, w, b, w2, b2)
 
 
 def test_float32_stays_float32():
     f32 = np.float32
-    x = Tensor(RNG.standard_normal((2, 1, 9, 9)).astype(f32))
+    x = Tensor(RNG.standard_normal((2, 9, 9, 1)).astype(f32))
     w, b = Tensor(RNG.standard_normal((3, 1, 3, 3)).astype(f32), True), Tensor(np.zeros(3, f32), True)
     w2, b2 = Tensor(RNG.standard_normal((27, 5)).astype(f32), True), Tensor(np.zeros(5, f32), True)
     h = [conv2d(x, w, b, 1, 1)]
@@ -229,7 +234,6 @@ def test_float32_stays_float32():
         assert t.data.dtype == f32, t
     for t in [*h, w, b, w2, b2]:
         assert t.grad.dtype == f32, t
-
 
 
 @pytest.mark.parametrize("op", ["tanh", "sigmoid"])

@@ -1,112 +1,121 @@
-"""conv2d_maxpool: the fused conv [relu] maxpool must equal the unfused ops.
+"""The engine's fast paths against plain ones: fused relu, conv slices, and the numpy backend's fused plan.
 
-Bit for bit wherever the conv's arithmetic is exact (small integers: ties everywhere); otherwise BLAS may
-round the conv's products differently for the differently shaped matmul, so values agree to rounding.
+Bit for bit where the arithmetic is the same (fused relu, small-integer inputs); otherwise within rounding, as
+BLAS may order a dot product differently in a differently shaped matmul.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fwbench.backends.engine import Tensor, conv2d, conv2d_maxpool, maxpool2d, relu
-from fwbench.backends.engine.conv import im2col
+from fwbench.backends.engine import Tensor, conv, conv2d, dense, maxpool2d, relu
+from fwbench.backends.engine.layout import to_canonical
 
-# (C, H, W, out channels, kernel, stride, padding, pool size): square and not, windows that cover the
-# conv output exactly and ones that leave rows and columns out, strides and padding.
-CASES = [(1, 8, 8, 3, 3, 1, 0, 2), (2, 9, 7, 4, 3, 1, 1, 2), (3, 11, 10, 2, 2, 2, 1, 2),
-         (1, 10, 10, 2, 3, 1, 0, 3), (2, 7, 9, 3, 1, 1, 0, 3), (1, 6, 6, 2, 3, 1, 1, 1)]
+# (N, C, H, W, out channels, kernel, stride, padding): square and not, stride larger than the kernel, one-pixel
+# outputs, a batch of one, asymmetric "same"-style padding.
+CASES = [(3, 1, 8, 8, 3, 3, 1, 0), (2, 2, 9, 7, 4, 3, 1, 1), (2, 3, 11, 10, 2, 2, 3, (1, 0, 0, 1)),
+         (1, 2, 3, 3, 2, 3, 1, 0), (4, 3, 5, 5, 2, 2, 4, 0), (1, 1, 1, 1, 2, 1, 1, 0),
+         (2, 2, 6, 6, 2, 3, 2, (0, 1, 0, 1))]
 
 
-def leaves(c, h, w, o, k, seed, ties: bool, dtype=np.float64):
-    """x (no gradient) and w, b; with ties, few distinct values, so windows hold ties, zeros and all-negative runs."""
+def leaves(n, c, h, w, o, k, ties: bool, x_grad: bool = True, dtype=np.float64, seed=0):
+    """NHWC x, w, b; with ties, few distinct small integers, so relu sees exact zeros and the arithmetic is exact."""
     rng = np.random.default_rng(seed)
-    draw = (lambda *s: rng.integers(-1, 2, s).astype(dtype)) if ties else (lambda *s: rng.standard_normal(s).astype(dtype))
-    x = Tensor(draw(3, c, h, w))
-    wt = Tensor(draw(o, c, k, k), requires_grad=True)
-    b = Tensor(np.zeros(o, dtype) if ties else draw(o), requires_grad=True)
-    return x, wt, b
-
-
-def run(fused: bool, x, w, b, stride, padding, size, with_relu, upstream_seed=5):
-    for t in (x, w, b):
-        t.zero_grad()
-    if fused:
-        out = conv2d_maxpool(x, w, b, stride, padding, size, with_relu)
+    if ties:
+        def draw(*s):
+            return rng.integers(-1, 2, s).astype(dtype)
     else:
-        h = conv2d(x, w, b, stride, padding)
-        out = maxpool2d(relu(h) if with_relu else h, size)
-    r = np.random.default_rng(upstream_seed).standard_normal(out.shape).astype(out.dtype)
+        def draw(*s):
+            return rng.standard_normal(s).astype(dtype)
+    return Tensor(draw(n, h, w, c), x_grad), Tensor(draw(o, c, k, k), True), Tensor(draw(o), True)
+
+
+def grads_of(build, leaves_, seed=5, integers=False):
+    """Output and gradients of sum(build() * R) for a fixed random R, of small integers if asked."""
+    for t in leaves_:
+        t.zero_grad()
+    out = build()
+    rng = np.random.default_rng(seed)
+    r = (rng.integers(-2, 3, out.shape) if integers else rng.standard_normal(out.shape)).astype(out.dtype)
     (out * Tensor(r)).sum().backward()
-    return out.data, w.grad, b.grad, x.grad
+    return [out.data] + [t.grad for t in leaves_]
 
 
-def fused_and_unfused(case, with_relu, ties, dtype):
-    """(name, fused, unfused) for the output and the weight and bias gradients, dtypes and shapes checked."""
-    c, h, wd, o, k, stride, padding, size = case
-    x, w, b = leaves(c, h, wd, o, k, 0, ties, dtype)
-    want = run(False, x, w, b, stride, padding, size, with_relu)
-    got = run(True, x, w, b, stride, padding, size, with_relu)
-    for name, g, e in zip(("value", "weight grad", "bias grad"), got, want):
-        assert g.dtype == e.dtype == dtype and g.shape == e.shape, name
-        yield name, g, e
+def naive_conv(x, w, b, stride, padding):
+    """The plain loop over NCHW: one dot product per output value."""
+    top, bottom, left, right = (padding,) * 4 if isinstance(padding, int) else padding
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    n, o, kh, kw = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
+    oh, ow = (xp.shape[2] - kh) // stride + 1, (xp.shape[3] - kw) // stride + 1
+    out = np.zeros((n, o, oh, ow), x.dtype)
+    for i, j, r, c in np.ndindex(n, o, oh, ow):
+        out[i, j, r, c] = (xp[i, :, r * stride:r * stride + kh, c * stride:c * stride + kw] * w[j]).sum() + b[j]
+    return out
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("with_relu", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_fused_equals_unfused_bit_for_bit_on_ties(case, with_relu, dtype):
-    for name, got, want in fused_and_unfused(case, with_relu, True, dtype):
+def test_conv_relu_fused_equals_relu_of_conv_bit_for_bit(case, dtype):
+    n, c, h, w, o, k, stride, padding = case
+    x, wt, b = leaves(n, c, h, w, o, k, True, dtype=dtype)
+    fused = grads_of(lambda: conv2d(x, wt, b, stride, padding, relu=True), (x, wt, b))
+    plain = grads_of(lambda: relu(conv2d(x, wt, b, stride, padding)), (x, wt, b))
+    for name, got, want in zip(("value", "x grad", "w grad", "b grad"), fused, plain):
+        assert got.dtype == want.dtype == dtype and got.shape == want.shape, name
         np.testing.assert_array_equal(got, want, err_msg=name)
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("with_relu", [False, True])
-@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-13), (np.float32, 1e-5)])
-def test_fused_equals_unfused_to_rounding(case, with_relu, dtype, rtol):
-    for name, got, want in fused_and_unfused(case, with_relu, False, dtype):
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max(), err_msg=name)
+def test_conv_equals_the_naive_loop_on_edge_shapes(case):
+    n, c, h, w, o, k, stride, padding = case
+    x, wt, b = leaves(n, c, h, w, o, k, False)
+    want = naive_conv(to_canonical(x.data), wt.data, b.data, stride, padding)
+    np.testing.assert_allclose(to_canonical(conv2d(x, wt, b, stride, padding).data), want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", CASES[:3])
-def test_input_gradient_when_needed(case):
-    c, h, wd, o, k, stride, padding, size = case
-    x, w, b = leaves(c, h, wd, o, k, 1, False)
-    x.requires_grad = True
-    want = run(False, x, w, b, stride, padding, size, True)
-    got = run(True, x, w, b, stride, padding, size, True)
-    np.testing.assert_allclose(got[3], want[3], rtol=1e-13, atol=1e-13 * np.abs(want[3]).max())
+@pytest.mark.parametrize("case", CASES)
+def test_conv_in_slices_of_one_image_equals_one_slice(case, monkeypatch):
+    n, c, h, w, o, k, stride, padding = case
+    x, wt, b = leaves(n, c, h, w, o, k, False, dtype=np.float32)
+    whole = grads_of(lambda: conv2d(x, wt, b, stride, padding, relu=True), (x, wt, b))
+    monkeypatch.setattr(conv, "SLICE_BYTES", 1)  # one image a slice
+    sliced = grads_of(lambda: conv2d(x, wt, b, stride, padding, relu=True), (x, wt, b))
+    # Each value is the same dot product either way; only the weight and bias gradients sum over the slices in a
+    # different order, within float32 rounding of their size.
+    for name, got, want in zip(("value", "x grad", "w grad", "b grad"), sliced, whole):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), err_msg=name)
 
 
-def test_tie_goes_to_first_max_and_relu_at_zero_passes_nothing():
-    # 1x1 conv with weight 1 and bias 0: the conv output is the input, so the windows are set directly.
-    x = Tensor(np.array([[[[1.0, 5.0, 0.0, -2.0],
-                           [5.0, 5.0, 0.0, 0.0],
-                           [-1.0, -3.0, 2.0, 2.0],
-                           [-1.0, -2.0, 2.0, 2.0]]]]))
-    w, b = Tensor(np.ones((1, 1, 1, 1)), requires_grad=True), Tensor(np.zeros(1), requires_grad=True)
-    out = conv2d_maxpool(x, w, b, 1, 0, 2, relu=True)
-    np.testing.assert_array_equal(out.data[0, 0], [[5.0, 0.0], [0.0, 2.0]])
+def test_conv_in_slices_is_exact_on_small_integers(monkeypatch):
+    x, wt, b = leaves(5, 3, 9, 8, 4, 3, True, dtype=np.float32)
+    whole = grads_of(lambda: conv2d(x, wt, b, 2, (1, 2, 0, 1)), (x, wt, b), integers=True)
+    monkeypatch.setattr(conv, "SLICE_BYTES", 1)
+    for got, want in zip(grads_of(lambda: conv2d(x, wt, b, 2, (1, 2, 0, 1)), (x, wt, b), integers=True), whole):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_conv_relu_passes_no_gradient_at_an_output_of_exactly_zero():
+    x = Tensor(np.ones((1, 2, 2, 1)))
+    w, b = Tensor(np.ones((2, 1, 2, 2)), True), Tensor(np.array([-4.0, -3.0]), True)  # outputs exactly 0 and 1
+    out = conv2d(x, w, b, relu=True)
     out.sum().backward()
-    # d(loss)/dw = sum of the inputs that won a live window: 5 (the first of three fives) and 2 (the first of four).
-    np.testing.assert_array_equal(w.grad.ravel(), [7.0])
-    np.testing.assert_array_equal(b.grad, [2.0])
+    np.testing.assert_array_equal(out.data.ravel(), [0.0, 1.0])
+    np.testing.assert_array_equal(b.grad, [0.0, 1.0])
 
 
-def test_nan_propagates_to_the_output():
-    x = Tensor(np.array([[[[np.nan, 1.0], [2.0, 3.0]]]]))
-    w, b = Tensor(np.ones((1, 1, 1, 1)), requires_grad=True), Tensor(np.zeros(1), requires_grad=True)
-    for with_relu in (False, True):
-        assert np.isnan(conv2d_maxpool(x, w, b, 1, 0, 2, with_relu).data).all()
+@pytest.mark.parametrize("ties", [True, False])
+def test_dense_relu_fused_equals_relu_of_dense_bit_for_bit(ties):
+    rng = np.random.default_rng(3)
+    draw = (lambda *s: rng.integers(-1, 2, s).astype(float)) if ties else (lambda *s: rng.standard_normal(s))
+    x, w, b = Tensor(draw(6, 5), True), Tensor(draw(5, 4), True), Tensor(draw(4), True)
+    fused = grads_of(lambda: dense(x, w, b, relu=True), (x, w, b))
+    plain = grads_of(lambda: relu(dense(x, w, b)), (x, w, b))
+    for got, want in zip(fused, plain):
+        np.testing.assert_array_equal(got, want)
 
 
-def test_im2col_pool_blocks_hold_each_window_offset():
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((2, 3, 9, 8))
-    plain, oh, ow = im2col(x, 3, 2, 1)
-    split, ph, pw = im2col(x, 3, 2, 1, pool=2)
-    assert (oh, ow, ph, pw) == (7, 7, 3, 3)
-    plain = plain.reshape(2, -1, oh, ow)
-    split = split.reshape(2, 2, 2, -1, ph, pw)
-    for a in range(2):
-        for c in range(2):
-            np.testing.assert_array_equal(split[a, c], plain[:, :, a:2 * ph:2, c:2 * pw:2])
+def test_nan_propagates_through_the_fused_relu():
+    x, w, b = leaves(1, 1, 4, 4, 2, 3, False)
+    x.data[0, 1, 1, 0] = np.nan
+    assert np.isnan(conv2d(x, w, b, relu=True).data).any()
+    assert np.isnan(maxpool2d(conv2d(x, w, b, relu=True), 2).data).all()

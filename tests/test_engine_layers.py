@@ -4,6 +4,7 @@ import pytest
 
 from fwbench import models
 from fwbench.backends.engine import Tensor, avgpool2d, batchnorm, conv2d, dropout
+from fwbench.backends.engine.layout import to_canonical, to_engine
 from fwbench.backends.numpy_backend import NumpyBackend
 from fwbench.models.params import dropout_masks, init_buffers, init_params
 from specs import FRESH, batch
@@ -26,22 +27,22 @@ def test_same_padding_follows_the_tensorflow_rule(n, k, s, want):
 def test_same_padding_equals_explicit_asymmetric_zeros():
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 4, 4)), rng.standard_normal(4)
-    got = conv2d(Tensor(x), Tensor(w), Tensor(b), 2, (1, 2, 1, 1)).data
+    got = to_canonical(conv2d(Tensor(to_engine(x)), Tensor(w), Tensor(b), 2, (1, 2, 1, 1)).data)
     xp = np.pad(x, ((0, 0), (0, 0), (1, 2), (1, 1)))
-    want = conv2d(Tensor(xp), Tensor(w), Tensor(b), 2, 0).data
+    want = to_canonical(conv2d(Tensor(to_engine(xp)), Tensor(w), Tensor(b), 2, 0).data)
     assert got.shape == (2, 4, 4, 3) and np.array_equal(got, want)
 
 
 def test_average_pool_by_hand():
-    x = np.arange(2 * 1 * 4 * 5, dtype=np.float64).reshape(2, 1, 4, 5)
+    x = np.arange(2 * 1 * 4 * 5, dtype=np.float64).reshape(2, 4, 5, 1)  # NHWC, one channel
     t = Tensor(x, requires_grad=True)
     out = avgpool2d(t, 2)
-    assert out.shape == (2, 1, 2, 2)
+    assert out.shape == (2, 2, 2, 1)
     assert out.data[0, 0, 0, 0] == (0 + 1 + 5 + 6) / 4
     out.backward()
-    assert t.grad[0, 0, :, :4].tolist() == [[0.25] * 4] * 4 and t.grad[0, 0, :, 4].tolist() == [0] * 4
+    assert t.grad[0, :, :4, 0].tolist() == [[0.25] * 4] * 4 and t.grad[0, :, 4, 0].tolist() == [0] * 4
     overlapping = avgpool2d(Tensor(x, requires_grad=True), 3, 1)
-    assert overlapping.shape == (2, 1, 2, 3) and overlapping.data[1, 0, 1, 2] == x[1, 0, 1:4, 2:5].mean()
+    assert overlapping.shape == (2, 2, 3, 1) and overlapping.data[1, 1, 2, 0] == x[1, 1:4, 2:5, 0].mean()
 
 
 def test_batchnorm_trains_on_the_batch_and_updates_with_the_unbiased_variance():
@@ -49,14 +50,16 @@ def test_batchnorm_trains_on_the_batch_and_updates_with_the_unbiased_variance():
     x = rng.standard_normal((4, 3, 2, 5)) * 3 + 1
     mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
     running = (np.full(3, 0.5), np.full(3, 2.0))
-    y = batchnorm(Tensor(x), Tensor(np.ones(3)), Tensor(np.zeros(3)), 1e-5, running, True, 0.1).data
+    y = to_canonical(batchnorm(Tensor(to_engine(x)), Tensor(np.ones(3)), Tensor(np.zeros(3)), 1e-5, running, True,
+                               0.1).data)
     assert np.allclose(y, (x - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5))
     assert np.allclose(running[0], 0.9 * 0.5 + 0.1 * mean)
     assert np.allclose(running[1], 0.9 * 2.0 + 0.1 * x.var(axis=(0, 2, 3), ddof=1))
-    frozen = batchnorm(Tensor(x), Tensor(np.ones(3)), Tensor(np.zeros(3)), 1e-5, running, False).data
+    frozen = to_canonical(batchnorm(Tensor(to_engine(x)), Tensor(np.ones(3)), Tensor(np.zeros(3)), 1e-5, running,
+                                    False).data)
     assert np.allclose(frozen, (x - running[0][:, None, None]) / np.sqrt(running[1][:, None, None] + 1e-5))
     with pytest.raises(ValueError, match="more than one value per channel"):
-        batchnorm(Tensor(x[:1, :, :1, :1]), Tensor(np.ones(3)), Tensor(np.zeros(3)), 1e-5, running, True)
+        batchnorm(Tensor(to_engine(x[:1, :, :1, :1])), Tensor(np.ones(3)), Tensor(np.zeros(3)), 1e-5, running, True)
 
 
 def test_dropout_scales_the_kept_units_and_passes_their_gradient():

@@ -196,30 +196,36 @@ def test_no_framework_is_imported():
     assert result.stdout.strip() == "", f"imported: {result.stdout.strip()}"
 
 
-def test_relu_before_maxpool_is_lowered_as_pool_then_relu_exactly():
-    """The backend pools before the ReLU (less work); values and gradients must match the spec order bit for bit."""
-    from fwbench.backends.engine import Tensor, conv2d, cross_entropy, dense, flatten, maxpool2d, relu
-    spec = models.get("cnn")
+FUSED_SPECS = {"cnn": models.get("cnn"), "tinycnn": models.get("tinycnn"), "relu-pool": models.parse({
+    "name": "relu-pool", "input": [2, 9, 9], "classes": 3, "layers": [
+        {"type": "conv2d", "out_channels": 3, "kernel_size": 2, "padding": 1}, {"type": "relu"},
+        {"type": "maxpool2d", "size": 3, "stride": 2}, {"type": "relu"}, {"type": "flatten"},
+        {"type": "dense", "units": 5}, {"type": "relu"}, {"type": "dense", "units": 3}]})}
+
+
+@pytest.mark.parametrize("name", FUSED_SPECS)
+def test_fused_ops_equal_the_layers_in_spec_order_bit_for_bit(name):
+    """conv + relu, dense + relu and relu + maxpool (pooled first) fused: the same loss and gradients exactly."""
+    spec = FUSED_SPECS[name]
     params = init_params(spec, 0)
     rng = np.random.default_rng(0)
-    # Few distinct values, so pool windows hold ties, zeros and all-negative runs after the conv.
-    x = rng.integers(-1, 2, (4, 1, 28, 28)).astype(np.float32)
-    y = rng.integers(0, 10, 4)
-    params["0.weight"] = rng.integers(-1, 2, params["0.weight"].shape).astype(np.float32)
-    params["0.bias"] = np.zeros_like(params["0.bias"])
-    loss, grads = NumpyBackend(spec, params).loss_and_grads(x, y)
+    # Few distinct values, so pool windows hold ties, relu sees exact zeros, and the arithmetic is exact.
+    x = rng.integers(-1, 2, (4, *spec.input)).astype(np.float32)
+    y = rng.integers(0, spec.classes, 4)
+    params = {k: rng.integers(-1, 2, v.shape).astype(np.float32) for k, v in params.items()}
 
-    p = {k: Tensor(v.copy(), requires_grad=True) for k, v in params.items()}
-    h = maxpool2d(relu(conv2d(Tensor(x), p["0.weight"], p["0.bias"])), 2)  # the spec's order
-    ref = cross_entropy(dense(flatten(h), p["4.weight"], p["4.bias"]), y)
-    ref.backward()
-    assert loss == float(ref.data)
-    for k, t in p.items():
-        np.testing.assert_array_equal(grads[k], t.grad, err_msg=k)
+    class Unfused(NumpyBackend):
+        fuse = False
+    fused, plain = NumpyBackend(spec, params), Unfused(spec, params)
+    assert len(fused._steps) < len(plain._steps) == len(spec.layers)
+    (loss, grads), (want_loss, want) = fused.loss_and_grads(x, y), plain.loss_and_grads(x, y)
+    assert loss == want_loss
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], want[k], err_msg=k)
 
 
 def test_a_pool_window_too_wide_to_fuse_takes_the_plain_ops():
-    """16 x 16 windows have 256 positions, one more than the fused op's uint8 winner index holds."""
+    """16 x 16 windows have 256 positions: the winner's index, 0 to 255, still fits the uint8 that keeps it."""
     spec = models.parse({"name": "wide-pool", "input": [1, 32, 32], "classes": 3, "layers": [
         {"type": "conv2d", "out_channels": 2, "kernel_size": 1}, {"type": "relu"},
         {"type": "maxpool2d", "size": 16}, {"type": "flatten"}, {"type": "dense", "units": 3}]})

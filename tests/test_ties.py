@@ -42,10 +42,11 @@ def maxpool_with(rule: str):
     """maxpool2d that routes a window's gradient to its tied maxima by TIE_RULES[rule]."""
     def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
         s = stride or size
-        win = sliding_window_view(x.data, (size, size), axis=(2, 3))[:, :, ::s, ::s]
+        # x is the engine's NHWC: windows are (N, OH, OW, C, size, size)
+        win = sliding_window_view(x.data, (size, size), axis=(1, 2))[:, ::s, ::s]
         best = win.max(axis=(4, 5))
         share = TIE_RULES[rule](win.reshape(*best.shape, -1) == best[..., None])
-        oh, ow = best.shape[2:]
+        oh, ow = best.shape[1:3]
         out = Tensor(best, _prev=(x,), _op="maxpool2d")
 
         def _backward(g):
@@ -53,7 +54,7 @@ def maxpool_with(rule: str):
             dx = np.zeros_like(x.data)
             for a in range(size):
                 for b in range(size):
-                    dx[:, :, a:a + s * (oh - 1) + 1:s, b:b + s * (ow - 1) + 1:s] += dwin[..., a, b]
+                    dx[:, a:a + s * (oh - 1) + 1:s, b:b + s * (ow - 1) + 1:s] += dwin[..., a, b]
             x.accumulate(dx)
         out._backward = _backward
         return out
@@ -64,7 +65,7 @@ def convention_backend(grad_at_zero: float, rule: str) -> type[backends.Backend]
     """The NumPy backend with another relu'(0) and pool tie rule: a stand-in for a framework that differs."""
     class Convention(numpy_backend.NumpyBackend):
         name = f"numpy[relu'(0)={grad_at_zero},{rule}]"
-        fuse_conv_pool = False  # the fused op has the canonical conventions built in
+        fuse = False  # the fused ops have the canonical relu convention built in
 
         def _logits(self, x, run):
             # Backward closures are made during the forward pass, so patching the ops for it suffices.

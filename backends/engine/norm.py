@@ -9,30 +9,29 @@ from fwbench.backends.engine.xp import module_of
 
 def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple[np.ndarray, np.ndarray],
               training: bool, momentum: float | None = None) -> Tensor:
-    """Per channel of NCHW x (per feature of (N, F) x); batch statistics in training, else the running ones.
+    """Per channel of NHWC x (per feature of (N, F) x); batch statistics in training, else the running ones.
 
     running is (mean, var). With a momentum, training also updates them in place, as PyTorch does:
     running = (1 - momentum) running + momentum batch, the variance unbiased there though biased in the output."""
     xp = module_of(x.data)
-    axes = (0, 2, 3) if x.data.ndim == 4 else (0,)
-    shape = (1, -1, 1, 1) if x.data.ndim == 4 else (1, -1)
-    count = x.data.size // x.shape[1]  # values per channel
+    axes = tuple(range(x.data.ndim - 1))  # channels last: per-channel arrays broadcast as they are
+    count = x.data.size // x.shape[-1]  # values per channel
     if training:
         if count < 2:
             raise ValueError(f"batchnorm in training needs more than one value per channel, got {count}; "
                              "use a batch of 2 or more")
         mean = x.data.mean(axis=axes)
-        centred = x.data - mean.reshape(shape)
+        centred = x.data - mean
         var = (centred * centred).mean(axis=axes)
         if momentum is not None:
             running[0][...] = (1 - momentum) * running[0] + momentum * mean
             running[1][...] = (1 - momentum) * running[1] + momentum * var * (count / (count - 1))
     else:
         mean, var = running
-        centred = x.data - mean.reshape(shape)
+        centred = x.data - mean
     inv_std = (1 / xp.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
-    xhat = centred * inv_std.reshape(shape)
-    y = xhat * gamma.data.reshape(shape) + beta.data.reshape(shape)
+    xhat = centred * inv_std
+    y = xhat * gamma.data + beta.data
     out = Tensor(y, _prev=(x, gamma, beta), _op="batchnorm")
 
     def _backward(g):
@@ -41,11 +40,11 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
         if gamma.requires_grad:
             gamma.accumulate((g * xhat).sum(axis=axes))
         if x.requires_grad:
-            dxhat = g * gamma.data.reshape(shape)
+            dxhat = g * gamma.data
             if training:  # the statistics depend on x too
-                mean_g = dxhat.mean(axis=axes).reshape(shape)
-                dxhat = dxhat - mean_g - xhat * (dxhat * xhat).mean(axis=axes).reshape(shape)
-            x.accumulate(dxhat * inv_std.reshape(shape))
+                mean_g = dxhat.mean(axis=axes)
+                dxhat = dxhat - mean_g - xhat * (dxhat * xhat).mean(axis=axes)
+            x.accumulate(dxhat * inv_std)
     out._backward = _backward
     return out
 

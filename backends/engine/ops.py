@@ -46,23 +46,33 @@ def sigmoid(x: Tensor) -> Tensor:
 
 
 def flatten(x: Tensor) -> Tensor:
-    """(N, C, H, W) -> (N, C*H*W), in C, H, W order."""
-    out = Tensor(x.data.reshape(x.shape[0], -1), _prev=(x,), _op="flatten")
+    """(N, H, W, C) channels-last -> (N, C*H*W), in the canonical C, H, W order; (N, F) stays as it is."""
+    xp = module_of(x.data)
+    if x.data.ndim == 2:
+        return x
+    # The one transpose between layouts: dense weights keep the canonical row order, and this array is small.
+    out = Tensor(xp.ascontiguousarray(x.data.transpose(0, 3, 1, 2)).reshape(x.shape[0], -1), _prev=(x,), _op="flatten")
 
     def _backward(g):
         if x.requires_grad:
-            x.accumulate(g.reshape(x.shape))
+            n, h, w, c = x.shape
+            x.accumulate(xp.ascontiguousarray(g.reshape(n, c, h, w).transpose(0, 2, 3, 1)))
     out._backward = _backward
     return out
 
 
-def dense(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """x @ w + b with w laid out (in, out)."""
+def dense(x: Tensor, w: Tensor, b: Tensor, relu: bool = False) -> Tensor:
+    """x @ w + b with w laid out (in, out), then relu if asked."""
+    xp = module_of(x.data)
     y = x.data @ w.data
     y += b.data  # in place: one pass and no second array
-    out = Tensor(y, _prev=(x, w, b), _op="dense")
+    if relu:
+        xp.maximum(y, 0, out=y)
+    out = Tensor(y, _prev=(x, w, b), _op="dense_relu" if relu else "dense")
 
     def _backward(g):
+        if relu:
+            g = g * (y > 0)  # relu'(0) = 0, as relu's own mask: y > 0 iff its input > 0
         if x.requires_grad:
             x.accumulate(g @ w.data.T)
         if w.requires_grad:

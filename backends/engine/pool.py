@@ -1,4 +1,4 @@
-"""Max and average pooling over VALID windows, overlapping or not; max with torch's first-max tie rule."""
+"""Max and average pooling of NHWC arrays over VALID windows, overlapping or not; max with torch's first-max rule."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,27 +7,27 @@ from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
 
-def windows(shape: tuple[int, ...], size: int, s: int) -> tuple[int, int, list[tuple[slice, slice]], bool]:
-    """OH, OW, the strided view of each window offset (row-major), and whether the windows tile NCHW `shape`."""
-    h, w = shape[2:]
+def windows(shape: tuple[int, ...], size: int, s: int) -> tuple[int, int, list[tuple[slice, ...]], bool]:
+    """OH, OW, the index of each window offset (row-major), and whether the windows tile NHWC `shape`."""
+    h, w = shape[1:3]
     oh, ow = (h - size) // s + 1, (w - size) // s + 1
     # Offset (a, b) of every window at once is one strided view of x, so a loop over the
-    # size*size offsets keeps each operation vectorised over N, C, OH and OW.
-    offsets = [(slice(a, a + s * (oh - 1) + 1, s), slice(b, b + s * (ow - 1) + 1, s))
+    # size*size offsets keeps each operation vectorised over N, OH, OW and C.
+    offsets = [(slice(None), slice(a, a + s * (oh - 1) + 1, s), slice(b, b + s * (ow - 1) + 1, s))
                for a in range(size) for b in range(size)]
     return oh, ow, offsets, s == size and h == oh * s and w == ow * s
 
 
 def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
-    """Max over each size x size window of NCHW x, windows `stride` apart (default: size)."""
+    """Max over each size x size window of NHWC x, windows `stride` apart (default: size)."""
     xp = module_of(x.data)
     s = size if stride is None else stride
     _, _, offsets, tiled = windows(x.shape, size, s)
-    best = x.data[:, :, offsets[0][0], offsets[0][1]].copy(order="K")  # keep x's memory order: faster
+    best = x.data[offsets[0]].copy(order="K")  # keep x's memory order: faster
     arg = xp.zeros_like(best, dtype=np.uint8)  # index of the winning offset, row-major in the window
     better = xp.empty_like(best, dtype=bool)
-    for k, (rows, cols) in enumerate(offsets[1:], start=1):
-        v = x.data[:, :, rows, cols]
+    for k, at in enumerate(offsets[1:], start=1):
+        v = x.data[at]
         # Strictly greater, so on ties the earlier offset keeps the win (torch's rule). The winner
         # is the last offset that beat the running max, hence arg = max(arg, k * better).
         xp.greater(v, best, out=better)
@@ -44,12 +44,12 @@ def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
         # When the windows tile x exactly, every cell is written below, so dx needs no zeroing.
         dx = xp.empty_like(x.data) if tiled else xp.zeros_like(x.data)
         won = xp.empty_like(arg, dtype=bool)
-        for k, (rows, cols) in enumerate(offsets):
+        for k, at in enumerate(offsets):
             xp.equal(arg, k, out=won)
             if s >= size:  # disjoint windows: each cell hears from one window, so assign
-                xp.multiply(g, won, out=dx[:, :, rows, cols])
+                xp.multiply(g, won, out=dx[at])
             else:  # overlapping windows share input cells, so each offset adds into dx
-                dx[:, :, rows, cols] += g * won
+                dx[at] += g * won
         x.accumulate(dx)
     out._backward = _backward
     return out
@@ -65,13 +65,13 @@ def same_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 
 def avgpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
-    """Mean over each size x size window of NCHW x, windows `stride` apart (default: size); VALID windows only."""
+    """Mean over each size x size window of NHWC x, windows `stride` apart (default: size); VALID windows only."""
     xp = module_of(x.data)
     s = size if stride is None else stride
-    oh, ow, offsets, tiled = windows(x.shape, size, s)
-    total = xp.zeros((*x.shape[:2], oh, ow), dtype=x.dtype)
-    for rows, cols in offsets:
-        total += x.data[:, :, rows, cols]
+    _, _, offsets, tiled = windows(x.shape, size, s)
+    total = x.data[offsets[0]].copy()
+    for at in offsets[1:]:
+        total += x.data[at]
     count = x.dtype.type(size * size)
     # The window's sum divided by its size, as torch and XLA compute it (not a sum of pre-scaled terms).
     out = Tensor(total / count, _prev=(x,), _op="avgpool2d")
@@ -81,11 +81,11 @@ def avgpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
             return
         share = g / count
         dx = xp.empty_like(x.data) if tiled else xp.zeros_like(x.data)
-        for rows, cols in offsets:
+        for at in offsets:
             if s >= size:  # disjoint windows: each cell hears from one window
-                dx[:, :, rows, cols] = share
+                dx[at] = share
             else:
-                dx[:, :, rows, cols] += share
+                dx[at] += share
         x.accumulate(dx)
     out._backward = _backward
     return out

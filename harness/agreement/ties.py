@@ -10,6 +10,7 @@ from fwbench import backends
 from fwbench import models
 from fwbench.backends import numpy_backend
 from fwbench.backends.engine import Tensor
+from fwbench.backends.engine.layout import to_engine
 from fwbench.backends.lowering import lower
 from fwbench.models.params import Params, dropout_masks, init_buffers
 from fwbench.models.spec import MaxPool2D, ModelSpec, ReLU
@@ -113,7 +114,7 @@ def count_ties(spec: ModelSpec, params: Params, x: np.ndarray, seed: int = 0) ->
     """How many relu inputs are exactly 0 and how many max-pool windows have a tied maximum, over all layers.
 
     Dropout drops the units agree's run of this seed drops in its one step."""
-    h = np.asarray(x, dtype=np.float64)
+    h = to_engine(np.asarray(x, dtype=np.float64))  # the engine's channels-last layout, as its ops take it
     counts = {key: 0 for key, _ in TIE_COUNTS.values()}
     params = {k: Tensor(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
     # A training pass, as loss_and_grads runs it: batch statistics, and the harness's masks of step 0.
@@ -128,7 +129,7 @@ def count_ties(spec: ModelSpec, params: Params, x: np.ndarray, seed: int = 0) ->
 
 
 def _tied_windows(h: np.ndarray, size: int, stride: int) -> int:
-    """Windows of NCHW h (VALID, `stride` apart) whose maximum occurs more than once."""
-    windows = sliding_window_view(h, (size, size), axis=(2, 3))[:, :, ::stride, ::stride]
+    """Windows of NHWC h (VALID, `stride` apart) whose maximum occurs more than once."""
+    windows = sliding_window_view(h, (size, size), axis=(1, 2))[:, ::stride, ::stride]
     best = windows.max(axis=(4, 5), keepdims=True)
     return int(np.count_nonzero((windows == best).sum(axis=(4, 5)) > 1))

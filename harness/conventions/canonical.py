@@ -7,6 +7,7 @@ from fwbench import models
 from fwbench.backends.base import OptimizerConfig
 from fwbench.backends.engine import Adam, Tensor, avgpool2d, batchnorm as engine_batchnorm, conv2d
 from fwbench.backends.engine import dropout as engine_dropout
+from fwbench.backends.engine.layout import to_canonical, to_engine
 from fwbench.harness.conventions.probes import Refused
 from fwbench.models.params import dropout_masks
 from fwbench.models.spec import AvgPool2D, BatchNorm, Conv2D, Dense
@@ -35,21 +36,23 @@ def _fresh(layer: BatchNorm, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _batchnorm(layer: BatchNorm, x: np.ndarray, running: tuple[np.ndarray, np.ndarray]):
     """(y, running) after a training pass, the running buffers updated in place."""
     params = {k: Tensor(v.astype(x.dtype)) for k, v in layer.initial_params(x.shape[1:], None).items()}
-    y = engine_batchnorm(Tensor(x), params["weight"], params["bias"], layer.eps, running, True, layer.momentum)
-    return y.data, running
+    y = engine_batchnorm(Tensor(to_engine(x)), params["weight"], params["bias"], layer.eps, running, True,
+                         layer.momentum)
+    return to_canonical(y.data), running
 
 
 def avgpool(x: np.ndarray, size: int, stride: int | None, padding: int) -> np.ndarray:
     """The spec's avgpool2d; it has no padding."""
     if padding:
         raise Refused("avgpool2d has VALID windows only")
-    return avgpool2d(Tensor(x), size, AvgPool2D(size, stride).step).data
+    return to_canonical(avgpool2d(Tensor(to_engine(x)), size, AvgPool2D(size, stride).step).data)
 
 
 def conv(x: np.ndarray, w: np.ndarray, stride: int) -> np.ndarray:
     """One-channel conv2d with padding "same", padded as the spec's Conv2D.pads says."""
     pads = Conv2D(out_channels=1, kernel_size=w.shape[0], stride=stride, padding="same").pads(x.shape[1:])
-    return conv2d(Tensor(x), Tensor(w[None, None]), Tensor(np.zeros(1, x.dtype)), stride, pads).data
+    return to_canonical(conv2d(Tensor(to_engine(x)), Tensor(w[None, None]), Tensor(np.zeros(1, x.dtype)), stride,
+                               pads).data)
 
 
 def adam(g: float, eps: float | None = None, eps_root: float | None = None) -> float:
@@ -86,7 +89,7 @@ def running_stats(weight: np.ndarray, bias: np.ndarray, batches: list[np.ndarray
     w, b = Tensor(np.asarray(weight, np.float64)), Tensor(np.asarray(bias, np.float64))
     running = (np.zeros(len(b.data)), np.ones(len(b.data)))
     for x in batches:
-        _batchnorm(layer, conv2d(Tensor(np.asarray(x, np.float64)), w, b).data, running)
+        _batchnorm(layer, to_canonical(conv2d(Tensor(to_engine(np.asarray(x, np.float64))), w, b).data), running)
     return running
 
 
