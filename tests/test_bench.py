@@ -4,7 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from fwbench.harness.bench import checks, results, runner
+from fwbench import models
+from fwbench.harness.bench import checks, limits, results, runner
 from fwbench.harness.bench.suite import PRESETS, cells, rounds
 from fwbench.harness.cli import main
 from fwbench.harness.documents import RESULTS
@@ -57,6 +58,12 @@ def test_results_file_is_self_describing_and_keeps_a_failed_cell(tmp_path):
     assert all("steal" in r["contention"]["timed"] for r in runs)  # the cell's own reading over its timed steps
     m, unc = ok["metrics"], ok["uncertainty"]["step_ms"]
     assert m["step_ms"] > 0 and m["images_per_s"] == pytest.approx(64 / m["step_ms"] * 1e3)
+    raw = json.loads(path.read_text())["cells"][0]["metrics"]  # stored by the run itself, not derived on load
+    assert raw["step_gflop"] == 64 * 455_258 / 1e9  # tests/test_flops.py counts the mlp: 455,258 FLOPs an image
+    assert raw["gflops"] == pytest.approx(raw["step_gflop"] / m["step_ms"] * 1e3)
+    peak = max(doc["calibration"][k]["matmul_gflops"] for k in ("start", "end"))
+    assert raw["mfu"] == pytest.approx(raw["gflops"] / peak) and raw["flop_limited_ms"] == pytest.approx(
+        raw["step_gflop"] / peak * 1e3)
     assert unc["n"] == len(results.used_runs(ok)) and unc["ci"][0] <= m["step_ms"] <= unc["ci"][1]
     assert 0.2 < m["test_accuracy"] <= 1 and 50 < m["peak_rss_mb"] <= m["train_peak_rss_mb"] + 1
     assert m["gpu_peak_mb"] is None and m["epoch_s"] is None and m["first_epoch_s"] > 0  # one epoch: no epoch_s
@@ -175,3 +182,42 @@ def test_contended_runs_are_measured_again_only_where_clean_runs_are_missing():
               record(True, True, True, True), record(True, ok=False)]
     assert runner.remeasure(cells_, 4) == [(0, 1), (2, 1), (3, 3)]
     assert runner.remeasure(cells_, 1) == [(2, 1), (3, 1)]
+
+
+def test_a_cells_flop_rate_follows_from_its_step_time():
+    mlp = models.get("mlp")
+    assert limits.flop_figures(mlp, 64, 2.5) == {"step_gflop": 0.029136512, "gflops": pytest.approx(11.6546048)}
+    runs = [{"status": "ok", "metrics": {"step_ms": ms, "step_gflop": 0.03, "gflops": 0.03 / ms * 1e3},
+             "contention": {"contended": False}} for ms in (2.0, 4.0, 3.0, 5.0)]
+    cell = {"batch_size": 64, "runs": runs}
+    results.summarize(cell)
+    # the cell's rate is its FLOPs over its median step (3.5 ms), as images/s is, not a median of the runs' rates
+    assert cell["metrics"]["gflops"] == pytest.approx(0.03 / 3.5 * 1e3)
+    assert cell["metrics"]["step_gflop"] == 0.03 and "step_gflop" not in cell["uncertainty"]
+
+
+def _limits_doc(calibration: dict) -> dict:
+    def cell(device, dtype="float32", status="ok"):
+        metrics = {"step_ms": 10.0, "step_gflop": 0.5, "gflops": 50.0} if status == "ok" else {}
+        return {"backend": "numpy", "model": "cnn", "device": device, "dtype": dtype, "status": status,
+                "metrics": metrics}
+    return {"calibration": calibration, "cells": [cell("cpu"), cell("cuda"), cell("cpu", "float64"),
+                                                   cell("cpu", status="error")]}
+
+
+def test_mfu_and_the_flop_limited_step_from_the_calibration():
+    doc = _limits_doc({"start": {"matmul_gflops": 190.0}, "end": {"matmul_gflops": 200.0}})
+    assert limits.peak_gflops(doc) == 200.0  # the faster calibration: the machine's best
+    limits.fill(doc)
+    cpu, cuda, double, failed = (c["metrics"] for c in doc["cells"])
+    assert cpu["mfu"] == 0.25 and cpu["flop_limited_ms"] == 2.5  # 50 of 200 GFLOP/s; 0.5 GFLOP at 200 GFLOP/s
+    # the CPU's float32 matmul is no peak for a GPU or for float64: no fraction, but the rate stays
+    assert cuda["mfu"] is None and cuda["flop_limited_ms"] is None and cuda["gflops"] == 50.0
+    assert double["mfu"] is None and failed == {}
+    cpu["mfu"] = 0.3
+    limits.fill(doc)  # what a run stored is kept
+    assert cpu["mfu"] == 0.3
+    for calibration in ({}, {"start": {"matmul_gflops": None}}):
+        doc = _limits_doc(calibration)
+        limits.fill(doc)
+        assert limits.peak_gflops(doc) is None and "mfu" not in doc["cells"][0]["metrics"]

@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 
 import results_fixture
+from fwbench import models
 from fwbench.harness import documents
 from fwbench.harness.bench import results
 from fwbench.harness.reporting import ResultsError, compare, compare_view, render, report
 from fwbench.harness.reporting.cli_args import add_arguments
 from fwbench.harness.reporting.load import load
+from fwbench.models.flops import step_flops
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "bench-default-20261126-054000.json"
-COLUMNS = ["backend", "step ms", "vs torch (eager)", "images/s", "epoch s", "compile s", "peak MB", "accuracy",
-           "time to accuracy s", "worst grad diff", "conformance"]
+COLUMNS = ["backend", "step ms", "vs torch (eager)", "images/s", "GFLOP/s", "% of peak", "epoch s", "compile s",
+           "peak MB", "accuracy", "time to accuracy s", "worst grad diff", "conformance"]
 
 
 @pytest.fixture
@@ -75,6 +77,46 @@ def test_markdown_bolds_the_best_value_of_each_column(results_file):
     assert row(mlp, "numpy batch 64")[COLUMNS.index("time to accuracy s")] == "not reached"
     # torch and numpy tie on cnn accuracy: both are the best
     assert [row(cnn, b)[COLUMNS.index("accuracy")] for b in ("numpy batch 64", "torch (eager) batch 64")] == ["**98.71%**"] * 2
+
+
+def _with_flops(doc: dict) -> dict:
+    """The fixture as this fwbench's bench writes it: every run carries its step's FLOPs (no mfu stored)."""
+    for cell in doc["cells"]:
+        for run in cell["runs"]:
+            if run["status"] == "ok":
+                run["metrics"]["step_gflop"] = step_flops(models.get(cell["model"]), cell["batch_size"]) / 1e9
+        results.summarize(cell)
+    return doc
+
+
+def test_markdown_shows_each_cells_flop_rate_and_share_of_the_peak(tmp_path):
+    data = _with_flops(results_fixture.build())
+    data["cells"][3]["device"] = "cuda"  # numpy mlp, as if on a GPU: the CPU's calibration is not its peak
+    path = results_fixture.write(tmp_path / NAME, data)
+    found = tables(render([str(path)]))
+    cnn, mlp = found["cnn (54,410 parameters)"], found["mlp (109,386 parameters)"]
+    assert cnn[0] == COLUMNS
+    torch_cnn = row(cnn, "torch (eager) batch 64 cpu")
+    # 64 x 1,211,482 FLOPs (tests/test_flops.py) in 6.71 ms: 11.56 GFLOP/s, the fastest; of the larger
+    # calibration, 190 GFLOP/s, that is 6.08%
+    assert torch_cnn[COLUMNS.index("GFLOP/s")] == "**11.6**" and torch_cnn[COLUMNS.index("% of peak")] == "**6.08%**"
+    assert row(cnn, "numpy batch 64 cpu")[COLUMNS.index("GFLOP/s")] == "6.0"  # 0.0775 GFLOP in 13.0 ms
+    gpu = row(mlp, "numpy batch 64 cuda")
+    assert gpu[COLUMNS.index("GFLOP/s")] == "25.3" and gpu[COLUMNS.index("% of peak")] == "—"  # 0.0291 in 1.15 ms
+    csv_rows = csv.DictReader(io.StringIO(render([str(path)], "csv")))
+    rows = {(r["backend"], r["model"], r["device"]): r for r in csv_rows}
+    # the FLOP-limited step: 0.0775 GFLOP at 190 GFLOP/s
+    assert float(rows["torch", "cnn", "cpu"]["flop_limited_ms"]) == pytest.approx(77_534_848 / 190e9 * 1e3)
+    assert rows["numpy", "mlp", "cuda"]["flop_limited_ms"] == "" and float(rows["numpy", "mlp", "cuda"]["gflops"]) > 0
+
+
+def test_results_without_flop_figures_still_render_with_dashes(tmp_path, results_file):
+    committed = sorted(ROOT.glob("results/bench-*.json"))[-1]  # written before FLOPs were counted
+    for path in (results_file, committed, results_fixture.write(tmp_path / "v1.json", results_fixture.build_v1())):
+        for rows in tables(render([str(path)])).values():
+            if rows[0][:6] == COLUMNS[:6]:
+                ok = [r for r in rows[1:] if not r[1].startswith("failed")]
+                assert ok and all(r[4:6] == ["—", "—"] for r in ok), path
 
 
 def test_failed_cell_shows_its_one_line_error(tmp_path):

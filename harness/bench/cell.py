@@ -15,6 +15,7 @@ from fwbench.backends.messages import one_line
 from fwbench.harness.allocator import tune
 from fwbench.harness.atomic import atomic_write_json
 from fwbench.harness.bench.child import die_with_parent
+from fwbench.harness.bench.limits import flop_figures
 from fwbench.harness.bench.timing import time_steps
 from fwbench.harness.data import batch_order
 from fwbench.harness.probes import contention
@@ -56,7 +57,8 @@ def run(cell: dict) -> dict:
     # training) a burst of steal that slowed every timed step is diluted below any useful limit.
     timed_window = contention.between(before, contention.snapshot())
     samples = {"step_ms": timing.pop("samples")}
-    metrics = {**timing, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3, "peak_rss_mb": peak_rss_mb()}
+    metrics = {**timing, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3,
+               **flop_figures(spec, cell["batch_size"], timing["step_ms"]), "peak_rss_mb": peak_rss_mb()}
     peaks = [backend.peak_device_memory()]
     del backend, epoch
 

@@ -37,12 +37,28 @@ def _time_to_accuracy(m: dict) -> str:
     return fmt.seconds(m.get("time_to_accuracy_s"), 1)
 
 
+def _decimals(digits: int) -> Callable:
+    """A number to a fixed number of decimals, with thousands separators: 1,234.5."""
+    return lambda v: fmt.DASH if v is None else f"{v:,.{digits}f}"
+
+
 REGISTRY = [
     Metric("step_ms", "ms", "per step: the median over the run's timed calls after warm-up; a call is train_steps + "
            "synchronize(), one step or, in a fused mode, steps_per_call steps in one compiled loop or graph; batches "
            "prepared on the device beforehand. The cell's figure is the median over its runs (fresh processes)",
            "step ms", LOWER, fmt.ms, TIME),
     Metric("images_per_s", "images/s", "batch size / step_ms", "images/s", HIGHER, fmt.count),
+    Metric("step_gflop", "GFLOP", "model FLOPs of one training step at the cell's batch size, counted from the spec "
+           "(models/flops.py; docs/performance.md, Counting FLOPs): every layer forward and backward and the loss, "
+           "a multiply-add as 2; the optimizer update is not counted", form=_decimals(4)),
+    Metric("gflops", "GFLOP/s", "achieved model FLOP rate: step_gflop / step_ms (the cell's median step)", "GFLOP/s",
+           HIGHER, _decimals(1)),
+    Metric("mfu", "fraction", "model FLOPs utilisation: gflops / the machine's peak, the larger of the run's start "
+           "and end calibrations' matmul_gflops (float32 NumPy matmul, 512x512); can exceed 1 where a framework's "
+           "kernels beat that probe; null on a GPU or a dtype other than float32, which the probe does not measure",
+           "% of peak", HIGHER, fmt.percent),
+    Metric("flop_limited_ms", "ms", "the step time at the machine's peak: step_gflop / the peak mfu divides by; the "
+           "floor a FLOP-bound step could reach (step_ms = flop_limited_ms / mfu); null where mfu is", form=fmt.ms),
     Metric("step_ms_iqr", "ms", "interquartile range of one run's timed calls, per step"),
     Metric("first_step_s", "s", "wall time of the first call on a fresh model, synchronized: includes compilation "
            "(one step, or steps_per_call steps for a fused mode)", form=lambda v: fmt.seconds(v, 3)),
@@ -76,8 +92,8 @@ REGISTRY = [
 BY_KEY = {m.key: m for m in REGISTRY}
 # The model table's columns, in order; peak MB shows GPU memory beside host memory.
 SHOW = {"peak_rss_mb": _memory, "time_to_accuracy_s": _time_to_accuracy}
-COLUMNS = [BY_KEY[k] for k in ("step_ms", "images_per_s", "epoch_s", "compile_s", "peak_rss_mb", "test_accuracy",
-                                "time_to_accuracy_s", "agreement_worst_rel_l2")]
+COLUMNS = [BY_KEY[k] for k in ("step_ms", "images_per_s", "gflops", "mfu", "epoch_s", "compile_s", "peak_rss_mb",
+                                "test_accuracy", "time_to_accuracy_s", "agreement_worst_rel_l2")]
 
 
 def show(metric: Metric, values: dict) -> str:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from fwbench.harness import atomic, documents, stats
 from fwbench.harness.atomic import atomic_write_json
+from fwbench.harness.bench.limits import gflops
 from fwbench.harness.bench.metrics import BY_KEY, documented
 from fwbench.harness.provenance import git_commit, machine
 
 IDENTITY = ("backend", "model", "batch_size", "device", "dtype")
 MIN_CLEAN = 3  # clean runs a cell needs before its contended runs are left out of its figures
-SETTINGS = ("steps", "steps_per_call", "epoch_s_each")  # the same in every run: no interval
+SETTINGS = ("steps", "steps_per_call", "epoch_s_each", "step_gflop")  # the same in every run: no interval
 
 
 def new(suite: str, config: dict) -> dict:
@@ -92,6 +93,8 @@ def summarize(cell: dict) -> None:
                                  "runs": values}
     if _number(metrics.get("step_ms")):
         metrics["images_per_s"] = cell["batch_size"] / metrics["step_ms"] * 1e3
+        if _number(metrics.get("step_gflop")):
+            metrics["gflops"] = gflops(metrics["step_gflop"], metrics["step_ms"])
     contended = lambda runs: any((r.get("contention") or {}).get("contended") for r in runs)  # noqa: E731
     cell.update(status="ok", error=None, metrics=metrics, uncertainty=uncertainty, contended=contended(used),
                 training_contended=contended(trained))

@@ -11,7 +11,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from fwbench import backends
-from fwbench.harness.bench import child, overhead, results
+from fwbench.harness.bench import child, limits, overhead, results
 from fwbench.harness.bench.checks import agreement, conformance, conventions, installed
 from fwbench.harness.bench.suite import Cell, Suite, cells, rounds
 from fwbench.harness.probes import contention
@@ -69,11 +69,13 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
     except KeyboardInterrupt as e:
         e.path = store.path  # for the caller's summary: the exception is all it gets
         bar.close()
+        limits.fill(doc)  # from whichever calibrations were taken
         results.finish(doc, "interrupted")
         store.save(doc)
         log(f"interrupted: {done} finished runs kept in {store.path}")
         raise
     bar.close()
+    limits.fill(doc)  # once the end calibration is in: the run's peak is known
     results.finish(doc, "complete")
     store.save(doc)
     store.check()

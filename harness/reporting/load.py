@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from fwbench.backends.messages import first_line
+from fwbench.harness.bench.limits import fill
 from fwbench.harness.documents import RESULTS, RESULTS_SCHEMA_FILE, RESULTS_V1
 from fwbench.harness.reporting.upgrade import upgrade
 
@@ -65,6 +66,7 @@ def load(path: str | Path) -> dict:
     problem = problem_in(data)
     if problem:
         raise ResultsError(f"{path}: {problem}")
+    fill(data)  # mfu and the FLOP-limited step where the run did not store them (one still running)
     return data
 
 
