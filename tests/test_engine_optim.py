@@ -1,6 +1,7 @@
-"""Adam's first moment never lingers in float32's subnormal range, and that changes no parameter."""
+"""Adam: its first moment never lingers in float32's subnormal range, and chunked it is bit for bit the whole update."""
 import numpy as np
 
+from fwbench.backends.engine import optim
 from fwbench.backends.engine.optim import Adam
 
 
@@ -31,3 +32,20 @@ def test_a_dead_unit_first_moment_is_flushed_without_changing_parameters():
     assert not np.any((opt.m[0] != 0) & (np.abs(opt.m[0]) < tiny))
     assert np.array_equal(opt.m[0][10:], want_m[10:])
     assert np.array_equal(p, want_p)
+
+
+def test_adam_in_chunks_equals_adam_in_one_pass_bit_for_bit(monkeypatch):
+    rng = np.random.default_rng(1)
+    shapes, grads = [(3, 5, 7), (11,)], [[rng.standard_normal((3, 5, 7)), rng.standard_normal(11)] for _ in range(40)]
+    grads = [[g.astype(np.float32) * 1e-3 for g in step] for step in grads]
+    grads[5][0][1] = 0  # exact zeros and, after FLUSH_EVERY steps, a flush inside a chunk
+    results = []
+    for chunk in (1 << 20, 4):  # one chunk, then chunks smaller than either array, not dividing them
+        monkeypatch.setattr(optim, "CHUNK", chunk)
+        params = [np.ones(s, np.float32) for s in shapes]
+        opt = Adam(params, lr=1e-2)
+        for step in grads:
+            opt.step(step)
+        results.append(params + opt.m + opt.v)
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fwbench.backends.engine.pool import MaxWindows
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
@@ -12,44 +13,61 @@ Pads = tuple[int, int, int, int]  # zeros (top, bottom, left, right); an int n m
 # is written and read twice while it is still in cache, and the GEMM's rows stay many. Measured on the 2-core
 # reference CPU (pyex's second conv, forward and backward): 1 MiB 15 + 41 ms, whole batch 31 + 81 ms.
 SLICE_BYTES = 1 << 20
+# Below this many input channels, im2col copies whole output rows (channel-major block) rather than runs of C
+# channels (pixel-major): a one-channel image would otherwise be copied one float at a time.
+FEW_CHANNELS = 4
 
 
-def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False) -> Tensor:
-    """Cross-correlate NHWC x with w (out, in, kh, kw), add b (out,), then relu if asked; zero padding `padding`."""
+def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False,
+           pool: tuple[int, int] | None = None) -> Tensor:
+    """Cross-correlate NHWC x with w (out, in, kh, kw) and add b (out,); then max-pool and relu if asked.
+
+    pool = (size, stride) max-pools each slice's output while it is in cache; the conv output is never kept.
+    relu is applied after the pool, which is the same: relu commutes with max pooling, tie rule included (the
+    first max wins either way when it is > 0, and passes nothing otherwise, as relu'(0) = 0).
+    """
     check_channels(x, w)
-    conv = Conv(x.data, w, stride, padding)
+    conv = Conv(x.data, w, b, stride, padding)
     xp, o = conv.xp, w.shape[0]
-    y = xp.empty((conv.n, conv.oh, conv.ow, o), dtype=w.dtype)
+    windows = MaxWindows((conv.n, conv.oh, conv.ow, o), *pool) if pool else None
+    y = xp.empty((conv.n, windows.oh, windows.ow, o) if pool else (conv.n, conv.oh, conv.ow, o), dtype=w.dtype)
+    arg = xp.empty(y.shape, dtype=windows.index) if pool else None
+    before_pool = xp.empty((conv.slices[0].stop, conv.oh, conv.ow, o), dtype=w.dtype) if pool else None
     for s in conv.slices:
-        rows = y[s].reshape(-1, o)
-        xp.matmul(conv.cols(s), conv.wm, out=rows)  # the rows are NHWC as they come: no transpose
-        rows += b.data
+        conv_out = before_pool[:s.stop - s.start] if pool else y[s]
+        # The rows are NHWC as they come (no transpose), the bias added by the GEMM itself.
+        xp.matmul(conv.cols(s), conv.wb, out=conv_out.reshape(-1, o))
+        if pool:
+            windows.forward(conv_out, y[s], arg[s])
         if relu:
-            xp.maximum(rows, 0, out=rows)
-    out = Tensor(y, _prev=(x, w, b), _op="conv2d_relu" if relu else "conv2d")
+            xp.maximum(y[s], 0, out=y[s])
+    out = Tensor(y, _prev=(x, w, b), _op="conv2d" + "_maxpool" * bool(pool) + "_relu" * relu)
 
     def _backward(g):
         # relu'(0) = 0: an output of exactly 0 passes nothing, the same mask as relu's own (y > 0 iff its input > 0).
-        conv.backward(x, w, b, xp.ascontiguousarray(g), y if relu else None)
+        conv.backward(x, w, b, xp.ascontiguousarray(g), y if relu else None, windows, arg)
     out._backward = _backward
     return out
 
 
 class Conv:
-    """One conv2d call's geometry, its weight as a (kh*kw*C, O) matrix, and its slices of images."""
+    """One conv2d call's geometry, its weight and bias as a (kh*kw*C + 1, O) matrix, and its slices of images."""
 
-    def __init__(self, x: np.ndarray, w: Tensor, stride: int, padding: int | Pads):
+    def __init__(self, x: np.ndarray, w: Tensor, b: Tensor, stride: int, padding: int | Pads):
         self.xp = module_of(x)
         self.x, self.stride, self.pads = x, stride, pads(padding)
         self.n, h, wd, self.c = x.shape
         o, _, self.kh, self.kw = w.shape
         self.oh, self.ow = conv_out_size((h, wd), self.kh, self.kw, stride, self.pads)
         self.k = self.kh * self.kw * self.c
-        # Row (i, j, c) of wm is w[:, c, i, j]: the order of an im2col column's patch below.
-        self.wm = self.xp.ascontiguousarray(w.data.transpose(2, 3, 1, 0).reshape(self.k, o))
-        self.slices = image_slices(self.n, self.oh * self.ow * self.k * x.itemsize, self.xp)
+        # Row (i, j, c) of wb is w[:, c, i, j], the order of an im2col row's patch below, and its last row is the
+        # bias, against a last im2col column of ones.
+        self.wb = self.xp.empty((self.k + 1, o), dtype=w.dtype)
+        self.wb[:-1] = w.data.transpose(2, 3, 1, 0).reshape(self.k, o)
+        self.wb[-1] = b.data
+        self.slices = image_slices(self.n, self.oh * self.ow * (self.k + 1) * x.itemsize, self.xp)
         m = self.slices[0].stop
-        self.block = self.xp.empty((m * self.oh * self.ow, self.k), dtype=x.dtype)
+        self.block = self.xp.empty(m * self.oh * self.ow * (self.k + 1), dtype=x.dtype)
         top, bottom, left, right = self.pads
         # Each slice is padded into one buffer whose border stays zero: no padded copy of the whole batch.
         self.padded = None if not any(self.pads) else \
@@ -66,51 +84,67 @@ class Conv:
         return xpad
 
     def cols(self, s: slice) -> np.ndarray:
-        """im2col of slice s: (m*OH*OW, kh*kw*C), one row per output pixel, one strided copy."""
-        m = s.stop - s.start
-        cols = self.block[:m * self.oh * self.ow]
-        cols.reshape(m, self.oh, self.ow, self.kh, self.kw, self.c)[...] = patches(
-            self._input(s), self.kh, self.kw, self.stride, self.oh, self.ow)
-        return cols
+        """im2col of slice s: (m*OH*OW, kh*kw*C + 1), one row per output pixel and a last column of ones."""
+        m, k = s.stop - s.start, self.k
+        view = patches(self._input(s), self.kh, self.kw, self.stride, self.oh, self.ow)  # (m, OH, OW, kh, kw, C)
+        if self.c < FEW_CHANNELS:
+            # Stored transposed, (K + 1, m*OH*OW): each copy is a run along an image row. BLAS takes the transpose.
+            block = self.block[:(k + 1) * m * self.oh * self.ow].reshape(k + 1, -1)
+            block[:-1].reshape(self.kh, self.kw, self.c, m, self.oh, self.ow)[...] = view.transpose(3, 4, 5, 0, 1, 2)
+            block[-1] = 1
+            return block.T
+        block = self.block[:m * self.oh * self.ow * (k + 1)].reshape(-1, k + 1)
+        block[:, :-1].reshape(m, self.oh, self.ow, self.kh, self.kw, self.c)[...] = view
+        block[:, -1] = 1
+        return block
 
-    def backward(self, x: Tensor, w: Tensor, b: Tensor, g: np.ndarray, relu_out: np.ndarray | None) -> None:
-        """Accumulate the gradients of w, b and (when it needs one) x from g, the NHWC gradient at the output."""
+    def backward(self, x: Tensor, w: Tensor, b: Tensor, g: np.ndarray, relu_out: np.ndarray | None,
+                 windows: MaxWindows | None = None, arg: np.ndarray | None = None) -> None:
+        """Accumulate the gradients of w, b and (when it needs one) x from g, the NHWC gradient at the output.
+
+        relu_out: the relu'd output, whose zeros pass no gradient; windows and arg: the fused max pool's."""
         xp, o = self.xp, w.shape[0]
-        gwm = xp.zeros((self.k, o), dtype=g.dtype)
-        gb = xp.zeros(o, dtype=g.dtype)
-        part = xp.empty_like(gwm)
+        gwb = xp.zeros((self.k + 1, o), dtype=g.dtype)  # the weight gradient, and the bias's in the last row
+        part = xp.empty_like(gwb)
         dx = xp.empty(x.shape, dtype=g.dtype) if x.requires_grad else None
         # col2im's own padded buffer: cols() keeps writing images into the forward one, whose border must stay zero.
         dpadded = None if self.padded is None or dx is None else xp.empty_like(self.padded)
+        unpooled = xp.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if windows else None
+        # (kh*kw, O, C): one (O, C) matrix per kernel offset, so that each offset's patch gradients come out of a
+        # GEMM as one contiguous (pixels, C) block, and col2im adds whole image rows.
+        per_offset = xp.ascontiguousarray(self.wb[:-1].reshape(self.kh * self.kw, self.c, o).transpose(0, 2, 1))
         for s in self.slices:
-            gs = g[s].reshape(-1, o)
+            gs = g[s]
             if relu_out is not None:
-                gs = gs * (relu_out[s].reshape(-1, o) > 0)
-            if w.requires_grad:
+                gs = gs * (relu_out[s] > 0)
+            if windows is not None:
+                windows.backward(gs, arg[s], unpooled[:s.stop - s.start])
+                gs = unpooled[:s.stop - s.start]
+            gs = gs.reshape(-1, o)
+            if w.requires_grad or b.requires_grad:
                 xp.matmul(self.cols(s).T, gs, out=part)
-                gwm += part
-            gb += gs.sum(axis=0)
+                gwb += part
             if dx is not None:
-                self._col2im(xp.matmul(gs, self.wm.T), s, dx, dpadded)
+                self._col2im(xp.matmul(gs, per_offset), s, dx, dpadded)
         if w.requires_grad:
-            w.accumulate(xp.ascontiguousarray(gwm.reshape(self.kh, self.kw, self.c, o).transpose(3, 2, 0, 1)))
+            w.accumulate(xp.ascontiguousarray(gwb[:-1].reshape(self.kh, self.kw, self.c, o).transpose(3, 2, 0, 1)))
         if b.requires_grad:
-            b.accumulate(gb)
+            b.accumulate(gwb[-1].copy())
         if dx is not None:
             x.accumulate(dx)
 
     def _col2im(self, dcols: np.ndarray, s: slice, dx: np.ndarray, dpadded: np.ndarray | None) -> None:
-        """Sum slice s's patch gradients (m*OH*OW, kh*kw*C) back onto its images in dx, through dpadded if padded."""
+        """Sum slice s's patch gradients (kh*kw, m*OH*OW, C) back onto its images in dx, through dpadded if padded."""
         m, (top, _, left, _) = s.stop - s.start, self.pads
         h, wd = dx.shape[1:3]
         target = dx[s] if dpadded is None else dpadded[:m]
         target[...] = 0
-        dcols = dcols.reshape(m, self.oh, self.ow, self.kh, self.kw, self.c)
         st = self.stride
         # One add per kernel offset: patches overlap, so offsets must accumulate.
         for i in range(self.kh):
             for j in range(self.kw):
-                target[:, i:i + st * (self.oh - 1) + 1:st, j:j + st * (self.ow - 1) + 1:st] += dcols[:, :, :, i, j]
+                rows, cols = slice(i, i + st * (self.oh - 1) + 1, st), slice(j, j + st * (self.ow - 1) + 1, st)
+                target[:, rows, cols] += dcols[i * self.kw + j].reshape(m, self.oh, self.ow, self.c)
         if dpadded is not None:
             dx[s] = target[:, top:top + h, left:left + wd]
 

@@ -18,39 +18,58 @@ def windows(shape: tuple[int, ...], size: int, s: int) -> tuple[int, int, list[t
     return oh, ow, offsets, s == size and h == oh * s and w == ow * s
 
 
-def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
-    """Max over each size x size window of NHWC x, windows `stride` apart (default: size)."""
-    xp = module_of(x.data)
-    s = size if stride is None else stride
-    _, _, offsets, tiled = windows(x.shape, size, s)
-    best = x.data[offsets[0]].copy(order="K")  # keep x's memory order: faster
-    arg = xp.zeros_like(best, dtype=np.uint8)  # index of the winning offset, row-major in the window
-    better = xp.empty_like(best, dtype=bool)
-    for k, at in enumerate(offsets[1:], start=1):
-        v = x.data[at]
-        # Strictly greater, so on ties the earlier offset keeps the win (torch's rule). The winner
-        # is the last offset that beat the running max, hence arg = max(arg, k * better).
-        xp.greater(v, best, out=better)
-        xp.maximum(arg, better.view(np.uint8) * np.uint8(k), out=arg)
-        xp.maximum(best, v, out=best)
-    # Handed on C-contiguous: flatten is then a free reshape, and relu's mask and a gradient
-    # coming back through flatten share one memory order (mixed orders make NumPy loops slow).
-    out = Tensor(xp.ascontiguousarray(best), _prev=(x,), _op="maxpool2d")
+class MaxWindows:
+    """Max pooling's forward and backward on plain NHWC arrays: a whole batch, or a slice of one (conv2d's)."""
 
-    def _backward(g):
-        if not x.requires_grad:
-            return
-        g = same_layout(g, best)
-        # When the windows tile x exactly, every cell is written below, so dx needs no zeroing.
-        dx = xp.empty_like(x.data) if tiled else xp.zeros_like(x.data)
-        won = xp.empty_like(arg, dtype=bool)
-        for k, at in enumerate(offsets):
+    def __init__(self, shape: tuple[int, ...], size: int, stride: int):
+        self.size, self.stride = size, stride
+        # The winner is kept as its offset's index: a byte for windows up to 16 x 16.
+        self.index = np.uint8 if size * size <= 256 else np.uint32
+        self.oh, self.ow, self.offsets, self.tiled = windows(shape, size, stride)
+
+    def forward(self, x: np.ndarray, best: np.ndarray, arg: np.ndarray) -> None:
+        """best = the max of each window of x, arg = the index of its first maximal offset (row-major)."""
+        xp = module_of(x)
+        best[...] = x[self.offsets[0]]
+        arg[...] = 0
+        better = xp.empty(best.shape, dtype=bool)
+        code = xp.empty_like(arg)
+        for k, at in enumerate(self.offsets[1:], start=1):
+            v = x[at]
+            # Strictly greater, so on ties the earlier offset keeps the win (torch's rule). The winner
+            # is the last offset that beat the running max, hence arg = max(arg, k * better).
+            xp.greater(v, best, out=better)
+            xp.maximum(arg, xp.multiply(better, self.index(k), out=code), out=arg)
+            xp.maximum(best, v, out=best)  # maximum, not where(better): a NaN propagates
+
+    def backward(self, g: np.ndarray, arg: np.ndarray, dx: np.ndarray) -> None:
+        """dx = g routed to each window's winner; cells that no window's winner is get zero."""
+        xp = module_of(g)
+        if not self.tiled:  # when the windows tile dx exactly, every cell is written below
+            dx[...] = 0
+        won = xp.empty(arg.shape, dtype=bool)
+        for k, at in enumerate(self.offsets):
             xp.equal(arg, k, out=won)
-            if s >= size:  # disjoint windows: each cell hears from one window, so assign
+            if self.stride >= self.size:  # disjoint windows: each cell hears from one window, so assign
                 xp.multiply(g, won, out=dx[at])
             else:  # overlapping windows share input cells, so each offset adds into dx
                 dx[at] += g * won
-        x.accumulate(dx)
+
+
+def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
+    """Max over each size x size window of NHWC x, windows `stride` apart (default: size)."""
+    xp = module_of(x.data)
+    pool = MaxWindows(x.shape, size, size if stride is None else stride)
+    best = xp.empty((x.shape[0], pool.oh, pool.ow, x.shape[3]), dtype=x.dtype)
+    arg = xp.empty(best.shape, dtype=pool.index)
+    pool.forward(x.data, best, arg)
+    out = Tensor(best, _prev=(x,), _op="maxpool2d")
+
+    def _backward(g):
+        if x.requires_grad:
+            dx = xp.empty_like(x.data)
+            pool.backward(same_layout(g, best), arg, dx)
+            x.accumulate(dx)
     out._backward = _backward
     return out
 
