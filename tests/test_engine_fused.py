@@ -12,10 +12,10 @@ from fwbench.backends.engine import Tensor, conv, conv2d, dense, maxpool2d, relu
 from fwbench.backends.engine.layout import to_canonical
 
 # (N, C, H, W, out channels, kernel, stride, padding): square and not, stride larger than the kernel, one-pixel
-# outputs, a batch of one, asymmetric "same"-style padding.
+# outputs, a batch of one, asymmetric "same"-style padding, and enough channels for the input gradient as a conv.
 CASES = [(3, 1, 8, 8, 3, 3, 1, 0), (2, 2, 9, 7, 4, 3, 1, 1), (2, 3, 11, 10, 2, 2, 3, (1, 0, 0, 1)),
          (1, 2, 3, 3, 2, 3, 1, 0), (4, 3, 5, 5, 2, 2, 4, 0), (1, 1, 1, 1, 2, 1, 1, 0),
-         (2, 2, 6, 6, 2, 3, 2, (0, 1, 0, 1))]
+         (2, 2, 6, 6, 2, 3, 2, (0, 1, 0, 1)), (2, 16, 6, 5, 3, 3, 1, (1, 1, 0, 2)), (1, 17, 4, 4, 2, 3, 1, 0)]
 
 
 def leaves(n, c, h, w, o, k, ties: bool, x_grad: bool = True, dtype=np.float64, seed=0):
@@ -119,3 +119,14 @@ def test_nan_propagates_through_the_fused_relu():
     x.data[0, 1, 1, 0] = np.nan
     assert np.isnan(conv2d(x, w, b, relu=True).data).any()
     assert np.isnan(maxpool2d(conv2d(x, w, b, relu=True), 2).data).all()
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[6] == 1])
+def test_input_gradient_as_a_convolution_equals_col2im(case, monkeypatch):
+    n, c, h, w, o, k, stride, padding = case
+    x, wt, b = leaves(n, c, h, w, o, k, True)
+    monkeypatch.setattr(conv, "TRANSPOSED_FROM", 1)
+    as_conv = grads_of(lambda: conv2d(x, wt, b, stride, padding), (x,), integers=True)
+    monkeypatch.setattr(conv, "TRANSPOSED_FROM", 10 ** 9)
+    scattered = grads_of(lambda: conv2d(x, wt, b, stride, padding), (x,), integers=True)
+    np.testing.assert_array_equal(as_conv[1], scattered[1])  # small integers: exact either way

@@ -16,6 +16,10 @@ SLICE_BYTES = 1 << 20
 # Below this many input channels, im2col copies whole output rows (channel-major block) rather than runs of C
 # channels (pixel-major): a one-channel image would otherwise be copied one float at a time.
 FEW_CHANNELS = 4
+# A stride-1 conv with at least this many input channels computes its input gradient as a convolution (one GEMM of
+# N = C columns); below it, the GEMM is too narrow and col2im is faster. Measured here, conv forward and backward:
+# pyex's second conv (C 32) 0.91x and tgmnist's (C 32, 5 x 5) 0.94x col2im's time; lenet5's (C 6) 1.43x.
+TRANSPOSED_FROM = 16
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False,
@@ -107,12 +111,8 @@ class Conv:
         gwb = xp.zeros((self.k + 1, o), dtype=g.dtype)  # the weight gradient, and the bias's in the last row
         part = xp.empty_like(gwb)
         dx = xp.empty(x.shape, dtype=g.dtype) if x.requires_grad else None
-        # col2im's own padded buffer: cols() keeps writing images into the forward one, whose border must stay zero.
-        dpadded = None if self.padded is None or dx is None else xp.empty_like(self.padded)
         unpooled = xp.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if windows else None
-        # (kh*kw, O, C): one (O, C) matrix per kernel offset, so that each offset's patch gradients come out of a
-        # GEMM as one contiguous (pixels, C) block, and col2im adds whole image rows.
-        per_offset = xp.ascontiguousarray(self.wb[:-1].reshape(self.kh * self.kw, self.c, o).transpose(0, 2, 1))
+        back = InputGradient(self, dx, o) if dx is not None else None
         for s in self.slices:
             gs = g[s]
             if relu_out is not None:
@@ -124,8 +124,8 @@ class Conv:
             if w.requires_grad or b.requires_grad:
                 xp.matmul(self.cols(s).T, gs, out=part)
                 gwb += part
-            if dx is not None:
-                self._col2im(xp.matmul(gs, per_offset), s, dx, dpadded)
+            if back is not None:
+                back.add(s, gs)
         if w.requires_grad:
             w.accumulate(xp.ascontiguousarray(gwb[:-1].reshape(self.kh, self.kw, self.c, o).transpose(3, 2, 0, 1)))
         if b.requires_grad:
@@ -133,20 +133,55 @@ class Conv:
         if dx is not None:
             x.accumulate(dx)
 
-    def _col2im(self, dcols: np.ndarray, s: slice, dx: np.ndarray, dpadded: np.ndarray | None) -> None:
-        """Sum slice s's patch gradients (kh*kw, m*OH*OW, C) back onto its images in dx, through dpadded if padded."""
-        m, (top, _, left, _) = s.stop - s.start, self.pads
-        h, wd = dx.shape[1:3]
-        target = dx[s] if dpadded is None else dpadded[:m]
+class InputGradient:
+    """conv2d's input gradient, a slice of images at a time: stride 1 as a convolution, any stride by col2im."""
+
+    def __init__(self, conv: Conv, dx: np.ndarray, o: int):
+        self.conv, self.dx, xp = conv, dx, conv.xp
+        c, kh, kw, m = conv.c, conv.kh, conv.kw, conv.slices[0].stop
+        w = conv.wb[:-1].reshape(kh, kw, c, o)
+        self.hp, self.wp = conv.oh + kh - 1, conv.ow + kw - 1  # the padded input, when the stride is 1
+        self.transposed = conv.stride == 1 and c >= TRANSPOSED_FROM
+        if self.transposed:
+            # The gradient, zero-padded by kernel - 1, cross-correlated with the kernel turned by 180 degrees and
+            # its channels swapped: one GEMM of (pixels, kh*kw*O) by (kh*kw*O, C), and nothing to scatter.
+            self.flipped = xp.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2).reshape(kh * kw * o, c))
+            self.gpad = xp.zeros((m, conv.oh + 2 * (kh - 1), conv.ow + 2 * (kw - 1), o), dtype=dx.dtype)
+            self.block = xp.empty(m * self.hp * self.wp * kh * kw * o, dtype=dx.dtype)
+        else:
+            # (kh*kw, O, C): one (O, C) matrix per kernel offset, so that each offset's patch gradients come out of a
+            # GEMM as one contiguous (pixels, C) block, and col2im adds whole image rows.
+            self.per_offset = xp.ascontiguousarray(w.reshape(kh * kw, c, o).transpose(0, 2, 1))
+        # The padded input's gradient, when the conv pads (its border is then cut off); else dx itself.
+        self.dpadded = None if conv.padded is None else xp.empty_like(conv.padded)
+
+    def add(self, s: slice, g: np.ndarray) -> None:
+        """Write slice s's input gradient into dx, from g (m*OH*OW, O), the gradient at its outputs."""
+        conv, xp, m = self.conv, self.conv.xp, s.stop - s.start
+        target = self.dx[s] if self.dpadded is None else self.dpadded[:m]
+        if self.transposed:
+            kh, kw, o = conv.kh, conv.kw, g.shape[1]
+            gpad = self.gpad[:m]
+            gpad[:, kh - 1:kh - 1 + conv.oh, kw - 1:kw - 1 + conv.ow] = g.reshape(m, conv.oh, conv.ow, o)
+            cols = self.block[:m * self.hp * self.wp * kh * kw * o].reshape(-1, kh * kw * o)
+            cols.reshape(m, self.hp, self.wp, kh, kw, o)[...] = patches(gpad, kh, kw, 1, self.hp, self.wp)
+            # The padded input is exactly hp x wp when the stride is 1 (every pixel is read by some output).
+            xp.matmul(cols, self.flipped, out=target.reshape(-1, conv.c))
+        else:
+            self._col2im(xp.matmul(g, self.per_offset), target)
+        if self.dpadded is not None:
+            top, _, left, _ = conv.pads
+            self.dx[s] = target[:, top:top + self.dx.shape[1], left:left + self.dx.shape[2]]
+
+    def _col2im(self, dcols: np.ndarray, target: np.ndarray) -> None:
+        """Sum patch gradients (kh*kw, m*OH*OW, C) back onto the (padded) images in target."""
+        conv, st = self.conv, self.conv.stride
         target[...] = 0
-        st = self.stride
         # One add per kernel offset: patches overlap, so offsets must accumulate.
-        for i in range(self.kh):
-            for j in range(self.kw):
-                rows, cols = slice(i, i + st * (self.oh - 1) + 1, st), slice(j, j + st * (self.ow - 1) + 1, st)
-                target[:, rows, cols] += dcols[i * self.kw + j].reshape(m, self.oh, self.ow, self.c)
-        if dpadded is not None:
-            dx[s] = target[:, top:top + h, left:left + wd]
+        for i in range(conv.kh):
+            for j in range(conv.kw):
+                rows, cols = slice(i, i + st * (conv.oh - 1) + 1, st), slice(j, j + st * (conv.ow - 1) + 1, st)
+                target[:, rows, cols] += dcols[i * conv.kw + j].reshape(-1, conv.oh, conv.ow, conv.c)
 
 
 def patches(xpad: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int) -> np.ndarray:
