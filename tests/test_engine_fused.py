@@ -130,3 +130,15 @@ def test_input_gradient_as_a_convolution_equals_col2im(case, monkeypatch):
     monkeypatch.setattr(conv, "TRANSPOSED_FROM", 10 ** 9)
     scattered = grads_of(lambda: conv2d(x, wt, b, stride, padding), (x,), integers=True)
     np.testing.assert_array_equal(as_conv[1], scattered[1])  # small integers: exact either way
+
+
+@pytest.mark.parametrize("case", CASES[:3])
+def test_im2col_kept_from_the_forward_pass_equals_im2col_cut_again(case, monkeypatch):
+    n, c, h, w, o, k, stride, padding = case
+    x, wt, b = leaves(n, c, h, w, o, k, False)
+    results = []
+    for keep in (1 << 40, 0):
+        monkeypatch.setattr(conv, "KEEP_COLS_BYTES", keep)
+        results.append(grads_of(lambda: conv2d(x, wt, b, stride, padding), (x, wt, b)))
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)

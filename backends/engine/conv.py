@@ -20,6 +20,10 @@ FEW_CHANNELS = 4
 # N = C columns); below it, the GEMM is too narrow and col2im is faster. Measured here, conv forward and backward:
 # pyex's second conv (C 32) 0.91x and tgmnist's (C 32, 5 x 5) 0.94x col2im's time; lenet5's (C 6) 1.43x.
 TRANSPOSED_FROM = 16
+# The forward pass keeps its im2col for the backward pass when the whole batch's is at most this large; above it, the
+# backward pass cuts it again slice by slice. pyex's second conv (42 MiB kept): 0.90x the time; tgmnist's (82 MiB) no
+# faster kept, read back from memory, than cut again in cache.
+KEEP_COLS_BYTES = 64 << 20
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False,
@@ -71,7 +75,10 @@ class Conv:
         self.wb[-1] = b.data
         self.slices = image_slices(self.n, self.oh * self.ow * (self.k + 1) * x.itemsize, self.xp)
         m = self.slices[0].stop
-        self.block = self.xp.empty(m * self.oh * self.ow * (self.k + 1), dtype=x.dtype)
+        per_image = self.oh * self.ow * (self.k + 1)
+        # The forward pass's im2col kept for the backward pass, or one slice's block rewritten in both.
+        self.keep = self.n * per_image * x.itemsize <= KEEP_COLS_BYTES
+        self.block = self.xp.empty((self.n if self.keep else m) * per_image, dtype=x.dtype)
         top, bottom, left, right = self.pads
         # Each slice is padded into one buffer whose border stays zero: no padded copy of the whole batch.
         self.padded = None if not any(self.pads) else \
@@ -87,17 +94,23 @@ class Conv:
         xpad[:, top:top + h, left:left + wd] = self.x[s]
         return xpad
 
-    def cols(self, s: slice) -> np.ndarray:
-        """im2col of slice s: (m*OH*OW, kh*kw*C + 1), one row per output pixel and a last column of ones."""
+    def cols(self, s: slice, again: bool = False) -> np.ndarray:
+        """im2col of slice s: (m*OH*OW, kh*kw*C + 1), one row per output pixel and a last column of ones.
+
+        again: the backward pass asking for the forward pass's block, which it gets as it was when it was kept."""
         m, k = s.stop - s.start, self.k
+        start = s.start * self.oh * self.ow * (k + 1) if self.keep else 0
+        flat = self.block[start:start + m * self.oh * self.ow * (k + 1)]
+        if again and self.keep:
+            return flat.reshape(k + 1, -1).T if self.c < FEW_CHANNELS else flat.reshape(-1, k + 1)
         view = patches(self._input(s), self.kh, self.kw, self.stride, self.oh, self.ow)  # (m, OH, OW, kh, kw, C)
         if self.c < FEW_CHANNELS:
             # Stored transposed, (K + 1, m*OH*OW): each copy is a run along an image row. BLAS takes the transpose.
-            block = self.block[:(k + 1) * m * self.oh * self.ow].reshape(k + 1, -1)
+            block = flat.reshape(k + 1, -1)
             block[:-1].reshape(self.kh, self.kw, self.c, m, self.oh, self.ow)[...] = view.transpose(3, 4, 5, 0, 1, 2)
             block[-1] = 1
             return block.T
-        block = self.block[:m * self.oh * self.ow * (k + 1)].reshape(-1, k + 1)
+        block = flat.reshape(-1, k + 1)
         block[:, :-1].reshape(m, self.oh, self.ow, self.kh, self.kw, self.c)[...] = view
         block[:, -1] = 1
         return block
@@ -122,7 +135,7 @@ class Conv:
                 gs = unpooled[:s.stop - s.start]
             gs = gs.reshape(-1, o)
             if w.requires_grad or b.requires_grad:
-                xp.matmul(self.cols(s).T, gs, out=part)
+                xp.matmul(self.cols(s, again=True).T, gs, out=part)
                 gwb += part
             if back is not None:
                 back.add(s, gs)
