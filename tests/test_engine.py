@@ -110,7 +110,7 @@ def test_relu_at_zero_has_zero_gradient():
     np.testing.assert_array_equal(x.grad, [0.0, 0.0, 1.0])
 
 
-POOL_CASES = [(2, 2, 6, 6), (3, 2, 7, 9), (2, 1, 5, 4), (3, 3, 8, 7), (2, 2, 7, 5), (2, 3, 8, 7)]  # (size, stride, H, W)
+POOL_CASES = [(2, 2, 6, 6), (3, 2, 7, 9), (2, 1, 5, 4), (3, 3, 8, 7), (2, 2, 7, 5), (2, 3, 8, 7)]  # size, stride, H, W
 
 
 @pytest.mark.parametrize("size,stride,h,w", POOL_CASES)
