@@ -10,6 +10,7 @@ import numpy as np
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
 from fwbench.backends.engine import (SGD, Adam, Tensor, avgpool2d, batchnorm, conv2d, cross_entropy, dense, dropout,
                                      flatten, maxpool2d, relu, sigmoid, tanh)
+from fwbench.backends.engine import parallel
 from fwbench.backends.engine.layout import chw, to_engine
 from fwbench.backends.lowering import lower
 from fwbench.backends.messages import first_line
@@ -113,9 +114,11 @@ class NumpyBackend(Backend):
 
     @classmethod
     def pin_numerics(cls) -> dict[str, object]:
-        """Nothing to pin: NumPy computes in the array dtype; report the BLAS it uses."""
+        """Slices of a batch on every core, BLAS one thread in each (engine/parallel.py); report the BLAS and threads."""
+        # Process-wide, as pinning is: the threads are the cores this process may use, like torch's default.
+        parallel.configure(parallel.cores())
         blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {}).get("name", "unknown")
-        return {"blas": blas}
+        return {"blas": blas, "threads": parallel.threads()}
 
     @classmethod
     def version(cls) -> str:

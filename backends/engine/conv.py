@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fwbench.backends.engine import parallel
 from fwbench.backends.engine.pool import MaxWindows
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
@@ -40,15 +41,19 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
     windows = MaxWindows((conv.n, conv.oh, conv.ow, o), *pool) if pool else None
     y = xp.empty((conv.n, windows.oh, windows.ow, o) if pool else (conv.n, conv.oh, conv.ow, o), dtype=w.dtype)
     arg = xp.empty(y.shape, dtype=windows.index) if pool else None
-    before_pool = xp.empty((conv.slices[0].stop, conv.oh, conv.ow, o), dtype=w.dtype) if pool else None
-    for s in conv.slices:
-        conv_out = before_pool[:s.stop - s.start] if pool else y[s]
-        # The rows are NHWC as they come (no transpose), the bias added by the GEMM itself.
-        xp.matmul(conv.cols(s), conv.wb, out=conv_out.reshape(-1, o))
-        if pool:
-            windows.forward(conv_out, y[s], arg[s])
-        if relu:
-            xp.maximum(y[s], 0, out=y[s])
+
+    def work(_: int, slices: list[slice]) -> None:
+        scratch = conv.scratch()
+        before_pool = xp.empty((conv.slices[0].stop, conv.oh, conv.ow, o), dtype=w.dtype) if pool else None
+        for s in slices:
+            conv_out = before_pool[:s.stop - s.start] if pool else y[s]
+            # The rows are NHWC as they come (no transpose), the bias added by the GEMM itself.
+            xp.matmul(conv.cols(s, scratch), conv.wb, out=conv_out.reshape(-1, o))
+            if pool:
+                windows.forward(conv_out, y[s], arg[s])
+            if relu:
+                xp.maximum(y[s], 0, out=y[s])
+    parallel.share(work, conv.slices, conv.flops)
     out = Tensor(y, _prev=(x, w, b), _op="conv2d" + "_maxpool" * bool(pool) + "_relu" * relu)
 
     def _backward(g):
@@ -75,35 +80,42 @@ class Conv:
         self.wb[-1] = b.data
         self.slices = image_slices(self.n, self.oh * self.ow * (self.k + 1) * x.itemsize, self.xp)
         m = self.slices[0].stop
-        per_image = self.oh * self.ow * (self.k + 1)
-        # The forward pass's im2col kept for the backward pass, or one slice's block rewritten in both.
-        self.keep = self.n * per_image * x.itemsize <= KEEP_COLS_BYTES
-        self.block = self.xp.empty((self.n if self.keep else m) * per_image, dtype=x.dtype)
+        self.per_image = self.oh * self.ow * (self.k + 1)
+        self.flops = 2 * self.n * self.per_image * o  # the forward GEMM's
+        # The forward pass's im2col kept for the backward pass, or each worker's block rewritten in both.
+        self.keep = self.n * self.per_image * x.itemsize <= KEEP_COLS_BYTES
+        self.kept = self.xp.empty(self.n * self.per_image, dtype=x.dtype) if self.keep else None
         top, bottom, left, right = self.pads
-        # Each slice is padded into one buffer whose border stays zero: no padded copy of the whole batch.
-        self.padded = None if not any(self.pads) else \
-            self.xp.zeros((m, h + top + bottom, wd + left + right, self.c), dtype=x.dtype)
+        self.padded_shape = (m, h + top + bottom, wd + left + right, self.c)
 
-    def _input(self, s: slice) -> np.ndarray:
-        """The padded images of slice s."""
-        if self.padded is None:
+    def scratch(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """A worker's own buffers: (its im2col block, or the kept one; its padded slice, or None without padding)."""
+        xp, m = self.xp, self.slices[0].stop
+        block = self.kept if self.keep else xp.empty(m * self.per_image, dtype=self.x.dtype)
+        # Each slice is padded into one buffer whose border stays zero: no padded copy of the whole batch.
+        return block, xp.zeros(self.padded_shape, dtype=self.x.dtype) if any(self.pads) else None
+
+    def _input(self, s: slice, padded: np.ndarray | None) -> np.ndarray:
+        """The padded images of slice s, padded in the worker's buffer."""
+        if padded is None:
             return self.x[s]
         top, _, left, _ = self.pads
         m, h, wd = s.stop - s.start, self.x.shape[1], self.x.shape[2]
-        xpad = self.padded[:m]
+        xpad = padded[:m]
         xpad[:, top:top + h, left:left + wd] = self.x[s]
         return xpad
 
-    def cols(self, s: slice, again: bool = False) -> np.ndarray:
+    def cols(self, s: slice, scratch: tuple, again: bool = False) -> np.ndarray:
         """im2col of slice s: (m*OH*OW, kh*kw*C + 1), one row per output pixel and a last column of ones.
 
-        again: the backward pass asking for the forward pass's block, which it gets as it was when it was kept."""
+        scratch: the worker's buffers; again: the backward pass asking for the forward pass's block, as it was kept."""
         m, k = s.stop - s.start, self.k
-        start = s.start * self.oh * self.ow * (k + 1) if self.keep else 0
-        flat = self.block[start:start + m * self.oh * self.ow * (k + 1)]
+        block, padded = scratch
+        start = s.start * self.per_image if self.keep else 0
+        flat = block[start:start + m * self.per_image]
         if again and self.keep:
             return flat.reshape(k + 1, -1).T if self.c < FEW_CHANNELS else flat.reshape(-1, k + 1)
-        view = patches(self._input(s), self.kh, self.kw, self.stride, self.oh, self.ow)  # (m, OH, OW, kh, kw, C)
+        view = patches(self._input(s, padded), self.kh, self.kw, self.stride, self.oh, self.ow)  # (m, OH, OW, kh, kw, C)
         if self.c < FEW_CHANNELS:
             # Stored transposed, (K + 1, m*OH*OW): each copy is a run along an image row. BLAS takes the transpose.
             block = flat.reshape(k + 1, -1)
@@ -121,30 +133,39 @@ class Conv:
 
         relu_out: the relu'd output, whose zeros pass no gradient; windows and arg: the fused max pool's."""
         xp, o = self.xp, w.shape[0]
-        gwb = xp.zeros((self.k + 1, o), dtype=g.dtype)  # the weight gradient, and the bias's in the last row
-        part = xp.empty_like(gwb)
         dx = xp.empty(x.shape, dtype=g.dtype) if x.requires_grad else None
-        unpooled = xp.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if windows else None
-        back = InputGradient(self, dx, o) if dx is not None else None
-        for s in self.slices:
-            gs = g[s]
-            if relu_out is not None:
-                gs = gs * (relu_out[s] > 0)
-            if windows is not None:
-                windows.backward(gs, arg[s], unpooled[:s.stop - s.start])
-                gs = unpooled[:s.stop - s.start]
-            gs = gs.reshape(-1, o)
-            if w.requires_grad or b.requires_grad:
-                xp.matmul(self.cols(s, again=True).T, gs, out=part)
-                gwb += part
-            if back is not None:
-                back.add(s, gs)
+
+        def work(_: int, slices: list[slice]) -> np.ndarray:
+            """The worker's slices: their input gradients into dx; returns the sum of their weight gradients."""
+            gwb = xp.zeros((self.k + 1, o), dtype=g.dtype)  # the weight gradient, and the bias's in the last row
+            part, scratch = xp.empty_like(gwb), self.scratch()
+            unpooled = xp.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if windows else None
+            back = InputGradient(self, dx, o) if dx is not None else None
+            for s in slices:
+                gs = g[s]
+                if relu_out is not None:
+                    gs = gs * (relu_out[s] > 0)
+                if windows is not None:
+                    windows.backward(gs, arg[s], unpooled[:s.stop - s.start])
+                    gs = unpooled[:s.stop - s.start]
+                gs = gs.reshape(-1, o)
+                if w.requires_grad or b.requires_grad:
+                    xp.matmul(self.cols(s, scratch, again=True).T, gs, out=part)
+                    gwb += part
+                if back is not None:
+                    back.add(s, gs)
+            return gwb
+        # Summed in worker order: the same order every step.
+        gwb, *others = parallel.share(work, self.slices, 2 * self.flops)
+        for other in others:
+            gwb += other
         if w.requires_grad:
             w.accumulate(xp.ascontiguousarray(gwb[:-1].reshape(self.kh, self.kw, self.c, o).transpose(3, 2, 0, 1)))
         if b.requires_grad:
             b.accumulate(gwb[-1].copy())
         if dx is not None:
             x.accumulate(dx)
+
 
 class InputGradient:
     """conv2d's input gradient, a slice of images at a time: stride 1 as a convolution, any stride by col2im."""
@@ -166,7 +187,7 @@ class InputGradient:
             # GEMM as one contiguous (pixels, C) block, and col2im adds whole image rows.
             self.per_offset = xp.ascontiguousarray(w.reshape(kh * kw, c, o).transpose(0, 2, 1))
         # The padded input's gradient, when the conv pads (its border is then cut off); else dx itself.
-        self.dpadded = None if conv.padded is None else xp.empty_like(conv.padded)
+        self.dpadded = xp.empty(conv.padded_shape, dtype=dx.dtype) if any(conv.pads) else None
 
     def add(self, s: slice, g: np.ndarray) -> None:
         """Write slice s's input gradient into dx, from g (m*OH*OW, O), the gradient at its outputs."""

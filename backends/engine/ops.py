@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fwbench.backends.engine import parallel
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
@@ -64,7 +65,7 @@ def flatten(x: Tensor) -> Tensor:
 def dense(x: Tensor, w: Tensor, b: Tensor, relu: bool = False) -> Tensor:
     """x @ w + b with w laid out (in, out), then relu if asked."""
     xp = module_of(x.data)
-    y = x.data @ w.data
+    y = parallel.matmul(x.data, w.data)
     y += b.data  # in place: one pass and no second array
     if relu:
         xp.maximum(y, 0, out=y)
@@ -74,9 +75,9 @@ def dense(x: Tensor, w: Tensor, b: Tensor, relu: bool = False) -> Tensor:
         if relu:
             g = g * (y > 0)  # relu'(0) = 0, as relu's own mask: y > 0 iff its input > 0
         if x.requires_grad:
-            x.accumulate(g @ w.data.T)
+            x.accumulate(parallel.matmul(g, w.data.T))
         if w.requires_grad:
-            w.accumulate(x.data.T @ g)
+            w.accumulate(parallel.matmul(x.data.T, g))
         if b.requires_grad:
             b.accumulate(g.sum(axis=0))
     out._backward = _backward

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from fwbench.backends.engine import parallel
 from fwbench.backends.engine.xp import module_of
 
 
@@ -51,10 +52,6 @@ class Adam:
         xp = module_of(*params)
         self.m = [xp.zeros_like(p) for p in params]
         self.v = [xp.zeros_like(p) for p in params]
-        size = max(chunks(p.size, xp)[0].stop for p in params)
-        # Scratch of one chunk, so a step allocates nothing.
-        self.tmp, self.denom = (xp.empty(size, dtype=params[0].dtype) for _ in range(2))
-        self.normal = xp.empty(size, bool)
         self.tiny = [np.finfo(p.dtype).tiny for p in params]
         self.t = 0
 
@@ -67,10 +64,15 @@ class Adam:
         xp = module_of(*self.params)
         for p, g, m, v, tiny in zip(self.params, grads, self.m, self.v, self.tiny):
             p, g, m, v = (a.reshape(-1) for a in (p, g, m, v))  # views: every array is contiguous
-            for c in chunks(p.size, xp):
-                n = c.stop - c.start
-                self._update(p[c], g[c], m[c], v[c], self.tmp[:n], self.denom[:n], self.normal[:n], tiny,
-                             step_size, sqrt_bc2)
+
+            def work(_: int, cs: list[slice]) -> None:
+                # Scratch of one chunk per worker, so the passes allocate nothing more.
+                size = cs[0].stop - cs[0].start
+                tmp, denom, normal = xp.empty(size, p.dtype), xp.empty(size, p.dtype), xp.empty(size, bool)
+                for c in cs:
+                    n = c.stop - c.start
+                    self._update(p[c], g[c], m[c], v[c], tmp[:n], denom[:n], normal[:n], tiny, step_size, sqrt_bc2)
+            parallel.share(work, chunks(p.size, xp), 12 * p.size)  # about a dozen operations an element
 
     def _update(self, p, g, m, v, tmp, denom, normal, tiny, step_size: float, sqrt_bc2: float) -> None:
         """One chunk's update, in place through two scratch arrays; each line rounds as the plain expression would."""

@@ -1,0 +1,85 @@
+"""Worker threads for an op's independent slices: NumPy's own loops run on one core, BLAS alone uses them all."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+from fwbench.backends.engine.xp import module_of
+
+# NumPy releases the GIL in its copies, ufunc loops and BLAS calls, so threads that take turns over slices of a
+# batch keep every core busy, where a single thread leaves the im2col copies, masks and pools on one core. BLAS then
+# runs one thread in each, for good: two threads each on two cores only contend, and OpenBLAS's own threads keep
+# spinning for a while after each of its calls. Measured on the 2-core reference CPU, pyex's second conv forward:
+# 30 ms on one thread (two-thread BLAS), 17-24 ms on two (one-thread BLAS), 34 ms on two right after a two-thread
+# BLAS call.
+_pool: ThreadPoolExecutor | None = None
+_workers = 1
+_limit = None  # threadpoolctl's hold of NumPy's BLAS at one thread, while there are workers
+# Work is handed to the workers from this many FLOPs: below it, the hand-off (tens of microseconds) costs more than
+# it saves. The mlp's whole step is 1.3 ms, and split at 4 M FLOPs it took 2.4.
+PARALLEL_FLOPS = 16_000_000
+
+
+def configure(workers: int) -> None:
+    """Run sliced work on this many threads from now on, BLAS on one thread in each; 1: as NumPy alone runs."""
+    global _pool, _workers, _limit
+    if workers == _workers:
+        return
+    if _pool is not None:
+        _pool.shutdown()
+    if _limit is not None:
+        _limit.restore_original_limits()
+    _pool = ThreadPoolExecutor(workers, thread_name_prefix="engine") if workers > 1 else None
+    _workers, _limit = workers, None
+    if workers > 1:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # BLAS then keeps its own threads: the same results, only slower
+            return
+        _limit = threadpool_limits(limits=1, user_api="blas")
+
+
+def threads() -> int:
+    """The workers sliced work runs on."""
+    return _workers
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def workers(items: int) -> int:
+    """How many workers share `items` slices: at most one each."""
+    return max(1, min(_workers, items))
+
+
+def share(fn: Callable[[int, Sequence], object], items: Sequence, flops: float) -> list:
+    """fn(worker, its items) for each worker, items dealt round-robin; the results in worker order.
+
+    flops: the whole work's, roughly; below PARALLEL_FLOPS it all runs in the calling thread. Worker w always gets
+    items w, w + n, w + 2n, ..., so anything a worker sums is summed in the same order every call: the results are
+    deterministic for a given number of workers and size of work."""
+    n = workers(len(items)) if flops >= PARALLEL_FLOPS else 1
+    if n == 1 or _pool is None:
+        return [fn(0, items)]
+    futures = [_pool.submit(fn, w, items[w::n]) for w in range(n)]
+    return [f.result() for f in futures]
+
+
+def matmul(a, b):
+    """a @ b for 2-D a and b, the rows of a split between the workers when it is large enough to pay."""
+    flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    n = workers(a.shape[0])
+    if n == 1 or _pool is None or flops < PARALLEL_FLOPS:
+        return a @ b
+    out = module_of(a).empty((a.shape[0], b.shape[1]), dtype=module_of(a).result_type(a, b))
+    bounds = [a.shape[0] * w // n for w in range(n + 1)]
+    parts = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+
+    def work(_: int, mine: Sequence[slice]) -> None:
+        for p in mine:
+            module_of(a).matmul(a[p], b, out=out[p])
+    share(work, parts, flops)
+    return out

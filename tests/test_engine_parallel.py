@@ -1,0 +1,75 @@
+"""The engine's worker threads: the same numbers as one thread, exactly on small integers and for elementwise work."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fwbench.backends.engine import Tensor, conv2d, dense, parallel
+from fwbench.backends.engine.optim import Adam
+
+
+@pytest.fixture
+def two_workers(monkeypatch):
+    """Two workers, and work of any size handed to them."""
+    monkeypatch.setattr(parallel, "PARALLEL_FLOPS", 0)
+    parallel.configure(2)
+    yield
+    parallel.configure(1)
+
+
+def run_conv(x, w, b, **kw):
+    for t in (x, w, b):
+        t.zero_grad()
+    out = conv2d(x, w, b, 1, (1, 0, 2, 1), **kw)
+    r = np.random.default_rng(1).integers(-2, 3, out.shape).astype(out.dtype)
+    (out * Tensor(r)).sum().backward()
+    return out.data, x.grad, w.grad, b.grad
+
+
+@pytest.mark.parametrize("channels", [2, 16])  # im2col channel-major and pixel-major; col2im and the transposed conv
+@pytest.mark.parametrize("pool", [None, (2, 2), (3, 2)])
+def test_conv_on_two_workers_equals_one_worker(channels, pool, two_workers, monkeypatch):
+    from fwbench.backends.engine import conv
+    monkeypatch.setattr(conv, "SLICE_BYTES", 1)  # a slice per image: five slices dealt to two workers
+    rng = np.random.default_rng(0)
+    leaves = [Tensor(rng.integers(-1, 2, s).astype(np.float32), True) for s in [(5, 7, 6, channels), (3, channels, 3, 3),
+                                                                                 (3,)]]
+    two = run_conv(*leaves, relu=True, pool=pool)
+    parallel.configure(1)
+    one = run_conv(*leaves, relu=True, pool=pool)
+    for got, want in zip(two, one):  # small integers: every sum is exact, whatever its order
+        np.testing.assert_array_equal(got, want)
+
+
+def test_dense_split_between_workers_equals_one_product(two_workers):
+    rng = np.random.default_rng(2)
+    x, w, b = (Tensor(rng.integers(-3, 4, s).astype(np.float32), True) for s in [(7, 5), (5, 4), (4,)])
+    out = dense(x, w, b, relu=True)
+    out.sum().backward()
+    np.testing.assert_array_equal(out.data, np.maximum(x.data @ w.data + b.data, 0))
+    np.testing.assert_array_equal(w.grad, x.data.T @ (out.data > 0).astype(np.float32))
+
+
+def test_adam_on_two_workers_equals_one_bit_for_bit(two_workers, monkeypatch):
+    from fwbench.backends.engine import optim
+    monkeypatch.setattr(optim, "CHUNK", 5)
+    rng = np.random.default_rng(3)
+    grads = [rng.standard_normal(23).astype(np.float32) for _ in range(20)]
+    results = []
+    for workers in (2, 1):
+        parallel.configure(workers)
+        p = np.ones(23, np.float32)
+        opt = Adam([p], lr=1e-2)
+        for g in grads:
+            opt.step([g])
+        results.append(p)
+    np.testing.assert_array_equal(*results)
+
+
+def test_one_worker_leaves_blas_alone():
+    from threadpoolctl import threadpool_info
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    parallel.configure(2)
+    held = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    parallel.configure(1)
+    assert held == [1] * len(before) and [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
