@@ -114,7 +114,7 @@ class NumpyBackend(Backend):
 
     @classmethod
     def pin_numerics(cls) -> dict[str, object]:
-        """Slices of a batch on every core, BLAS one thread in each (engine/parallel.py); report the BLAS and threads."""
+        """Work on every core, BLAS one thread in each thread (engine/parallel.py); report the BLAS and the threads."""
         # Process-wide, as pinning is: the threads are the cores this process may use, like torch's default.
         parallel.configure(parallel.cores())
         blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {}).get("name", "unknown")

@@ -32,8 +32,8 @@ def test_conv_on_two_workers_equals_one_worker(channels, pool, two_workers, monk
     from fwbench.backends.engine import conv
     monkeypatch.setattr(conv, "SLICE_BYTES", 1)  # a slice per image: five slices dealt to two workers
     rng = np.random.default_rng(0)
-    leaves = [Tensor(rng.integers(-1, 2, s).astype(np.float32), True) for s in [(5, 7, 6, channels), (3, channels, 3, 3),
-                                                                                 (3,)]]
+    shapes = [(5, 7, 6, channels), (3, channels, 3, 3), (3,)]
+    leaves = [Tensor(rng.integers(-1, 2, s).astype(np.float32), True) for s in shapes]
     two = run_conv(*leaves, relu=True, pool=pool)
     parallel.configure(1)
     one = run_conv(*leaves, relu=True, pool=pool)
@@ -72,4 +72,5 @@ def test_one_worker_leaves_blas_alone():
     parallel.configure(2)
     held = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     parallel.configure(1)
-    assert held == [1] * len(before) and [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+    after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert held == [1] * len(before) and after == before

@@ -115,7 +115,8 @@ class Conv:
         flat = block[start:start + m * self.per_image]
         if again and self.keep:
             return flat.reshape(k + 1, -1).T if self.c < FEW_CHANNELS else flat.reshape(-1, k + 1)
-        view = patches(self._input(s, padded), self.kh, self.kw, self.stride, self.oh, self.ow)  # (m, OH, OW, kh, kw, C)
+        # (m, OH, OW, kh, kw, C): a view
+        view = patches(self._input(s, padded), self.kh, self.kw, self.stride, self.oh, self.ow)
         if self.c < FEW_CHANNELS:
             # Stored transposed, (K + 1, m*OH*OW): each copy is a run along an image row. BLAS takes the transpose.
             block = flat.reshape(k + 1, -1)
