@@ -4,6 +4,10 @@ Usage:
   python benchmarks/numpy_profile.py profile [--model cnn] [--steps 200]       # cProfile, top functions
   python benchmarks/numpy_profile.py compare [--models cnn,mlp] [--rounds 5] [--steps 300]
       # numpy and torch timed in alternating rounds in one process, as a bench cell times them
+
+profile runs the engine on one thread (cProfile sees only the calling thread), as it runs without pin_numerics.
+compare pins both, so torch's threads and the engine's workers share the cores of one process: it reads the engine
+slower than a bench cell, which has a process to itself; `fwbench bench` gives the figures of record.
 """
 from __future__ import annotations
 
