@@ -42,8 +42,7 @@ class Rule:
 
 def _product(layer, inp: Shape, out: Shape) -> int:
     """Multiply-adds of a conv or dense layer's one product, at 2 FLOPs each."""
-    reach = inp[0] * layer.kernel_size ** 2 if len(out) == 3 else inp[0]  # inputs feeding one output
-    return 2 * math.prod(out) * reach
+    return 2 * layer.scalar_ops(inp, out)  # the layer's multiply-adds, as the spec counts them for micrograd
 
 
 def _with_bias(layer, inp: Shape, out: Shape) -> int:
@@ -57,7 +56,7 @@ def _each(k: int) -> Callable:
 
 def _window(layer, inp: Shape, out: Shape) -> int:
     """An average pool: size² adds and one divide per output, forward; backward a divide and size² adds."""
-    return math.prod(out) * (layer.size ** 2 + 1)
+    return layer.scalar_ops(inp, out)
 
 
 RULES: dict[str, Rule] = {

@@ -229,8 +229,7 @@ def patches(xpad: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int) -
 def image_slices(n: int, bytes_per_image: int, xp=np) -> list[slice]:
     """Consecutive slices of n images, about SLICE_BYTES each; one slice of all n off the CPU."""
     # The slices are for the CPU's cache; on a GPU they would only multiply kernel launches.
-    step = max(1, SLICE_BYTES // max(bytes_per_image, 1)) if xp is np else max(n, 1)
-    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+    return parallel.slices(n, SLICE_BYTES // max(bytes_per_image, 1), xp)
 
 
 def check_channels(x: Tensor, w: Tensor) -> None:

@@ -36,9 +36,8 @@ CHUNK = 1 << 15
 
 
 def chunks(n: int, xp=np) -> list[slice]:
-    """Consecutive slices of n elements, CHUNK each; one slice of all n off the CPU, where cache is not the point."""
-    step = CHUNK if xp is np else max(n, 1)
-    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+    """Consecutive slices of n elements, CHUNK each (one slice off the CPU)."""
+    return parallel.slices(n, CHUNK, xp)
 
 
 class Adam:

@@ -5,6 +5,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
+import numpy as np
+
 from fwbench.backends.engine.xp import module_of
 
 # NumPy releases the GIL in its copies, ufunc loops and BLAS calls, so threads that take turns over slices of a
@@ -50,6 +52,12 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def slices(n: int, step: int, xp=np) -> list[slice]:
+    """Consecutive slices of n items, `step` each; one slice of all n off the CPU, where the cache is not the point."""
+    step = max(1, step) if xp is np else max(n, 1)
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
 def workers(items: int) -> int:
     """How many workers share `items` slices: at most one each."""
     return max(1, min(_workers, items))
@@ -74,12 +82,13 @@ def matmul(a, b):
     n = workers(a.shape[0])
     if n == 1 or _pool is None or flops < PARALLEL_FLOPS:
         return a @ b
-    out = module_of(a).empty((a.shape[0], b.shape[1]), dtype=module_of(a).result_type(a, b))
+    xp = module_of(a)
+    out = xp.empty((a.shape[0], b.shape[1]), dtype=xp.result_type(a, b))
     bounds = [a.shape[0] * w // n for w in range(n + 1)]
     parts = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
 
     def work(_: int, mine: Sequence[slice]) -> None:
         for p in mine:
-            module_of(a).matmul(a[p], b, out=out[p])
+            xp.matmul(a[p], b, out=out[p])
     share(work, parts, flops)
     return out
