@@ -2,9 +2,11 @@
 
 Usage:
   python benchmarks/numpy_profile.py profile [--model cnn] [--steps 200]       # cProfile, top functions
+  python benchmarks/numpy_profile.py layers [--model cnn] [--steps 200]        # each op's forward and backward ms
   python benchmarks/numpy_profile.py compare [--models cnn,mlp] [--rounds 5] [--steps 300]
       # numpy and torch timed in alternating rounds in one process, as a bench cell times them
 
+layers times each of the plan's ops, forward and backward, with the engine's workers on, as a bench cell runs it.
 profile runs the engine on one thread (cProfile sees only the calling thread), as it runs without pin_numerics.
 compare pins both, so torch's threads and the engine's workers share the cores of one process: it reads the engine
 slower than a bench cell, which has a process to itself; `fwbench bench` gives the figures of record.
@@ -16,12 +18,14 @@ import cProfile
 import gc
 import pstats
 import statistics
+import time
 
 import numpy as np
 
 from fwbench import backends
 from fwbench import models
 from fwbench.backends.base import OptimizerConfig
+from fwbench.backends.engine import parallel
 from fwbench.harness import allocator
 from fwbench.harness.data import augment
 from fwbench.harness.bench.timing import time_steps
@@ -62,6 +66,62 @@ def profile(model: str, steps: int, top: int) -> None:
         print(f"{tt / steps * 1e3:11.3f} {ct / steps * 1e3:11.3f} {nc / steps:10.1f}  {path.split('/')[-1]}:{line}({name})")
 
 
+def layers(model: str, steps: int) -> None:
+    backends.load("numpy").pin_numerics()
+    raw = batches(steps + 10)
+    backend, prepared = ready("numpy", model, raw)
+    spent: dict[str, list[float]] = {}
+    backend._steps = [(_timed(op, f"{i:2d} {_name(op, layer)}", spent), i, layer, w, b)
+                      for op, i, layer, w, b in backend._steps]
+    lrs = [1e-3] * len(prepared)
+    backend.train_steps(prepared, 0, 10, lrs[:10])  # warm up
+    for times in spent.values():
+        times[:] = [0.0, 0.0]
+    start = time.perf_counter()
+    backend.train_steps(prepared, 10, 10 + steps, lrs[10:10 + steps])
+    total = (time.perf_counter() - start) / steps * 1e3
+    print(f"{model}: {total:.3f} ms/step with {parallel.threads()} workers ({steps} steps)")
+    print(f"{'forward ms':>10} {'backward ms':>11}  op")
+    for name, (fwd, bwd) in spent.items():
+        print(f"{fwd / steps * 1e3:10.3f} {bwd / steps * 1e3:11.3f}  {name}")
+    ops = sum(f + b for f, b in spent.values()) / steps * 1e3
+    print(f"{'':>10} {total - ops:11.3f}  the rest: loss, the update, the graph")
+
+
+def _name(op, layer) -> str:
+    fn = getattr(op, "func", op)
+    name = getattr(fn, "__name__", "?").lstrip("_")
+    return type(layer).__name__ if name == "<lambda>" else f"{name} {getattr(op, 'keywords', '') or ''}".strip()
+
+
+def _timed(op, name: str, spent: dict[str, list[float]]):
+    """op, timed forward, and with the backward closures of every tensor it made timed too."""
+    times = spent.setdefault(name, [0.0, 0.0])
+
+    def run(h, *args):
+        start = time.perf_counter()
+        out = op(h, *args)
+        times[0] += time.perf_counter() - start
+        made, todo = set(), [out]
+        while todo:  # the tensors this op made: everything between out and its input h
+            t = todo.pop()
+            if t is h or id(t) in made or not t._prev:
+                continue
+            made.add(id(t))
+            t._backward = _clocked(t._backward, times)
+            todo.extend(t._prev)
+        return out
+    return run
+
+
+def _clocked(fn, times: list[float]):
+    def backward(g):
+        start = time.perf_counter()
+        fn(g)
+        times[1] += time.perf_counter() - start
+    return backward
+
+
 def compare(names: list[str], rounds: int, steps: int, warmup: int) -> None:
     backends.load("numpy").pin_numerics()
     backends.load("torch").pin_numerics()
@@ -83,7 +143,7 @@ def compare(names: list[str], rounds: int, steps: int, warmup: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("profile", "compare"))
+    ap.add_argument("what", choices=("profile", "layers", "compare"))
     ap.add_argument("--model", default="cnn")
     ap.add_argument("--models", default="cnn,mlp")
     ap.add_argument("--steps", type=int, default=300)
@@ -94,6 +154,8 @@ def main() -> None:
     allocator.tune()
     if args.what == "profile":
         profile(args.model, args.steps, args.top)
+    elif args.what == "layers":
+        layers(args.model, args.steps)
     else:
         compare(args.models.split(","), args.rounds, args.steps, args.warmup)
 

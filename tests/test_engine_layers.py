@@ -4,6 +4,7 @@ import pytest
 
 from fwbench import models
 from fwbench.backends.engine import Tensor, avgpool2d, batchnorm, conv2d, dropout
+from fwbench.backends.engine.norm import channel_sum
 from fwbench.backends.engine.layout import to_canonical, to_engine
 from fwbench.backends.numpy_backend import NumpyBackend
 from fwbench.models.params import dropout_masks, init_buffers, init_params
@@ -60,6 +61,31 @@ def test_batchnorm_trains_on_the_batch_and_updates_with_the_unbiased_variance():
     assert np.allclose(frozen, (x - running[0][:, None, None]) / np.sqrt(running[1][:, None, None] + 1e-5))
     with pytest.raises(ValueError, match="more than one value per channel"):
         batchnorm(Tensor(to_engine(x[:1, :, :1, :1])), Tensor(np.ones(3)), Tensor(np.zeros(3)), 1e-5, running, True)
+
+
+def test_channel_sums_keep_float32_near_float64_on_many_values():
+    rng = np.random.default_rng(2)
+    x = (rng.random((64, 20, 20, 8)) + 10).astype(np.float32)  # all positive: a running sum's rounding piles up
+    exact = x.astype(np.float64).sum(axis=(0, 1, 2))
+    assert np.max(np.abs(channel_sum(x) - exact) / exact) < 1e-6
+    assert np.max(np.abs(channel_sum(x[:, ::2]) - x[:, ::2].astype(np.float64).sum(axis=(0, 1, 2))) / exact) < 1e-6
+    features = x.reshape(64, -1)[:, :5]
+    assert np.allclose(channel_sum(features), features.astype(np.float64).sum(axis=0), rtol=1e-6)
+
+
+def test_batchnorm_in_float32_follows_float64_on_an_offset_batch():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((64, 12, 12, 4)) * 0.1 + 50).astype(np.float32)  # the mean dwarfs the spread
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for dtype in (np.float32, np.float64):
+        t = Tensor(x.astype(dtype), requires_grad=True)
+        gamma, beta = Tensor(np.full(4, 1.5, dtype), requires_grad=True), Tensor(np.zeros(4, dtype), requires_grad=True)
+        out = batchnorm(t, gamma, beta, 1e-5, (np.zeros(4, dtype), np.ones(4, dtype)), True)
+        out._backward(g.astype(dtype))
+        results.append((out.data, t.grad, gamma.grad))
+    for single, double in zip(*results):
+        assert np.linalg.norm(single - double) / np.linalg.norm(double) < 1e-5
 
 
 def test_dropout_scales_the_kept_units_and_passes_their_gradient():

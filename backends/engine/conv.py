@@ -138,7 +138,9 @@ class Conv:
 
         def work(_: int, slices: list[slice]) -> np.ndarray:
             """The worker's slices: their input gradients into dx; returns the sum of their weight gradients."""
-            gwb = xp.zeros((self.k + 1, o), dtype=g.dtype)  # the weight gradient, and the bias's in the last row
+            # The weight gradient (O, kh*kw*C), and the bias's in the last column. Computed as g.T @ cols, not as
+            # cols.T @ g: OpenBLAS runs the wide product 1.4-2.4x faster here on 500+ patch columns (tgmnist, pyex).
+            gwb = xp.zeros((o, self.k + 1), dtype=g.dtype)
             part, scratch = xp.empty_like(gwb), self.scratch()
             unpooled = xp.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if windows else None
             back = InputGradient(self, dx, o) if dx is not None else None
@@ -151,7 +153,7 @@ class Conv:
                     gs = unpooled[:s.stop - s.start]
                 gs = gs.reshape(-1, o)
                 if w.requires_grad or b.requires_grad:
-                    xp.matmul(self.cols(s, scratch, again=True).T, gs, out=part)
+                    xp.matmul(gs.T, self.cols(s, scratch, again=True), out=part)
                     gwb += part
                 if back is not None:
                     back.add(s, gs)
@@ -161,9 +163,9 @@ class Conv:
         for other in others:
             gwb += other
         if w.requires_grad:
-            w.accumulate(xp.ascontiguousarray(gwb[:-1].reshape(self.kh, self.kw, self.c, o).transpose(3, 2, 0, 1)))
+            w.accumulate(xp.ascontiguousarray(gwb[:, :-1].reshape(o, self.kh, self.kw, self.c).transpose(0, 3, 1, 2)))
         if b.requires_grad:
-            b.accumulate(gwb[-1].copy())
+            b.accumulate(gwb[:, -1].copy())
         if dx is not None:
             x.accumulate(dx)
 

@@ -14,24 +14,20 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
     running is (mean, var). With a momentum, training also updates them in place, as PyTorch does:
     running = (1 - momentum) running + momentum batch, the variance unbiased there though biased in the output."""
     xp = module_of(x.data)
-    axes = tuple(range(x.data.ndim - 1))  # channels last: per-channel arrays broadcast as they are
     count = x.data.size // x.shape[-1]  # values per channel
-
-    def mean(a):
-        # Accumulated in float64: channels last, NumPy sums the outer axes one value after another, and in float32
-        # that loses ~1e-3 relative over 25,600 values (tgmnist), where torch's blocked sums lose ~1e-6.
-        return a.mean(axis=axes, dtype=np.float64).astype(a.dtype)
-
-    def total(a):
-        return a.sum(axis=axes, dtype=np.float64).astype(a.dtype)
-
     if training:
         if count < 2:
             raise ValueError(f"batchnorm in training needs more than one value per channel, got {count}; "
                              "use a batch of 2 or more")
-        mu = mean(x.data)
+        per = x.dtype.type(1 / count)
+        mu = channel_sum(x.data) * per
         centred = x.data - mu
-        var = mean(centred * centred)
+        # The mean once more, of what is left: float32's rounding of the first one (~1e-6 relative) moved every
+        # gradient of tgmnist by 1e-5 (float64 sums throughout: 1e-6, at ten times the time).
+        shift = channel_sum(centred) * per
+        mu += shift
+        centred -= shift
+        var = channel_sum(centred * centred) * per
         if momentum is not None:
             running[0][...] = (1 - momentum) * running[0] + momentum * mu
             running[1][...] = (1 - momentum) * running[1] + momentum * var * (count / (count - 1))
@@ -39,22 +35,41 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
         mu, var = running
         centred = x.data - mu
     inv_std = (1 / xp.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
-    xhat = centred * inv_std
-    y = xhat * gamma.data + beta.data
+    xhat = xp.multiply(centred, inv_std, out=centred)  # centred is not needed again
+    y = xhat * gamma.data
+    y += beta.data
     out = Tensor(y, _prev=(x, gamma, beta), _op="batchnorm")
 
     def _backward(g):
+        dbeta = channel_sum(g)
+        dgamma = channel_sum(g * xhat)
         if beta.requires_grad:
-            beta.accumulate(total(g))
+            beta.accumulate(dbeta)
         if gamma.requires_grad:
-            gamma.accumulate(total(g * xhat))
+            gamma.accumulate(dgamma)
         if x.requires_grad:
-            dxhat = g * gamma.data
-            if training:  # the statistics depend on x too
-                dxhat = dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)
-            x.accumulate(dxhat * inv_std)
+            scale = gamma.data * inv_std
+            dx = g * scale
+            if training:
+                # The statistics depend on x too: dx = scale (g - mean(g) - xhat mean(g xhat)), as torch
+                # writes it, with the channel means taken from the sums above, one pass each.
+                per = x.dtype.type(1 / count)
+                dx -= xhat * (scale * dgamma * per)
+                dx -= scale * dbeta * per
+            x.accumulate(dx)
     out._backward = _backward
     return out
+
+
+def channel_sum(a: np.ndarray) -> np.ndarray:
+    """The sum over every axis but the last (channels last): each image's in its dtype, then theirs in float64."""
+    # Each image's sums by one batched GEMM (BLAS sums in blocks), then the images' sums in float64. NumPy's own
+    # float32 sum over the outer axes runs one value after another and lost 1e-3 relative on tgmnist; a float64
+    # sum throughout is 10x slower (0.8 ms against 0.08 for tgmnist's first batch norm).
+    xp, n, c = module_of(a), a.shape[0], a.shape[-1]
+    per_image = a.reshape(n, -1, c)
+    sums = xp.matmul(xp.ones((1, per_image.shape[1]), dtype=a.dtype), per_image)
+    return sums.sum(axis=(0, 1), dtype=np.float64).astype(a.dtype)
 
 
 def dropout(x: Tensor, keep: np.ndarray, rate: float) -> Tensor:
