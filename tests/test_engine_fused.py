@@ -142,3 +142,20 @@ def test_im2col_kept_from_the_forward_pass_equals_im2col_cut_again(case, monkeyp
         results.append(grads_of(lambda: conv2d(x, wt, b, stride, padding), (x, wt, b)))
     for got, want in zip(*results):
         np.testing.assert_array_equal(got, want)
+
+
+def test_one_weight_in_two_convs_keeps_two_blocks():
+    x, wt, b = leaves(2, 3, 6, 6, 4, 3, False)
+    x2 = Tensor(x.data[::-1].copy(), True)
+    both = grads_of(lambda: conv2d(x, wt, b) + conv2d(x2, wt, b), (x, x2, wt, b))
+    first = grads_of(lambda: conv2d(x, wt, b), (x, wt, b))
+    second = grads_of(lambda: conv2d(x2, wt, b), (x2, wt, b))
+    np.testing.assert_allclose(both[3], first[2] + second[2], rtol=1e-12)  # the weight's gradient: both paths
+
+
+def test_the_kept_block_is_reused_from_step_to_step():
+    x, wt, b = leaves(2, 3, 6, 6, 4, 3, False)
+    grads_of(lambda: conv2d(x, wt, b), (x, wt, b))
+    block = conv._kept[wt][0]
+    grads_of(lambda: conv2d(x, wt, b), (x, wt, b))
+    assert conv._kept[wt][0] is block and not conv._kept[wt][1]

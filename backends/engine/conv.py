@@ -1,6 +1,8 @@
 """2-D convolution on channels-last (NHWC) arrays: im2col and one GEMM per slice of images, and col2im backward."""
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from fwbench.backends.engine import parallel
@@ -84,7 +86,7 @@ class Conv:
         self.flops = 2 * self.n * self.per_image * o  # the forward GEMM's
         # The forward pass's im2col kept for the backward pass, or each worker's block rewritten in both.
         self.keep = self.n * self.per_image * x.itemsize <= KEEP_COLS_BYTES
-        self.kept = self.xp.empty(self.n * self.per_image, dtype=x.dtype) if self.keep else None
+        self.kept, self.lent = lend(w, self.n * self.per_image, x.dtype, self.xp) if self.keep else (None, None)
         top, bottom, left, right = self.pads
         self.padded_shape = (m, h + top + bottom, wd + left + right, self.c)
 
@@ -168,6 +170,25 @@ class Conv:
             b.accumulate(gwb[:, -1].copy())
         if dx is not None:
             x.accumulate(dx)
+        if self.lent is not None:
+            self.lent[1] = False  # the kept block may serve the next step
+
+
+# Each conv weight's kept im2col block, reused from step to step while that weight lives: [block, in use]. A block
+# over glibc's 32 MiB mmap threshold (pyex's second conv keeps 42 MiB) is otherwise page-faulted in afresh every
+# step, and writing fresh pages took 2-3x the time of writing reused ones here (82 MiB: 23-36 ms against 10-12).
+_kept: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def lend(w: Tensor, size: int, dtype, xp) -> tuple[np.ndarray, list]:
+    """A block of `size` for w's conv to keep from its forward to its backward pass, and its entry to release."""
+    entry = _kept.get(w)
+    # In use: the same weight in a second conv before the first one's backward pass (or a forward pass that had
+    # none, as in evaluation); that conv gets a block of its own.
+    if entry is None or entry[1] or entry[0].size < size or entry[0].dtype != dtype or module_of(entry[0]) is not xp:
+        entry = _kept[w] = [xp.empty(size, dtype=dtype), False]
+    entry[1] = True
+    return entry[0][:size], entry
 
 
 class InputGradient:
