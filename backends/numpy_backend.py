@@ -275,17 +275,21 @@ def _fused(layers: tuple, i: int) -> tuple[Callable, int, int] | None:
     def at(j: int, kind: type) -> bool:
         return j < len(layers) and isinstance(layers[j], kind)
     if at(i, Conv2D):
-        # conv [relu] [maxpool [relu]] as one op, slice by slice while each is in cache: the same values and
-        # gradients (relu commutes with max pooling, and a second relu changes nothing).
-        j, with_relu = i + 1, at(i + 1, ReLU)
-        j += with_relu
-        if not at(j, MaxPool2D):
-            return (partial(_conv, with_relu=True, pool=None), i, 2) if with_relu else None
-        pool = layers[j]
+        # conv [activation] [pool [relu]] as one op, slice by slice while each is in cache: the same values and
+        # gradients. relu before a max pool moves after it (relu commutes with max pooling; a second relu changes
+        # nothing); any other activation before a pool stays before it.
+        j, act = i + 1, layers[i + 1] if at(i + 1, (ReLU, Tanh, Sigmoid)) else None
+        j += act is not None
+        pool = layers[j] if at(j, (MaxPool2D, AvgPool2D)) else None
+        if pool is None:
+            return (partial(_conv, act=_ACT[type(act)], relu=False, pool=None), i, j - i) if act else None
         j += 1
-        if at(j, ReLU):
-            j, with_relu = j + 1, True
-        return partial(_conv, with_relu=with_relu, pool=(pool.size, pool.step)), i, j - i
+        relu_after = at(j, ReLU)
+        j += relu_after
+        if isinstance(act, ReLU) and isinstance(pool, MaxPool2D):
+            act, relu_after = None, True
+        kind = "max" if isinstance(pool, MaxPool2D) else "avg"
+        return partial(_conv, act=act and _ACT[type(act)], relu=relu_after, pool=(kind, pool.size, pool.step)), i, j - i
     if at(i, Dense) and at(i + 1, ReLU):
         return _dense_relu, i, 2
     if at(i, ReLU) and at(i + 1, MaxPool2D):
@@ -296,9 +300,12 @@ def _fused(layers: tuple, i: int) -> tuple[Callable, int, int] | None:
     return None
 
 
-def _conv(h: Tensor, i: int, conv: Conv2D, w: Tensor, b: Tensor, run: Pass, with_relu: bool,
-          pool: tuple[int, int] | None) -> Tensor:
-    return conv2d(h, w, b, conv.stride, conv.pads(chw(h.shape)), relu=with_relu, pool=pool)
+_ACT = {ReLU: "relu", Tanh: "tanh", Sigmoid: "sigmoid"}
+
+
+def _conv(h: Tensor, i: int, conv: Conv2D, w: Tensor, b: Tensor, run: Pass, act: str | None, relu: bool,
+          pool: tuple[str, int, int] | None) -> Tensor:
+    return conv2d(h, w, b, conv.stride, conv.pads(chw(h.shape)), relu=relu, pool=pool, act=act)
 
 
 def _dense_relu(h: Tensor, i: int, layer: Dense, w: Tensor, b: Tensor, run: Pass) -> Tensor:

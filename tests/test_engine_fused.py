@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fwbench.backends.engine import Tensor, conv, conv2d, dense, maxpool2d, relu
+from fwbench.backends.engine import Tensor, avgpool2d, conv, conv2d, dense, maxpool2d, relu, sigmoid, tanh
 from fwbench.backends.engine.layout import to_canonical
 
 # (N, C, H, W, out channels, kernel, stride, padding): square and not, stride larger than the kernel, one-pixel
@@ -63,6 +63,31 @@ def test_conv_relu_fused_equals_relu_of_conv_bit_for_bit(case, dtype):
     for name, got, want in zip(("value", "x grad", "w grad", "b grad"), fused, plain):
         assert got.dtype == want.dtype == dtype and got.shape == want.shape, name
         np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+PLAIN_ACTS = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}
+PLAIN_POOLS = {"max": maxpool2d, "avg": avgpool2d}
+
+
+@pytest.mark.parametrize("act", [None, "relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("pool", [("max", 2, 2), ("avg", 2, 2), ("avg", 3, 1), ("max", 3, 2), None])
+@pytest.mark.parametrize("relu_after", [False, True])
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[7]])
+def test_conv_with_activation_and_pool_equals_the_plain_ops_bit_for_bit(case, act, pool, relu_after):
+    n, c, h, w, o, k, stride, padding = case
+    x, wt, b = leaves(n, c, h, w, o, k, ties=act == "relu")
+    conv_out = conv2d(x, wt, b, stride, padding)
+    if pool and min(conv_out.shape[1:3]) < pool[1]:
+        pytest.skip("the conv's output is smaller than the window")
+
+    def plain():
+        out = conv2d(x, wt, b, stride, padding)
+        out = PLAIN_ACTS[act](out) if act else out
+        out = PLAIN_POOLS[pool[0]](out, pool[1], pool[2]) if pool else out
+        return relu(out) if relu_after else out
+    fused = grads_of(lambda: conv2d(x, wt, b, stride, padding, relu=relu_after, pool=pool, act=act), (x, wt, b))
+    for got, want in zip(fused, grads_of(plain, (x, wt, b))):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("case", CASES)

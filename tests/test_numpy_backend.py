@@ -200,12 +200,19 @@ FUSED_SPECS = {"cnn": models.get("cnn"), "tinycnn": models.get("tinycnn"), "relu
     "name": "relu-pool", "input": [2, 9, 9], "classes": 3, "layers": [
         {"type": "conv2d", "out_channels": 3, "kernel_size": 2, "padding": 1}, {"type": "relu"},
         {"type": "maxpool2d", "size": 3, "stride": 2}, {"type": "relu"}, {"type": "flatten"},
-        {"type": "dense", "units": 5}, {"type": "relu"}, {"type": "dense", "units": 3}]})}
+        {"type": "dense", "units": 5}, {"type": "relu"}, {"type": "dense", "units": 3}]}),
+    "lenet5": models.get("lenet5"), "act-pools": models.parse({
+        "name": "act-pools", "input": [2, 12, 12], "classes": 3, "layers": [
+            {"type": "conv2d", "out_channels": 3, "kernel_size": 2, "padding": 1}, {"type": "sigmoid"},
+            {"type": "maxpool2d", "size": 3, "stride": 2}, {"type": "relu"},
+            {"type": "conv2d", "out_channels": 4, "kernel_size": 2}, {"type": "relu"}, {"type": "avgpool2d", "size": 2},
+            {"type": "conv2d", "out_channels": 2, "kernel_size": 1}, {"type": "avgpool2d", "size": 2},
+            {"type": "flatten"}, {"type": "dense", "units": 3}]})}
 
 
 @pytest.mark.parametrize("name", FUSED_SPECS)
 def test_fused_ops_equal_the_layers_in_spec_order_bit_for_bit(name):
-    """conv + relu, dense + relu and relu + maxpool (pooled first) fused: the same loss and gradients exactly."""
+    """conv [activation] [pool [relu]], dense + relu and relu + maxpool fused: the same loss and gradients exactly."""
     spec = FUSED_SPECS[name]
     params = init_params(spec, 0)
     rng = np.random.default_rng(0)

@@ -6,7 +6,8 @@ import weakref
 import numpy as np
 
 from fwbench.backends.engine import parallel
-from fwbench.backends.engine.pool import MaxWindows
+from fwbench.backends.engine.activations import ACTIVATIONS, relu_grad
+from fwbench.backends.engine.pool import POOLS
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
@@ -30,39 +31,65 @@ KEEP_COLS_BYTES = 64 << 20
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False,
-           pool: tuple[int, int] | None = None) -> Tensor:
-    """Cross-correlate NHWC x with w (out, in, kh, kw) and add b (out,); then max-pool and relu if asked.
+           pool: tuple[str, int, int] | None = None, act: str | None = None) -> Tensor:
+    """Cross-correlate NHWC x with w (out, in, kh, kw) and add b (out,); then act, pool and relu, as asked.
 
-    pool = (size, stride) max-pools each slice's output while it is in cache; the conv output is never kept.
-    relu is applied after the pool, which is the same: relu commutes with max pooling, tie rule included (the
-    first max wins either way when it is > 0, and passes nothing otherwise, as relu'(0) = 0).
+    Each slice of images goes through all of them while it is in cache. act (relu, tanh, sigmoid) is applied to the
+    conv's output, and kept for the backward pass when a pool follows; pool = (max or avg, size, stride) pools it;
+    relu = True applies relu to what comes out. relu then max pool is written as max pool then relu, which is the
+    same, tie rule included (the first max wins either way when it is > 0, and passes nothing otherwise, as
+    relu'(0) = 0), and keeps nothing at full size.
     """
     check_channels(x, w)
     conv = Conv(x.data, w, b, stride, padding)
-    xp, o = conv.xp, w.shape[0]
-    windows = MaxWindows((conv.n, conv.oh, conv.ow, o), *pool) if pool else None
-    y = xp.empty((conv.n, windows.oh, windows.ow, o) if pool else (conv.n, conv.oh, conv.ow, o), dtype=w.dtype)
-    arg = xp.empty(y.shape, dtype=windows.index) if pool else None
+    xp, o, full = conv.xp, w.shape[0], (conv.n, conv.oh, conv.ow, w.shape[0])
+    windows = POOLS[pool[0]](full, *pool[1:]) if pool else None
+    y = xp.empty((conv.n, windows.oh, windows.ow, o) if pool else full, dtype=w.dtype)
+    arg = xp.empty(y.shape, dtype=windows.index) if pool and windows.index else None
+    activate, act_grad = ACTIVATIONS[act] if act else (None, None)
+    # What the pool reads, when the backward pass needs it: the activation's output.
+    kept = xp.empty(full, dtype=w.dtype) if pool and act else None
 
     def work(_: int, slices: list[slice]) -> None:
         scratch = conv.scratch()
-        before_pool = xp.empty((conv.slices[0].stop, conv.oh, conv.ow, o), dtype=w.dtype) if pool else None
+        before_pool = xp.empty((conv.slices[0].stop, *full[1:]), dtype=w.dtype) if pool and not act else None
         for s in slices:
-            conv_out = before_pool[:s.stop - s.start] if pool else y[s]
+            z = y[s] if not pool else kept[s] if act else before_pool[:s.stop - s.start]
             # The rows are NHWC as they come (no transpose), the bias added by the GEMM itself.
-            xp.matmul(conv.cols(s, scratch), conv.wb, out=conv_out.reshape(-1, o))
+            xp.matmul(conv.cols(s, scratch), conv.wb, out=z.reshape(-1, o))
+            if act:
+                activate(z, z)
             if pool:
-                windows.forward(conv_out, y[s], arg[s])
+                windows.forward(z, y[s], None if arg is None else arg[s])
             if relu:
                 xp.maximum(y[s], 0, out=y[s])
     parallel.share(work, conv.slices, conv.flops)
-    out = Tensor(y, _prev=(x, w, b), _op="conv2d" + "_maxpool" * bool(pool) + "_relu" * relu)
+    name = "_".join(part for part in ("conv2d", act, pool and pool[0] + "pool", relu and "relu") if part)
+    out = Tensor(y, _prev=(x, w, b), _op=name)
 
     def _backward(g):
-        # relu'(0) = 0: an output of exactly 0 passes nothing, the same mask as relu's own (y > 0 iff its input > 0).
-        conv.backward(x, w, b, xp.ascontiguousarray(g), y if relu else None, windows, arg)
+        conv.backward(x, w, b, xp.ascontiguousarray(g), Epilogue(y if relu else None, windows, arg,
+                                                                  act_grad, y if act and not pool else kept))
     out._backward = _backward
     return out
+
+
+class Epilogue:
+    """What came after the conv's GEMM, undone slice by slice in the backward pass: relu, the pool, the activation."""
+
+    def __init__(self, relu_out, windows, arg, act_grad, act_out):
+        self.relu_out, self.windows, self.arg, self.act_grad, self.act_out = relu_out, windows, arg, act_grad, act_out
+
+    def grad(self, g: np.ndarray, s: slice, unpooled: np.ndarray | None) -> np.ndarray:
+        """The gradient at the GEMM's output for slice s, from g, the slice's gradient at the conv2d's output."""
+        if self.relu_out is not None:
+            g = relu_grad(g, self.relu_out[s])
+        if self.windows is not None:
+            self.windows.backward(g, None if self.arg is None else self.arg[s], unpooled)
+            g = unpooled
+        if self.act_grad is not None:
+            g = self.act_grad(g, self.act_out[s])
+        return g
 
 
 class Conv:
@@ -89,36 +116,44 @@ class Conv:
         self.kept, self.lent = lend(w, self.n * self.per_image, x.dtype, self.xp) if self.keep else (None, None)
         top, bottom, left, right = self.pads
         self.padded_shape = (m, h + top + bottom, wd + left + right, self.c)
+        # The patches of the whole batch, one view for every slice (as_strided costs ~15 us a call); padded, each
+        # worker's buffer has its own.
+        self.patches = None if any(self.pads) else self.patches_of(x)
 
-    def scratch(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """A worker's own buffers: (its im2col block, or the kept one; its padded slice, or None without padding)."""
+    def patches_of(self, xpad: np.ndarray) -> np.ndarray:
+        """The (m, OH, OW, kh, kw, C) view of padded NHWC xpad whose [n, r, c] is output pixel (r, c)'s patch."""
+        return patches(xpad, self.kh, self.kw, self.stride, self.oh, self.ow)
+
+    def scratch(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """A worker's own buffers: its im2col block (or the kept one), its padded slice (or None) and its patches."""
         xp, m = self.xp, self.slices[0].stop
         block = self.kept if self.keep else xp.empty(m * self.per_image, dtype=self.x.dtype)
+        if not any(self.pads):
+            return block, None, self.patches
         # Each slice is padded into one buffer whose border stays zero: no padded copy of the whole batch.
-        return block, xp.zeros(self.padded_shape, dtype=self.x.dtype) if any(self.pads) else None
+        padded = xp.zeros(self.padded_shape, dtype=self.x.dtype)
+        return block, padded, self.patches_of(padded)
 
-    def _input(self, s: slice, padded: np.ndarray | None) -> np.ndarray:
-        """The padded images of slice s, padded in the worker's buffer."""
+    def _patches(self, s: slice, padded: np.ndarray | None, view: np.ndarray) -> np.ndarray:
+        """The patches of slice s: of x itself, or of its images padded in the worker's buffer."""
         if padded is None:
-            return self.x[s]
+            return view[s]
         top, _, left, _ = self.pads
         m, h, wd = s.stop - s.start, self.x.shape[1], self.x.shape[2]
-        xpad = padded[:m]
-        xpad[:, top:top + h, left:left + wd] = self.x[s]
-        return xpad
+        padded[:m, top:top + h, left:left + wd] = self.x[s]
+        return view[:m]
 
     def cols(self, s: slice, scratch: tuple, again: bool = False) -> np.ndarray:
         """im2col of slice s: (m*OH*OW, kh*kw*C + 1), one row per output pixel and a last column of ones.
 
         scratch: the worker's buffers; again: the backward pass asking for the forward pass's block, as it was kept."""
         m, k = s.stop - s.start, self.k
-        block, padded = scratch
+        block, padded, view = scratch
         start = s.start * self.per_image if self.keep else 0
         flat = block[start:start + m * self.per_image]
         if again and self.keep:
             return flat.reshape(k + 1, -1).T if self.c < FEW_CHANNELS else flat.reshape(-1, k + 1)
-        # (m, OH, OW, kh, kw, C): a view
-        view = patches(self._input(s, padded), self.kh, self.kw, self.stride, self.oh, self.ow)
+        view = self._patches(s, padded, view)  # (m, OH, OW, kh, kw, C)
         if self.c < FEW_CHANNELS:
             # Stored transposed, (K + 1, m*OH*OW): each copy is a run along an image row. BLAS takes the transpose.
             block = flat.reshape(k + 1, -1)
@@ -130,11 +165,8 @@ class Conv:
         block[:, -1] = 1
         return block
 
-    def backward(self, x: Tensor, w: Tensor, b: Tensor, g: np.ndarray, relu_out: np.ndarray | None,
-                 windows: MaxWindows | None = None, arg: np.ndarray | None = None) -> None:
-        """Accumulate the gradients of w, b and (when it needs one) x from g, the NHWC gradient at the output.
-
-        relu_out: the relu'd output, whose zeros pass no gradient; windows and arg: the fused max pool's."""
+    def backward(self, x: Tensor, w: Tensor, b: Tensor, g: np.ndarray, after: Epilogue) -> None:
+        """Accumulate the gradients of w, b and (when it needs one) x from g, the NHWC gradient at the output."""
         xp, o = self.xp, w.shape[0]
         dx = xp.empty(x.shape, dtype=g.dtype) if x.requires_grad else None
 
@@ -144,16 +176,11 @@ class Conv:
             # cols.T @ g: OpenBLAS runs the wide product 1.4-2.4x faster here on 500+ patch columns (tgmnist, pyex).
             gwb = xp.zeros((o, self.k + 1), dtype=g.dtype)
             part, scratch = xp.empty_like(gwb), self.scratch()
-            unpooled = xp.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if windows else None
+            pooled = after.windows is not None
+            unpooled = xp.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if pooled else None
             back = InputGradient(self, dx, o) if dx is not None else None
             for s in slices:
-                gs = g[s]
-                if relu_out is not None:
-                    gs = gs * (relu_out[s] > 0)
-                if windows is not None:
-                    windows.backward(gs, arg[s], unpooled[:s.stop - s.start])
-                    gs = unpooled[:s.stop - s.start]
-                gs = gs.reshape(-1, o)
+                gs = after.grad(g[s], s, unpooled[:s.stop - s.start] if pooled else None).reshape(-1, o)
                 if w.requires_grad or b.requires_grad:
                     xp.matmul(gs.T, self.cols(s, scratch, again=True), out=part)
                     gwb += part
@@ -206,6 +233,7 @@ class InputGradient:
             self.flipped = xp.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2).reshape(kh * kw * o, c))
             self.gpad = xp.zeros((m, conv.oh + 2 * (kh - 1), conv.ow + 2 * (kw - 1), o), dtype=dx.dtype)
             self.block = xp.empty(m * self.hp * self.wp * kh * kw * o, dtype=dx.dtype)
+            self.gpatches = patches(self.gpad, kh, kw, 1, self.hp, self.wp)
         else:
             # (kh*kw, O, C): one (O, C) matrix per kernel offset, so that each offset's patch gradients come out of a
             # GEMM as one contiguous (pixels, C) block, and col2im adds whole image rows.
@@ -222,7 +250,7 @@ class InputGradient:
             gpad = self.gpad[:m]
             gpad[:, kh - 1:kh - 1 + conv.oh, kw - 1:kw - 1 + conv.ow] = g.reshape(m, conv.oh, conv.ow, o)
             cols = self.block[:m * self.hp * self.wp * kh * kw * o].reshape(-1, kh * kw * o)
-            cols.reshape(m, self.hp, self.wp, kh, kw, o)[...] = patches(gpad, kh, kw, 1, self.hp, self.wp)
+            cols.reshape(m, self.hp, self.wp, kh, kw, o)[...] = self.gpatches[:m]
             # The padded input is exactly hp x wp when the stride is 1 (every pixel is read by some output).
             xp.matmul(cols, self.flipped, out=target.reshape(-1, conv.c))
         else:

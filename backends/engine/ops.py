@@ -4,44 +4,35 @@ from __future__ import annotations
 import numpy as np
 
 from fwbench.backends.engine import parallel
+from fwbench.backends.engine.activations import ACTIVATIONS
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
 
 def relu(x: Tensor) -> Tensor:
     """max(x, 0), with gradient 0 at exactly 0 (torch's convention)."""
-    mask = x.data > 0  # strict: a zero input passes no gradient
-    out = Tensor(module_of(x.data).maximum(x.data, 0), _prev=(x,), _op="relu")
-
-    def _backward(g):
-        if x.requires_grad:
-            x.accumulate(g * mask)
-    out._backward = _backward
-    return out
+    return _activation(x, "relu")
 
 
 def tanh(x: Tensor) -> Tensor:
     """tanh(x); its gradient 1 - tanh(x)^2 is read from the output."""
-    y = module_of(x.data).tanh(x.data)
-    out = Tensor(y, _prev=(x,), _op="tanh")
-
-    def _backward(g):
-        if x.requires_grad:
-            x.accumulate(g * (1 - y * y))
-    out._backward = _backward
-    return out
+    return _activation(x, "tanh")
 
 
 def sigmoid(x: Tensor) -> Tensor:
     """1 / (1 + exp(-x)), written so that no exp overflows; its gradient y (1 - y) is read from the output."""
-    xp = module_of(x.data)
-    e = xp.exp(-xp.abs(x.data))  # in (0, 1]: exp of a large positive number would overflow
-    y = xp.where(x.data >= 0, 1 / (1 + e), e / (1 + e))
-    out = Tensor(y, _prev=(x,), _op="sigmoid")
+    return _activation(x, "sigmoid")
+
+
+def _activation(x: Tensor, name: str) -> Tensor:
+    forward, grad = ACTIVATIONS[name]
+    y = module_of(x.data).empty_like(x.data)
+    forward(x.data, y)
+    out = Tensor(y, _prev=(x,), _op=name)
 
     def _backward(g):
         if x.requires_grad:
-            x.accumulate(g * (y * (1 - y)))
+            x.accumulate(grad(g, y))
     out._backward = _backward
     return out
 

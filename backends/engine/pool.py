@@ -83,28 +83,49 @@ def same_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
     return out
 
 
-def avgpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
-    """Mean over each size x size window of NHWC x, windows `stride` apart (default: size); VALID windows only."""
-    xp = module_of(x.data)
-    s = size if stride is None else stride
-    _, _, offsets, tiled = windows(x.shape, size, s)
-    total = x.data[offsets[0]].copy()
-    for at in offsets[1:]:
-        total += x.data[at]
-    count = x.dtype.type(size * size)
-    # The window's sum divided by its size, as torch and XLA compute it (not a sum of pre-scaled terms).
-    out = Tensor(total / count, _prev=(x,), _op="avgpool2d")
+class AvgWindows:
+    """Average pooling's forward and backward on plain NHWC arrays, with MaxWindows' signatures (arg is unused)."""
+    index = None  # no winner to keep
 
-    def _backward(g):
-        if not x.requires_grad:
-            return
-        share = g / count
-        dx = xp.empty_like(x.data) if tiled else xp.zeros_like(x.data)
-        for at in offsets:
-            if s >= size:  # disjoint windows: each cell hears from one window
+    def __init__(self, shape: tuple[int, ...], size: int, stride: int):
+        self.size, self.stride = size, stride
+        self.oh, self.ow, self.offsets, self.tiled = windows(shape, size, stride)
+
+    def forward(self, x: np.ndarray, out: np.ndarray, arg: None = None) -> None:
+        """out = the mean of each window of x."""
+        out[...] = x[self.offsets[0]]
+        for at in self.offsets[1:]:
+            out += x[at]
+        # The window's sum divided by its size, as torch and XLA compute it (not a sum of pre-scaled terms).
+        out /= x.dtype.type(self.size * self.size)
+
+    def backward(self, g: np.ndarray, arg: None, dx: np.ndarray) -> None:
+        """dx = each window's gradient shared equally among its cells."""
+        share = g / g.dtype.type(self.size * self.size)
+        if not self.tiled:
+            dx[...] = 0
+        for at in self.offsets:
+            if self.stride >= self.size:  # disjoint windows: each cell hears from one window
                 dx[at] = share
             else:
                 dx[at] += share
-        x.accumulate(dx)
+
+
+def avgpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
+    """Mean over each size x size window of NHWC x, windows `stride` apart (default: size); VALID windows only."""
+    xp = module_of(x.data)
+    pool = AvgWindows(x.shape, size, size if stride is None else stride)
+    mean = xp.empty((x.shape[0], pool.oh, pool.ow, x.shape[3]), dtype=x.dtype)
+    pool.forward(x.data, mean)
+    out = Tensor(mean, _prev=(x,), _op="avgpool2d")
+
+    def _backward(g):
+        if x.requires_grad:
+            dx = xp.empty_like(x.data)
+            pool.backward(same_layout(g, mean), None, dx)
+            x.accumulate(dx)
     out._backward = _backward
     return out
+
+
+POOLS = {"max": MaxWindows, "avg": AvgWindows}
