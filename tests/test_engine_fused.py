@@ -146,15 +146,27 @@ def test_nan_propagates_through_the_fused_relu():
     assert np.isnan(maxpool2d(conv2d(x, w, b, relu=True), 2).data).all()
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c[6] == 1])
-def test_input_gradient_as_a_convolution_equals_col2im(case, monkeypatch):
+def naive_input_grad(g, w, shape, stride, padding):
+    """The plain loop over NCHW: each output's gradient times the kernel, scattered onto the input it read."""
+    top, bottom, left, right = (padding,) * 4 if isinstance(padding, int) else padding
+    n, c, h, wd = shape
+    dx = np.zeros((n, c, h + top + bottom, wd + left + right), g.dtype)
+    kh, kw = w.shape[2:]
+    for i, j, r, col in np.ndindex(n, w.shape[0], *g.shape[2:]):
+        dx[i, :, r * stride:r * stride + kh, col * stride:col * stride + kw] += g[i, j, r, col] * w[j]
+    return dx[:, :, top:top + h, left:left + wd]
+
+
+@pytest.mark.parametrize("transposed_from", [1, 10 ** 9])  # every stride-1 conv as a convolution; none of them
+@pytest.mark.parametrize("case", CASES)
+def test_input_gradient_equals_the_naive_loop(case, transposed_from, monkeypatch):
     n, c, h, w, o, k, stride, padding = case
     x, wt, b = leaves(n, c, h, w, o, k, True)
-    monkeypatch.setattr(conv, "TRANSPOSED_FROM", 1)
-    as_conv = grads_of(lambda: conv2d(x, wt, b, stride, padding), (x,), integers=True)
-    monkeypatch.setattr(conv, "TRANSPOSED_FROM", 10 ** 9)
-    scattered = grads_of(lambda: conv2d(x, wt, b, stride, padding), (x,), integers=True)
-    np.testing.assert_array_equal(as_conv[1], scattered[1])  # small integers: exact either way
+    monkeypatch.setattr(conv, "TRANSPOSED_FROM", transposed_from)
+    out, dx = grads_of(lambda: conv2d(x, wt, b, stride, padding), (x,), integers=True)
+    r = np.random.default_rng(5).integers(-2, 3, out.shape).astype(out.dtype)  # grads_of's R
+    want = naive_input_grad(to_canonical(r), wt.data, to_canonical(x.data).shape, stride, padding)
+    np.testing.assert_array_equal(to_canonical(dx), want)  # small integers: exact whatever the order
 
 
 @pytest.mark.parametrize("case", CASES[:3])

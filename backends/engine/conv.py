@@ -21,13 +21,17 @@ SLICE_BYTES = 1 << 20
 # channels (pixel-major): a one-channel image would otherwise be copied one float at a time.
 FEW_CHANNELS = 4
 # A stride-1 conv with at least this many input channels computes its input gradient as a convolution (one GEMM of
-# N = C columns); below it, the GEMM is too narrow and col2im is faster. Measured here, conv forward and backward:
-# pyex's second conv (C 32) 0.91x and tgmnist's (C 32, 5 x 5) 0.94x col2im's time; lenet5's (C 6) 1.43x.
+# N = C columns); below it, the GEMM is too narrow, and one GEMM to every offset's share and an add per offset over
+# flat rows are faster. Measured here, conv backward on two workers: tgmnist's second conv (C 32, 5 x 5) 0.82x the
+# time of flat rows, pyex's (C 32, 3 x 3) 0.87-1.07x; against col2im, lenet5's second (C 6) 1.43x.
 TRANSPOSED_FROM = 16
 # The forward pass keeps its im2col for the backward pass when the whole batch's is at most this large; above it, the
 # backward pass cuts it again slice by slice. pyex's second conv (42 MiB kept): 0.90x the time; tgmnist's (82 MiB) no
 # faster kept, read back from memory, than cut again in cache.
 KEEP_COLS_BYTES = 64 << 20
+# An im2col value written costs about as long as this many FLOPs of GEMM on the reference CPU (~1 G values/s
+# against ~50 GFLOP/s a thread).
+COPY_FLOPS = 50
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False,
@@ -63,7 +67,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
                 windows.forward(z, y[s], None if arg is None else arg[s])
             if relu:
                 xp.maximum(y[s], 0, out=y[s])
-    parallel.share(work, conv.slices, conv.flops)
+    parallel.share(work, conv.slices, conv.work)
     name = "_".join(part for part in ("conv2d", act, pool and pool[0] + "pool", relu and "relu") if part)
     out = Tensor(y, _prev=(x, w, b), _op=name)
 
@@ -110,7 +114,9 @@ class Conv:
         self.slices = image_slices(self.n, self.oh * self.ow * (self.k + 1) * x.itemsize, self.xp)
         m = self.slices[0].stop
         self.per_image = self.oh * self.ow * (self.k + 1)
-        self.flops = 2 * self.n * self.per_image * o  # the forward GEMM's
+        # The forward pass's work in GEMM FLOPs, its im2col included: a one-channel conv's few FLOPs still come with
+        # a large im2col (lenet5's first: 16 M FLOPs and 1.3 M values to copy), which is worth sharing.
+        self.work = 2 * self.n * self.per_image * o + COPY_FLOPS * self.n * self.per_image
         # The forward pass's im2col kept for the backward pass, or each worker's block rewritten in both.
         self.keep = self.n * self.per_image * x.itemsize <= KEEP_COLS_BYTES
         self.kept, self.lent = lend(w, self.n * self.per_image, x.dtype, self.xp) if self.keep else (None, None)
@@ -188,7 +194,7 @@ class Conv:
                     back.add(s, gs)
             return gwb
         # Summed in worker order: the same order every step.
-        gwb, *others = parallel.share(work, self.slices, 2 * self.flops)
+        gwb, *others = parallel.share(work, self.slices, 2 * self.work)
         for other in others:
             gwb += other
         if w.requires_grad:
@@ -219,7 +225,7 @@ def lend(w: Tensor, size: int, dtype, xp) -> tuple[np.ndarray, list]:
 
 
 class InputGradient:
-    """conv2d's input gradient, a slice of images at a time: stride 1 as a convolution, any stride by col2im."""
+    """conv2d's input gradient, a slice of images at a time: stride 1 as a convolution or by flat rows, else col2im."""
 
     def __init__(self, conv: Conv, dx: np.ndarray, o: int):
         self.conv, self.dx, xp = conv, dx, conv.xp
@@ -227,7 +233,16 @@ class InputGradient:
         w = conv.wb[:-1].reshape(kh, kw, c, o)
         self.hp, self.wp = conv.oh + kh - 1, conv.ow + kw - 1  # the padded input, when the stride is 1
         self.transposed = conv.stride == 1 and c >= TRANSPOSED_FROM
-        if self.transposed:
+        self.flat = conv.stride == 1 and not self.transposed
+        if self.flat:
+            # Channels first and each image's rows end to end: an output pixel's gradient reaches the input pixel
+            # kernel offset (i, j) away at a fixed distance i*wp + j along them, so each offset's share is one
+            # contiguous add over every image row at once, where it is a run of OW*C values a row in NHWC. The
+            # gradient is laid on rows wp wide (the padded input's), its last kw - 1 columns zero; they add zeros.
+            self.wk = conv.wb[:-1]  # (kh*kw*C, O)
+            self.gwide = xp.zeros((o, m, conv.oh, self.wp), dtype=dx.dtype)
+            self.rows = xp.empty((c, m, self.hp * self.wp + kw - 1), dtype=dx.dtype)
+        elif self.transposed:
             # The gradient, zero-padded by kernel - 1, cross-correlated with the kernel turned by 180 degrees and
             # its channels swapped: one GEMM of (pixels, kh*kw*O) by (kh*kw*O, C), and nothing to scatter.
             self.flipped = xp.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2).reshape(kh * kw * o, c))
@@ -253,11 +268,27 @@ class InputGradient:
             cols.reshape(m, self.hp, self.wp, kh, kw, o)[...] = self.gpatches[:m]
             # The padded input is exactly hp x wp when the stride is 1 (every pixel is read by some output).
             xp.matmul(cols, self.flipped, out=target.reshape(-1, conv.c))
+        elif self.flat:
+            self._flat(g, target)
         else:
             self._col2im(xp.matmul(g, self.per_offset), target)
         if self.dpadded is not None:
             top, _, left, _ = conv.pads
             self.dx[s] = target[:, top:top + self.dx.shape[1], left:left + self.dx.shape[2]]
+
+    def _flat(self, g: np.ndarray, target: np.ndarray) -> None:
+        """Stride 1: one GEMM to every offset's share, (kh*kw*C, pixels) channels first, then one add per offset."""
+        conv, xp, m, o = self.conv, self.conv.xp, target.shape[0], g.shape[1]
+        oh, ow, hp, wp = conv.oh, conv.ow, self.hp, self.wp
+        gwide = self.gwide[:, :m]
+        gwide[..., :ow] = g.reshape(m, oh, ow, o).transpose(3, 0, 1, 2)
+        shares = xp.matmul(self.wk, gwide.reshape(o, -1)).reshape(conv.kh, conv.kw, conv.c, m, oh * wp)
+        rows = self.rows[:, :m]
+        rows[...] = 0
+        for i in range(conv.kh):
+            for j in range(conv.kw):
+                rows[:, :, i * wp + j:i * wp + j + oh * wp] += shares[i, j]
+        target[...] = rows[:, :, :hp * wp].reshape(conv.c, m, hp, wp).transpose(1, 2, 3, 0)
 
     def _col2im(self, dcols: np.ndarray, target: np.ndarray) -> None:
         """Sum patch gradients (kh*kw, m*OH*OW, C) back onto the (padded) images in target."""
