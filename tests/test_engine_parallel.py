@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fwbench.backends.engine import Tensor, conv2d, dense, parallel
+from fwbench.backends.engine import (Tensor, avgpool2d, batchnorm, conv2d, dense, maxpool2d, parallel, relu, sigmoid,
+                                     tanh)
 from fwbench.backends.engine.optim import Adam
 
 
@@ -74,3 +75,27 @@ def test_one_worker_leaves_blas_alone():
     parallel.configure(1)
     after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     assert held == [1] * len(before) and after == before
+
+
+LAYER_OPS = {
+    "batchnorm": lambda t, p: batchnorm(t, *p, 1e-5, (np.zeros(3, np.float32), np.ones(3, np.float32)), True, 0.1),
+    "maxpool": lambda t, p: maxpool2d(t, 3, 2), "avgpool": lambda t, p: avgpool2d(t, 2),
+    "relu": lambda t, p: relu(t), "tanh": lambda t, p: tanh(t), "sigmoid": lambda t, p: sigmoid(t)}
+
+
+@pytest.mark.parametrize("name", LAYER_OPS)
+def test_elementwise_layers_on_two_workers_equal_one_worker(name, two_workers):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 5, 6, 3)).astype(np.float32)
+    r = rng.standard_normal(x.shape).astype(np.float32)  # the output's gradient, cut to its shape
+
+    def run():
+        t = Tensor(x.copy(), True)
+        p = (Tensor(np.full(3, 1.5, np.float32), True), Tensor(np.full(3, 0.5, np.float32), True))
+        out = LAYER_OPS[name](t, p)
+        (out * Tensor(r[tuple(slice(0, d) for d in out.shape)])).sum().backward()
+        return out.data, t.grad, p[0].grad, p[1].grad
+    two = run()
+    parallel.configure(1)
+    for got, want in zip(two, run()):
+        np.testing.assert_array_equal(got, want)

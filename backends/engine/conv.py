@@ -29,9 +29,6 @@ TRANSPOSED_FROM = 16
 # backward pass cuts it again slice by slice. pyex's second conv (42 MiB kept): 0.90x the time; tgmnist's (82 MiB) no
 # faster kept, read back from memory, than cut again in cache.
 KEEP_COLS_BYTES = 64 << 20
-# An im2col value written costs about as long as this many FLOPs of GEMM on the reference CPU (~1 G values/s
-# against ~50 GFLOP/s a thread).
-COPY_FLOPS = 50
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False,
@@ -116,7 +113,7 @@ class Conv:
         self.per_image = self.oh * self.ow * (self.k + 1)
         # The forward pass's work in GEMM FLOPs, its im2col included: a one-channel conv's few FLOPs still come with
         # a large im2col (lenet5's first: 16 M FLOPs and 1.3 M values to copy), which is worth sharing.
-        self.work = 2 * self.n * self.per_image * o + COPY_FLOPS * self.n * self.per_image
+        self.work = 2 * self.n * self.per_image * o + parallel.VALUE_FLOPS * self.n * self.per_image
         # The forward pass's im2col kept for the backward pass, or each worker's block rewritten in both.
         self.keep = self.n * self.per_image * x.itemsize <= KEEP_COLS_BYTES
         self.kept, self.lent = lend(w, self.n * self.per_image, x.dtype, self.xp) if self.keep else (None, None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fwbench.backends.engine import parallel
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
@@ -15,48 +16,77 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
     running = (1 - momentum) running + momentum batch, the variance unbiased there though biased in the output."""
     xp = module_of(x.data)
     count = x.data.size // x.shape[-1]  # values per channel
+    # The elementwise passes run on the workers, half the images each; the channel sums are GEMMs, in this thread.
+    # Each image is one row, and a per-channel vector is tiled along it: broadcast along the channel axis alone,
+    # NumPy loops over runs of C values, 2.5x slower (tgmnist's first batch norm: 0.39 against 0.16 ms a pass).
+    n, work, reps = x.shape[0], 2 * x.data.size * parallel.VALUE_FLOPS, count // x.shape[0]
+    rows = x.data.reshape(n, -1)
+    centred = xp.empty_like(rows)
+
+    def tile(v):
+        return xp.tile(v, reps)
     if training:
         if count < 2:
             raise ValueError(f"batchnorm in training needs more than one value per channel, got {count}; "
                              "use a batch of 2 or more")
         per = x.dtype.type(1 / count)
         mu = channel_sum(x.data) * per
-        centred = x.data - mu
+        minus = tile(mu)
+        parallel.halves(lambda s: xp.subtract(rows[s], minus, out=centred[s]), n, work)
         # The mean once more, of what is left: float32's rounding of the first one (~1e-6 relative) moved every
         # gradient of tgmnist by 1e-5 (float64 sums throughout: 1e-6, at ten times the time).
-        shift = channel_sum(centred) * per
+        shift = channel_sum(centred.reshape(x.shape)) * per
         mu += shift
-        centred -= shift
-        var = channel_sum(centred * centred) * per
+        squares, minus = xp.empty_like(centred), tile(shift)
+
+        def recentre(s):
+            centred[s] -= minus
+            xp.multiply(centred[s], centred[s], out=squares[s])
+        parallel.halves(recentre, n, work)
+        var = channel_sum(squares.reshape(x.shape)) * per
+        del squares
         if momentum is not None:
             running[0][...] = (1 - momentum) * running[0] + momentum * mu
             running[1][...] = (1 - momentum) * running[1] + momentum * var * (count / (count - 1))
     else:
         mu, var = running
-        centred = x.data - mu
+        minus = tile(mu)
+        parallel.halves(lambda s: xp.subtract(rows[s], minus, out=centred[s]), n, work)
     inv_std = (1 / xp.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
-    xhat = xp.multiply(centred, inv_std, out=centred)  # centred is not needed again
-    y = xhat * gamma.data
-    y += beta.data
-    out = Tensor(y, _prev=(x, gamma, beta), _op="batchnorm")
+    xhat, y = centred, xp.empty_like(centred)  # centred is not needed again
+    times, gain, bias = tile(inv_std), tile(gamma.data), tile(beta.data)
+
+    def normalise(s):
+        xhat[s] *= times
+        xp.multiply(xhat[s], gain, out=y[s])
+        y[s] += bias
+    parallel.halves(normalise, n, work)
+    out = Tensor(y.reshape(x.shape), _prev=(x, gamma, beta), _op="batchnorm")
 
     def _backward(g):
-        dbeta = channel_sum(g)
-        dgamma = channel_sum(g * xhat)
+        g = xp.ascontiguousarray(g).reshape(n, -1)
+        g_xhat = xp.empty_like(g)
+        parallel.halves(lambda s: xp.multiply(g[s], xhat[s], out=g_xhat[s]), n, work)
+        dbeta, dgamma = channel_sum(g.reshape(x.shape)), channel_sum(g_xhat.reshape(x.shape))
         if beta.requires_grad:
             beta.accumulate(dbeta)
         if gamma.requires_grad:
             gamma.accumulate(dgamma)
         if x.requires_grad:
             scale = gamma.data * inv_std
-            dx = g * scale
-            if training:
-                # The statistics depend on x too: dx = scale (g - mean(g) - xhat mean(g xhat)), as torch
-                # writes it, with the channel means taken from the sums above, one pass each.
-                per = x.dtype.type(1 / count)
-                dx -= xhat * (scale * dgamma * per)
-                dx -= scale * dbeta * per
-            x.accumulate(dx)
+            dx = g_xhat  # its products are summed: the buffer is free
+            # The statistics depend on x too: dx = scale (g - mean(g) - xhat mean(g xhat)), as torch writes it,
+            # with the channel means taken from the sums above.
+            per = x.dtype.type(1 / count)
+            times, slope, offset = tile(scale), tile(scale * dgamma * per), tile(scale * dbeta * per)
+
+            def input_grad(s):
+                xp.multiply(g[s], times, out=dx[s])
+                if training:
+                    dx[s] -= xhat[s] * slope
+                    dx[s] -= offset
+            parallel.halves(input_grad, n, 3 * work)
+            x.accumulate(dx.reshape(x.shape))
     out._backward = _backward
     return out
 

@@ -26,13 +26,19 @@ def sigmoid(x: Tensor) -> Tensor:
 
 def _activation(x: Tensor, name: str) -> Tensor:
     forward, grad = ACTIVATIONS[name]
-    y = module_of(x.data).empty_like(x.data)
-    forward(x.data, y)
+    xp, n, work = module_of(x.data), len(x.data), 4 * x.data.size * parallel.VALUE_FLOPS
+    y = xp.empty_like(x.data)
+    parallel.halves(lambda s: forward(x.data[s], y[s]), n, work)
     out = Tensor(y, _prev=(x,), _op=name)
 
     def _backward(g):
         if x.requires_grad:
-            x.accumulate(grad(g, y))
+            dx = xp.empty_like(y)
+
+            def part(s):
+                dx[s] = grad(g[s], y[s])
+            parallel.halves(part, n, work)
+            x.accumulate(dx)
     out._backward = _backward
     return out
 

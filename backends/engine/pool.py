@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fwbench.backends.engine import parallel
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
@@ -62,16 +63,22 @@ def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
     pool = MaxWindows(x.shape, size, size if stride is None else stride)
     best = xp.empty((x.shape[0], pool.oh, pool.ow, x.shape[3]), dtype=x.dtype)
     arg = xp.empty(best.shape, dtype=pool.index)
-    pool.forward(x.data, best, arg)
+    work = passes(x.data, len(pool.offsets))
+    parallel.halves(lambda s: pool.forward(x.data[s], best[s], arg[s]), len(best), work)
     out = Tensor(best, _prev=(x,), _op="maxpool2d")
 
     def _backward(g):
         if x.requires_grad:
-            dx = xp.empty_like(x.data)
-            pool.backward(same_layout(g, best), arg, dx)
+            dx, g = xp.empty_like(x.data), same_layout(g, best)
+            parallel.halves(lambda s: pool.backward(g[s], arg[s], dx[s]), len(best), work)
             x.accumulate(dx)
     out._backward = _backward
     return out
+
+
+def passes(x: np.ndarray, count: int) -> float:
+    """The work, in FLOPs, of `count` elementwise passes over x."""
+    return count * x.size * parallel.VALUE_FLOPS
 
 
 def same_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -116,13 +123,14 @@ def avgpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
     xp = module_of(x.data)
     pool = AvgWindows(x.shape, size, size if stride is None else stride)
     mean = xp.empty((x.shape[0], pool.oh, pool.ow, x.shape[3]), dtype=x.dtype)
-    pool.forward(x.data, mean)
+    work = passes(x.data, len(pool.offsets))
+    parallel.halves(lambda s: pool.forward(x.data[s], mean[s]), len(mean), work)
     out = Tensor(mean, _prev=(x,), _op="avgpool2d")
 
     def _backward(g):
         if x.requires_grad:
-            dx = xp.empty_like(x.data)
-            pool.backward(same_layout(g, mean), None, dx)
+            dx, g = xp.empty_like(x.data), same_layout(g, mean)
+            parallel.halves(lambda s: pool.backward(g[s], None, dx[s]), len(mean), work)
             x.accumulate(dx)
     out._backward = _backward
     return out
