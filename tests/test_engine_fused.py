@@ -196,3 +196,15 @@ def test_the_kept_block_is_reused_from_step_to_step():
     block = conv._kept[wt][0]
     grads_of(lambda: conv2d(x, wt, b), (x, wt, b))
     assert conv._kept[wt][0] is block and not conv._kept[wt][1]
+
+
+def test_dense_weight_gradient_keeps_the_weights_memory_order():
+    rng = np.random.default_rng(4)
+    x, w = rng.integers(-2, 3, (5, 7)).astype(np.float64), rng.integers(-2, 3, (7, 3)).astype(np.float64)
+    results = []
+    for weight in (w, np.asfortranarray(w)):
+        leaves_ = (Tensor(x, True), Tensor(weight, True), Tensor(np.zeros(3), True))
+        results.append(grads_of(lambda: dense(*leaves_, relu=True), leaves_, integers=True))
+    assert results[1][2].flags.f_contiguous and results[0][2].flags.c_contiguous
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)  # small integers: exact in either order

@@ -239,3 +239,13 @@ def test_a_pool_window_too_wide_to_fuse_takes_the_plain_ops():
     x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
     loss, grads = NumpyBackend(spec, init_params(spec, 0)).loss_and_grads(x, np.array([0, 2]))
     assert np.isfinite(loss) and np.abs(grads["0.weight"]).sum() > 0
+
+
+def test_dense_weights_are_stored_column_by_column_and_read_back_canonical():
+    spec = models.get("mlp")
+    params = init_params(spec, 0)
+    backend = NumpyBackend(spec, params)
+    dense_weights = [k for k, v in params.items() if v.ndim == 2]
+    assert dense_weights and all(backend.params[k].data.flags.f_contiguous for k in dense_weights)
+    for k, v in backend.get_params().items():
+        np.testing.assert_array_equal(v, params[k])

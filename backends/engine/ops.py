@@ -74,11 +74,18 @@ def dense(x: Tensor, w: Tensor, b: Tensor, relu: bool = False) -> Tensor:
         if x.requires_grad:
             x.accumulate(parallel.matmul(g, w.data.T))
         if w.requires_grad:
-            w.accumulate(parallel.matmul(x.data.T, g))
+            # In w's own memory order: a column-major w (its transpose contiguous) takes g.T @ x, transposed back as
+            # a view, which OpenBLAS ran 1.7x faster than x.T @ g on pyex's 9216 x 128 layer.
+            w.accumulate(parallel.matmul(g.T, x.data).T if column_major(w.data) else parallel.matmul(x.data.T, g))
         if b.requires_grad:
             b.accumulate(g.sum(axis=0))
     out._backward = _backward
     return out
+
+
+def column_major(a) -> bool:
+    """Whether 2-D a is laid out column by column (its transpose C-contiguous) and not also row by row."""
+    return a.flags.f_contiguous and not a.flags.c_contiguous
 
 
 def cross_entropy(logits: Tensor, y: np.ndarray) -> Tensor:
