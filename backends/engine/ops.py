@@ -26,7 +26,7 @@ def sigmoid(x: Tensor) -> Tensor:
 
 def _activation(x: Tensor, name: str) -> Tensor:
     forward, grad = ACTIVATIONS[name]
-    xp, n, work = module_of(x.data), len(x.data), 4 * x.data.size * parallel.VALUE_FLOPS
+    xp, n, work = module_of(x.data), len(x.data), parallel.value_work(x.data, 4)
     y = xp.empty_like(x.data)
     parallel.halves(lambda s: forward(x.data[s], y[s]), n, work)
     out = Tensor(y, _prev=(x,), _op=name)

@@ -79,6 +79,11 @@ def share(fn: Callable[[int, Sequence], object], items: Sequence, flops: float) 
     return [f.result() for f in futures]
 
 
+def value_work(a, passes: float) -> float:
+    """The work, in FLOPs, of `passes` elementwise passes over array a; 0 off the CPU, where nothing is shared."""
+    return passes * a.size * VALUE_FLOPS if module_of(a) is np else 0
+
+
 def halves(fn: Callable[[slice], object], n: int, work: float) -> None:
     """fn(s) over n items (images) cut into one contiguous slice per worker; one call of all n below PARALLEL_FLOPS.
 

@@ -63,7 +63,7 @@ def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
     pool = MaxWindows(x.shape, size, size if stride is None else stride)
     best = xp.empty((x.shape[0], pool.oh, pool.ow, x.shape[3]), dtype=x.dtype)
     arg = xp.empty(best.shape, dtype=pool.index)
-    work = passes(x.data, len(pool.offsets))
+    work = parallel.value_work(x.data, len(pool.offsets))
     parallel.halves(lambda s: pool.forward(x.data[s], best[s], arg[s]), len(best), work)
     out = Tensor(best, _prev=(x,), _op="maxpool2d")
 
@@ -74,11 +74,6 @@ def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
             x.accumulate(dx)
     out._backward = _backward
     return out
-
-
-def passes(x: np.ndarray, count: int) -> float:
-    """The work, in FLOPs, of `count` elementwise passes over x."""
-    return count * x.size * parallel.VALUE_FLOPS
 
 
 def same_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -123,7 +118,7 @@ def avgpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
     xp = module_of(x.data)
     pool = AvgWindows(x.shape, size, size if stride is None else stride)
     mean = xp.empty((x.shape[0], pool.oh, pool.ow, x.shape[3]), dtype=x.dtype)
-    work = passes(x.data, len(pool.offsets))
+    work = parallel.value_work(x.data, len(pool.offsets))
     parallel.halves(lambda s: pool.forward(x.data[s], mean[s]), len(mean), work)
     out = Tensor(mean, _prev=(x,), _op="avgpool2d")
 
