@@ -25,14 +25,14 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
 
     def tile(v):
         return xp.tile(v, reps)
+    if training and count < 2:
+        raise ValueError(f"batchnorm in training needs more than one value per channel, got {count}; "
+                         "use a batch of 2 or more")
+    per = x.dtype.type(1 / count)
+    mu, var = (channel_sum(x.data) * per, None) if training else running
+    minus = tile(mu)
+    parallel.halves(lambda s: xp.subtract(rows[s], minus, out=centred[s]), n, work)
     if training:
-        if count < 2:
-            raise ValueError(f"batchnorm in training needs more than one value per channel, got {count}; "
-                             "use a batch of 2 or more")
-        per = x.dtype.type(1 / count)
-        mu = channel_sum(x.data) * per
-        minus = tile(mu)
-        parallel.halves(lambda s: xp.subtract(rows[s], minus, out=centred[s]), n, work)
         # The mean once more, of what is left: float32's rounding of the first one (~1e-6 relative) moved every
         # gradient of tgmnist by 1e-5 (float64 sums throughout: 1e-6, at ten times the time).
         shift = channel_sum(centred.reshape(x.shape)) * per
@@ -48,10 +48,6 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
         if momentum is not None:
             running[0][...] = (1 - momentum) * running[0] + momentum * mu
             running[1][...] = (1 - momentum) * running[1] + momentum * var * (count / (count - 1))
-    else:
-        mu, var = running
-        minus = tile(mu)
-        parallel.halves(lambda s: xp.subtract(rows[s], minus, out=centred[s]), n, work)
     inv_std = (1 / xp.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
     xhat, y = centred, xp.empty_like(centred)  # centred is not needed again
     times, gain, bias = tile(inv_std), tile(gamma.data), tile(beta.data)
@@ -77,7 +73,6 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
             dx = g_xhat  # its products are summed: the buffer is free
             # The statistics depend on x too: dx = scale (g - mean(g) - xhat mean(g xhat)), as torch writes it,
             # with the channel means taken from the sums above.
-            per = x.dtype.type(1 / count)
             times, slope, offset = tile(scale), tile(scale * dgamma * per), tile(scale * dbeta * per)
 
             def input_grad(s):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from fwbench.backends.engine import parallel
-from fwbench.backends.engine.activations import ACTIVATIONS
+from fwbench.backends.engine.activations import ACTIVATIONS, relu_grad
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
@@ -70,7 +70,7 @@ def dense(x: Tensor, w: Tensor, b: Tensor, relu: bool = False) -> Tensor:
 
     def _backward(g):
         if relu:
-            g = g * (y > 0)  # relu'(0) = 0, as relu's own mask: y > 0 iff its input > 0
+            g = relu_grad(g, y)
         if x.requires_grad:
             x.accumulate(parallel.matmul(g, w.data.T))
         if w.requires_grad:
