@@ -20,11 +20,12 @@ SLICE_BYTES = 1 << 20
 # Below this many input channels, im2col copies whole output rows (channel-major block) rather than runs of C
 # channels (pixel-major): a one-channel image would otherwise be copied one float at a time.
 FEW_CHANNELS = 4
-# A stride-1 conv with at least this many input channels computes its input gradient as a convolution (one GEMM of
-# N = C columns); below it, the GEMM is too narrow, and one GEMM to every offset's share and an add per offset over
-# flat rows are faster. Measured here, conv backward on two workers: tgmnist's second conv (C 32, 5 x 5) 0.82x the
-# time of flat rows, pyex's (C 32, 3 x 3) 0.87-1.07x; against col2im, lenet5's second (C 6) 1.43x.
-TRANSPOSED_FROM = 16
+# A stride-1 conv computes its input gradient by kernel rows when that GEMM's kh*C columns are at least half its O
+# inner products: O/2 <= kh*C. Below it (one input channel and many outputs), by flat rows. Measured here, conv
+# backward on two workers against the GEMM of the gradient zero-padded on every side (the convolution by the turned
+# kernel): tgmnist's convs 0.92, 0.91 and 0.95x the time, pyex's second 0.96x; against flat rows, lenet5's second
+# 0.85x, C 8 -> O 32 (3 x 3) 0.94x, C 16 -> O 64 1.01x, and C 1 -> O 32 (3 x 3) 1.21x.
+ROWS_WHEN = 2  # kh*C*ROWS_WHEN >= O
 # The forward pass keeps its im2col for the backward pass when the whole batch's is at most this large; above it, the
 # backward pass cuts it again slice by slice. pyex's second conv (42 MiB kept): 0.90x the time; tgmnist's (82 MiB) no
 # faster kept, read back from memory, than cut again in cache.
@@ -222,16 +223,26 @@ def lend(w: Tensor, size: int, dtype, xp) -> tuple[np.ndarray, list]:
 
 
 class InputGradient:
-    """conv2d's input gradient, a slice of images at a time: stride 1 as a convolution or by flat rows, else col2im."""
+    """conv2d's input gradient, a slice of images at a time: stride 1 by kernel rows or by flat rows, else col2im."""
 
     def __init__(self, conv: Conv, dx: np.ndarray, o: int):
         self.conv, self.dx, xp = conv, dx, conv.xp
         c, kh, kw, m = conv.c, conv.kh, conv.kw, conv.slices[0].stop
         w = conv.wb[:-1].reshape(kh, kw, c, o)
         self.hp, self.wp = conv.oh + kh - 1, conv.ow + kw - 1  # the padded input, when the stride is 1
-        self.transposed = conv.stride == 1 and c >= TRANSPOSED_FROM
-        self.flat = conv.stride == 1 and not self.transposed
-        if self.flat:
+        self.by_rows = conv.stride == 1 and kh * c * ROWS_WHEN >= o
+        self.flat = conv.stride == 1 and not self.by_rows
+        if self.by_rows:
+            # dx[n, y, x] = sum over i of T[n, y - i, x, i], where T[n, r, x, i] = sum over j, o of
+            # g[n, r, x - j, o] w[o, :, i, j]: one GEMM of g's rows cut kw pixels wide at every x (its row zero-padded
+            # by kw - 1 on each side) by a (kw*O, kh*C) matrix, then one add of whole image rows per kernel row. Of
+            # the padded convolution's zeros, only those at the rows' ends are multiplied (W/OW, not H*W/(OH*OW)).
+            self.by_row = xp.ascontiguousarray(w[:, ::-1].transpose(1, 3, 0, 2).reshape(kw * o, kh * c))
+            self.gwide = xp.zeros((m, conv.oh, conv.ow + 2 * (kw - 1), o), dtype=dx.dtype)
+            self.windows = patches(self.gwide, 1, kw, 1, conv.oh, self.wp)[:, :, :, 0]  # (m, OH, wp, kw, O)
+            self.cut = xp.empty((m, conv.oh, self.wp, kw, o), dtype=dx.dtype)
+            self.shares = xp.empty((m, conv.oh, self.wp, kh, c), dtype=dx.dtype)
+        elif self.flat:
             # Channels first and each image's rows end to end: an output pixel's gradient reaches the input pixel
             # kernel offset (i, j) away at a fixed distance i*wp + j along them, so each offset's share is one
             # contiguous add over every image row at once, where it is a run of OW*C values a row in NHWC. The
@@ -239,13 +250,6 @@ class InputGradient:
             self.wk = conv.wb[:-1]  # (kh*kw*C, O)
             self.gwide = xp.zeros((o, m, conv.oh, self.wp), dtype=dx.dtype)
             self.rows = xp.empty((c, m, self.hp * self.wp + kw - 1), dtype=dx.dtype)
-        elif self.transposed:
-            # The gradient, zero-padded by kernel - 1, cross-correlated with the kernel turned by 180 degrees and
-            # its channels swapped: one GEMM of (pixels, kh*kw*O) by (kh*kw*O, C), and nothing to scatter.
-            self.flipped = xp.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2).reshape(kh * kw * o, c))
-            self.gpad = xp.zeros((m, conv.oh + 2 * (kh - 1), conv.ow + 2 * (kw - 1), o), dtype=dx.dtype)
-            self.block = xp.empty(m * self.hp * self.wp * kh * kw * o, dtype=dx.dtype)
-            self.gpatches = patches(self.gpad, kh, kw, 1, self.hp, self.wp)
         else:
             # (kh*kw, O, C): one (O, C) matrix per kernel offset, so that each offset's patch gradients come out of a
             # GEMM as one contiguous (pixels, C) block, and col2im adds whole image rows.
@@ -257,14 +261,8 @@ class InputGradient:
         """Write slice s's input gradient into dx, from g (m*OH*OW, O), the gradient at its outputs."""
         conv, xp, m = self.conv, self.conv.xp, s.stop - s.start
         target = self.dx[s] if self.dpadded is None else self.dpadded[:m]
-        if self.transposed:
-            kh, kw, o = conv.kh, conv.kw, g.shape[1]
-            gpad = self.gpad[:m]
-            gpad[:, kh - 1:kh - 1 + conv.oh, kw - 1:kw - 1 + conv.ow] = g.reshape(m, conv.oh, conv.ow, o)
-            cols = self.block[:m * self.hp * self.wp * kh * kw * o].reshape(-1, kh * kw * o)
-            cols.reshape(m, self.hp, self.wp, kh, kw, o)[...] = self.gpatches[:m]
-            # The padded input is exactly hp x wp when the stride is 1 (every pixel is read by some output).
-            xp.matmul(cols, self.flipped, out=target.reshape(-1, conv.c))
+        if self.by_rows:
+            self._by_rows(g, target)
         elif self.flat:
             self._flat(g, target)
         else:
@@ -272,6 +270,18 @@ class InputGradient:
         if self.dpadded is not None:
             top, _, left, _ = conv.pads
             self.dx[s] = target[:, top:top + self.dx.shape[1], left:left + self.dx.shape[2]]
+
+    def _by_rows(self, g: np.ndarray, target: np.ndarray) -> None:
+        """Stride 1: g's rows cut kw pixels wide, one GEMM to every kernel row's share, then one add per kernel row."""
+        conv, m, kh, kw, oh = self.conv, target.shape[0], self.conv.kh, self.conv.kw, self.conv.oh
+        self.gwide[:m, :, kw - 1:kw - 1 + conv.ow] = g.reshape(m, oh, conv.ow, -1)
+        cut, shares = self.cut[:m], self.shares[:m]
+        cut[...] = self.windows[:m]
+        conv.xp.matmul(cut.reshape(-1, self.by_row.shape[0]), self.by_row, out=shares.reshape(-1, self.by_row.shape[1]))
+        target[:, :oh] = shares[..., 0, :]
+        target[:, oh:] = 0
+        for i in range(1, kh):
+            target[:, i:i + oh] += shares[..., i, :]
 
     def _flat(self, g: np.ndarray, target: np.ndarray) -> None:
         """Stride 1: one GEMM to every offset's share, (kh*kw*C, pixels) channels first, then one add per offset."""
