@@ -44,6 +44,8 @@ BUILTIN: dict[str, Entry] = {
     "numpy": Entry("fwbench.backends.numpy_backend:NumpyBackend", ("numpy",), "pip install numpy"),
     "torch": Entry("fwbench.backends.torch_backend:TorchBackend", ("torch",), "pip install 'fwbench[torch]'"),
     "flax": Entry("fwbench.backends.flax_backend:FlaxBackend", ("jax", "flax", "optax"), "pip install 'fwbench[flax]'"),
+    "keras": Entry("fwbench.backends.keras_backend:KerasBackend", ("tensorflow", "keras"),
+                   "pip install 'fwbench[keras]'"),
     "micrograd": Entry("fwbench.backends.micrograd_backend:MicrogradBackend", ("numpy",), "built in; needs only numpy"),
 }
 
