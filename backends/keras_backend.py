@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import sys
 
-# Before TensorFlow and Keras load: Keras picks its backend once per process, and TensorFlow's C++ start-up notices
-# (oneDNN, CPU features) would otherwise print a page to every cell's stderr.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Before TensorFlow and Keras load: Keras picks its backend once per process (this backend is Keras on TensorFlow,
+# whatever KERAS_BACKEND says), and TensorFlow's C++ start-up notices (oneDNN, CPU features) would otherwise print
+# a page to every cell's stderr.
+if "keras" not in sys.modules:
+    os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from typing import Any, ClassVar  # noqa: E402
@@ -21,6 +24,10 @@ from fwbench.backends.lowering import lower  # noqa: E402
 from fwbench.models.params import Params, check, check_masks  # noqa: E402
 from fwbench.models.spec import BatchNorm, Dropout, ModelSpec  # noqa: E402
 
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(f"keras was imported on its {keras.backend.backend()} backend before fwbench's keras backend, "
+                      "which needs tensorflow; run it in a process of its own (every bench cell is one)")
+
 DTYPES = {"float32": "float32", "float64": "float64"}
 # Canonical suffix of each Keras weight, by the variable's own name.
 CANONICAL = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
@@ -33,7 +40,8 @@ class Net:
     def __init__(self, spec: ModelSpec, dtype: str, seed: int):
         lower(keras_layers.LAYERS, spec, "keras")  # a BackendError naming the first layer type it lacks
         self.spec = spec
-        self.layers = [keras_layers.make(layer, spec.input_of(i), dtype, seed + i) for i, layer in enumerate(spec.layers)]
+        self.layers = [keras_layers.make(layer, spec.input_of(i), dtype, seed + i)
+                       for i, layer in enumerate(spec.layers)]
         self.dropouts = {i for i, layer in enumerate(spec.layers) if isinstance(layer, Dropout)}
         self.norms = {i for i, layer in enumerate(spec.layers) if isinstance(layer, BatchNorm)}
         c, h, w = spec.input
@@ -45,7 +53,7 @@ class Net:
                 if i in self.norms:
                     x = layer(x, training=training, update=update)
                 elif i in self.dropouts:
-                    x = layer(x, training=training, mask=None if masks is None else masks[i])
+                    x = layer(x, training=training, keep=None if masks is None else masks[i])
                 else:
                     x = layer(x)
         return x

@@ -46,9 +46,10 @@ class TorchBatchNorm(keras.layers.Layer):
 class MaskedDropout(keras.layers.Dropout):
     """keras.layers.Dropout; given the harness's keep-mask, x * (mask / (1 - rate)) instead, as PyTorch scales it."""
 
-    def call(self, x, training=False, mask=None):
-        if training and mask is not None:
-            return x * (ops.cast(mask, x.dtype) / ops.cast(1 - self.rate, x.dtype))
+    # `keep`, not `mask`: Keras takes a call argument named mask for its own masking and attaches it to the output.
+    def call(self, x, training=False, keep=None):
+        if training and keep is not None:
+            return x * (ops.cast(keep, x.dtype) / ops.convert_to_tensor(1 - self.rate, x.dtype))
         return super().call(x, training=training)
 
 

@@ -13,7 +13,8 @@ class TorchRule:
 
     def __init__(self, config: OptimizerConfig, variables: list[tf.Variable]):
         if config.name not in OPTIMIZERS:
-            raise BackendError(f"keras backend: unknown optimizer '{config.name}'; choose one of {', '.join(OPTIMIZERS)}")
+            raise BackendError(f"keras backend: unknown optimizer '{config.name}'; "
+                               f"choose one of {', '.join(OPTIMIZERS)}")
         self.config, self.variables = config, variables
         zeros = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
         more = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables] if config.name == "adam" else []

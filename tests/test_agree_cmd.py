@@ -75,7 +75,7 @@ def test_unshipped_specs_agree_in_float64(capsys, tmp_path, name):
 def test_table_rows_pairs_and_metrics(capsys):
     code, doc, _ = agree_json(capsys, "--model", "tinycnn", "--dtype", "float64", "--data", "random",
                               "--batch-size", "4")
-    installed = [n for n in ("numpy", "torch", "flax") if not backends.missing(n)]
+    installed = [n for n in ("numpy", "torch", "flax", "keras") if not backends.missing(n)]
     assert code == 0 and list(doc["backends"]) == installed
     assert list(doc["table"]) == ["logits", "loss", "0.weight", "0.bias", "3.weight", "3.bias", "6.weight", "6.bias"]
     pairs = set(doc["table"]["0.weight"])

@@ -31,11 +31,13 @@ def test_models_shows_one_spec_layer_by_layer(capsys):
 def test_backends_lists_every_backend(capsys):
     code, out, _ = run(capsys, "backends", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
-    assert set(rows) == {"numpy", "torch", "flax", "micrograd"}
+    assert set(rows) == {"numpy", "torch", "flax", "keras", "micrograd"}
     assert rows["numpy"]["status"] == "ok" and "cpu" in rows["numpy"]["devices"]
     assert rows["numpy"]["modes"] == []
     if rows["flax"]["status"] == "ok":
         assert rows["flax"]["modes"] == ["step", "scan", "step-tuned", "scan-tuned"]
+    if rows["keras"]["status"] == "ok":
+        assert rows["keras"]["modes"] == ["graph", "xla", "loop"]
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from fwbench import backends
-from fwbench.harness.conformance import BATTERY, run_conformance
+from fwbench.harness.conformance import BATTERY, hints, run_conformance
 from fwbench.harness.conformance.command import add_arguments, conformance
-from fwbench.harness.conformance.runner import prepare, run
+from fwbench.harness.conformance.runner import Result, prepare, run
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [check.name for check in BATTERY]
@@ -24,16 +24,19 @@ WRONG = '''
 import numpy as np
 
 from fwbench.backends.base import Backend, BackendError
+from fwbench.backends.engine import Tensor
 from fwbench.backends.numpy_backend import NumpyBackend, Pass
 
 
 class ScaledConvGrad(NumpyBackend):
-    """Every conv weight gradient 10% too large."""
+    """Every conv weight gradient FACTOR times the right one: 10% too large."""
+    FACTOR = 1.1
+
     def loss_and_grads(self, x, y):
         loss, grads = super().loss_and_grads(x, y)
         for i, layer in enumerate(self.spec.layers):
             if layer.type == "conv2d":
-                grads[f"{i}.weight"] = grads[f"{i}.weight"] * 1.1
+                grads[f"{i}.weight"] = grads[f"{i}.weight"] * self.FACTOR
         return loss, grads
 
 
@@ -160,6 +163,60 @@ class NoisyZeroGrad(NumpyBackend):
         return loss, grads
 
 
+class LrInsideMomentum(NumpyBackend):
+    """SGD with momentum as Keras writes it, v = momentum * v - lr * g; p += v: torch's steps while lr is constant."""
+    def init_optimizer(self, config):
+        super().init_optimizer(config)
+        if config.name == "sgd":
+            self.optimizer = KerasSGD(self.flat, config.lr, config.momentum)
+
+
+class KerasSGD:
+    """The learning rate inside the momentum buffer: the same steps as torch's while it is constant."""
+    def __init__(self, flat, lr, momentum):
+        self.flat, self.lr, self.momentum, self.velocity = flat, lr, momentum, np.zeros_like(flat)
+
+    def step(self, grads):
+        self.velocity *= self.momentum
+        self.velocity -= self.lr * grads[0]
+        self.flat += self.velocity
+
+
+class Float32LearningRate(NumpyBackend):
+    """Keeps the learning rate as a float32 scalar, as a framework that holds it in a float32 variable does."""
+    def init_optimizer(self, config):
+        super().init_optimizer(config)
+        self.set_lr(config.lr)
+
+    def set_lr(self, lr):
+        super().set_lr(np.float32(lr))
+
+
+def hwc_flatten(h, i, layer, w, b, run):
+    """The engine's channels-last map flattened as it lies, in H, W, C order."""
+    if h.data.ndim == 2:
+        return h
+    out = Tensor(h.data.reshape(h.shape[0], -1), _prev=(h,), _op="flatten")
+
+    def _backward(g):
+        if h.requires_grad:
+            h.accumulate(g.reshape(h.shape))
+    out._backward = _backward
+    return out
+
+
+class ChannelsLastFlatten(NumpyBackend):
+    """Flattens in H, W, C order and forgets to permute the rows of the dense layer after it."""
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._steps = [(hwc_flatten if layer.type == "flatten" else op, i, layer, w, b)
+                       for op, i, layer, w, b in self._steps]
+
+
+class ChannelsLastFlattenAnyDevice(ChannelsLastFlatten, AnyDevice):
+    """The flatten of one and the device check of the other: two unrelated mistakes."""
+
+
 class NoisyGrads(NumpyBackend):
     """Gradients that differ between calls, by SCALE relative (atomics on a GPU, say)."""
     SCALE = 1e-13
@@ -196,7 +253,8 @@ SCALED_CONV_FAILS = {"backward/conv2d 3x3", "backward/conv2d 3x3 stride 2 paddin
                      "backward/batchnorm (C, H, W)", "backward/dropout 0.5", "model/tinycnn", "model/cnn"}
 BATCHNORM_CASES, DROPOUT_CASES = ("batchnorm (C, H, W)", "batchnorm (F)"), ("dropout 0.5",)
 # The rows that need an optimizer, which NoOptimizers refuses.
-OPTIMIZER_ROWS = {"optimizer/sgd momentum 0.9", "optimizer/adam", "optimizer/set_lr keeps state",
+SGD_SET_LR = "optimizer/sgd momentum with set_lr"
+OPTIMIZER_ROWS = {"optimizer/sgd momentum 0.9", "optimizer/adam", "optimizer/set_lr keeps state", SGD_SET_LR,
                   "training/an epoch through train_steps", "training/tinycnn loss falls",
                   *[f"state/{case}: training steps" for case in BATCHNORM_CASES + DROPOUT_CASES]}
 
@@ -243,6 +301,63 @@ def test_wrong_conv_gradient_fails_rows_that_name_conv2d(wrong):
     assert "3.weight (conv2d)" in detail(doc, "model/tinycnn")  # the second conv too
     error = next(c["error"] for c in doc["checks"] if c["name"] == "backward/conv2d 3x3")
     assert error == pytest.approx(0.1, rel=1e-6)
+    assert not any(c["hint"] for c in doc["checks"])  # 1.1x is a wrong value, not a factor of 2 or a float32
+
+
+def hinted(doc: dict) -> dict[str, str]:
+    return {c["name"]: c["hint"] for c in doc["checks"] if c["hint"]}
+
+
+def test_a_gradient_a_clean_factor_off_gets_the_scale_hint(wrong, monkeypatch):
+    monkeypatch.setattr(wrong.ScaledConvGrad, "FACTOR", 2.0)
+    doc = run_conformance(wrong.ScaledConvGrad)
+    assert failures(doc) == SCALED_CONV_FAILS and set(hinted(doc)) == SCALED_CONV_FAILS
+    assert hinted(doc)["backward/conv2d 3x3"] == (
+        "gradient of 0.weight (conv2d) is 2x the reference's: looks like a scale factor (a mean vs a sum?)")
+    assert hinted(doc)["model/tinycnn"].startswith("gradient of ") and " is 2x " in hinted(doc)["model/tinycnn"]
+    monkeypatch.setattr(wrong.ScaledConvGrad, "FACTOR", 0.25)
+    [result] = run(prepare(wrong.ScaledConvGrad), [c for c in BATTERY if c.name == "backward/conv2d 3x3"])
+    assert result.status == "fail" and result.hint.startswith("gradient of 0.weight (conv2d) is 1/4 of the reference's")
+
+
+def test_lr_inside_the_momentum_buffer_fails_only_sgd_with_set_lr(wrong):
+    assert SGD_SET_LR in NAMES  # and the numpy backend passes it with the rest
+    doc = run_conformance(wrong.LrInsideMomentum)
+    assert failures(doc) == {SGD_SET_LR}  # with a constant lr the two are the same steps
+    assert detail(doc, SGD_SET_LR).startswith("sgd momentum 0.9 with set_lr: update of ")
+    assert next(c["error"] for c in doc["checks"] if c["name"] == SGD_SET_LR) > 0.1
+    assert not hinted(doc)
+
+
+def test_a_float32_learning_rate_gets_the_float32_hint_in_the_json_document(wrong, capsys):
+    assert cli(["wrongmod:Float32LearningRate", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert failures(doc) == OPTIMIZER_ROWS - {"training/tinycnn loss falls"}  # the loss still falls
+    assert all(1e-9 < c["error"] < 1e-6 for c in doc["checks"] if c["status"] == "fail")
+    assert hinted(doc) == {name: hints.FLOAT32 for name in failures(doc)}  # on the failing rows, and only there
+
+
+def test_a_channels_last_flatten_points_the_rows_it_breaks_at_the_flatten(wrong, capsys):
+    assert cli(["wrongmod:ChannelsLastFlattenAnyDevice"]) == 1
+    rows = {line.split("  ")[0]: line.rstrip() for line in capsys.readouterr().out.splitlines()}
+    rows = {name: rows[name] for name in NAMES}
+    failed = {name for name, line in rows.items() if " FAIL " in line}
+    flatten = {"forward/flatten (C, H, W order)", "backward/flatten (C, H, W order)"}
+    device = "device/unavailable device refused"
+    assert flatten | {"model/tinycnn", SGD_SET_LR, device} <= failed and "forward/dense" not in failed
+    got = {name: line.split("; hint: ")[1] for name, line in rows.items() if "; hint: " in line}
+    # The device row's failure is its own: no hint there.
+    assert got == {name: hints.FLATTEN if name in flatten else hints.FLATTEN_FIRST for name in failed - {device}}
+
+
+def test_the_flatten_hint_needs_dense_to_pass():
+    def row(name: str, status: str) -> Result:
+        return Result(name, status, None, None, "", 0.0)
+    flatten, conv = row("forward/flatten (C, H, W order)", "fail"), row("forward/conv2d 3x3", "fail")
+    assert [r.hint for r in hints.annotate([row("forward/dense", "pass"), flatten, conv])] == [
+        "", hints.FLATTEN, hints.FLATTEN_FIRST]
+    assert not any(r.hint for r in hints.annotate([row("forward/dense", "fail"), flatten, conv]))
+    assert not any(r.hint for r in hints.annotate([flatten, conv]))  # one row at a time (pytest): no pattern
 
 
 def failures(doc: dict) -> set[str]:
@@ -388,6 +503,7 @@ def test_a_crash_fails_its_rows_in_one_line_and_the_battery_goes_on(wrong):
     crashed = {n for n, s in status.items() if s == "fail"}
     assert crashed == {n for n in NAMES if n.startswith(("forward/", "model/")) or n.endswith(": evaluation")}
     assert detail(doc, "forward/dense") == "raised ZeroDivisionError: division by zero"
+    assert not hinted(doc)  # flatten fails, but so does dense: not the flatten's fault
     assert status["backward/dense"] == "pass" and status["ties/max-pool"] == "pass"
 
 
@@ -413,7 +529,7 @@ def test_other_tie_conventions_and_tiny_nondeterminism_are_notes(wrong, monkeypa
     monkeypatch.setattr(wrong.NoisyGrads, "SCALE", 1e-6)  # beyond the float64 bound: no longer a note
     ctx = prepare(wrong.NoisyGrads)
     [result] = run(ctx, [c for c in BATTERY if c.name == "determinism/loss and gradients"])
-    assert result.status == "fail" and result.error > 1e-10
+    assert result.status == "fail" and result.error > 1e-10 and result.hint == ""  # 1e-6, but not against float32
 
 
 def cli(argv: list[str]) -> int:

@@ -59,7 +59,7 @@ def site(tmp_path, monkeypatch):
 
 
 def test_plugins_are_discovered_with_their_distribution(site):
-    assert backends.names()[:4] == ["numpy", "torch", "flax", "micrograd"]
+    assert backends.names()[:5] == ["numpy", "torch", "flax", "keras", "micrograd"]
     assert {"good", "broken", "needy"} <= set(backends.names())
     assert backends.source("good") == "plugin fake-plugins 1.2.3"
     assert backends.source("numpy") == "built-in"  # the plugin could not take the name

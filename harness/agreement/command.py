@@ -22,7 +22,7 @@ from fwbench.harness.provenance import git_commit, machine
 from fwbench.harness.session import MNIST_SHAPE, check_labels, check_memory, resolve_device
 from fwbench.models.params import dropout_masks, init_buffers, init_params
 
-DEFAULT_BACKENDS = ("numpy", "torch", "flax")
+DEFAULT_BACKENDS = ("numpy", "torch", "flax", "keras")
 
 
 def backend_names(text: str | None) -> tuple[list[str], list[str]]:

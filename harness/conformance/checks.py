@@ -65,6 +65,7 @@ def _battery() -> list[Check]:
             *[(f"optimizer/{label}", lambda ctx, label=label: training.optimizer(ctx, label))
               for label in training.CONFIGS],
             ("optimizer/set_lr keeps state", training.set_lr),
+            ("optimizer/sgd momentum with set_lr", training.sgd_set_lr),
             ("training/an epoch through train_steps", training.epoch),
             ("determinism/loss and gradients", protocol.repeat),
             ("determinism/native init from a seed", protocol.native_init),

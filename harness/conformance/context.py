@@ -26,6 +26,7 @@ class Outcome:
     bound: float | None
     detail: str = ""
     status: str | None = None  # None: pass when error <= bound (or no error), else fail; or "note"/"fail"
+    hint: str = ""             # what kind of mistake the error looks like, when its pattern is clear (hints.py)
 
 
 @dataclass

@@ -76,8 +76,9 @@ def model(ctx: Context, case: str) -> Outcome:
     got = forward(ctx, case)
     grads = backward(ctx, case)
     worst = got if got.error > grads.error else grads
-    breaches = [o.detail for o in (got, grads) if not o.error <= o.bound]  # both, when both are off
-    return Outcome(worst.error, worst.bound, "; ".join(breaches) or worst.detail)
+    off = [o for o in (got, grads) if not o.error <= o.bound]  # both, when both are off
+    hint = next((o.hint for o in off if o.hint), "")
+    return Outcome(worst.error, worst.bound, "; ".join(o.detail for o in off) or worst.detail, hint=hint)
 
 
 def lowering_checks() -> list[tuple[str, object]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fwbench.harness.conformance import hints
 from fwbench.harness.conformance.context import Outcome
 from fwbench.harness.agreement.metrics import compare
 
@@ -26,13 +27,18 @@ def outcome(where: str, tensors: list[tuple[str, object, object]], bound: float,
     # floors, by label (metrics.floors): a gradient or update that is zero in exact arithmetic is rounding noise,
     # so it is measured against an absolute floor rather than against its own tiny norm.
     floors = floors or {}
-    measured = [(label, *rel_error(got, want, floors.get(label, 0.0))) for label, got, want in tensors]
+    measured = [(label, *rel_error(got, want, floors.get(label, 0.0)), got, want) for label, got, want in tensors]
     measured.sort(key=lambda m: -m[1])
-    worst_label, worst, _ = measured[0]
+    worst_label, worst = measured[0][:2]
     over = [m for m in measured if not m[1] <= bound]
     if not over:
-        detail = "exact" if worst == 0.0 else f"worst: {worst_label}"
-    else:
-        parts = [f"{label} {why}" if why else f"{label} off by {error:.1e} relative" for label, error, why in over]
-        detail = f"{where}: {parts[0]}" + (f"; also {', '.join(parts[1:])}" if parts[1:] else "")
-    return Outcome(worst, bound, f"{detail}; {note}" if note else detail)
+        return Outcome(worst, bound, _noted("exact" if worst == 0.0 else f"worst: {worst_label}", note))
+    parts = [f"{label} {why}" if why else f"{label} off by {error:.1e} relative" for label, error, why, _, _ in over]
+    detail = f"{where}: {parts[0]}" + (f"; also {', '.join(parts[1:])}" if parts[1:] else "")
+    # Only tensors that could be measured tell a pattern; a wrong shape or a non-number is its own message.
+    hint = hints.tensors([(label, got, want) for label, _, why, got, want in over if not why], worst, bound)
+    return Outcome(worst, bound, _noted(detail, note), hint=hint)
+
+
+def _noted(detail: str, note: str) -> str:
+    return f"{detail}; {note}" if note else detail

@@ -84,7 +84,8 @@ class ConformanceItem(pytest.Item):
         self.user_properties.append(("fwbench_conformance", result.to_dict()))
         if result.status == "fail":
             bound = "" if result.bound is None else f" (bound {result.bound:g})"
-            pytest.fail(f"{result.detail}{bound}", pytrace=False)
+            hint = f"\nhint: {result.hint}" if result.hint else ""  # one row alone: its own tensors' hints only
+            pytest.fail(f"{result.detail}{bound}{hint}", pytrace=False)
         if result.status == "not supported":
             pytest.skip(f"not supported: {result.detail}")
         if result.status == "note":

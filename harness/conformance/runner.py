@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from fwbench import backends
 from fwbench.backends.base import Backend, BackendError, check_mode
+from fwbench.harness.conformance import hints
 from fwbench.harness.conformance.cases import params_of, spec_of
 from fwbench.harness.conformance.checks import BATTERY, Check
 from fwbench.harness.conformance.context import UNSUPPORTED, Context, choose_dtype
@@ -23,6 +24,7 @@ class Result:
     bound: float | None
     detail: str
     seconds: float
+    hint: str = ""        # on a failing row: the kind of mistake its pattern points to, or "" (hints.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +42,8 @@ def run_check(ctx: Context, check: Check) -> Result:
         return Result(check.name, "fail", None, None, f"raised {_reason(e)}", time.perf_counter() - start)
     status = out.status or ("pass" if out.error is None or (out.bound is not None and out.error <= out.bound)
                             else "fail")
-    return Result(check.name, status, out.error, out.bound, out.detail, time.perf_counter() - start)
+    return Result(check.name, status, out.error, out.bound, out.detail, time.perf_counter() - start,
+                  out.hint if status == "fail" else "")
 
 
 def prepare(name_or_cls: str | type[Backend], device: str = "cpu", dtype: str = "auto") -> Context:
@@ -67,8 +70,8 @@ def checked_device(cls: type[Backend], device: str) -> str:
 
 
 def run(ctx: Context, checks: list[Check] | None = None) -> list[Result]:
-    """Every check in order, each with its own result."""
-    return [run_check(ctx, check) for check in (BATTERY if checks is None else checks)]
+    """Every check in order, each with its own result, and the hints that only the rows together show."""
+    return hints.annotate([run_check(ctx, check) for check in (BATTERY if checks is None else checks)])
 
 
 def load(name_or_cls: str | type[Backend]) -> tuple[str, str, type[Backend]]:

@@ -84,6 +84,13 @@ def set_lr(ctx: Context) -> Outcome:
     return updates(ctx, "adam with set_lr", CONFIGS["adam"], [None, 0.003, 0.02])
 
 
+def sgd_set_lr(ctx: Context) -> Outcome:
+    """SGD with momentum, the learning rate falling before steps 2 and 3 as under a cosine schedule."""
+    # torch applies lr after the buffer (v = m * v + g; p -= lr * v); Keras puts it inside (v = m * v - lr * g;
+    # p += v). The two agree while lr is constant, so only a changing lr tells them apart (here by up to 0.9).
+    return updates(ctx, "sgd momentum 0.9 with set_lr", CONFIGS["sgd momentum 0.9"], [None, 0.02, 0.005])
+
+
 EPOCH_IMAGES, EPOCH_BATCH, SEGMENTS = 27, 4, ((0, 2), (2, 5), (5, 7))  # 6 full batches and a short one
 
 

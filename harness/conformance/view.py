@@ -34,10 +34,15 @@ def report(doc: dict) -> str:
     """Header, the table (error = relative L2 against the reference unless the detail says otherwise), verdict."""
     errors = _right([number(c["error"]) for c in doc["checks"]])
     bounds = _right([number(c["bound"]) for c in doc["checks"]])
-    rows = [[c["name"], c["status"].upper() if c["status"] == "fail" else c["status"], error, bound, c["detail"]]
+    rows = [[c["name"], c["status"].upper() if c["status"] == "fail" else c["status"], error, bound, detail(c)]
             for c, error, bound in zip(doc["checks"], errors, bounds)]
     table = text_table(["check", "status", "error", "bound", "detail"], rows)
     return f"{header(doc)}\n\n{table}\n\n{verdict(doc)}"
+
+
+def detail(check: dict) -> str:
+    """A row's detail, then its hint when it has one."""
+    return f"{check['detail']}; hint: {check['hint']}" if check.get("hint") else check["detail"]
 
 
 def _right(cells: list[str]) -> list[str]:
