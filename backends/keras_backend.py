@@ -116,7 +116,9 @@ class KerasBackend(Backend):
             tf.config.threading.set_inter_op_parallelism_threads(cores)
         except RuntimeError:  # the runtime is already up (an op ran first): its thread pools stay as they are
             pass
-        # Op determinism is left off: it is process-wide, and it refused XLA's CPU kernels in every mode's trial.
+        # Op determinism stays off: it is process-wide, and with it keras@xla's max-pool gradient raised
+        # UNIMPLEMENTED ("no deterministic XLA implementation"), on the CPU too; graph and loop passed the kit with it.
+        # Without it, the kit's determinism rows still find the loss and gradients bit-identical on the CPU.
         return {"tf32": False, "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
                 "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(), "op_determinism": False}
 

@@ -48,11 +48,11 @@ PRESETS = {
                      timed_steps=30, min_timed_s=0.3, timing_only=("flax/cnn",), overhead=("torch", "flax@scan-tuned")),
     # More batch sizes and runs, every mode, and the GPU where there is one.
     "full": Suite("full", backends=("numpy", "torch", "torch@channels_last", "torch@compile", "flax", "flax@scan",
-                                    "flax@step-tuned", "flax@scan-tuned"),
+                                    "flax@step-tuned", "flax@scan-tuned", "keras", "keras@xla", "keras@loop"),
                   batch_sizes=(64, 512), device="auto", repeat=7, timed_steps=100),
     # The zoo of models people train on MNIST (models/pyex.toml and the rest), each backend in its stock mode, to
     # their sources' accuracy targets. Three runs a cell: the recipe runs in the first, the others only time steps.
-    "zoo": Suite("zoo", models=("pyex", "flaxex", "lenet5", "tgmnist"), backends=("numpy", "torch", "flax"),
+    "zoo": Suite("zoo", models=("pyex", "flaxex", "lenet5", "tgmnist"), backends=("numpy", "torch", "flax", "keras"),
                  repeat=3, timed_steps=30, min_timed_s=0.3),
     # benchmarks/gpu_bench.sh on the device machine: the modes that remove launch overhead, on cuda.
     "gpu": Suite("gpu", backends=("numpy", "torch", "torch@compile", "torch@cudagraphs", "flax", "flax@scan",
