@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 # What an implementation needs; unused until the methods are filled in.
-from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
 from fwbench.backends.lowering import lower
 from fwbench.models.params import Params, check, check_masks, init_buffers, init_params
 from fwbench.models.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ModelSpec, ReLU,
@@ -99,12 +99,16 @@ class $cls(Backend):
     name = "$name"
     framework = "<your framework>"
     UNSUPPORTED_LAYERS = frozenset()  # the layer types LAYERS leaves out, e.g. frozenset({"maxpool2d"})
+    # Execution modes, the default first, each benchmarked as its own row ("$name@MODE"); () for none. With modes,
+    # say in MODE_NOTES what each changes from stock framework code, e.g. {"eager": "...", "compile": "..."}.
+    modes: tuple[str, ...] = ()
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
-                 device: str = "cpu", dtype: str = "float32", seed: int = 0):
-        """Build the model; params=None asks for the framework's own initialiser, seeded."""
+                 device: str = "cpu", dtype: str = "float32", seed: int = 0, mode: str | None = None):
+        """Build the model in `mode` (None: the default); params=None asks for the framework's own initialiser."""
         raise NotImplementedError(
-            "$name: implement __init__: call check_device(type(self), device); accept dtype 'float32' and "
+            "$name: implement __init__: call check_device(type(self), device) and self.mode = check_mode(type(self), "
+            "mode) (the harness passes mode= only when a user names one); accept dtype 'float32' and "
             "'float64' (anything else: BackendError); take each layer's op with lower(LAYERS, spec, '$name') "
             "(it refuses a type LAYERS lacks); then set_params(params), or when params is None "
             "your framework's own init seeded by seed (init_params(spec, seed, dtype) if it has none)")
@@ -122,7 +126,7 @@ class $cls(Backend):
 
     @classmethod
     def pin_numerics(cls) -> dict[str, object]:
-        """Pin full-precision, deterministic settings; return what is in force."""
+        """Pin full-precision, deterministic settings for the whole process, every mode alike; return them."""
         raise NotImplementedError(
             "$name: implement pin_numerics(): turn off TF32 / reduced-precision matmuls and nondeterministic "
             "kernels, and return the settings now in force as a dict ({} if there is nothing to pin)")
