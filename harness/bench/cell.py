@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,9 @@ def recipe_from(d: dict) -> Recipe:
 def run(cell: dict) -> dict:
     """Step timing, then (when the cell trains) the recipe with periodic evaluation; everything JSON-able."""
     spec = models.get(cell["model"])
-    cls = backends.load(cell["backend"])
+    start = time.perf_counter()
+    cls = backends.load(cell["backend"])  # the framework's import: TensorFlow's takes seconds, and every run pays it
+    import_s = time.perf_counter() - start
     device = resolve_device(cls, cell["device"])
     info = {"device": device, "framework_version": cls.version(), "numerics": cls.pin_numerics(),
             "allocator": tune(), "parameters": spec.param_count()}
@@ -57,7 +60,7 @@ def run(cell: dict) -> dict:
     # training) a burst of steal that slowed every timed step is diluted below any useful limit.
     timed_window = contention.between(before, contention.snapshot())
     samples = {"step_ms": timing.pop("samples")}
-    metrics = {**timing, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3,
+    metrics = {**timing, "import_s": import_s, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3,
                **flop_figures(spec, cell["batch_size"], timing["step_ms"]), "peak_rss_mb": peak_rss_mb()}
     peaks = [backend.peak_device_memory()]
     del backend, epoch

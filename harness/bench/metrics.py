@@ -64,6 +64,9 @@ REGISTRY = [
            "(one step, or steps_per_call steps for a fused mode)", form=lambda v: fmt.seconds(v, 3)),
     Metric("compile_s", "s", "first_step_s minus an ordinary call of the same number of steps: compilation and "
            "first touch", "compile s", LOWER, lambda v: fmt.seconds(v, 3)),
+    Metric("import_s", "s", "wall time of importing the backend and its framework in the run's fresh process "
+           "(backends.load), before any model is built; NumPy and fwbench itself are already imported",
+           form=lambda v: fmt.seconds(v, 2)),
     Metric("steps_per_call", "steps", "steps per timed call: 1, or the timed steps for a fused mode", form=fmt.count),
     Metric("epoch_s", "s", "median training time of the recipe's epochs after the first (null with one epoch); the "
            "epoch's batches are on the device before its clock starts, and test evaluations are off the clock",
