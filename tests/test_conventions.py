@@ -71,13 +71,15 @@ def adam_with(placement: str, eps: float = 1e-8, eps_root: float | None = None):
     return step
 
 
-def draw_with(weight: tuple, bias: tuple):
-    """Fresh layers whose weight and bias are drawn by (kind, c): scale c / sqrt(fan_in), or ("zeros", 0)."""
+def draw_with(weight: tuple, bias: tuple, fan: str = "fan_in"):
+    """Fresh layers whose weight and bias are drawn by (kind, c): scale c / sqrt(fan), or ("zeros", 0).
+
+    fan is "fan_in", "sum" (Glorot's fan_in + fan_out, a 3 x 3 conv's fan_out 9 x its outputs) or "none" (c)."""
     rng = np.random.default_rng(0)
 
-    def sample(rule, fan_in, shape):
+    def sample(rule, fans, shape):
         kind, c = rule
-        s, size = c / math.sqrt(fan_in), math.prod(shape)
+        s, size = c / math.sqrt({"fan_in": fans[0], "sum": sum(fans), "none": 1}[fan]), math.prod(shape)
         if kind == "zeros":
             return np.zeros(shape)
         if kind == "uniform":
@@ -88,8 +90,25 @@ def draw_with(weight: tuple, bias: tuple):
         return s / 0.87962566 * z[np.abs(z) < 2][:size].reshape(shape)  # truncated at 2 sigma, std rescaled to s
 
     def draw(kind, fan_in, units):
-        return sample(weight, fan_in, (units, fan_in)), sample(bias, fan_in, (units,))
+        fans = (fan_in, units * (9 if kind == "conv" else 1))
+        return sample(weight, fans, (units, fan_in)), sample(bias, fans, (units,))
     return draw
+
+
+def sgd_with(lr_inside: bool):
+    """SGD with momentum: v = m v + g, p -= lr v (torch), or v = m v - lr g, p += v (Keras)."""
+    def step(lrs, g, momentum):
+        p, v, out = 0.0, 0.0, []
+        for lr in lrs:
+            if lr_inside:
+                v = momentum * v - lr * g
+                p += v
+            else:
+                v = momentum * v + g
+                p -= lr * v
+            out.append(p)
+        return out
+    return step
 
 
 def drop_with(inverted: bool, keyed: bool):
@@ -157,19 +176,27 @@ def test_adam_probe_tells_the_eps_placements_apart(fake, placement, eps, eps_roo
     assert (found["eps_root_default"], found["eps_root"]) == eps_root
 
 
-@pytest.mark.parametrize("weight, bias, want_weight, want_bias", [
-    (("uniform", 1.0), ("uniform", 1.0), ("uniform", 1.0), ("uniform", 1.0)),
-    (("truncated", 1.0), ("zeros", 0), ("truncated normal", 1.0), ("zeros", None)),
-    (("normal", 2.0), ("zeros", 0), ("normal", 2.0), ("zeros", None))])
-def test_init_probe_reads_distribution_and_fan_in_scaling(weight, bias, want_weight, want_bias):
-    found = probes.init(draw_with(weight, bias))
+@pytest.mark.parametrize("weight, bias, fan, want_weight, want_bias, want_fan", [
+    (("uniform", 1.0), ("uniform", 1.0), "fan_in", ("uniform", 1.0), ("uniform", 1.0), "fan_in"),
+    (("truncated", 1.0), ("zeros", 0), "fan_in", ("truncated normal", 1.0), ("zeros", None), "fan_in"),
+    (("normal", 2.0), ("zeros", 0), "fan_in", ("normal", 2.0), ("zeros", None), "fan_in"),
+    (("uniform", math.sqrt(6)), ("zeros", 0), "sum", ("uniform", math.sqrt(6)), ("zeros", None), "fan_in + fan_out"),
+    (("normal", 0.05), ("uniform", 0.05), "none", ("normal", 0.05), ("uniform", 0.05), "none")])
+def test_init_probe_reads_distribution_and_fan_scaling(weight, bias, fan, want_weight, want_bias, want_fan):
+    found = probes.init(draw_with(weight, bias, fan))
     for key, (distribution, c) in [("dense_weight", want_weight), ("dense_bias", want_bias),
                                    ("conv_weight", want_weight), ("conv_bias", want_bias)]:
         assert found[key]["distribution"] == distribution
         if c is not None:
-            assert found[key]["fan_in_exponent"] == -0.5
+            assert (found[key]["fan"], found[key]["fan_exponent"]) == (want_fan, 0.0 if fan == "none" else -0.5)
             scale = found[key]["bound" if distribution == "uniform" else "std"]
-            assert scale == pytest.approx(c, abs=0.02)
+            assert scale == pytest.approx(c, rel=0.02)
+
+
+@pytest.mark.parametrize("lr_inside, where, update", [(False, "outside the buffer", -0.95),
+                                                      (True, "inside the buffer", -1.4)])
+def test_sgd_probe_tells_where_the_learning_rate_sits(lr_inside, where, update):
+    assert probes.sgd(sgd_with(lr_inside)) == {"learning_rate": where, "second_update": update}
 
 
 @pytest.mark.parametrize("inverted, keyed", [(True, False), (False, True)])
@@ -193,9 +220,10 @@ def test_probes_read_fwbench_canonical_semantics():
                                                    for c in probes.SAME_CASES}
     assert probes.adam(canonical.adam) == {"placement": "mhat / (sqrt(vhat) + eps)", "eps_default": 1e-8,
                                            "eps_root_default": None, "eps_root": "no such option"}
+    assert probes.sgd(canonical.sgd) == {"learning_rate": "outside the buffer", "second_update": -0.95}
     init = probes.init(canonical.init)
-    assert {k: (v["distribution"], v["fan_in_exponent"], v["bound"]) for k, v in init.items()} == {
-        k: ("uniform", -0.5, pytest.approx(1.0, abs=0.01)) for k in init}
+    assert {k: (v["distribution"], v["fan"], v["fan_exponent"], v["bound"]) for k, v in init.items()} == {
+        k: ("uniform", "fan_in", -0.5, pytest.approx(1.0, abs=0.01)) for k in init}
     found = probes.dropout(canonical.dropout)
     assert (found["scaling"], found["reseeding_repeats"], found["consecutive_calls_differ"]) == ("inverted", True, True)
     assert found["unseeded"].startswith("refused: ")
@@ -254,8 +282,9 @@ def test_torch_conventions(doc):
     assert found["same_padding"]["k2 s2"] == {"refused": "padding='same' is not supported for strided convolutions"}
     assert found["adam"] == {"placement": "mhat / (sqrt(vhat) + eps)", "eps_default": 1e-8,
                              "eps_root_default": None, "eps_root": "no such option"}
+    assert found["sgd"] == {"learning_rate": "outside the buffer", "second_update": -0.95}
     for key, value in found["init"].items():
-        assert (value["distribution"], value["fan_in_exponent"]) == ("uniform", -0.5), key
+        assert (value["distribution"], value["fan"], value["fan_exponent"]) == ("uniform", "fan_in", -0.5), key
         assert value["bound"] == pytest.approx(1.0, abs=0.01), key
     assert found["dropout"] == {"kept_scale": 2.0, "scaling": "inverted",
                                 "dropped_fraction": pytest.approx(0.5, abs=0.01), "reseeding_repeats": True,
@@ -272,14 +301,37 @@ def test_flax_conventions(doc):
     assert found["same_padding"] == {c: {"pads": [0, 1, 0, 1], "odd_pixel": "end"} for c in probes.SAME_CASES}
     assert found["adam"] == {"placement": "mhat / (sqrt(vhat) + eps)", "eps_default": 1e-8,
                              "eps_root_default": 0.0, "eps_root": "inside the sqrt"}
+    assert found["sgd"] == {"learning_rate": "outside the buffer", "second_update": -0.95}  # optax.trace
     for kind in ("dense", "conv"):
         weight = found["init"][f"{kind}_weight"]
-        assert (weight["distribution"], weight["fan_in_exponent"]) == ("truncated normal", -0.5)
+        assert (weight["distribution"], weight["fan"], weight["fan_exponent"]) == ("truncated normal", "fan_in", -0.5)
         assert weight["std"] == pytest.approx(1.0, abs=0.01)
         assert found["init"][f"{kind}_bias"] == {"distribution": "zeros"}
     assert found["dropout"]["scaling"] == "inverted"
     assert (found["dropout"]["reseeding_repeats"], found["dropout"]["consecutive_calls_differ"]) == (True, False)
     assert found["dropout"]["unseeded"].startswith("refused: InvalidRngError: ")
+
+
+def test_keras_conventions(doc):
+    for module in ("tensorflow", "keras"):
+        pytest.importorskip(module)
+    found = doc["measured"]["keras"]
+    assert found["batchnorm"] == {"momentum_meaning": "running", "momentum_default": 0.99,
+                                  "batch_weight_at_default": 0.01, "eps_default": 1e-3, "running_var": "biased"}
+    # "same" pooling leaves the padding's zeros out of the mean, where torch's and flax's explicit padding counts them.
+    assert found["avgpool"] == {"default_stride": "size", "count_include_pad": "not counted"}
+    assert found["same_padding"] == {c: {"pads": [0, 1, 0, 1], "odd_pixel": "end"} for c in probes.SAME_CASES}
+    assert found["adam"] == {"placement": "lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)",
+                             "eps_default": 1e-7, "eps_root_default": None, "eps_root": "no such option"}
+    assert found["sgd"] == {"learning_rate": "inside the buffer", "second_update": -1.4}
+    for kind in ("dense", "conv"):
+        weight = found["init"][f"{kind}_weight"]  # glorot_uniform: +-sqrt(6 / (fan_in + fan_out))
+        assert (weight["distribution"], weight["fan"], weight["fan_exponent"]) == ("uniform", "fan_in + fan_out", -0.5)
+        assert weight["bound"] == pytest.approx(math.sqrt(6), abs=0.02)
+        assert found["init"][f"{kind}_bias"] == {"distribution": "zeros"}
+    assert found["dropout"] == {"kept_scale": 2.0, "scaling": "inverted",
+                                "dropped_fraction": pytest.approx(0.5, abs=0.01), "reseeding_repeats": True,
+                                "consecutive_calls_differ": True, "unseeded": "runs"}
 
 
 def test_native_batchnorm_drift(doc):
@@ -292,27 +344,54 @@ def test_native_batchnorm_drift(doc):
         assert default["running_mean"] > 0.1  # 0.99 of the running value: still far from the batches' mean
         assert translated["running_mean"] < 1e-5
         assert translated["running_var"] == pytest.approx(1 / drift.VALUES_PER_CHANNEL, rel=0.05)  # biased
-    for row in doc["drifts"]["adam"]["rows"]:
-        # The same update in every framework: float32 rounding only, optax's the most (its bias correction
+    if "keras" in doc["measured"]:  # Keras's batch norm is flax's, momentum and biased variance alike
+        default = rows["keras", "BatchNormalization()"]
+        translated = rows["keras", "BatchNormalization(momentum=0.9)"]
+        assert default["running_mean"] > 0.1
+        assert translated["running_mean"] < 1e-5
+        assert translated["running_var"] == pytest.approx(1 / drift.VALUES_PER_CHANNEL, rel=0.05)
+    adam = {r["framework"]: r for r in doc["drifts"]["adam"]["rows"]}
+    for name in ("torch", "flax"):
+        # The same update as the engine's: float32 rounding only, optax's the most (its bias correction
         # computes 1 - 0.999 in float32: 6.8e-6 here).
-        assert row["parameters"] < 5e-5, row
+        assert name not in adam or adam[name]["parameters"] < 5e-5, adam[name]
+    if "keras" in adam:
+        # Keras adds its epsilon, 1e-7, to sqrt(v) before the bias correction: 32 times larger at the first step,
+        # it holds back the small-curvature coordinates, whose gradients are near its size.
+        assert adam["keras"]["parameters"] > 0.1
 
 
 def test_a_framework_not_installed_gets_not_installed_cells(monkeypatch):
     real = document.find_spec
-    # flax, jax and numpy are present as module specs here: the stand-ins say so even where they are not installed.
-    present = ("flax", "jax", "numpy")
-    monkeypatch.setattr(document, "find_spec",
-                        lambda name: None if name in ("torch", "optax") else (name in present or real(name)))
+    # flax, jax, keras and numpy are present as module specs here: the stand-ins say so even where they are not
+    # installed.
+    present = ("flax", "jax", "keras", "numpy")
+    monkeypatch.setattr(document, "find_spec", lambda name: None if name in ("torch", "optax", "tensorflow")
+                        else (name in present or real(name)))
     doc = document.collect()
     assert doc["frameworks"]["torch"] == {"installed": False, "missing": ["torch"]}
     assert doc["frameworks"]["flax"] == {"installed": False, "missing": ["optax"]}
+    assert doc["frameworks"]["keras"] == {"installed": False, "missing": ["tensorflow"]}
     assert set(doc["measured"]) == {"canonical"}
     assert doc["drifts"]["batchnorm"]["rows"] == doc["drifts"]["adam"]["rows"] == []
     table = markdown(doc)
     header, rule, first = table.splitlines()[2:5]
-    assert header.split("|")[2:5] == [" canonical ", " torch ", " flax "]
-    assert first.split("|")[3:5] == [" not installed ", " not installed "]
+    assert header.split("|")[2:6] == [" canonical ", " torch ", " flax ", " keras "]
+    assert first.split("|")[3:6] == [" not installed ", " not installed ", " not installed "]
+
+
+def test_a_document_from_before_the_sgd_probe_still_renders(doc):
+    # Benches store the document in their results; the reports render old ones with the current view.
+    old = json.loads(json.dumps(doc))
+    for measured in old["measured"].values():
+        del measured["sgd"]
+        for found in measured["init"].values():
+            if "fan" in found:
+                found["fan_in_exponent"] = found.pop("fan_exponent")
+                del found["fan"]
+    text = markdown(old)
+    assert "| SGD momentum: learning rate | not measured |" in text
+    assert "| init: dense weight | uniform +-1.00/sqrt(fan_in) |" in text
 
 
 def test_a_probe_that_breaks_is_an_error_cell_and_exit_1(monkeypatch, capsys):

@@ -5,7 +5,7 @@ import numpy as np
 
 from fwbench import models
 from fwbench.backends.base import OptimizerConfig
-from fwbench.backends.engine import Adam, Tensor, avgpool2d, batchnorm as engine_batchnorm, conv2d
+from fwbench.backends.engine import SGD, Adam, Tensor, avgpool2d, batchnorm as engine_batchnorm, conv2d
 from fwbench.backends.engine import dropout as engine_dropout
 from fwbench.backends.engine.layout import to_canonical, to_engine
 from fwbench.harness.conventions.probes import Refused
@@ -63,6 +63,18 @@ def adam(g: float, eps: float | None = None, eps_root: float | None = None) -> f
     p = np.zeros(1, np.float32)
     Adam([p], 1.0, config.betas, config.eps if eps is None else eps).step([np.array([g], np.float32)])
     return float(p[0])
+
+
+def sgd(lrs: list[float], g: float, momentum: float) -> list[float]:
+    """p after each step of the engine's SGD with momentum from p = 0, its lr set as the numpy backend sets it."""
+    p = np.zeros(1, np.float32)
+    opt = SGD([p], lrs[0], momentum)
+    out = []
+    for lr in lrs:
+        opt.lr = lr
+        opt.step([np.array([g], np.float32)])
+        out.append(float(p[0]))
+    return out
 
 
 def init(kind: str, fan_in: int, units: int) -> tuple[np.ndarray, np.ndarray]:

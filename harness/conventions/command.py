@@ -11,7 +11,7 @@ from fwbench.harness.conventions.view import markdown
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the `conventions` subcommand to an argparse subparsers object."""
     p = subparsers.add_parser("conventions", help="measure framework conventions (batch norm, pooling, padding, "
-                                                  "Adam, init, dropout) and their drift from fwbench's")
+                                                  "Adam, SGD, init, dropout) and their drift from fwbench's")
     p.add_argument("--json", action="store_true", help="print the whole result as one JSON document")
     return p
 

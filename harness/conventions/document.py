@@ -8,24 +8,29 @@ from fwbench.backends.messages import one_line
 from fwbench.harness.conventions import drift, probes
 
 # Column -> the modules it needs; "canonical" is fwbench's own engine and needs nothing more.
-FRAMEWORKS = {"canonical": (), "torch": ("torch",), "flax": ("flax", "jax", "optax")}
-OPS = {"canonical": "canonical", "torch": "torch_ops", "flax": "flax_ops"}  # modules of harness/conventions/
+FRAMEWORKS = {"canonical": (), "torch": ("torch",), "flax": ("flax", "jax", "optax"), "keras": ("tensorflow", "keras")}
+OPS = {"canonical": "canonical", "torch": "torch_ops", "flax": "flax_ops", "keras": "keras_ops"}  # of conventions/
 # Probe -> (the probe, the op of an ops module it runs).
 PROBES = {"batchnorm": (probes.batchnorm, "batchnorm"), "avgpool": (probes.avgpool, "avgpool"),
           "same_padding": (probes.same_padding, "conv"), "adam": (probes.adam, "adam"),
-          "init": (probes.init, "init"), "dropout": (probes.dropout, "dropout")}
+          "sgd": (probes.sgd, "sgd"), "init": (probes.init, "init"), "dropout": (probes.dropout, "dropout")}
 HOW = {
     "batchnorm": "one training pass of a fresh layer (running mean 0, var 1) on a channel holding 0 and 2, at the "
                  f"default momentum and at {probes.PROBE_MOMENTUM}; eps from the output for 1 -/+ 2^-7",
-    "avgpool": "3 x 3 windows over a 7 x 7 ramp with the stride left out; 2 x 2 at stride 2 and padding 1 over "
-               "ones (a window's mean 1/4 when the padding's zeros count, 1 when not)",
+    "avgpool": "3 x 3 windows over a 7 x 7 ramp with the stride left out; 3 x 3 at stride 1 and padding 1 over "
+               "2 x 2 ones (the corner window's mean 4/9 when the padding's zeros count, 1 when not)",
     "same_padding": "a kernel of one tap, its first, over 5 x 5 distinct values: out[1, 1] = x[s - top, s - left]; "
                     + ", ".join(f"{case} ({k} wide at stride {s})" for case, (k, s) in probes.SAME_CASES.items()),
     "adam": "one step at lr 1 from p = 0: g = eps = 1e-2 places eps; g = 1e-8 at the defaults reads its value; "
             "eps 0 and eps_root g^2 place eps_root",
+    "sgd": f"two steps of SGD with momentum {probes.SGD_MOMENTUM} from p = 0, gradient 1, learning rate "
+           f"{probes.SGD_LRS[0]:g} then {probes.SGD_LRS[1]:g}: the second update is -(m + 1) lr2 = "
+           f"{probes.SGD_PLACEMENTS['outside the buffer']:g} when lr multiplies the buffer, -(m lr1 + lr2) = "
+           f"{probes.SGD_PLACEMENTS['inside the buffer']:g} when it is inside it",
     "init": f"fresh dense layers (fan-in {probes.FAN_INS['dense']}) and 3 x 3 convs (fan-in "
-            f"{probes.FAN_INS['conv']}), {probes.UNITS} outputs, seed 0: the family by kurtosis, the scale as "
-            "c * fan_in^e with e from the two fan-ins",
+            f"{probes.FAN_INS['conv']}), {probes.UNITS} outputs, and one more at the larger fan-in with "
+            f"{probes.FEW_UNITS} outputs, seed 0: the family by kurtosis, the scale as c * fan^e, fan the one of "
+            f"{' or '.join(probes.FANS)} on whose log the log std lies straightest",
     "dropout": "rate 0.5 over 20,000 ones: two calls in a row after seeding with 0, one after seeding again, "
                "one unseeded",
 }

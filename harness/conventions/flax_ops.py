@@ -65,6 +65,19 @@ def adam(g: float, **options) -> float:
     return float(updates[0])
 
 
+def sgd(lrs: list[float], g: float, momentum: float) -> list[float]:
+    """p after each optax.sgd(lr, momentum) step from p = 0, lr changed through optax.inject_hyperparams."""
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=lrs[0], momentum=momentum)
+    p = jnp.zeros(1, jnp.float32)
+    state, out = opt.init(p), []
+    for lr in lrs:
+        state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
+        updates, state = opt.update(jnp.array([g], jnp.float32), state, p)
+        p = optax.apply_updates(p, updates)
+        out.append(float(p[0]))
+    return out
+
+
 def init(kind: str, fan_in: int, units: int) -> tuple[np.ndarray, np.ndarray]:
     """(kernel, bias) of a freshly initialised nn.Dense, or 3 x 3 nn.Conv, with `units` outputs."""
     layer, x = ((nn.Dense(units), jnp.zeros((1, fan_in), jnp.float32)) if kind == "dense" else

@@ -65,9 +65,10 @@ def avgpool(pool) -> dict:
     stride = next((s for s in range(1, size + 1)
                    if y.shape == (want := _valid_mean(x, size, s)).shape and np.allclose(y, want)), None)
     try:
-        # All ones, 2 wide at stride 2 with padding 1: each window holds one pixel and three zeros.
-        corner = float(np.ravel(pool(np.ones((1, 1, 2, 2), np.float32), 2, 2, 1))[0])
-        pads = nearest(corner, {"counted": 0.25, "not counted": 1.0})
+        # All ones, 3 wide at stride 1 with padding 1: the corner window holds four pixels and five zeros. Its
+        # padding is what "same" gives too, so a framework that pads only that way (Keras) can run it.
+        corner = float(np.ravel(pool(np.ones((1, 1, 2, 2), np.float32), 3, 1, 1))[0])
+        pads = nearest(corner, {"counted": 4 / 9, "not counted": 1.0})
     except Refused as e:
         pads = f"refused: {e}"
     return {"default_stride": "size" if stride == size else str(stride), "count_include_pad": pads}
@@ -150,37 +151,71 @@ def _solve(update, g: float, u: float) -> float:
     return 10 ** lo
 
 
+# SGD with momentum m, two steps from p = 0 with gradient 1 at the learning rates 1 then 0.5: the second update
+# tells whether the learning rate multiplies the buffer (torch: v = m v + g; p -= lr v) or enters it (Keras:
+# v = m v - lr g; p += v). The two rules agree while the learning rate stays fixed.
+SGD_MOMENTUM, SGD_LRS = 0.9, (1.0, 0.5)
+# The second update for each rule (gradient 1): -lr2 (m + 1), and -(m lr1 + lr2).
+SGD_PLACEMENTS = {"outside the buffer": -SGD_LRS[1] * (SGD_MOMENTUM + 1),
+                  "inside the buffer": -(SGD_MOMENTUM * SGD_LRS[0] + SGD_LRS[1])}
+
+
+def sgd(step) -> dict:
+    """Where the learning rate sits in SGD with momentum: outside the velocity buffer or inside it.
+
+    step(lrs, g, momentum) runs len(lrs) steps of SGD with momentum from p = 0, the learning rate set to lrs[i]
+    before step i and the float32 gradient g each time, and returns p after each step."""
+    p = [float(v) for v in step(list(SGD_LRS), 1.0, SGD_MOMENTUM)]
+    update = p[1] - p[0]
+    return {"learning_rate": nearest(update, SGD_PLACEMENTS), "second_update": readable(update)}
+
+
 # The kurtosis E[z^4] / E[z^2]^2 (not the excess) of each distribution an initialiser draws from; the truncated
 # normal is cut at 2 standard deviations, as JAX's truncated_normal initialisers are.
 KURTOSIS = {"uniform": 1.8, "truncated normal": 2.366, "normal": 3.0}
 FAN_INS = {"dense": (64, 256), "conv": (36, 144)}  # two each, 4 apart; conv's are 3 x 3 x channels
 UNITS = 4096  # outputs, so that the bias too is a large sample
+FEW_UNITS = 256  # outputs of a third layer, at the larger fan-in: a scale that follows fan_out shows
+RECEPTIVE = {"dense": 1, "conv": 9}  # a conv's fan_out is 3 x 3 x its outputs
+# What a scale can follow, as a function of (fan_in, fan_out): PyTorch's and LeCun's fan_in, Glorot's sum.
+FANS = {"fan_in": lambda fan_in, fan_out: fan_in, "fan_in + fan_out": lambda fan_in, fan_out: fan_in + fan_out}
 
 
 def init(draw) -> dict:
-    """For each default initialiser, its distribution and scale as std (or bound) * fan_in^exponent.
+    """For each default initialiser, its distribution and scale as std (or bound) * fan^exponent.
 
     draw(kind, fan_in, units) -> (weight, bias) of a fresh layer at its defaults: "dense", or a 3 x 3 "conv"."""
     found = {}
     for kind, (small, large) in FAN_INS.items():
-        (w1, b1), (w2, b2) = draw(kind, small, UNITS), draw(kind, large, UNITS)
-        found[f"{kind}_weight"] = _distribution(small, np.asarray(w1), large, np.asarray(w2))
-        found[f"{kind}_bias"] = _distribution(small, np.asarray(b1), large, np.asarray(b2))
+        shapes = [(small, UNITS), (large, UNITS), (large, FEW_UNITS)]
+        fans = [(fan_in, units * RECEPTIVE[kind]) for fan_in, units in shapes]
+        drawn = [draw(kind, fan_in, units) for fan_in, units in shapes]
+        found[f"{kind}_weight"] = _distribution(fans, [np.asarray(w) for w, _ in drawn])
+        found[f"{kind}_bias"] = _distribution(fans, [np.asarray(b) for _, b in drawn])
     return found
 
 
-def _distribution(f1: int, a: np.ndarray, f2: int, b: np.ndarray) -> dict:
-    """The family of sample b (drawn at fan-in f2) and its scale, the exponent read from sample a at fan-in f1."""
-    if not b.any():
+def _distribution(fans: list[tuple[int, int]], samples: list[np.ndarray]) -> dict:
+    """The family of the second sample, the fan its scale follows, and that scale as c * fan^exponent.
+
+    samples[i] was drawn at fans[i] = (fan_in, fan_out); the fan is the one of FANS on whose log the samples'
+    log std lies straightest, the exponent that line's slope."""
+    if not samples[1].any():
         return {"distribution": "zeros"}
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    exponent = math.log(b.std() / a.std()) / math.log(f2 / f1)
-    e = round(exponent * 10) / 10  # a power of the fan-in: sampling noise off it
+    samples = [s.astype(np.float64) for s in samples]
+    log_std = np.log([s.std() for s in samples])
+    fits = {name: np.polyfit(np.log([fan(*f) for f in fans]), log_std, 1, full=True) for name, fan in FANS.items()}
+    # A residual of 0 comes back as an empty array: a perfect fit.
+    fan = min(fits, key=lambda name: float(np.sum(fits[name][1])))
+    e = round(float(fits[fan][0][0]) * 10) / 10  # a power of the fan: sampling noise off it
+    if e == 0:  # a fixed scale, which every fan fits as well
+        fan = "none"
+    b, at = samples[1], (FANS[fan](*fans[1]) if fan in FANS else 1)
     z = (b - b.mean()) / b.std()
     kurtosis = float(np.mean(z ** 4))
     family = min(KURTOSIS, key=lambda name: abs(KURTOSIS[name] - kurtosis))
-    return {"distribution": family, "fan_in_exponent": e, "std": readable(b.std() * f2 ** -e, 3),
-            "bound": readable(np.abs(b).max() * f2 ** -e, 3), "kurtosis": round(kurtosis, 2)}
+    return {"distribution": family, "fan": fan, "fan_exponent": e, "std": readable(b.std() * at ** -e, 3),
+            "bound": readable(np.abs(b).max() * at ** -e, 3), "kurtosis": round(kurtosis, 2)}
 
 
 def dropout(drop) -> dict:

@@ -61,6 +61,18 @@ def adam(g: float, **options) -> float:
     return p.item()
 
 
+def sgd(lrs: list[float], g: float, momentum: float) -> list[float]:
+    """p after each torch.optim.SGD(momentum=momentum) step from p = 0, lr set in the param group as schedulers do."""
+    p = torch.zeros(1, dtype=torch.float32, requires_grad=True)
+    opt, out = torch.optim.SGD([p], lr=lrs[0], momentum=momentum), []
+    for lr in lrs:
+        opt.param_groups[0]["lr"] = lr
+        p.grad = torch.tensor([g], dtype=torch.float32)
+        opt.step()
+        out.append(p.item())
+    return out
+
+
 def init(kind: str, fan_in: int, units: int) -> tuple[np.ndarray, np.ndarray]:
     """(weight, bias) of a fresh nn.Linear, or 3 x 3 nn.Conv2d, with `units` outputs."""
     with torch.random.fork_rng(devices=[]):  # seeded for a repeatable table, the caller's generator left as it was

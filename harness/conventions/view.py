@@ -22,11 +22,11 @@ def _same(case: dict) -> str:
 
 
 def _init(found: dict) -> str:
-    """An initialiser: its family and scale per fan-in."""
+    """An initialiser: its family and scale per fan (fan_in in documents from before the fan was read)."""
     if found["distribution"] == "zeros":
         return "zeros"
-    e = found["fan_in_exponent"]
-    per = "/sqrt(fan_in)" if e == -0.5 else f" fan_in^{e:g}"
+    fan, e = found.get("fan", "fan_in"), found.get("fan_exponent", found.get("fan_in_exponent"))
+    per = "" if fan == "none" else f"/sqrt({fan})" if e == -0.5 else f" ({fan})^{e:g}"
     if found["distribution"] == "uniform":
         return f"uniform +-{found['bound']:.2f}{per}"
     cut = f", cut at +-{found['bound']:.2f}{per}" if found["distribution"] == "truncated normal" else ""
@@ -55,6 +55,7 @@ ROWS = [
     ("Adam: update", "adam", lambda r: f"`{r['placement']}`"),
     ("Adam: default eps", "adam", lambda r: _g(r["eps_default"])),
     ("Adam: eps_root", "adam", _eps_root),
+    ("SGD momentum: learning rate", "sgd", lambda r: r["learning_rate"]),
     ("init: dense weight", "init", lambda r: _init(r["dense_weight"])),
     ("init: dense bias", "init", lambda r: _init(r["dense_bias"])),
     ("init: conv weight", "init", lambda r: _init(r["conv_weight"])),
@@ -67,10 +68,12 @@ ROWS = [
 
 
 def _cell(doc: dict, framework: str, probe: str, make) -> str:
-    """One cell: "not installed", the probe's error, or the reading made readable."""
+    """One cell: "not installed", "not measured" (an older document), the probe's error, or the readable reading."""
     if framework not in doc["measured"]:
         return "not installed"
-    found = doc["measured"][framework][probe]
+    found = doc["measured"][framework].get(probe)
+    if found is None:
+        return "not measured"
     return f"error: {found['error']}" if "error" in found else make(found)
 
 
