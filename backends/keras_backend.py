@@ -19,7 +19,7 @@ import tensorflow as tf  # noqa: E402
 
 from fwbench.backends import keras_layers, layout  # noqa: E402
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode  # noqa: E402
-from fwbench.backends.keras_optim import TorchRule  # noqa: E402
+from fwbench.backends.keras_optim import NativeRule, TorchRule  # noqa: E402
 from fwbench.backends.lowering import lower  # noqa: E402
 from fwbench.models.params import Params, check, check_masks  # noqa: E402
 from fwbench.models.spec import BatchNorm, Dropout, ModelSpec  # noqa: E402
@@ -58,12 +58,14 @@ class Net:
                     x = layer(x)
         return x
 
-    def weights(self, trainable: bool) -> dict[str, tf.Variable]:
-        """Canonical key -> variable: the parameters (trainable) or batch norm's running statistics."""
+    def weights(self, trainable: bool, own: bool = False) -> dict[str, tf.Variable]:
+        """Canonical key -> variable: the parameters (trainable) or batch norm's running statistics.
+
+        own: Keras's own variables (its optimizers key their state by them) rather than the tf.Variables inside."""
         out = {}
         for i, layers in enumerate(self.layers):
             for v in layers[-1].trainable_weights if trainable else layers[-1].non_trainable_weights:
-                out[f"{i}.{CANONICAL[v.name]}"] = v.value
+                out[f"{i}.{CANONICAL[v.name]}"] = v if own else v.value
         return out
 
 
@@ -73,7 +75,7 @@ class KerasBackend(Backend):
     name = "keras"
     framework = "keras"
     UNSUPPORTED_LAYERS = frozenset()  # keras_layers.LAYERS covers every layer type
-    modes = ("graph", "xla", "loop")
+    modes = ("graph", "xla", "loop", "native")
     MODE_NOTES: ClassVar[dict[str, str]] = {
         "graph": "stock Keras 3 layers on TensorFlow; one tf.function step per batch (forward, tf.GradientTape, "
                  "update); the update is torch.optim's rule in TF ops and batchnorm fwbench's layer with "
@@ -81,6 +83,10 @@ class KerasBackend(Backend):
         "xla": "graph with tf.function(jit_compile=True): the step compiled by XLA",
         "loop": "the epoch resident on the device and each stretch of steps one tf.function, a loop over its "
                 "batches, as flax@scan does",
+        "native": "graph with Keras's own keras.optimizers.SGD and Adam at the recipe's hyperparameters instead of "
+                  "torch.optim's rule: Adam's epsilon before the bias correction, SGD's learning rate inside the "
+                  "momentum buffer, the learning rate a float32 variable; it fails the conformance kit's update "
+                  "rows, so the bench runs it only with --allow-nonconformant",
     }
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
@@ -99,7 +105,7 @@ class KerasBackend(Backend):
         self.buffers = self.net.weights(trainable=False)
         assert set(self.params) == set(spec.param_shapes()), sorted(self.params)
         assert set(self.buffers) == set(spec.buffer_shapes()), sorted(self.buffers)
-        self.rule: TorchRule | None = None
+        self.rule: TorchRule | NativeRule | None = None
         self._lr = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self._masks: dict | None = None
         self._grad = tf.function(self._loss_and_grads)
@@ -196,7 +202,10 @@ class KerasBackend(Backend):
     def init_optimizer(self, config: OptimizerConfig) -> None:
         """Fresh optimizer state (torch.optim's rule in TF ops) and the compiled step that uses it."""
         with tf.device(self._dev):
-            self.rule = TorchRule(config, list(self.params.values()))
+            if self.mode == "native":
+                self.rule = NativeRule(config, list(self.net.weights(trainable=True, own=True).values()))
+            else:
+                self.rule = TorchRule(config, list(self.params.values()))
         self._lr.assign(config.lr)
         jit = self.mode == "xla"
         self._step = tf.function(self._train_step, jit_compile=jit)

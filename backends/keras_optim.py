@@ -1,6 +1,7 @@
 """torch.optim's SGD and Adam written in TensorFlow ops, for the keras backend's variables."""
 from __future__ import annotations
 
+import keras  # imported by keras_backend first, which sets KERAS_BACKEND
 import tensorflow as tf
 
 from fwbench.backends.base import BackendError, OptimizerConfig
@@ -53,3 +54,25 @@ class TorchRule:
             v.assign(v * tf.constant(b2, dtype) + g * g * tf.constant(1 - b2, dtype))
             denom = tf.sqrt(v) / tf.cast(root, dtype) + tf.constant(self.config.eps, dtype)
             p.assign_sub(tf.cast(step_size, dtype) * (m / denom))
+
+
+class NativeRule:
+    """Keras's own keras.optimizers.SGD or Adam at the config's hyperparameters, for the `native` mode."""
+
+    def __init__(self, config: OptimizerConfig, variables: list):
+        if config.name == "sgd":
+            self.opt = keras.optimizers.SGD(learning_rate=config.lr, momentum=config.momentum)
+        elif config.name == "adam":
+            # The config's epsilon, not Keras's 1e-7: the mode shows Keras's rule, not another constant.
+            self.opt = keras.optimizers.Adam(learning_rate=config.lr, beta_1=config.betas[0],
+                                             beta_2=config.betas[1], epsilon=config.eps)
+        else:
+            raise BackendError(f"keras backend: unknown optimizer '{config.name}'; "
+                               f"choose one of {', '.join(OPTIMIZERS)}")
+        self.variables = variables  # Keras's own variables, which its optimizer keys its state by
+        self.opt.build(variables)
+
+    def apply(self, grads: list[tf.Tensor], lr: tf.Tensor) -> None:
+        """One update through apply_gradients; Keras keeps its learning rate a float32 variable."""
+        self.opt.learning_rate.assign(tf.cast(lr, self.opt.learning_rate.dtype))
+        self.opt.apply_gradients(zip(grads, self.variables))
