@@ -1,17 +1,9 @@
 """The spec lowered to Keras 3 on TensorFlow: one tf.function step per batch, XLA-compiled, or many in one call."""
 from __future__ import annotations
 
-import os
-import sys
+from typing import Any, ClassVar
 
-# Before TensorFlow and Keras load: Keras picks its backend once per process (this backend is Keras on TensorFlow,
-# whatever KERAS_BACKEND says), and TensorFlow's C++ start-up notices (oneDNN, CPU features) would otherwise print
-# a page to every cell's stderr.
-if "keras" not in sys.modules:
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from typing import Any, ClassVar  # noqa: E402
+from fwbench.backends import keras_setup  # before keras: this backend is Keras on TensorFlow
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -19,14 +11,13 @@ import tensorflow as tf  # noqa: E402
 
 from fwbench.backends import keras_layers, layout  # noqa: E402
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode  # noqa: E402
+from fwbench.backends.engine import parallel  # noqa: E402
 from fwbench.backends.keras_optim import NativeRule, TorchRule  # noqa: E402
 from fwbench.backends.lowering import lower  # noqa: E402
 from fwbench.models.params import Params, check, check_masks  # noqa: E402
 from fwbench.models.spec import BatchNorm, Dropout, ModelSpec  # noqa: E402
 
-if keras.backend.backend() != "tensorflow":
-    raise ImportError(f"keras was imported on its {keras.backend.backend()} backend before fwbench's keras backend, "
-                      "which needs tensorflow; run it in a process of its own (every bench cell is one)")
+keras_setup.check(keras.backend.backend(), "fwbench's keras backend")
 
 DTYPES = {"float32": "float32", "float64": "float64"}
 # Canonical suffix of each Keras weight, by the variable's own name.
@@ -116,7 +107,7 @@ class KerasBackend(Backend):
     def pin_numerics(cls) -> dict[str, object]:
         """TF32 off, and threads set to the cores, before TensorFlow runs its first op."""
         tf.config.experimental.enable_tensor_float_32_execution(False)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = parallel.cores()
         try:
             tf.config.threading.set_intra_op_parallelism_threads(cores)
             tf.config.threading.set_inter_op_parallelism_threads(cores)
@@ -193,10 +184,10 @@ class KerasBackend(Backend):
         return float(loss), layout.from_channels_last(self.spec, native)
 
     def _masks_for(self, size: int) -> dict | None:
-        if self._masks is not None and self._masks and next(iter(self._masks.values())).shape[0] != size:
-            raise BackendError(f"keras backend: dropout masks for a batch of "
-                               f"{next(iter(self._masks.values())).shape[0]} are set, but this is a batch of {size}; "
-                               "call set_masks for it")
+        given = len(next(iter(self._masks.values()))) if self._masks else size
+        if given != size:
+            raise BackendError(f"keras backend: dropout masks for a batch of {given} are set, but this is a batch of "
+                               f"{size}; call set_masks for it")
         return self._masks
 
     def init_optimizer(self, config: OptimizerConfig) -> None:

@@ -2,15 +2,9 @@
 drifts (NHWC inside)."""
 from __future__ import annotations
 
-import os
 import random
-import sys
 
-# Before TensorFlow and Keras load, as backends/keras_backend.py does: Keras picks its backend once per process,
-# and TensorFlow's C++ start-up notices would otherwise print a page to stderr.
-if "keras" not in sys.modules:
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from fwbench.backends import keras_setup  # before keras: the keras column measures Keras on TensorFlow
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -18,9 +12,7 @@ import tensorflow as tf  # noqa: E402
 
 from fwbench.harness.conventions.probes import Refused  # noqa: E402
 
-if keras.backend.backend() != "tensorflow":
-    raise ImportError(f"keras was imported on its {keras.backend.backend()} backend; the keras column measures "
-                      "Keras on tensorflow: run `fwbench conventions` in a process of its own")
+keras_setup.check(keras.backend.backend(), "the keras column of `fwbench conventions`")
 
 # Native batch-norm settings run for the drift, label -> momentum (None: the default). 0.9 is what PyTorch's 0.1
 # becomes when the meaning is translated, the variance left as Keras computes it.
