@@ -9,13 +9,14 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
-from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_mode
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig
 from fwbench.backends.messages import one_line
 from fwbench.models.params import Params
 from fwbench.models.spec import ModelSpec
 
 __all__ = ["Backend", "BackendError", "BackendFailed", "BrokenBackend", "MissingDependency", "OptimizerConfig",
-           "BUILTIN", "Entry", "GROUP", "blame", "build", "entries", "load", "missing", "names", "source", "split"]
+           "BUILTIN", "Entry", "GROUP", "blame", "build", "entries", "load", "missing", "modes", "names", "processes",
+           "source", "split"]
 
 class MissingDependency(BackendError):
     """A backend's framework or one of its modules is not installed."""
@@ -38,6 +39,10 @@ class Entry:
     requires: tuple[str, ...]   # top-level modules that must be importable
     install: str                # how to get them
     source: str = "built-in"    # or "plugin <distribution> <version>"
+    # Modes that another class implements, mode -> its entry: one whose framework is set up per process.
+    modes: tuple[tuple[str, Entry], ...] = ()
+    # Entries with different non-empty process tags cannot be imported into one process (Keras on two backends).
+    process: str = ""
 
 
 BUILTIN: dict[str, Entry] = {
@@ -45,7 +50,9 @@ BUILTIN: dict[str, Entry] = {
     "torch": Entry("fwbench.backends.torch_backend:TorchBackend", ("torch",), "pip install 'fwbench[torch]'"),
     "flax": Entry("fwbench.backends.flax_backend:FlaxBackend", ("jax", "flax", "optax"), "pip install 'fwbench[flax]'"),
     "keras": Entry("fwbench.backends.keras_backend:KerasBackend", ("tensorflow", "keras"),
-                   "pip install 'fwbench[keras]'"),
+                   "pip install 'fwbench[keras]'", process="keras on tensorflow",
+                   modes=(("jax", Entry("fwbench.backends.keras_jax_backend:KerasJaxBackend", ("keras", "jax", "optax"),
+                                        "pip install 'fwbench[keras,flax]'", process="keras on jax")),)),
     "micrograd": Entry("fwbench.backends.micrograd_backend:MicrogradBackend", ("numpy",), "built in; needs only numpy"),
 }
 
@@ -89,18 +96,32 @@ def source(name: str) -> str:
 
 
 def missing(name: str) -> list[str]:
-    """The framework modules a registered backend is known to need that are not installed."""
-    name = split(name)[0]
-    if _is_path(name):
+    """The framework modules a registered backend (in its mode, if named) is known to need that are not installed."""
+    if _is_path(split(name)[0]):
         return []
-    return [m for m in _entry(name).requires if importlib.util.find_spec(m) is None]
+    return [m for m in _resolve(name).requires if importlib.util.find_spec(m) is None]
+
+
+def modes(name: str, cls: type[Backend]) -> list[str]:
+    """Every mode of a backend: its class's, then those another class implements (keras@jax)."""
+    base = split(name)[0]
+    return list(cls.modes) + ([m for m, _ in _entry(base).modes] if not _is_path(base) else [])
+
+
+def processes(names: list[str]) -> list[list[str]]:
+    """The names split into groups that can each share one process: the first holds every name without a process
+    tag; each further group one tag's names."""
+    tags = {n: "" if _is_path(split(n)[0]) else _resolve(n).process for n in names}
+    order = list(dict.fromkeys(t for t in tags.values() if t))
+    groups = [[n for n in names if tags[n] in ("", *order[:1])]]
+    return groups + [[n for n in names if tags[n] == t] for t in order[1:]]
 
 
 def load(name: str) -> type[Backend]:
     """The class for a name or "module.path:ClassName", with an optional "@mode"; BackendError saying why not."""
-    name, mode = split(name)
-    entry = Entry(name, (), "check the module path") if _is_path(name) else _entry(name)
-    absent = missing(name)
+    full, (name, mode) = name, split(name)
+    entry = Entry(name, (), "check the module path") if _is_path(name) else _resolve(full)
+    absent = missing(full)
     if absent:
         raise MissingDependency(f"backend '{name}' needs {', '.join(absent)}, which is not installed; "
                                 f"install it with: {entry.install}")
@@ -112,11 +133,16 @@ def load(name: str) -> type[Backend]:
             raise BrokenBackend(f"backend '{name}': no module named '{module}'") from None
         raise MissingDependency(f"backend '{name}' needs module '{e.name}', which is not installed; "
                                 f"install it ({entry.install})") from None
+    except BackendError:
+        raise  # the module's own clear refusal, e.g. Keras already imported on another backend
     except (Exception, SystemExit) as e:  # a plugin's import can fail in any way; it must not take the CLI down
         raise BrokenBackend(f"backend '{name}' is broken: {one_line(e)}") from None
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise BrokenBackend(f"backend '{name}': {entry.target} is not a subclass of backends.base.Backend")
-    check_mode(cls, mode)
+    if mode is not None and mode not in cls.modes:
+        offered = modes(name, cls)
+        choose = f"choose one of {', '.join(offered)}" if offered else "it has none"
+        raise BackendError(f"backend '{cls.name}' has no mode '{mode}'; {choose}")
     return cls
 
 
@@ -143,6 +169,13 @@ def blame(name: str, doing: str, keep: tuple[type[BaseException], ...] = ()):
 
 def _is_path(name: str) -> bool:
     return ":" in name
+
+
+def _resolve(name: str) -> Entry:
+    """The entry for "NAME" or "NAME@MODE": the mode's own, where another class implements it."""
+    base, mode = split(name)
+    entry = _entry(base)
+    return dict(entry.modes).get(mode, entry)
 
 
 def _entry(name: str) -> Entry:

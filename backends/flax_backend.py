@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fwbench.backends import flax_kernels, flax_scan, layout
+from fwbench.backends import flax_kernels, flax_scan, jax_device, layout, optax_rule
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
 from fwbench.backends.lowering import lower
 from fwbench.models.params import Params, check, check_masks, init_buffers
@@ -19,7 +19,6 @@ from fwbench.models.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, F
                                  Sigmoid, Tanh)
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
-OPTIMIZERS = ("sgd", "adam")
 # Canonical suffix -> flax's name for it (batch norm's weight is "scale"); the buffers live in "batch_stats".
 NATIVE = {"weight": "kernel", "bias": "bias", "running_mean": "mean", "running_var": "var"}
 CANONICAL = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
@@ -178,23 +177,6 @@ def _loss(model: Net, params, stats, x, y, noise: Noise, update: bool):
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), stats
 
 
-def _optimizer(config: OptimizerConfig, dtype) -> optax.GradientTransformation:
-    """optax chain matching torch.optim; lr is optax.inject_hyperparams state, so set_lr never recompiles."""
-    if config.name == "sgd":
-        # optax.trace is t = g + mu * t, then scale by -lr: torch's SGD with dampening=0.
-        # momentum=None (not 0.0) skips the trace entirely, as torch does.
-        def make(learning_rate):
-            return optax.sgd(learning_rate, momentum=config.momentum or None)
-    elif config.name == "adam":
-        # optax puts eps outside the sqrt (eps_root=0) with bias correction: torch's Adam rule;
-        # only the rounding order differs (torch folds the corrections into lr and the denominator).
-        def make(learning_rate):
-            return optax.adam(learning_rate, b1=config.betas[0], b2=config.betas[1], eps=config.eps)
-    else:
-        raise BackendError(f"flax backend: unknown optimizer '{config.name}'; choose one of {', '.join(OPTIMIZERS)}")
-    return optax.inject_hyperparams(make, hyperparam_dtype=dtype)(learning_rate=config.lr)
-
-
 # Every mode says so: nn.BatchNorm cannot follow the spec (see TorchBatchNorm).
 BATCHNORM = "; batchnorm is fwbench's linen module with PyTorch's running statistics, not nn.BatchNorm"
 
@@ -269,11 +251,7 @@ class FlaxBackend(Backend):
     @classmethod
     def devices(cls) -> list[str]:
         """CPU, plus CUDA when jax sees a GPU."""
-        try:
-            gpu = any(d.platform in ("gpu", "cuda") for d in jax.devices("gpu"))
-        except RuntimeError:  # jaxlib without a GPU backend
-            gpu = False
-        return ["cpu", "cuda"] if gpu else ["cpu"]
+        return jax_device.devices()
 
     def _load(self, native: dict) -> None:
         shapes = jax.tree_util.tree_map(np.shape, native)
@@ -338,7 +316,7 @@ class FlaxBackend(Backend):
 
     def init_optimizer(self, config: OptimizerConfig) -> None:
         """Fresh optax state and the jitted train step that uses it."""
-        tx = _optimizer(config, self.dtype)
+        tx = optax_rule.torch_rule(config, self.dtype, "flax")
         self.opt_state = jax.device_put(tx.init(self.params), self._dev)
         self._lr = self.dtype(config.lr)
 
@@ -414,9 +392,7 @@ class FlaxBackend(Backend):
 
     def peak_device_memory(self) -> int | None:
         """XLA's peak_bytes_in_use on a GPU."""
-        if self.device != "cuda":
-            return None
-        return (self._dev.memory_stats() or {}).get("peak_bytes_in_use")
+        return jax_device.peak_memory(self.device, self._dev)
 
     def synchronize(self) -> None:
         """Block until the queued steps have produced the current parameters and state."""

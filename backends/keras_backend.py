@@ -3,61 +3,23 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from fwbench.backends import keras_setup  # before keras: this backend is Keras on TensorFlow
+from fwbench.backends import keras_setup
+
+keras_setup.select("tensorflow", "fwbench's keras backend")  # before keras is imported
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from fwbench.backends import keras_layers, layout  # noqa: E402
+from fwbench.backends import layout  # noqa: E402
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode  # noqa: E402
 from fwbench.backends.engine import parallel  # noqa: E402
 from fwbench.backends.keras_optim import NativeRule, TorchRule  # noqa: E402
-from fwbench.backends.lowering import lower  # noqa: E402
-from fwbench.models.params import Params, check, check_masks  # noqa: E402
-from fwbench.models.spec import BatchNorm, Dropout, ModelSpec  # noqa: E402
-
-keras_setup.check(keras.backend.backend(), "fwbench's keras backend")
+from fwbench.backends.keras_net import Net, masks_for, native_masks  # noqa: E402
+from fwbench.models.params import Params, check  # noqa: E402
+from fwbench.models.spec import ModelSpec  # noqa: E402
 
 DTYPES = {"float32": "float32", "float64": "float64"}
-# Canonical suffix of each Keras weight, by the variable's own name.
-CANONICAL = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
-             "moving_mean": "running_mean", "moving_var": "running_var"}
-
-
-class Net:
-    """The spec's layers as Keras layers over an NHWC batch; layer i's weights live in its last Keras layer."""
-
-    def __init__(self, spec: ModelSpec, dtype: str, seed: int):
-        lower(keras_layers.LAYERS, spec, "keras")  # a BackendError naming the first layer type it lacks
-        self.spec = spec
-        self.layers = [keras_layers.make(layer, spec.input_of(i), dtype, seed + i)
-                       for i, layer in enumerate(spec.layers)]
-        self.dropouts = {i for i, layer in enumerate(spec.layers) if isinstance(layer, Dropout)}
-        self.norms = {i for i, layer in enumerate(spec.layers) if isinstance(layer, BatchNorm)}
-        c, h, w = spec.input
-        self(tf.zeros((1, h, w, c), dtype))  # builds every weight
-
-    def __call__(self, x, training: bool = False, masks: dict | None = None, update: bool = False):
-        for i, layers in enumerate(self.layers):
-            for layer in layers:
-                if i in self.norms:
-                    x = layer(x, training=training, update=update)
-                elif i in self.dropouts:
-                    x = layer(x, training=training, keep=None if masks is None else masks[i])
-                else:
-                    x = layer(x)
-        return x
-
-    def weights(self, trainable: bool, own: bool = False) -> dict[str, tf.Variable]:
-        """Canonical key -> variable: the parameters (trainable) or batch norm's running statistics.
-
-        own: Keras's own variables (its optimizers key their state by them) rather than the tf.Variables inside."""
-        out = {}
-        for i, layers in enumerate(self.layers):
-            for v in layers[-1].trainable_weights if trainable else layers[-1].non_trainable_weights:
-                out[f"{i}.{CANONICAL[v.name]}"] = v if own else v.value
-        return out
 
 
 class KerasBackend(Backend):
@@ -92,8 +54,9 @@ class KerasBackend(Backend):
         self._dev = "/GPU:0" if device == "cuda" else "/CPU:0"
         with tf.device(self._dev):
             self.net = Net(spec, dtype, seed)
-        self.params = self.net.weights(trainable=True)
-        self.buffers = self.net.weights(trainable=False)
+        # The tf.Variables inside Keras's own, which the compiled steps read and assign.
+        self.params = {k: v.value for k, v in self.net.weights(trainable=True).items()}
+        self.buffers = {k: v.value for k, v in self.net.weights(trainable=False).items()}
         assert set(self.params) == set(spec.param_shapes()), sorted(self.params)
         assert set(self.buffers) == set(spec.buffer_shapes()), sorted(self.buffers)
         self.rule: TorchRule | NativeRule | None = None
@@ -151,11 +114,7 @@ class KerasBackend(Backend):
 
     def set_masks(self, masks: Params | None) -> None:
         """The harness's keep-masks for every training pass from now on; None: Keras's own seeded dropout."""
-        if masks is not None:
-            check_masks(self.spec, masks, len(next(iter(masks.values()))) if masks else 0)
-            native = layout.masks_to_channels_last(self.spec, masks)
-            masks = {int(k.split(".")[0]): tf.constant(np.asarray(v, bool)) for k, v in native.items()}
-        self._masks = masks
+        self._masks = native_masks(self.spec, masks, tf.constant)
 
     def _x(self, x: np.ndarray) -> tf.Tensor:
         # The one place inputs change layout: NCHW arrives, the network runs NHWC.
@@ -179,22 +138,15 @@ class KerasBackend(Backend):
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
         """Training-mode mean cross-entropy and canonical gradients; parameters and buffers stay as they are."""
         x, y = self.prepare_batch(x, y)
-        loss, grads = self._grad(x, y, self._masks_for(len(x)))
+        loss, grads = self._grad(x, y, masks_for(self._masks, len(x)))
         native = {k: g.numpy() for k, g in zip(self.params, grads)}
         return float(loss), layout.from_channels_last(self.spec, native)
-
-    def _masks_for(self, size: int) -> dict | None:
-        given = len(next(iter(self._masks.values()))) if self._masks else size
-        if given != size:
-            raise BackendError(f"keras backend: dropout masks for a batch of {given} are set, but this is a batch of "
-                               f"{size}; call set_masks for it")
-        return self._masks
 
     def init_optimizer(self, config: OptimizerConfig) -> None:
         """Fresh optimizer state (torch.optim's rule in TF ops) and the compiled step that uses it."""
         with tf.device(self._dev):
             if self.mode == "native":
-                self.rule = NativeRule(config, list(self.net.weights(trainable=True, own=True).values()))
+                self.rule = NativeRule(config, list(self.net.weights(trainable=True).values()))
             else:
                 self.rule = TorchRule(config, list(self.params.values()))
         self._lr.assign(config.lr)
@@ -233,7 +185,7 @@ class KerasBackend(Backend):
         if self.rule is None:
             raise BackendError("keras backend: call init_optimizer() before training")
         x, y = batch
-        return self._step(x, y, self._lr, self._masks_for(len(x)))
+        return self._step(x, y, self._lr, masks_for(self._masks, len(x)))
 
     def prepare_epoch(self, x: np.ndarray, y: np.ndarray, order) -> Any:
         """loop: the epoch's images and labels resident on the device, and its batches; else a list of batches."""
@@ -258,7 +210,8 @@ class KerasBackend(Backend):
                 e += 1
             batches = tf.constant(np.stack(epoch.order[s:e]))
             rates = tf.constant(np.asarray(lrs[s - start:e - start], np.float64))
-            losses.append(self._loop(epoch.x, epoch.y, batches, rates, self._masks_for(len(epoch.order[s]))).numpy())
+            masks = masks_for(self._masks, len(epoch.order[s]))
+            losses.append(self._loop(epoch.x, epoch.y, batches, rates, masks).numpy())
             s = e
         return np.concatenate(losses) if losses else np.zeros(0, self.dtype)
 

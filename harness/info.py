@@ -78,7 +78,7 @@ def backend_row(name: str) -> dict:
     try:
         cls = backends.load(name)
         with backends.blame(name, "to describe itself"):  # a plugin can fail in any way, in version() or devices()
-            row["version"], row["devices"], row["modes"] = cls.version(), list(cls.devices()), list(cls.modes)
+            row["version"], row["devices"], row["modes"] = cls.version(), list(cls.devices()), backends.modes(name, cls)
         try_build(name, row["devices"])
     except backends.MissingDependency as e:
         row["status"] = f"missing dependency: {e}"

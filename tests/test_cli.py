@@ -37,7 +37,7 @@ def test_backends_lists_every_backend(capsys):
     if rows["flax"]["status"] == "ok":
         assert rows["flax"]["modes"] == ["step", "scan", "step-tuned", "scan-tuned"]
     if rows["keras"]["status"] == "ok":
-        assert rows["keras"]["modes"] == ["graph", "xla", "loop", "native"]
+        assert rows["keras"]["modes"] == ["graph", "xla", "loop", "native", "jax"]
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -29,6 +29,11 @@ def backend_names(text: str | None) -> tuple[list[str], list[str]]:
     """Backends to compare and notes on defaults skipped for a missing framework."""
     if text is not None:  # given, even if empty: never quietly the default set
         names = [n.strip() for n in text.split(",") if n.strip()]
+        groups = backends.processes(names)
+        if len(groups) > 1:  # checked before any import: the second framework set-up would refuse
+            runs = " and ".join(f"--backends numpy,{','.join(n for n in g if n != 'numpy')}" for g in groups)
+            raise BackendError(f"{groups[1][0]} cannot run in one process with {', '.join(groups[0])} (its "
+                               f"framework is set up per process); compare them in two runs: {runs}")
         for name in names:
             backends.load(name)  # unknown or missing: a clear error now
         return names, []
@@ -85,7 +90,7 @@ def agree(args) -> int:
     if args.check == "fd":
         return fd(spec, params, x, y, doc, args)
     from fwbench.harness.agreement import ties
-    conventions = ag.attempt(names, "in the tie probe", lambda n: ties.probe(n, devices[n]), skipped)
+    conventions = ag.attempt(names, "in the tie probe", lambda n: ties.probe(n, devices[n], args.dtype), skipped)
     names = survivors(names, conventions, skipped, notes)
     if args.ties:
         x, y, params = ties.tie_case(spec, params, len(y), args.seed)

@@ -41,22 +41,44 @@ def conformance(name: str, device: str) -> dict:
 
 
 def agreement(model: str, names: list[str], device: str) -> dict:
-    """fwbench agree in float32 on one MNIST batch, every NAME@MODE in one run, summarised per NAME@MODE."""
+    """fwbench agree in float32 on one MNIST batch, summarised per NAME@MODE: one run for every name that can share
+    a process, one more for each framework set up per process (keras@jax)."""
     # A missing framework leaves its names out; a mode that refuses the model or device becomes a note
     # (--skip-unsupported); an error is recorded, not raised.
     names = [n for n in dict.fromkeys(names) if installed(n)]
     if not names:
         return {"error": "no installed backend to compare"}
-    doc, why = fwbench("agree", ["--model", model, "--backends", ",".join(names), "--device", device,
-                                 "--batch-size", "32", "--skip-unsupported", "--json"])
-    if doc is None:
-        return {"error": why}
+    merged: dict = {}
+    for group in backends.processes(names):
+        doc, why = fwbench("agree", ["--model", model, "--backends", ",".join(group), "--device", device,
+                                     "--batch-size", "32", "--skip-unsupported", "--json"])
+        if doc is None:
+            return {"error": why}
+        merged = _merge(merged, _summary(doc))
+    return merged
+
+
+def _summary(doc: dict) -> dict:
     table = {row: {pair: m["rel_l2"] for pair, m in cells_.items()} for row, cells_ in doc["table"].items()}
     compared = list(doc["backends"])  # keyed as given: "torch@compile", "flax@scan", ...
     worst = {n: max(table[row][f"{n}~reference"] for row in table) for n in compared}
     return {"worst_rel_l2": worst, "modes": {n: doc["backends"][n].get("mode") for n in compared}, "table": table,
             "ties": {n: doc["backends"][n]["ties"] for n in compared}, "passed": doc["passed"],
             "tolerance": doc["tolerance"]["grad_rel_l2"], "data": doc["data"], "notes": doc["notes"]}
+
+
+def _merge(done: dict, more: dict) -> dict:
+    """Two runs' summaries as one: the per-name entries joined, passed only if both passed."""
+    if not done:
+        return more
+    out = dict(done)
+    for key in ("worst_rel_l2", "modes", "ties"):
+        out[key] = done[key] | more[key]
+    rows = dict.fromkeys([*done["table"], *more["table"]])
+    out["table"] = {row: done["table"].get(row, {}) | more["table"].get(row, {}) for row in rows}
+    out["passed"] = done["passed"] and more["passed"]
+    out["notes"] = list(dict.fromkeys(done["notes"] + more["notes"]))
+    return out
 
 
 def installed(name: str) -> bool:

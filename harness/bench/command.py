@@ -56,8 +56,11 @@ def suite_from(args):
         if base not in backends.names() and ":" not in base:
             raise BackendError(f"unknown backend '{base}'; choose from {', '.join(backends.names())}, "
                                "or give module.path:ClassName")
-        if mode and not backends.missing(base):
-            backends.load(name)  # imports the framework here, so a mistyped mode fails before any cell runs
+    # Importing the frameworks here makes a mistyped mode fail before any cell runs; only the first process
+    # group's, as a framework set up per process (keras@jax) cannot join them, and its cells run apart anyway.
+    for name in backends.processes(list(names or ()))[0]:
+        if backends.split(name)[1] and not backends.missing(name):
+            backends.load(name)
     if (args.device or suite.device) == "cuda":
         where = "--device cuda:" if args.device else f"--suite {suite.name} runs on cuda, but"
         _check_cuda(names or suite.backends, bool(names), where)

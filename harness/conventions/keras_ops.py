@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import random
 
-from fwbench.backends import keras_setup  # before keras: the keras column measures Keras on TensorFlow
+from fwbench.backends import keras_setup
+
+keras_setup.select("tensorflow", "the keras column of `fwbench conventions`")  # before keras is imported
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from fwbench.harness.conventions.probes import Refused  # noqa: E402
-
-keras_setup.check(keras.backend.backend(), "the keras column of `fwbench conventions`")
 
 # Native batch-norm settings run for the drift, label -> momentum (None: the default). 0.9 is what PyTorch's 0.1
 # becomes when the meaning is translated, the variance left as Keras computes it.
