@@ -37,7 +37,8 @@ class Suite:
 # own gradient kernels, see docs/performance.md) sits beside stock flax. torch@channels_last made no difference
 # on the reference CPU (0.95-0.99x eager on the cnn) and torch@compile loses to eager on its cnn (1.17x), so
 # both are in `full` only. Stock flax's cnn recipe (21-26 s an epoch on the reference CPU) would take two
-# minutes of the budget, so the default suite times it without training it.
+# minutes of the budget, so the default suite times it without training it; keras@jax, on the same XLA
+# convolutions, likewise where it is named.
 PRESETS = {
     # About three minutes on 2 cores: the real models, one short epoch on a slice of MNIST, five runs a cell.
     "quick": Suite("quick", backends=("numpy", "torch", "flax", "flax@scan-tuned"), timed_steps=20, warmup_steps=3,
@@ -45,10 +46,12 @@ PRESETS = {
     # `make bench`: the default recipes on all of MNIST, every metric, on the CPU. Four runs a cell, not five:
     # five took 8.5 minutes with set-up on a noisy day, four 7.3 (the budget is 7); the verdicts then use Welch's test.
     "default": Suite("default", backends=("numpy", "torch", "flax", "flax@scan-tuned"), repeat=4,
-                     timed_steps=30, min_timed_s=0.3, timing_only=("flax/cnn",), overhead=("torch", "flax@scan-tuned")),
+                     timed_steps=30, min_timed_s=0.3, timing_only=("flax/cnn", "keras@jax/cnn"),
+                     overhead=("torch", "flax@scan-tuned")),
     # More batch sizes and runs, every mode, and the GPU where there is one.
     "full": Suite("full", backends=("numpy", "torch", "torch@channels_last", "torch@compile", "flax", "flax@scan",
-                                    "flax@step-tuned", "flax@scan-tuned", "keras", "keras@xla", "keras@loop"),
+                                    "flax@step-tuned", "flax@scan-tuned", "keras", "keras@xla", "keras@loop",
+                                    "keras@jax"),
                   batch_sizes=(64, 512), device="auto", repeat=7, timed_steps=100),
     # The zoo of models people train on MNIST (models/pyex.toml and the rest), each backend in its stock mode, to
     # their sources' accuracy targets. Three runs a cell: the recipe runs in the first, the others only time steps.
