@@ -47,7 +47,9 @@ class Entry:
 
 BUILTIN: dict[str, Entry] = {
     "numpy": Entry("fwbench.backends.numpy_backend:NumpyBackend", ("numpy",), "pip install numpy"),
-    "torch": Entry("fwbench.backends.torch_backend:TorchBackend", ("torch",), "pip install 'fwbench[torch]'"),
+    "torch": Entry("fwbench.backends.torch_backend:TorchBackend", ("torch",), "pip install 'fwbench[torch]'",
+                   modes=(("ddp", Entry("fwbench.backends.torch_ddp:TorchDDPBackend", ("torch",),
+                                        "pip install 'fwbench[torch]'")),)),
     "flax": Entry("fwbench.backends.flax_backend:FlaxBackend", ("jax", "flax", "optax"), "pip install 'fwbench[flax]'"),
     "keras": Entry("fwbench.backends.keras_backend:KerasBackend", ("tensorflow", "keras"),
                    "pip install 'fwbench[keras]'", process="keras on tensorflow",

@@ -32,6 +32,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=opt.positive, help="default: the model's recipe (64)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the model's recipe (adam)")
     p.add_argument("--lr", type=opt.learning_rate, help="learning rate; default: the recipe's")
+    opt.add_workers(p)
     p.add_argument("--momentum", type=opt.momentum, help="sgd momentum in [0, 1); default 0.9 when switching to sgd")
     p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule; default cosine")
     p.add_argument("--shift", type=opt.count, choices=range(0, 5), metavar="{0..4}",
@@ -91,6 +92,7 @@ def build_parser() -> Parser:
     p.add_argument("--dump", metavar="DIR", help="write params, batch, every backend's grads and a summary")
     p.add_argument("--skip-unsupported", action="store_true",
                    help="leave out, with a note, a backend that refuses this model, dtype or device")
+    opt.add_workers(p)
 
     p = sub.add_parser("bench", help="run the benchmark suite: backend x model x batch size, one process per cell")
     from fwbench.harness.bench.command import add_arguments as bench_arguments
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     from fwbench.harness.bench.child import die_with_parent
     die_with_parent()  # started by a bench: go when the bench goes
     args = build_parser().parse_args(argv)
+    if getattr(args, "workers", None):
+        os.environ["FWBENCH_WORKERS"] = str(args.workers)  # read by torch@ddp, here and in every cell process
     _plain_warnings(args.command)
     from fwbench.harness.allocator import tune
     from fwbench.harness.commands import COMMANDS  # after parsing, so --help stays fast

@@ -79,3 +79,10 @@ def sizes(text: str) -> tuple[int, ...]:
     if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise argparse.ArgumentTypeError(f"takes positive whole numbers such as 64,512, got '{text}'")
     return tuple(int(p) for p in parts)
+
+
+def add_workers(p) -> None:
+    """--workers, for the data-parallel modes; the CLI passes it on in FWBENCH_WORKERS, which cell processes inherit."""
+    p.add_argument("--workers", type=positive,
+                   help="workers of a data-parallel mode (torch@ddp): processes on this machine, or torchrun's "
+                        "WORLD_SIZE where it started fwbench; default: every GPU, or 2 on a CPU")

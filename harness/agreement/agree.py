@@ -137,6 +137,7 @@ class Trajectory:
     buffers: dict[str, list[float]] = field(default_factory=dict)  # pair -> relative buffer distance; {}: none
     logits: dict[str, dict] = field(default_factory=dict)          # pair -> evaluation logits' metrics at the end
     final_buffers: dict[str, Params] = field(default_factory=dict)  # backend -> buffers after the last step
+    replicas: dict[str, bool] = field(default_factory=dict)  # data-parallel backend -> every worker identical
 
 
 def trajectory(spec: ModelSpec, names: list[str], params: Params, batches, config: OptimizerConfig, *,
@@ -181,6 +182,9 @@ def trajectory(spec: ModelSpec, names: list[str], params: Params, batches, confi
     logits = each("in evaluation after training", lambda backend, dt: np.asarray(backend.forward(x.astype(dt))))
     traj.logits = {f"{a}~{b}": compare(logits[a], logits[b]) for a, b in pairs(_others(instances))}
     traj.final_buffers = {name: steps[name][2] for name in instances}
+    # A data-parallel backend's workers must end with bit-identical parameters, not only rank 0 right.
+    parallel = [n for n in _others(instances) if hasattr(instances[n], "replicas_identical")]
+    traj.replicas = attempt(parallel, "comparing its workers", lambda n: instances[n].replicas_identical(), skipped)
     return traj
 
 
@@ -212,4 +216,6 @@ def check_trajectory(traj: Trajectory, tol: float, dtype: str) -> list[str]:
              for what, series in (("parameters", traj.distance), ("buffers", traj.buffers))
              for pair, d in series.items() if d and not d[-1] <= tol]
             + [f"evaluation logits: {pair} differ by {m['rel_l2']:.3g} relative after {steps} steps {bound}"
-               for pair, m in traj.logits.items() if not m["rel_l2"] <= tol])
+               for pair, m in traj.logits.items() if not m["rel_l2"] <= tol]
+            + [f"replicas: {name}'s workers hold different parameters after {steps} steps"
+               for name, same in traj.replicas.items() if not same])

@@ -117,7 +117,8 @@ def agree(args) -> int:
         notes += [f"{n} left out of the trajectory: {skipped.pop(n)}" for n in names if n not in traj.losses]
         breaches += ag.check_trajectory(traj, doc['tolerance']['trajectory_rel'], args.dtype)
         doc["trajectory"] = {"optimizer": dataclasses.asdict(config), "losses": traj.losses,
-                             "distance": traj.distance, "buffers": traj.buffers, "evaluation_logits": traj.logits}
+                             "distance": traj.distance, "buffers": traj.buffers, "evaluation_logits": traj.logits,
+                             "replicas_identical": traj.replicas}
         lines += view.trajectory_lines(traj)
     if args.dump:
         dump(Path(args.dump), spec, params, x, y, report, doc, traj)

@@ -49,6 +49,8 @@ def trajectory_lines(traj: Trajectory) -> list[str]:
                 for pair, d in series.items()]
     out += [f"  evaluation logits {pair}: {m['rel_l2']:.3g} relative after {steps} steps"
             for pair, m in traj.logits.items()]
+    out += [f"  {name}: every worker holds {'identical' if same else 'DIFFERENT'} parameters"
+            for name, same in traj.replicas.items()]
     return out
 
 

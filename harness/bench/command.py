@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="directory for the results file (default results/)")
     p.add_argument("--allow-nonconformant", action="store_true",
                    help="bench a plugin backend even if it fails fwbench conformance (its rows are marked)")
+    opt.add_workers(p)
     p.add_argument("--json", action="store_true",
                    help="print the results file's path, the run's status and what failed as one JSON line, last")
 

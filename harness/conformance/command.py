@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from fwbench.harness import options as opt
 from fwbench.harness.conformance import view
 from fwbench.harness.conformance.runner import run_conformance
 
@@ -14,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the backend runs; the reference always runs on the CPU (auto: cuda when listed)")
     p.add_argument("--dtype", choices=("auto", "float64", "float32"), default="auto",
                    help="auto: float64, or float32 with its bounds when the backend refuses float64")
+    opt.add_workers(p)
     p.add_argument("--json", action="store_true", help="print the whole result as one JSON document")
 
 

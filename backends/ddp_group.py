@@ -1,0 +1,154 @@
+"""The torch.distributed process group behind torch@ddp: started by torchrun, or here with torchrun's environment.
+
+Rank 0 is the harness's process and drives the others: it broadcasts each command over a gloo group, every rank
+runs it on its own replica, and the collectives inside (DDP's gradient all-reduce) keep them in lockstep."""
+from __future__ import annotations
+
+import atexit
+import datetime
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from fwbench.backends.base import BackendError
+
+WORKERS_ENV = "FWBENCH_WORKERS"  # set by --workers; torchrun's WORLD_SIZE wins where it is set
+# A collective that waits longer than this fails instead of hanging: a worker died or skipped one.
+TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("FWBENCH_DDP_TIMEOUT_S", "300")))
+
+
+def default_workers(device: str) -> int:
+    """--workers' default: every GPU, or 2 on a CPU."""
+    return max(1, torch.cuda.device_count()) if device == "cuda" else 2
+
+
+def requested(device: str) -> int:
+    """The workers asked for: torchrun's WORLD_SIZE, else --workers (FWBENCH_WORKERS), else the default."""
+    in_group = launched() or "FWBENCH_DDP_CHILD" in os.environ
+    text = os.environ.get("WORLD_SIZE") if in_group else os.environ.get(WORKERS_ENV)
+    if text is None:
+        return default_workers(device)
+    if not text.isdigit() or int(text) < 1:
+        raise BackendError(f"--workers must be a whole number of at least 1, not '{text}'")
+    return int(text)
+
+
+def launched() -> bool:
+    """Started by torchrun (or anything that sets its environment contract), not by fwbench."""
+    return "WORLD_SIZE" in os.environ and "FWBENCH_DDP_CHILD" not in os.environ
+
+
+class Group:
+    """This process's place in the group: its rank, the world size, the device, and the command channel."""
+
+    def __init__(self, workers: int, device: str):
+        self.size, self.device, self.children = workers, device, []
+        backend = "nccl" if device == "cuda" else "gloo"
+        if launched() or "FWBENCH_DDP_CHILD" in os.environ:
+            dist.init_process_group(backend, timeout=TIMEOUT)  # torchrun's environment: env://
+        else:  # rank 0 of workers started here; this process's environment stays as it was, for its own children
+            port = free_port()
+            self._spawn(workers, port)
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=workers,
+                                    timeout=TIMEOUT)
+        self.rank = dist.get_rank()
+        if dist.get_world_size() != workers:
+            raise BackendError(f"torch@ddp: the process group has {dist.get_world_size()} workers, "
+                               f"but {workers} were asked for")
+        self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
+        # Commands go over gloo even beside NCCL: they are Python objects on the host.
+        self.control = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend != "gloo" else dist.group.WORLD
+        if self.rank == 0:
+            atexit.register(self.close)
+
+    def _spawn(self, workers: int, port: int) -> None:
+        """Ranks 1..workers-1 as fresh processes on this machine, with torchrun's environment contract."""
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(workers),
+                   FWBENCH_DDP_CHILD=str(os.getpid()), FWBENCH_DDP_DEVICE=self.device)
+        for rank in range(1, workers):
+            self.children.append(subprocess.Popen([sys.executable, "-m", "fwbench.backends.torch_ddp"],
+                                                  env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)),
+                                                  stdin=subprocess.DEVNULL))
+
+    def run(self, command: str, *args) -> Any:
+        """Rank 0: every rank runs HANDLERS[command](*args); this rank's result."""
+        dist.broadcast_object_list([(command, args)], src=0, group=self.control)
+        return HANDLERS[command](*args)
+
+    def follow(self) -> None:
+        """Ranks above 0: run rank 0's commands until it closes the group, then leave the process."""
+        while True:
+            box = [None]
+            dist.broadcast_object_list(box, src=0, group=self.control)
+            command, args = box[0]
+            if command == "close":
+                dist.destroy_process_group()
+                os._exit(0)  # the harness code after the build must not run on a follower
+            try:
+                HANDLERS[command](*args)
+            except Exception:  # noqa: BLE001 - rank 0 ran the same command on the same input: it reports the error
+                pass
+
+    def close(self) -> None:
+        """Rank 0 at exit: tell the followers to leave, and wait for them (a few seconds, then kill)."""
+        try:
+            dist.broadcast_object_list([("close", ())], src=0, group=self.control)
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - a follower already gone: nothing left to tell
+            pass
+        deadline = time.monotonic() + 10
+        for child in self.children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+# Command name -> the function every rank runs (torch_ddp.py fills it).
+HANDLERS: dict[str, Callable[..., Any]] = {}
+_group: Group | None = None
+
+
+def group(device: str) -> Group:
+    """This process's group, started on first use; BackendError if it was started for other workers or device."""
+    global _group
+    workers = requested(device)
+    if _group is None:
+        _group = Group(workers, device)
+    elif (_group.size, _group.device) != (workers, device):
+        raise BackendError(f"torch@ddp: this process already runs {_group.size} workers on {_group.device}; "
+                           f"{workers} on {device} need a process of their own")
+    return _group
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve() -> None:
+    """A follower fwbench started (python -m fwbench.backends.torch_ddp): serve rank 0 until it closes the group."""
+    watch_parent()
+    group(os.environ.get("FWBENCH_DDP_DEVICE", "cpu")).follow()
+
+
+def watch_parent() -> None:
+    """A follower fwbench started leaves as soon as its parent is gone, so none outlives a killed harness."""
+    parent = int(os.environ.get("FWBENCH_DDP_CHILD", "0"))
+    if parent <= 0:
+        return
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()

@@ -1,0 +1,302 @@
+"""torch@ddp: stock DistributedDataParallel over N workers, each taking a contiguous slice of every batch."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+import weakref
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from fwbench.backends import ddp_group
+from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
+from fwbench.backends.engine import parallel
+from fwbench.backends.torch_backend import TorchBackend, from_native
+from fwbench.models.params import Params
+from fwbench.models.spec import BatchNorm, ModelSpec
+
+REPLICAS: dict[int, Replica] = {}   # this rank's replica of each torch@ddp instance, by key
+_KEYS = itertools.count()
+_DROPPED: list[int] = []            # keys of instances collected on rank 0, dropped everywhere with the next command
+
+
+def bounds(size: int, workers: int, rank: int) -> tuple[int, int]:
+    """Rows lo:hi of a batch of `size` that `rank` takes: contiguous, the first size % workers one row longer."""
+    base, extra = divmod(size, workers)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+class Replica:
+    """One rank's copy of the model: torch eager, its module wrapped in DistributedDataParallel."""
+
+    def __init__(self, spec: ModelSpec, params: Params | None, device: str, dtype: str, seed: int):
+        group = ddp_group.group(device)
+        self.rank, self.size = group.rank, group.size
+        if any(isinstance(layer, BatchNorm) for layer in spec.layers):
+            # DDP normalises each worker's slice on its own, which is not the global batch's gradient, and
+            # SyncBatchNorm, which would be, runs on GPUs only.
+            raise BackendError("torch@ddp does not take batch norm yet: each worker would normalise its own slice "
+                               "(SyncBatchNorm needs a GPU); use torch for this spec")
+        if device == "cuda":
+            torch.cuda.set_device(group.local_rank)
+        torch.set_num_threads(max(1, parallel.cores() // self.size))  # the cores shared among the workers
+        self.local = TorchBackend(spec, params, device=device, dtype=dtype, seed=seed)
+        ids = [group.local_rank] if device == "cuda" else None
+        self.ddp = DistributedDataParallel(self.local.model, device_ids=ids)
+        self.masks: dict[str, torch.Tensor] | None = None  # the global batch's, sliced per pass
+        self.epochs: dict[int, tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]] = {}
+        self.step_s: list[float] = []  # this rank's seconds per step in the last run of steps
+
+    def set_masks(self, masks: Params | None) -> None:
+        self.local.set_masks(masks)  # checked, and in the model's dtype and device
+        self.masks = None if masks is None else {k: m.mask for k, m in self.local.dropouts.items()}
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slice's summed cross-entropy, and it scaled so that DDP's mean over workers is the global mean."""
+        lo, hi = bounds(len(x), self.size, self.rank)
+        if self.masks is not None:
+            for k, module in self.local.dropouts.items():
+                module.mask = self.masks[k][lo:hi]
+        total = F.cross_entropy(self.ddp(x[lo:hi]), y[lo:hi], reduction="sum")
+        return total, total * (self.size / len(x))
+
+    def _global(self, totals: list[torch.Tensor], sizes: list[int]) -> np.ndarray:
+        """Each step's global mean loss from every rank's slice sums: one all-reduce for all of them."""
+        summed = torch.stack(totals).double()
+        dist.all_reduce(summed)
+        return summed.cpu().numpy() / np.asarray(sizes, np.float64)
+
+    def _batch(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.local._x(x), torch.from_numpy(np.asarray(y)).to(self.local._dev, torch.long)
+
+    def grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
+        """The global batch's mean loss and its gradients, all-reduced; parameters untouched."""
+        model = self.local.model
+        self.local._train(True)
+        model.zero_grad(set_to_none=True)
+        total, scaled = self._loss(*self._batch(x, y))
+        scaled.backward()  # DDP all-reduces the gradients here
+        grads = from_native({k: p.grad.detach().cpu().contiguous().numpy() for k, p in self.local.named.items()})
+        model.zero_grad(set_to_none=True)
+        return float(self._global([total.detach()], [len(x)])[0]), grads
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        opt = self.local._optimizer()
+        self.local._train(True)
+        opt.zero_grad(set_to_none=True)
+        total, scaled = self._loss(x, y)
+        scaled.backward()
+        opt.step()
+        return total.detach()
+
+    def train(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One update on the global batch; its global mean loss."""
+        return float(self._global([self._step(*self._batch(x, y))], [len(x)])[0])
+
+    def steps(self, epoch: int, start: int, stop: int, lrs: list[float]) -> np.ndarray:
+        """Steps start..stop-1 of a resident epoch at lrs; their global mean losses, with one all-reduce."""
+        x, y, order = self.epochs[epoch]
+        totals, sizes, self.step_s = [], [], []
+        for i, lr in zip(range(start, stop), lrs, strict=True):
+            began = time.perf_counter()
+            self.local.set_lr(lr)
+            idx = torch.from_numpy(np.asarray(order[i], np.int64)).to(x.device)
+            totals.append(self._step(x[idx], y[idx]))
+            sizes.append(len(order[i]))
+            self.step_s.append(time.perf_counter() - began)
+        return self._global(totals, sizes) if totals else np.zeros(0)
+
+    def keep_epoch(self, epoch: int, x: np.ndarray, y: np.ndarray, order: list[np.ndarray]) -> None:
+        self.epochs = {epoch: (*self._batch(x, y), order)}  # the newest only: an epoch is prepared, then run
+
+    def gather(self, value: Any) -> list[Any]:
+        out: list[Any] = [None] * self.size
+        dist.all_gather_object(out, value)
+        return out
+
+    def digest(self) -> list[str]:
+        """Every rank's parameters as one hash each: identical replicas give identical hashes."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.local.get_params().items()):
+            h.update(k.encode() + np.ascontiguousarray(v).tobytes())
+        return self.gather(h.hexdigest())
+
+
+def _build(key: int, spec: ModelSpec, params: Params | None, device: str, dtype: str, seed: int) -> None:
+    if ddp_group.group(device).rank != 0:
+        TorchBackend.pin_numerics()  # rank 0's harness pinned its own
+    REPLICAS[key] = Replica(spec, params, device, dtype, seed)
+
+
+def _on(method: str):
+    """A handler calling one method of the keyed replica."""
+    return lambda key, *args: getattr(REPLICAS[key], method)(*args)
+
+
+def _on_local(method: str):
+    """A handler calling one method of the keyed replica's plain torch backend."""
+    return lambda key, *args: getattr(REPLICAS[key].local, method)(*args)
+
+
+ddp_group.HANDLERS.update({
+    "build": _build,
+    "drop": lambda keys: [REPLICAS.pop(k, None) for k in keys],
+    "set_params": _on_local("set_params"),
+    "set_buffers": _on_local("set_buffers"),
+    "init_optimizer": _on_local("init_optimizer"),
+    "set_lr": _on_local("set_lr"),
+    "set_masks": _on("set_masks"),
+    "grads": _on("grads"),
+    "train": _on("train"),
+    "epoch": _on("keep_epoch"),
+    "steps": _on("steps"),
+    "digest": _on("digest"),
+    "timings": lambda key: REPLICAS[key].gather(REPLICAS[key].step_s),
+})
+
+
+class Epoch:
+    """A prepared epoch: its key on every rank, and its steps."""
+
+    def __init__(self, key: int, steps: int):
+        self.key, self.steps = key, steps
+
+
+class TorchDDPBackend(Backend):
+    """torch@ddp as the harness sees it: rank 0 of the group, which drives every rank's replica."""
+
+    name = "torch"
+    framework = "torch"
+    UNSUPPORTED_LAYERS = frozenset({"batchnorm"})  # see Replica: per-slice statistics are not the global batch's
+    modes = ("ddp",)
+    MODE_NOTES: ClassVar[dict[str, str]] = {
+        "ddp": "stock torch.nn.parallel.DistributedDataParallel (gloo on the CPU, NCCL on GPUs) over --workers "
+               "processes, torchrun's or started with its environment; each worker takes a contiguous slice of "
+               "every batch and its summed loss scaled by workers / batch, so the all-reduced gradient is the "
+               "global batch's; epochs resident on every worker",
+    }
+    fused = True  # timed over runs of steps, one command to every worker each
+
+    def __init__(self, spec: ModelSpec, params: Params | None = None, *,
+                 device: str = "cpu", dtype: str = "float32", seed: int = 0, mode: str | None = None):
+        """Start the group on first use and build a replica on every rank; params=None: torch's seeded init."""
+        self.mode = check_mode(type(self), mode)
+        check_device(TorchBackend, device)
+        self.group = ddp_group.group(device)
+        if self.group.rank != 0:
+            self.group.follow()  # torchrun started this rank too: it serves rank 0 from here and never returns
+        self.spec, self.device, self.workers = spec, device, self.group.size
+        self.key = next(_KEYS)
+        self._run("build", self.key, spec, params, device, dtype, seed)
+        self.replica = REPLICAS[self.key]
+        self.dtype = self.replica.local.dtype
+        weakref.finalize(self, _DROPPED.append, self.key)
+        self._epochs = itertools.count()
+
+    def _run(self, command: str, *args) -> Any:
+        if _DROPPED:
+            keys = _DROPPED[:]
+            _DROPPED.clear()
+            self.group.run("drop", keys)
+        return self.group.run(command, *args)
+
+    @classmethod
+    def pin_numerics(cls) -> dict[str, object]:
+        """torch's settings, on every rank: rank 0 here, the others when they build."""
+        return TorchBackend.pin_numerics()
+
+    @classmethod
+    def version(cls) -> str:
+        """torch's version."""
+        return TorchBackend.version()
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        """torch's devices."""
+        return TorchBackend.devices()
+
+    def get_params(self) -> Params:
+        """Rank 0's parameters (every rank holds the same: see replicas_identical)."""
+        return self.replica.local.get_params()
+
+    def set_params(self, params: Params) -> None:
+        """Every rank's parameters replaced."""
+        self._run("set_params", self.key, params)
+
+    def get_buffers(self) -> Params:
+        """Rank 0's running statistics."""
+        return self.replica.local.get_buffers()
+
+    def set_buffers(self, buffers: Params) -> None:
+        """Every rank's running statistics replaced."""
+        self._run("set_buffers", self.key, buffers)
+
+    def set_masks(self, masks: Params | None) -> None:
+        """The global batch's keep-masks; each worker applies its slice's rows."""
+        self._run("set_masks", self.key, masks)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Rank 0's evaluation logits: evaluation needs no other worker."""
+        return self.replica.local.forward(x)
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
+        """The global batch's mean loss and its all-reduced gradients, each worker computing its slice."""
+        return self._run("grads", self.key, np.ascontiguousarray(x), np.ascontiguousarray(y))
+
+    def init_optimizer(self, config: OptimizerConfig) -> None:
+        """torch.optim's state on every rank."""
+        self._run("init_optimizer", self.key, config)
+
+    def set_lr(self, lr: float) -> None:
+        """Every rank's learning rate."""
+        self._run("set_lr", self.key, lr)
+
+    def prepare_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The host arrays: train_step sends them to every worker."""
+        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+    def train_step(self, batch: tuple[np.ndarray, np.ndarray]) -> float:
+        """One update of every replica on the global batch; its global mean loss."""
+        return self._run("train", self.key, *batch)
+
+    def prepare_epoch(self, x: np.ndarray, y: np.ndarray, order) -> Epoch:
+        """The epoch's images, labels and batches sent once to every worker, which keeps them resident."""
+        epoch = Epoch(next(self._epochs), len(order))
+        # Contiguous copies: the followers get unpickled ones, and rank 0 must run on what they run on (torch
+        # refuses a view with negative strides, and a step rank 0 alone skips hangs the others' all-reduce).
+        self._run("epoch", self.key, epoch.key, np.ascontiguousarray(x), np.ascontiguousarray(y),
+                  [np.array(o, np.int64) for o in order])
+        return epoch
+
+    def train_steps(self, epoch: Epoch, start: int, stop: int, lrs) -> np.ndarray:
+        """Steps start..stop-1 on every worker, one command for all of them; the global mean losses."""
+        if not 0 <= start <= stop <= epoch.steps or len(lrs) != stop - start:
+            raise BackendError(f"torch@ddp: steps {start}..{stop} with {len(lrs)} learning rates do not fit "
+                               f"an epoch of {epoch.steps} steps")
+        return self._run("steps", self.key, epoch.key, start, stop, [float(lr) for lr in lrs])
+
+    def replicas_identical(self) -> bool:
+        """Whether every worker holds bit-identical parameters."""
+        return len(set(self._run("digest", self.key))) == 1
+
+    def worker_step_s(self) -> list[list[float]]:
+        """Each worker's seconds per step in the last train_steps."""
+        return self._run("timings", self.key)
+
+    def peak_device_memory(self) -> int | None:
+        """Rank 0's max_memory_allocated on cuda."""
+        return self.replica.local.peak_device_memory()
+
+    def synchronize(self) -> None:
+        """Every command has returned when its collectives did; a GPU's queue still drains here."""
+        self.replica.local.synchronize()
+
+
+if __name__ == "__main__":  # a follower rank started by ddp_group, with this module's handlers
+    ddp_group.serve()
