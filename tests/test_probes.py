@@ -1,4 +1,5 @@
 """Machine readings: a cell's own memory, contention from other work, and the calibration."""
+import shlex
 import subprocess
 import sys
 import time
@@ -52,13 +53,27 @@ def test_other_processes_cpu_and_steal_mark_a_run_contended(tmp_path, monkeypatc
     assert quiet["others_cpu"] == 0 and not quiet["contended"]
 
 
+BUSY = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
+
+
 def test_a_busy_loop_elsewhere_is_seen_as_contention():
     before = contention.snapshot()
-    loop = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    # Started by a shell that exits at once, so the loop is not this process's descendant: other work.
+    subprocess.run(["sh", "-c", f'({shlex.quote(sys.executable)} -c {shlex.quote(BUSY)} &)'], check=True)
+    time.sleep(1.0)
+    found = contention.between(before, contention.snapshot())
+    time.sleep(0.6)
+    assert found["others_cpu"] > contention.OTHERS_LIMIT and found["contended"]
+
+
+def test_a_live_child_is_this_process_own_work():
+    # A data-parallel cell's workers run as its children, alive while it times its steps.
+    before = contention.snapshot()
+    loop = subprocess.Popen([sys.executable, "-c", BUSY])
     time.sleep(1.0)
     found = contention.between(before, contention.snapshot())
     loop.wait()
-    assert found["others_cpu"] > contention.OTHERS_LIMIT and found["contended"]
+    assert found["others_cpu"] < contention.OTHERS_LIMIT and not found["contended"], found
 
 
 def test_calibration_measures_matmul_and_bandwidth():

@@ -23,7 +23,7 @@ class Snapshot:
     busy: float | None       # seconds of non-idle CPU time, summed over every CPU
     steal: float | None      # seconds the hypervisor ran something else
     pressure_us: int | None  # /proc/pressure/cpu "some" total: microseconds some task waited for a CPU
-    own_cpu: float           # CPU seconds of this process and of the children it has waited for
+    own_cpu: float           # CPU seconds of this process and its descendants, live or waited for
 
 
 def _cpu_line(proc: Path) -> tuple[float, float] | tuple[None, None]:
@@ -49,11 +49,33 @@ def _pressure(proc: Path) -> int | None:
     return None
 
 
+def _live_descendants_cpu(proc: Path) -> float:
+    """CPU seconds of this process's live descendants (a data-parallel cell's workers): rusage counts a child only
+    once it has been waited for."""
+    hz, total, todo, seen = os.sysconf("SC_CLK_TCK"), 0.0, [os.getpid()], set()
+    while todo:
+        pid = todo.pop()
+        try:
+            kids = [int(k) for task in (proc / str(pid) / "task").iterdir()
+                    for k in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or a kernel without the children file: nothing more to count there
+        for kid in set(kids) - seen:
+            seen.add(kid)
+            todo.append(kid)
+            try:  # utime and stime, the 14th and 15th fields, counted after the ")" that ends the command name
+                fields = (proc / str(kid) / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / hz
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
 def snapshot(proc: Path = PROC) -> Snapshot:
     busy, steal = _cpu_line(proc)
     own = sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    return Snapshot(time.monotonic(), busy, steal, _pressure(proc), own)
+    return Snapshot(time.monotonic(), busy, steal, _pressure(proc), own + _live_descendants_cpu(proc))
 
 
 def load_average() -> list[float] | None:
