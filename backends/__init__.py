@@ -15,8 +15,8 @@ from fwbench.models.params import Params
 from fwbench.models.spec import ModelSpec
 
 __all__ = ["Backend", "BackendError", "BackendFailed", "BrokenBackend", "MissingDependency", "OptimizerConfig",
-           "BUILTIN", "Entry", "GROUP", "blame", "build", "entries", "load", "missing", "modes", "names", "processes",
-           "source", "split"]
+           "BUILTIN", "Entry", "GROUP", "blame", "build", "data_parallel", "entries", "load", "missing", "modes",
+           "names", "processes", "source", "split"]
 
 class MissingDependency(BackendError):
     """A backend's framework or one of its modules is not installed."""
@@ -43,13 +43,14 @@ class Entry:
     modes: tuple[tuple[str, Entry], ...] = ()
     # Entries with different non-empty process tags cannot be imported into one process (Keras on two backends).
     process: str = ""
+    data_parallel: bool = False  # a mode over --workers processes or devices: the bench adds its 1-worker baseline
 
 
 BUILTIN: dict[str, Entry] = {
     "numpy": Entry("fwbench.backends.numpy_backend:NumpyBackend", ("numpy",), "pip install numpy"),
     "torch": Entry("fwbench.backends.torch_backend:TorchBackend", ("torch",), "pip install 'fwbench[torch]'",
                    modes=(("ddp", Entry("fwbench.backends.torch_ddp:TorchDDPBackend", ("torch",),
-                                        "pip install 'fwbench[torch]'")),)),
+                                        "pip install 'fwbench[torch]'", data_parallel=True)),)),
     "flax": Entry("fwbench.backends.flax_backend:FlaxBackend", ("jax", "flax", "optax"), "pip install 'fwbench[flax]'"),
     "keras": Entry("fwbench.backends.keras_backend:KerasBackend", ("tensorflow", "keras"),
                    "pip install 'fwbench[keras]'", process="keras on tensorflow",
@@ -108,6 +109,11 @@ def modes(name: str, cls: type[Backend]) -> list[str]:
     """Every mode of a backend: its class's, then those another class implements (keras@jax)."""
     base = split(name)[0]
     return list(cls.modes) + ([m for m, _ in _entry(base).modes] if not _is_path(base) else [])
+
+
+def data_parallel(name: str) -> bool:
+    """Whether NAME@MODE is a registered data-parallel mode (torch@ddp), known without importing it."""
+    return not _is_path(split(name)[0]) and _resolve(name).data_parallel
 
 
 def processes(names: list[str]) -> list[list[str]]:

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from fwbench.backends.base import BackendError
+from fwbench.backends.engine import parallel
 
 WORKERS_ENV = "FWBENCH_WORKERS"  # set by --workers; torchrun's WORLD_SIZE wins where it is set
 # A collective that waits longer than this fails instead of hanging: a worker died or skipped one.
@@ -38,6 +39,13 @@ def requested(device: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise BackendError(f"--workers must be a whole number of at least 1, not '{text}'")
     return int(text)
+
+
+def threads(workers: int) -> int:
+    """Each worker's compute threads: FWBENCH_WORKER_THREADS (the bench holds it equal in a 1-worker baseline), else
+    the cores shared among the workers."""
+    text = os.environ.get("FWBENCH_WORKER_THREADS", "")
+    return int(text) if text.isdigit() and int(text) > 0 else max(1, parallel.cores() // workers)
 
 
 def launched() -> bool:

@@ -15,7 +15,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fwbench.backends import ddp_group
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
-from fwbench.backends.engine import parallel
 from fwbench.backends.torch_backend import TorchBackend, from_native
 from fwbench.models.params import Params
 from fwbench.models.spec import BatchNorm, ModelSpec
@@ -45,13 +44,13 @@ class Replica:
                                "(SyncBatchNorm needs a GPU); use torch for this spec")
         if device == "cuda":
             torch.cuda.set_device(group.local_rank)
-        torch.set_num_threads(max(1, parallel.cores() // self.size))  # the cores shared among the workers
+        torch.set_num_threads(ddp_group.threads(self.size))
         self.local = TorchBackend(spec, params, device=device, dtype=dtype, seed=seed)
         ids = [group.local_rank] if device == "cuda" else None
         self.ddp = DistributedDataParallel(self.local.model, device_ids=ids)
         self.masks: dict[str, torch.Tensor] | None = None  # the global batch's, sliced per pass
         self.epochs: dict[int, tuple[torch.Tensor, torch.Tensor, list[np.ndarray]]] = {}
-        self.step_s: list[float] = []  # this rank's seconds per step in the last run of steps
+        self.step_s: list[float] = []  # this rank's seconds per step since they were last gathered
 
     def set_masks(self, masks: Params | None) -> None:
         self.local.set_masks(masks)  # checked, and in the model's dtype and device
@@ -102,7 +101,7 @@ class Replica:
     def steps(self, epoch: int, start: int, stop: int, lrs: list[float]) -> np.ndarray:
         """Steps start..stop-1 of a resident epoch at lrs; their global mean losses, with one all-reduce."""
         x, y, order = self.epochs[epoch]
-        totals, sizes, self.step_s = [], [], []
+        totals, sizes = [], []
         for i, lr in zip(range(start, stop), lrs, strict=True):
             began = time.perf_counter()
             self.local.set_lr(lr)
@@ -119,6 +118,20 @@ class Replica:
         out: list[Any] = [None] * self.size
         dist.all_gather_object(out, value)
         return out
+
+    def timings(self) -> list[list[float]]:
+        """Every rank's seconds per step since the last call, gathered; each rank's list starts afresh."""
+        out, self.step_s = self.gather(self.step_s), []
+        return out
+
+    def peak_rss_mb(self) -> list[float | None]:
+        """Every rank's process high-water mark (VmHWM), in MiB, gathered."""
+        try:
+            with open("/proc/self/status") as f:
+                kb = next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
+        except OSError:
+            kb = None
+        return self.gather(None if kb is None else kb / 1024)
 
     def digest(self) -> list[str]:
         """Every rank's parameters as one hash each: identical replicas give identical hashes."""
@@ -157,7 +170,8 @@ ddp_group.HANDLERS.update({
     "epoch": _on("keep_epoch"),
     "steps": _on("steps"),
     "digest": _on("digest"),
-    "timings": lambda key: REPLICAS[key].gather(REPLICAS[key].step_s),
+    "timings": _on("timings"),
+    "memory": _on("peak_rss_mb"),
 })
 
 
@@ -196,6 +210,7 @@ class TorchDDPBackend(Backend):
         self._run("build", self.key, spec, params, device, dtype, seed)
         self.replica = REPLICAS[self.key]
         self.dtype = self.replica.local.dtype
+        self.threads_per_worker = torch.get_num_threads()  # as Replica set it, the same on every rank
         weakref.finalize(self, _DROPPED.append, self.key)
         self._epochs = itertools.count()
 
@@ -286,8 +301,12 @@ class TorchDDPBackend(Backend):
         return len(set(self._run("digest", self.key))) == 1
 
     def worker_step_s(self) -> list[list[float]]:
-        """Each worker's seconds per step in the last train_steps."""
+        """Each worker's seconds per step since the last call (steps on a resident epoch only)."""
         return self._run("timings", self.key)
+
+    def worker_peak_rss_mb(self) -> list[float | None]:
+        """Each worker's process high-water mark in MiB, rank 0 (this process) first."""
+        return self._run("memory", self.key)
 
     def peak_device_memory(self) -> int | None:
         """Rank 0's max_memory_allocated on cuda."""

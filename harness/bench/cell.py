@@ -16,6 +16,7 @@ from fwbench.backends.messages import one_line
 from fwbench.harness.allocator import tune
 from fwbench.harness.atomic import atomic_write_json
 from fwbench.harness.bench.child import die_with_parent
+from fwbench.harness.bench import parallel
 from fwbench.harness.bench.limits import flop_figures
 from fwbench.harness.bench.timing import time_steps
 from fwbench.harness.data import batch_order
@@ -53,6 +54,7 @@ def run(cell: dict) -> dict:
     # Timed steps are all full batches, reused in turn when an epoch (--limit, a large batch) has too few.
     full = [idx for idx in order if len(idx) == cell["batch_size"]] or order
     epoch = backend.prepare_epoch(data.train_x, data.train_y, [full[i % len(full)] for i in range(count)])
+    parallel.reset(backend)  # a data-parallel backend's worker clocks start afresh for the timed steps
     before = contention.snapshot()
     timing = time_steps(backend, epoch, [recipe.optimizer.lr], cell["warmup_steps"], cell["timed_steps"],
                         min_warmup_s=min(0.2, cell["min_timed_s"]), min_timed_s=cell["min_timed_s"])
@@ -61,7 +63,8 @@ def run(cell: dict) -> dict:
     timed_window = contention.between(before, contention.snapshot())
     samples = {"step_ms": timing.pop("samples")}
     metrics = {**timing, "import_s": import_s, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3,
-               **flop_figures(spec, cell["batch_size"], timing["step_ms"]), "peak_rss_mb": peak_rss_mb()}
+               **flop_figures(spec, cell["batch_size"], timing["step_ms"]), "peak_rss_mb": peak_rss_mb(),
+               **parallel.figures(backend, cell["batch_size"], timing["step_ms"])}
     peaks = [backend.peak_device_memory()]
     del backend, epoch
 

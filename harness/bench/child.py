@@ -24,12 +24,13 @@ class Finished:
         return (getattr(self, stream).strip().splitlines() or [""])[-1]
 
 
-def run(cmd: list[str], timeout_s: float, stdout: bool = True) -> Finished:
+def run(cmd: list[str], timeout_s: float, stdout: bool = True, env: dict[str, str] | None = None) -> Finished:
     """Run cmd in its own process group with a time limit; on timeout or interrupt the whole group is killed."""
     # Its own session: Ctrl-C at a terminal reaches the bench alone, which then stops the whole group, grandchildren
     # included, and waits for it before cleaning up what the child used.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if stdout else subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, env={**os.environ, PARENT_ENV: str(os.getpid())})
+                            text=True, start_new_session=True,
+                            env={**os.environ, **(env or {}), PARENT_ENV: str(os.getpid())})
     try:
         out, err = proc.communicate(timeout=timeout_s)
         return Finished(proc.returncode, out or "", err or "", False)

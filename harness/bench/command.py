@@ -67,7 +67,7 @@ def suite_from(args):
         _check_cuda(names or suite.backends, bool(names), where)
     overrides = {"backends": names, "models": model_names, "device": args.device, "batch_sizes": args.batch_sizes,
                  "repeat": args.repeat, "allow_nonconformant": args.allow_nonconformant or None,
-                 "order_seed": getattr(args, "order_seed", None),
+                 "order_seed": getattr(args, "order_seed", None), "workers": getattr(args, "workers", None),
                  "conformance": False if getattr(args, "no_conformance", False) else None}
     suite = replace(suite, **{k: v for k, v in overrides.items() if v is not None})
     for name in suite.models:

@@ -11,7 +11,7 @@ from fwbench.harness.bench.limits import gflops
 from fwbench.harness.bench.metrics import BY_KEY, documented
 from fwbench.harness.provenance import git_commit, machine
 
-IDENTITY = ("backend", "model", "batch_size", "device", "dtype")
+IDENTITY = ("backend", "model", "batch_size", "device", "dtype", "workers")  # workers: data-parallel cells only
 MIN_CLEAN = 3  # clean runs a cell needs before its contended runs are left out of its figures
 SETTINGS = ("steps", "steps_per_call", "epoch_s_each", "step_gflop")  # the same in every run: no interval
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from fwbench import backends
-from fwbench.harness.bench import child, limits, overhead, results
+from fwbench.harness.bench import child, limits, overhead, parallel, results
 from fwbench.harness.bench.checks import agreement, conformance, conventions, installed
 from fwbench.harness.bench.suite import Cell, Suite, cells, rounds
 from fwbench.harness.probes import contention
@@ -141,6 +141,7 @@ def add_run(doc: dict, record: dict, cell: Cell, round_: int) -> None:
     merge(record, run)
     results.summarize(record)
     attach_checks(doc, record)
+    parallel.link(doc["cells"])
 
 
 def remeasure(records: list[dict], repeat: int) -> list[tuple[int, int]]:
@@ -161,8 +162,11 @@ def run_cell(cell: Cell, round_: int) -> dict:
         spec, out = Path(tmp) / "cell.json", Path(tmp) / "result.json"
         spec.write_text(json.dumps(cell.to_dict()))
         before, started = contention.snapshot(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        # Read by the data-parallel modes: the workers, and each one's threads.
+        env = ({"FWBENCH_WORKERS": str(cell.workers), "FWBENCH_WORKER_THREADS": str(cell.threads)}
+               if cell.workers else {})
         proc = child.run([sys.executable, "-m", "fwbench.harness.bench.cell", str(spec), str(out)], cell.timeout_s,
-                         stdout=False)
+                         stdout=False, env=env)
         around = contention.between(before, contention.snapshot())
         if proc.timed_out:
             result = {"status": "error", "error": child.timed_out("cell process", cell.timeout_s)}

@@ -4,6 +4,8 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, replace
 
+from fwbench import backends
+from fwbench.backends.engine.parallel import cores
 from fwbench.harness.recipe import RECIPES, Recipe
 
 
@@ -28,6 +30,7 @@ class Suite:
     conformance: bool = True      # run the conformance kit for every backend and mode before timing them
     conventions: bool = True      # measure the frameworks' native conventions (fwbench conventions) for the report
     cell_timeout_s: float = 1800  # a cell process still running after this is stopped and recorded as timed out
+    workers: int | None = None    # of data-parallel modes; None: every GPU, or 2 on a CPU
     overhead: tuple[str, ...] = ()  # after the rounds, time these against hand-written loops (benchmarks/overhead.py)
     overhead_rounds: int = 3      # rounds alternating the hand-written loop and fwbench
     overhead_steps: int = 60      # timed steps per side per round
@@ -82,9 +85,12 @@ class Cell:
     dtype: str = "float32"
     seed: int = 0
     timeout_s: float = 1800       # the suite's cell_timeout_s: generous, for a hung process, not a slow one
+    workers: int | None = None    # a data-parallel mode's workers, over which batch_size (global) is split
+    threads: int | None = None    # and each worker's threads, the same in its 1-worker baseline
 
     def label(self) -> str:
-        return f"{self.backend} {self.model} b{self.batch_size} {self.device}"
+        workers = f" x{self.workers}" if self.workers else ""
+        return f"{self.backend}{workers} {self.model} b{self.batch_size} {self.device}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,17 +102,31 @@ def recipe_of(model: str, suite: Suite) -> Recipe:
 
 
 def cells(suite: Suite) -> list[Cell]:
-    """The matrix: model, then batch size, then backend."""
+    """The matrix: model, then batch size, then backend; a data-parallel mode also gets its 1-worker baseline."""
     out = []
     for model in suite.models:
         recipe = recipe_of(model, suite)
         for bs in suite.batch_sizes:
             for backend in suite.backends:
                 trains = suite.train and bs == recipe.batch_size and f"{backend}/{model}" not in suite.timing_only
-                out.append(Cell(backend, model, bs, suite.device, suite.timed_steps, suite.warmup_steps,
-                                suite.min_timed_s, trains, suite.limit, asdict(recipe), TARGETS.get(model),
-                                suite.evals_per_epoch, timeout_s=suite.cell_timeout_s))
-    return out
+                cell = Cell(backend, model, bs, suite.device, suite.timed_steps, suite.warmup_steps,
+                            suite.min_timed_s, trains, suite.limit, asdict(recipe), TARGETS.get(model),
+                            suite.evals_per_epoch, timeout_s=suite.cell_timeout_s)
+                if not backends.data_parallel(backend):
+                    out.append(cell)
+                    continue
+                workers = suite.workers or default_workers(suite.device)
+                threads = max(1, cores() // workers)  # the cores shared among the workers
+                out.append(replace(cell, workers=workers, threads=threads))
+                if workers > 1 and bs // workers:  # weak scaling: one worker with a worker's batch and threads
+                    out.append(replace(cell, batch_size=bs // workers, workers=1, threads=threads, train=False))
+    return [c for i, c in enumerate(out) if c not in out[:i]]  # a baseline may be a cell the matrix has
+
+
+def default_workers(device: str) -> int:
+    """--workers' default, as the data-parallel modes take it: every GPU, or 2 on a CPU."""
+    from fwbench.backends import ddp_group  # torch: imported only where a data-parallel mode is benched
+    return ddp_group.default_workers(device)
 
 
 def rounds(suite: Suite, count: int) -> list[list[int]]:

@@ -5,6 +5,7 @@ from html import escape
 
 from fwbench.harness.reporting import heatmaps, plots, tables
 from fwbench.harness.reporting.course import course_table
+from fwbench.harness.reporting.scaling import scaling_tables
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 2em auto;
@@ -64,6 +65,7 @@ def run_html(results: dict, level: int = 2, baseline: str | None = None) -> str:
              f"<p class=\"note\">{escape(tables.VERDICT_NOTE)}</p>"]
     parts += [table_html(t, level) for t in tables.model_tables(results, baseline)]
     parts += [table_html(t, level) for t in tables.mode_tables(results)]
+    parts += [table_html(t, level) for t in scaling_tables(results)]
     parts += [f"<{h}>Training loss</{h}>", figure_html(plots.loss_curves(results), "training loss curves"),
               f"<{h}>Throughput</{h}>", figure_html(plots.throughput(results), "images per second")]
     parts.append(f"<{h}>Where the backends disagree</{h}>")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from fwbench.harness.reporting import tables
 from fwbench.harness.reporting.course import course_table
+from fwbench.harness.reporting.scaling import scaling_tables
 from fwbench.harness.table import markdown_table, md_cell
 
 
@@ -28,6 +29,7 @@ def run_md(results: dict, level: int = 2, baseline: str | None = None) -> str:
     parts = [facts_line(results), tables.EPOCH_NOTE, tables.VERDICT_NOTE]
     parts += [table_md(t, level) for t in tables.model_tables(results, baseline)]
     parts += [table_md(t, level) for t in tables.mode_tables(results)]
+    parts += [table_md(t, level) for t in scaling_tables(results)]
     overhead = tables.overhead_table(results)
     if overhead:
         parts.append(table_md(overhead, level))

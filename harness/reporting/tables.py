@@ -69,6 +69,8 @@ def backend_label(cell: dict) -> str:
     """"torch (compile)": the backend and the mode it ran in, when it has modes."""
     name, _, asked = cell["backend"].partition("@")
     mode = cell.get("mode") or asked
+    if cell.get("workers"):  # a data-parallel cell: its workers are part of what it is
+        mode = f"{mode}, {cell['workers']} worker{'s' if cell['workers'] > 1 else ''}"
     return f"{name} ({mode})" if mode else name
 
 
