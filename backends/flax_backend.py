@@ -215,7 +215,7 @@ class FlaxBackend(Backend):
             # because every layer, input and hyperparameter gets an explicit dtype.
             jax.config.update("jax_enable_x64", True)
         self.spec, self.dtype, self.device = spec, DTYPES[dtype], device
-        self._dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
+        self._dev = self._placement(device)
         self.model = Net(spec, self.dtype, self.kernels)
         dummy = jnp.zeros((1, *spec.input[1:], spec.input[0]), self.dtype)  # one NHWC sample
         key = jax.random.PRNGKey(seed)
@@ -253,6 +253,14 @@ class FlaxBackend(Backend):
         """CPU, plus CUDA when jax sees a GPU."""
         return jax_device.devices()
 
+    def _placement(self, device: str):
+        """Where parameters, state and batches live: one device (flax@dp: every device of a mesh)."""
+        return jax.devices("gpu" if device == "cuda" else "cpu")[0]
+
+    def _along_batch(self, size: int):
+        """Where a batch of `size` (or its dropout masks) lives: with the parameters (flax@dp: split over the mesh)."""
+        return self._dev
+
     def _load(self, native: dict) -> None:
         shapes = jax.tree_util.tree_map(np.shape, native)
         assert shapes == self.native_shapes, f"native shapes {shapes} != flax's {self.native_shapes}"
@@ -278,7 +286,7 @@ class FlaxBackend(Backend):
             size = len(next(iter(masks.values()))) if masks else 0
             check_masks(self.spec, masks, size)
             native = layout.masks_to_channels_last(self.spec, masks)
-            masks = {f"layer_{k.split('.')[0]}": jax.device_put(np.asarray(v, bool), self._dev)
+            masks = {f"layer_{k.split('.')[0]}": jax.device_put(np.asarray(v, bool), self._along_batch(size))
                      for k, v in native.items()}
             self._mask_batch = size
         self._masks = masks
@@ -342,11 +350,11 @@ class FlaxBackend(Backend):
 
     def _x(self, x: np.ndarray) -> jax.Array:
         # The one place inputs change layout: NCHW arrives, the network runs NHWC.
-        return jax.device_put(layout.nchw_to_nhwc(np.asarray(x, self.dtype)), self._dev)
+        return jax.device_put(layout.nchw_to_nhwc(np.asarray(x, self.dtype)), self._along_batch(len(x)))
 
     def prepare_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """NHWC x in the backend dtype and int32 labels, on the device."""
-        return self._x(x), jax.device_put(np.asarray(y, np.int32), self._dev)
+        return self._x(x), jax.device_put(np.asarray(y, np.int32), self._along_batch(len(y)))
 
     def train_step(self, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
         """One jitted update; returns the loss as a device scalar, so no host sync happens here."""

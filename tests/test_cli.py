@@ -34,8 +34,10 @@ def test_backends_lists_every_backend(capsys):
     assert set(rows) == {"numpy", "torch", "flax", "keras", "micrograd"}
     assert rows["numpy"]["status"] == "ok" and "cpu" in rows["numpy"]["devices"]
     assert rows["numpy"]["modes"] == []
+    if rows["torch"]["status"] == "ok":
+        assert rows["torch"]["modes"] == ["eager", "channels_last", "compile", "cudagraphs", "ddp"]
     if rows["flax"]["status"] == "ok":
-        assert rows["flax"]["modes"] == ["step", "scan", "step-tuned", "scan-tuned"]
+        assert rows["flax"]["modes"] == ["step", "scan", "step-tuned", "scan-tuned", "dp"]
     if rows["keras"]["status"] == "ok":
         assert rows["keras"]["modes"] == ["graph", "xla", "loop", "native", "jax"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from fwbench.backends.engine import parallel
+from fwbench.harness.probes.memory import peak_rss_mb
 
 
 def reset(backend) -> None:
@@ -14,17 +15,19 @@ def reset(backend) -> None:
 
 def figures(backend, batch_size: int, step_ms: float) -> dict:
     """What only a data-parallel run has, read off its workers after step timing; {} for any other backend."""
-    if not hasattr(backend, "worker_step_s"):
+    if not hasattr(backend, "workers"):
         return {}
-    workers = backend.workers
-    per_rank = backend.worker_step_s()
-    steps = min(len(s) for s in per_rank)
-    # Every step waits for its slowest worker at the all-reduce: the step's time is the largest of the ranks'.
-    slowest = float(np.median([max(s[i] for s in per_rank) for i in range(steps)])) * 1e3 if steps else None
-    memory = backend.worker_peak_rss_mb()
-    threads, cores = backend.threads_per_worker, parallel.cores()
-    note = None
-    if workers * threads > cores:
+    workers, threads, cores = backend.workers, backend.threads_per_worker, parallel.cores()
+    if hasattr(backend, "worker_step_s"):  # workers in processes of their own, each with its clock
+        per_rank = backend.worker_step_s()
+        steps = min(len(s) for s in per_rank)
+        # Every step waits for its slowest worker at the all-reduce: the step's time is the largest of the ranks'.
+        slowest = float(np.median([max(s[i] for s in per_rank) for i in range(steps)])) * 1e3 if steps else None
+        memory = backend.worker_peak_rss_mb()
+    else:  # devices of one process (flax@dp): one program, one clock, one process image
+        slowest, memory = step_ms, [peak_rss_mb()]
+    note = getattr(backend, "scaling_note", None)
+    if note is None and workers * threads > cores:
         note = f"not a scaling measurement: {workers} workers x {threads} threads on {cores} cores"
     return {"workers": workers, "threads_per_worker": threads, "slowest_worker_step_ms": slowest,
             "images_per_s_per_worker": batch_size / step_ms * 1e3 / workers,

@@ -125,8 +125,14 @@ def cells(suite: Suite) -> list[Cell]:
 
 def default_workers(device: str) -> int:
     """--workers' default, as the data-parallel modes take it: every GPU, or 2 on a CPU."""
-    from fwbench.backends import ddp_group  # torch: imported only where a data-parallel mode is benched
-    return ddp_group.default_workers(device)
+    if device != "cuda":
+        return 2
+    try:  # torch or JAX counts the GPUs: whichever a data-parallel mode brought, imported only here
+        import torch
+        return max(1, torch.cuda.device_count())
+    except ImportError:
+        import jax
+        return max(1, len(jax.devices("gpu")))
 
 
 def rounds(suite: Suite, count: int) -> list[list[int]]:
