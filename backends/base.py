@@ -44,6 +44,10 @@ class Backend:
     # True when train_steps runs many steps in one call (a scan, a captured graph): the harness then
     # hands it whole segments between evaluations instead of a few dozen steps at a time.
     fused: bool = False
+    # A data-parallel mode (torch@ddp, flax@dp) spreads each batch over `workers` and must give the global batch's
+    # gradient; it sets self.workers, answers replicas_identical(), and gets the kit's data-parallel section.
+    data_parallel: ClassVar[bool] = False
+    workers: int = 1
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0):
@@ -127,6 +131,10 @@ class Backend:
     def synchronize(self) -> None:
         """Block until all queued device work is done."""
         raise NotImplementedError(f"{self.name} must implement synchronize()")
+
+    def replicas_identical(self) -> bool:
+        """data_parallel only: whether every worker holds bit-identical parameters."""
+        raise NotImplementedError(f"{self.name} is not data-parallel")
 
     def peak_device_memory(self) -> int | None:
         """Bytes the framework allocated at most on the GPU so far; None on the CPU."""

@@ -42,6 +42,7 @@ class FlaxDPBackend(FlaxBackend):
 
     name = "flax"
     modes = ("dp",)
+    data_parallel = True
     MODE_NOTES: ClassVar[dict[str, str]] = {
         "dp": "stock jax.sharding data parallelism: flax@step's program under jax.jit with the parameters and "
               "optimizer state replicated over a Mesh of --workers devices (NamedSharding, PartitionSpec()) and "

@@ -196,6 +196,7 @@ class TorchDDPBackend(Backend):
                "global batch's; epochs resident on every worker",
     }
     fused = True  # timed over runs of steps, one command to every worker each
+    data_parallel = True
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0, mode: str | None = None):

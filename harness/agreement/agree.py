@@ -183,7 +183,7 @@ def trajectory(spec: ModelSpec, names: list[str], params: Params, batches, confi
     traj.logits = {f"{a}~{b}": compare(logits[a], logits[b]) for a, b in pairs(_others(instances))}
     traj.final_buffers = {name: steps[name][2] for name in instances}
     # A data-parallel backend's workers must end with bit-identical parameters, not only rank 0 right.
-    parallel = [n for n in _others(instances) if hasattr(instances[n], "replicas_identical")]
+    parallel = [n for n in _others(instances) if getattr(instances[n], "data_parallel", False)]
     traj.replicas = attempt(parallel, "comparing its workers", lambda n: instances[n].replicas_identical(), skipped)
     return traj
 

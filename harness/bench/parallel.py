@@ -9,13 +9,13 @@ from fwbench.harness.probes.memory import peak_rss_mb
 
 def reset(backend) -> None:
     """Start a data-parallel backend's worker step clocks afresh; nothing for any other backend."""
-    if hasattr(backend, "worker_step_s"):
+    if getattr(backend, "data_parallel", False) and hasattr(backend, "worker_step_s"):
         backend.worker_step_s()
 
 
 def figures(backend, batch_size: int, step_ms: float) -> dict:
     """What only a data-parallel run has, read off its workers after step timing; {} for any other backend."""
-    if not hasattr(backend, "workers"):
+    if not getattr(backend, "data_parallel", False):
         return {}
     workers, threads, cores = backend.workers, backend.threads_per_worker, parallel.cores()
     if hasattr(backend, "worker_step_s"):  # workers in processes of their own, each with its clock

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fwbench.harness.agreement import ties
-from fwbench.harness.conformance import layers, protocol, state, training
+from fwbench.harness.conformance import layers, parallel, protocol, state, training
 from fwbench.harness.conformance.cases import layer_type, spec_of
 from fwbench.harness.conformance.context import UNSUPPORTED, Context, Outcome, own_errors
 from fwbench.backends.messages import first_line
@@ -77,3 +77,12 @@ def _battery() -> list[Check]:
 
 
 BATTERY: list[Check] = _battery()
+
+
+# The data-parallel section: for backends that declare data_parallel, after the battery.
+PARALLEL: list[Check] = [Check(name, run) for name, run in parallel.CHECKS]
+
+
+def battery_for(cls) -> list[Check]:
+    """Every check for this backend class: the battery, and the data-parallel section where it declares it."""
+    return BATTERY + (PARALLEL if getattr(cls, "data_parallel", False) else [])

@@ -22,17 +22,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not names:
         return
     from fwbench.backends.base import BackendError  # here, so a plain pytest run never imports fwbench
-    from fwbench.harness.conformance.checks import BATTERY
+    from fwbench.harness.conformance.checks import battery_for
     from fwbench.harness.conformance.runner import load
 
     config.stash[NOTES] = []
     for name in names:
         try:
-            load(name)
+            cls = load(name)[2]
         except BackendError as e:  # a name that cannot load is a usage error, not one failure per check
             raise pytest.UsageError(f"--fwbench-backend {name}: {e}") from None
         subject = Subject(name, config.getoption("fwbench_device"))
-        for check in BATTERY:
+        for check in battery_for(cls):
             label = check.name if len(names) == 1 else f"{name} {check.name}"
             test = f"test_conformance[{label}]"
             items.append(ConformanceItem.from_parent(session, name=test, nodeid=f"fwbench::{test}",

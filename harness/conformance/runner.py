@@ -8,7 +8,7 @@ from fwbench import backends
 from fwbench.backends.base import Backend, BackendError, check_mode
 from fwbench.harness.conformance import hints
 from fwbench.harness.conformance.cases import params_of, spec_of
-from fwbench.harness.conformance.checks import BATTERY, Check
+from fwbench.harness.conformance.checks import Check, battery_for
 from fwbench.harness.conformance.context import UNSUPPORTED, Context, choose_dtype
 from fwbench.harness.session import resolve_device
 from fwbench.backends.messages import first_line
@@ -71,7 +71,7 @@ def checked_device(cls: type[Backend], device: str) -> str:
 
 def run(ctx: Context, checks: list[Check] | None = None) -> list[Result]:
     """Every check in order, each with its own result, and the hints that only the rows together show."""
-    return hints.annotate([run_check(ctx, check) for check in (BATTERY if checks is None else checks)])
+    return hints.annotate([run_check(ctx, check) for check in (battery_for(ctx.cls) if checks is None else checks)])
 
 
 def load(name_or_cls: str | type[Backend]) -> tuple[str, str, type[Backend]]:
