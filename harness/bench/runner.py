@@ -12,6 +12,8 @@ from pathlib import Path
 
 from fwbench import backends
 from fwbench.harness.bench import child, limits, overhead, parallel, results
+from fwbench.harness.bench import dispatch as dispatch_mod
+from fwbench.harness.bench.dispatch import Dispatch
 from fwbench.harness.bench.checks import agreement, conformance, conventions, installed
 from fwbench.harness.bench.suite import Cell, Suite, cells, rounds
 from fwbench.harness.probes import contention
@@ -35,6 +37,7 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
     doc["cells"] = [{**cell.to_dict(), "source": backends.source(cell.backend), "status": "pending", "error": None,
                      "runs": []} for cell in todo]
     store = results.Store(out_dir, doc, log)
+    where = (suite.dispatch, Path(suite.dispatch.folder or store.path.parent / "submitit"))
     log(f"fwbench bench: suite {suite.name}, {len(todo)} cells x {suite.repeat} runs -> {store.path}")
     bar = Progress(len(todo) * suite.repeat + len(suite.models) + 2, "bench")
     done = 0
@@ -50,7 +53,7 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
                 elif record["runs"] and all(run["status"] != "ok" for run in record["runs"]):
                     pass  # it failed in its first round; its error would only repeat
                 else:
-                    add_run(doc, record, replace(cell, train=cell.train and not record["runs"]), r)
+                    add_run(doc, record, replace(cell, train=cell.train and not record["runs"]), r, where)
                 store.save(doc)
                 done += 1
                 bar.update(len(suite.models) + 1 + done, f"{cell.label()} run {r + 1}")
@@ -59,7 +62,7 @@ def run_suite(suite: Suite, out_dir: Path, log=print) -> Path:
         # steal every round would otherwise double.
         for i, missing in remeasure(doc["cells"], suite.repeat):
             for _ in range(missing):
-                add_run(doc, doc["cells"][i], replace(todo[i], train=False), len(plan))
+                add_run(doc, doc["cells"][i], replace(todo[i], train=False), len(plan), where)
             store.save(doc)
             log(f"[again] {todo[i].label()}, {missing} run(s) in place of contended ones: {describe(doc['cells'][i])}")
         if suite.overhead:
@@ -134,9 +137,9 @@ def merge(record: dict, run: dict) -> None:
         record["curves"], record["filters"] = run.pop("curves", None), run.pop("filters", None)
 
 
-def add_run(doc: dict, record: dict, cell: Cell, round_: int) -> None:
-    """One more run of the cell, folded into its record and figures."""
-    run = run_cell(cell, round_)
+def add_run(doc: dict, record: dict, cell: Cell, round_: int, where: tuple[Dispatch, Path] | None = None) -> None:
+    """One more run of the cell, here or as a submitit job, folded into its record and figures."""
+    run = run_cell(cell, round_) if where is None or where[0].executor == "process" else job_run(cell, round_, *where)
     record["runs"].append(run)
     merge(record, run)
     results.summarize(record)
@@ -180,6 +183,16 @@ def run_cell(cell: Cell, round_: int) -> dict:
     if timed:  # the cell's own reading over its timed steps: contended if either says so
         around = {**around, "timed": timed, "contended": around["contended"] or timed["contended"]}
     return {"round": round_, "trained": cell.train, "started": started, **result, "contention": around}
+
+
+def job_run(cell: Cell, round_: int, dispatch: Dispatch, folder: Path) -> dict:
+    """run_cell's record for a run done as a submitit job; the job's own node said how contended its timing was."""
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    result = dispatch_mod.run_job(cell, folder, dispatch)
+    # Only the cell's reading over its timed steps: on a cluster this machine's counters say nothing of the node.
+    timed = result.pop("timed_contention", None) or {"contended": False}
+    contention_ = {"contended": timed["contended"], "timed": timed, "executor": dispatch.executor}
+    return {"round": round_, "trained": cell.train, "started": started, **result, "contention": contention_}
 
 
 def sweep_cell_dirs() -> None:

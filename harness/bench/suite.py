@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, replace
 
 from fwbench import backends
 from fwbench.backends.engine.parallel import cores
+from fwbench.harness.bench.dispatch import Dispatch
 from fwbench.harness.recipe import RECIPES, Recipe
 
 
@@ -31,6 +32,7 @@ class Suite:
     conventions: bool = True      # measure the frameworks' native conventions (fwbench conventions) for the report
     cell_timeout_s: float = 1800  # a cell process still running after this is stopped and recorded as timed out
     workers: int | None = None    # of data-parallel modes; None: every GPU, or 2 on a CPU
+    dispatch: Dispatch = Dispatch()  # where each run executes: a child process here, or a submitit job
     overhead: tuple[str, ...] = ()  # after the rounds, time these against hand-written loops (benchmarks/overhead.py)
     overhead_rounds: int = 3      # rounds alternating the hand-written loop and fwbench
     overhead_steps: int = 60      # timed steps per side per round
