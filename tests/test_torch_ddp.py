@@ -101,3 +101,16 @@ def test_workers_leave_with_their_harness_even_when_it_is_killed():
         assert gone(pids), "a worker outlived its killed harness"
     finally:
         proc.kill()
+
+
+def test_under_torchrun_rank_0_runs_the_harness_and_the_others_serve_it():
+    from fwbench.backends.ddp_group import free_port
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+                          "127.0.0.1", "--master-port", str(free_port()), "-m", "fwbench", "agree", "--backends",
+                          "numpy,torch@ddp", "--dtype", "float64", "--steps", "2", "--data", "random", "--json"],
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, "only rank 0 reports"  # the follower left before the harness code after its build
+    doc = json.loads(lines[0])
+    assert doc["passed"] and doc["trajectory"]["replicas_identical"] == {"torch@ddp": True}
