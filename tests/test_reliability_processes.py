@@ -176,8 +176,10 @@ def test_a_bench_first_sweeps_cell_folders_whose_bench_is_gone(tmp_path, monkeyp
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_is_an_interruption_in_every_command(hang, sig):
+    # Default dispositions, as a terminal gives: under nohup SIGHUP arrives ignored, and fwbench rightly keeps it so.
     proc = subprocess.Popen([sys.executable, "-m", "fwbench", "conformance", hang], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     try:
         assert wait_for(lambda: catches(proc.pid, sig), 60), f"fwbench never installed a {sig.name} handler"
         proc.send_signal(sig)
