@@ -97,6 +97,7 @@ class Group:
             dist.broadcast_object_list(box, src=0, group=self.control)
             command, args = box[0]
             if command == "close":
+                dist.barrier(group=self.control)  # see close()
                 dist.destroy_process_group()
                 os._exit(0)  # the harness code after the build must not run on a follower
             try:
@@ -108,6 +109,9 @@ class Group:
         """Rank 0 at exit: tell the followers to leave, and wait for them (a few seconds, then kill)."""
         try:
             dist.broadcast_object_list([("close", ())], src=0, group=self.control)
+            # Every rank past its last collective before any connection closes: a peer that left mid-teardown
+            # made rank 0 abort ("terminate called without an active exception") about once in six under torchrun.
+            dist.barrier(group=self.control)
             dist.destroy_process_group()
         except Exception:  # noqa: BLE001 - a follower already gone: nothing left to tell
             pass
