@@ -17,35 +17,18 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from fwbench.backends import workers
 from fwbench.backends.base import BackendError
-from fwbench.backends.engine import parallel
 
-WORKERS_ENV = "FWBENCH_WORKERS"  # set by --workers; torchrun's WORLD_SIZE wins where it is set
 # A collective that waits longer than this fails instead of hanging: a worker died or skipped one.
 TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("FWBENCH_DDP_TIMEOUT_S", "300")))
 
 
-def default_workers(device: str) -> int:
-    """--workers' default: every GPU, or 2 on a CPU."""
-    return max(1, torch.cuda.device_count()) if device == "cuda" else 2
-
-
 def requested(device: str) -> int:
-    """The workers asked for: torchrun's WORLD_SIZE, else --workers (FWBENCH_WORKERS), else the default."""
-    in_group = launched() or "FWBENCH_DDP_CHILD" in os.environ
-    text = os.environ.get("WORLD_SIZE") if in_group else os.environ.get(WORKERS_ENV)
-    if text is None:
-        return default_workers(device)
-    if not text.isdigit() or int(text) < 1:
-        raise BackendError(f"--workers must be a whole number of at least 1, not '{text}'")
-    return int(text)
-
-
-def threads(workers: int) -> int:
-    """Each worker's compute threads: FWBENCH_WORKER_THREADS (the bench holds it equal in a 1-worker baseline), else
-    the cores shared among the workers."""
-    text = os.environ.get("FWBENCH_WORKER_THREADS", "")
-    return int(text) if text.isdigit() and int(text) > 0 else max(1, parallel.cores() // workers)
+    """The workers asked for: torchrun's WORLD_SIZE in a group, else --workers, else every GPU or 2 on a CPU."""
+    if launched() or "FWBENCH_DDP_CHILD" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    return workers.requested(max(1, torch.cuda.device_count()) if device == "cuda" else workers.CPU_DEFAULT)
 
 
 def launched() -> bool:

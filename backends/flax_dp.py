@@ -1,36 +1,25 @@
 """flax@dp: flax@step's program jitted over a device mesh, parameters replicated and each batch split across it."""
 from __future__ import annotations
 
-import os
 from typing import ClassVar
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fwbench.backends import workers
 from fwbench.backends.base import BackendError
 from fwbench.backends.engine import parallel
 from fwbench.backends.flax_backend import BATCHNORM, FlaxBackend
 
 
-def requested(device: str) -> int:
-    """--workers (FWBENCH_WORKERS), else every GPU, or 2 on a CPU."""
-    text = os.environ.get("FWBENCH_WORKERS")
-    if text is None:
-        return len(jax.devices("gpu")) if device == "cuda" else 2
-    if not text.isdigit() or int(text) < 1:
-        raise BackendError(f"--workers must be a whole number of at least 1, not '{text}'")
-    return int(text)
-
-
 def _ask_for_cpu_devices() -> None:
     """As many CPU devices as --workers asks for: JAX splits its CPU into virtual devices only before it starts."""
-    text = os.environ.get("FWBENCH_WORKERS", "2")
-    wanted = int(text) if text.isdigit() else 2
     try:
+        wanted = workers.requested(workers.CPU_DEFAULT)
         if jax.config.jax_num_cpu_devices < wanted:
             jax.config.update("jax_num_cpu_devices", wanted)
-    except RuntimeError:  # JAX has already started in this process: _placement says so if there are too few
+    except (BackendError, RuntimeError):  # a bad --workers, or JAX already started: _placement says which
         pass
 
 
@@ -54,7 +43,7 @@ class FlaxDPBackend(FlaxBackend):
 
     def _placement(self, device: str):
         platform = "gpu" if device == "cuda" else "cpu"
-        self.workers = requested(device)
+        self.workers = workers.requested(len(jax.devices("gpu")) if device == "cuda" else workers.CPU_DEFAULT)
         devices = jax.devices(platform)
         if len(devices) < self.workers:
             why = (" (JAX fixes its CPU device count when it starts, and it started before flax@dp was loaded)"

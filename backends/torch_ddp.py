@@ -13,9 +13,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from fwbench.backends import ddp_group
+from fwbench.backends import ddp_group, workers
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
-from fwbench.backends.torch_backend import TorchBackend, from_native
+from fwbench.backends.torch_backend import TorchBackend, _host, from_native
+from fwbench.harness.probes.memory import peak_rss_mb  # the standard library only
 from fwbench.models.params import Params
 from fwbench.models.spec import BatchNorm, ModelSpec
 
@@ -44,7 +45,7 @@ class Replica:
                                "(SyncBatchNorm needs a GPU); use torch for this spec")
         if device == "cuda":
             torch.cuda.set_device(group.local_rank)
-        torch.set_num_threads(ddp_group.threads(self.size))
+        torch.set_num_threads(workers.threads(self.size))
         self.local = TorchBackend(spec, params, device=device, dtype=dtype, seed=seed)
         ids = [group.local_rank] if device == "cuda" else None
         self.ddp = DistributedDataParallel(self.local.model, device_ids=ids)
@@ -81,7 +82,7 @@ class Replica:
         model.zero_grad(set_to_none=True)
         total, scaled = self._loss(*self._batch(x, y))
         scaled.backward()  # DDP all-reduces the gradients here
-        grads = from_native({k: p.grad.detach().cpu().contiguous().numpy() for k, p in self.local.named.items()})
+        grads = from_native({k: _host(p.grad) for k, p in self.local.named.items()})
         model.zero_grad(set_to_none=True)
         return float(self._global([total.detach()], [len(x)])[0]), grads
 
@@ -124,14 +125,9 @@ class Replica:
         out, self.step_s = self.gather(self.step_s), []
         return out
 
-    def peak_rss_mb(self) -> list[float | None]:
+    def peak_rss_mb(self) -> list[float]:
         """Every rank's process high-water mark (VmHWM), in MiB, gathered."""
-        try:
-            with open("/proc/self/status") as f:
-                kb = next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), None)
-        except OSError:
-            kb = None
-        return self.gather(None if kb is None else kb / 1024)
+        return self.gather(peak_rss_mb())
 
     def digest(self) -> list[str]:
         """Every rank's parameters as one hash each: identical replicas give identical hashes."""
@@ -305,7 +301,7 @@ class TorchDDPBackend(Backend):
         """Each worker's seconds per step since the last call (steps on a resident epoch only)."""
         return self._run("timings", self.key)
 
-    def worker_peak_rss_mb(self) -> list[float | None]:
+    def worker_peak_rss_mb(self) -> list[float]:
         """Each worker's process high-water mark in MiB, rank 0 (this process) first."""
         return self._run("memory", self.key)
 

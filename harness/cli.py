@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()  # started by a bench: go when the bench goes
     args = build_parser().parse_args(argv)
     if getattr(args, "workers", None):
-        os.environ["FWBENCH_WORKERS"] = str(args.workers)  # read by torch@ddp, here and in every cell process
+        from fwbench.backends.workers import ENV
+        os.environ[ENV] = str(args.workers)  # read by the data-parallel modes, here and in every cell
     _plain_warnings(args.command)
     from fwbench.harness.allocator import tune
     from fwbench.harness.commands import COMMANDS  # after parsing, so --help stays fast

@@ -13,6 +13,7 @@ from fwbench import backends
 from fwbench import models
 from fwbench.backends.base import OptimizerConfig
 from fwbench.backends.messages import one_line
+from fwbench.backends.workers import env as worker_env
 from fwbench.harness.allocator import tune
 from fwbench.harness.atomic import atomic_write_json
 from fwbench.harness.bench.child import die_with_parent
@@ -90,25 +91,25 @@ def run(cell: dict) -> dict:
     return out | {"metrics": metrics}
 
 
-def job(cell: dict) -> dict:
-    """One run as a submitit job, in the job's own process: main's result, returned, with the node's machine."""
-    if cell.get("workers"):  # what run_cell puts in a child's environment, set here on whatever node this is
-        os.environ.update(FWBENCH_WORKERS=str(cell["workers"]), FWBENCH_WORKER_THREADS=str(cell["threads"]))
+def attempt(cell: dict) -> dict:
+    """run(cell) as the run's record: ok with its figures, or an error in one line."""
     try:
-        result = {"status": "ok", "error": None, **run(cell)}
+        return {"status": "ok", "error": None, **run(cell)}
     except Exception as e:  # recorded in the results; the matrix goes on
-        result = {"status": "error", "error": one_line(e)}
-    return result | {"machine": machine()}
+        return {"status": "error", "error": one_line(e)}
+
+
+def job(cell: dict) -> dict:
+    """One run as a submitit job, in the job's own process: main's record, returned, with the node's machine."""
+    if cell.get("workers"):  # what run_cell puts in a child's environment, set here on whatever node this is
+        os.environ.update(worker_env(cell["workers"], cell["threads"]))
+    return attempt(cell) | {"machine": machine()}
 
 
 def main(argv: list[str]) -> int:
     die_with_parent()
     cell = json.loads(Path(argv[0]).read_text())
-    try:
-        result = {"status": "ok", "error": None, **run(cell)}
-    except Exception as e:  # recorded in the results; the matrix goes on
-        result = {"status": "error", "error": one_line(e)}
-    atomic_write_json(Path(argv[1]), result)
+    atomic_write_json(Path(argv[1]), attempt(cell))
     return 0
 
 

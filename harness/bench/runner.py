@@ -11,6 +11,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from fwbench import backends
+from fwbench.backends.workers import env as worker_env
 from fwbench.harness.bench import child, limits, overhead, parallel, results
 from fwbench.harness.bench import dispatch as dispatch_mod
 from fwbench.harness.bench.dispatch import Dispatch
@@ -166,8 +167,7 @@ def run_cell(cell: Cell, round_: int) -> dict:
         spec.write_text(json.dumps(cell.to_dict()))
         before, started = contention.snapshot(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
         # Read by the data-parallel modes: the workers, and each one's threads.
-        env = ({"FWBENCH_WORKERS": str(cell.workers), "FWBENCH_WORKER_THREADS": str(cell.threads)}
-               if cell.workers else {})
+        env = worker_env(cell.workers, cell.threads) if cell.workers else {}
         proc = child.run([sys.executable, "-m", "fwbench.harness.bench.cell", str(spec), str(out)], cell.timeout_s,
                          stdout=False, env=env)
         around = contention.between(before, contention.snapshot())

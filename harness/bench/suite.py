@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, replace
 
 from fwbench import backends
 from fwbench.backends.engine.parallel import cores
+from fwbench.backends.workers import CPU_DEFAULT
 from fwbench.harness.bench.dispatch import Dispatch
 from fwbench.harness.recipe import RECIPES, Recipe
 
@@ -128,7 +129,7 @@ def cells(suite: Suite) -> list[Cell]:
 def default_workers(device: str) -> int:
     """--workers' default, as the data-parallel modes take it: every GPU, or 2 on a CPU."""
     if device != "cuda":
-        return 2
+        return CPU_DEFAULT
     try:  # torch or JAX counts the GPUs: whichever a data-parallel mode brought, imported only here
         import torch
         return max(1, torch.cuda.device_count())
