@@ -7,10 +7,8 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Callable
 
@@ -21,7 +19,7 @@ from fwbench.backends import workers
 from fwbench.backends.base import BackendError
 
 # A collective that waits longer than this fails instead of hanging: a worker died or skipped one.
-TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("FWBENCH_DDP_TIMEOUT_S", "300")))
+TIMEOUT = datetime.timedelta(seconds=workers.timeout_s())
 
 
 def requested(device: str) -> int:
@@ -39,31 +37,32 @@ def launched() -> bool:
 class Group:
     """This process's place in the group: its rank, the world size, the device, and the command channel."""
 
-    def __init__(self, workers: int, device: str):
-        self.size, self.device, self.children = workers, device, []
+    def __init__(self, size: int, device: str):
+        self.size, self.device, self.children = size, device, []
+        self.dropped: list[int] = []  # keys of replicas collected on rank 0, dropped everywhere with the next command
         backend = "nccl" if device == "cuda" else "gloo"
         if launched() or "FWBENCH_DDP_CHILD" in os.environ:
             dist.init_process_group(backend, timeout=TIMEOUT)  # torchrun's environment: env://
         else:  # rank 0 of workers started here; this process's environment stays as it was, for its own children
-            port = free_port()
-            self._spawn(workers, port)
-            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=workers,
+            port = workers.free_port()
+            self._spawn(size, port)
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=size,
                                     timeout=TIMEOUT)
         self.rank = dist.get_rank()
-        if dist.get_world_size() != workers:
+        if dist.get_world_size() != size:
             raise BackendError(f"torch@ddp: the process group has {dist.get_world_size()} workers, "
-                               f"but {workers} were asked for")
+                               f"but {size} were asked for")
         self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
         # Commands go over gloo even beside NCCL: they are Python objects on the host.
         self.control = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend != "gloo" else dist.group.WORLD
         if self.rank == 0:
             atexit.register(self.close)
 
-    def _spawn(self, workers: int, port: int) -> None:
-        """Ranks 1..workers-1 as fresh processes on this machine, with torchrun's environment contract."""
-        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(workers),
+    def _spawn(self, size: int, port: int) -> None:
+        """Ranks 1..size-1 as fresh processes on this machine, with torchrun's environment contract."""
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(size),
                    FWBENCH_DDP_CHILD=str(os.getpid()), FWBENCH_DDP_DEVICE=self.device)
-        for rank in range(1, workers):
+        for rank in range(1, size):
             self.children.append(subprocess.Popen([sys.executable, "-m", "fwbench.backends.torch_ddp"],
                                                   env=dict(env, RANK=str(rank), LOCAL_RANK=str(rank)),
                                                   stdin=subprocess.DEVNULL))
@@ -72,6 +71,10 @@ class Group:
         """Rank 0: every rank runs HANDLERS[command](*args); this rank's result."""
         dist.broadcast_object_list([(command, args)], src=0, group=self.control)
         return HANDLERS[command](*args)
+
+    def gather(self, command: str, *args) -> list[Any]:
+        """Rank 0: every rank runs the command, whose handler all-gathers the ranks' values; that list."""
+        return self.run(command, *args)
 
     def follow(self) -> None:
         """Ranks above 0: run rank 0's commands until it closes the group, then leave the process."""
@@ -114,36 +117,17 @@ _group: Group | None = None
 def group(device: str) -> Group:
     """This process's group, started on first use; BackendError if it was started for other workers or device."""
     global _group
-    workers = requested(device)
+    size = requested(device)
     if _group is None:
-        _group = Group(workers, device)
-    elif (_group.size, _group.device) != (workers, device):
+        _group = Group(size, device)
+    elif (_group.size, _group.device) != (size, device):
         raise BackendError(f"torch@ddp: this process already runs {_group.size} workers on {_group.device}; "
-                           f"{workers} on {device} need a process of their own")
+                           f"{size} on {device} need a process of their own")
     return _group
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve() -> None:
     """A follower fwbench started (python -m fwbench.backends.torch_ddp): serve rank 0 until it closes the group."""
-    watch_parent()
+    workers.watch_parent("FWBENCH_DDP_CHILD")
     group(os.environ.get("FWBENCH_DDP_DEVICE", "cpu")).follow()
 
-
-def watch_parent() -> None:
-    """A follower fwbench started leaves as soon as its parent is gone, so none outlives a killed harness."""
-    parent = int(os.environ.get("FWBENCH_DDP_CHILD", "0"))
-    if parent <= 0:
-        return
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-    threading.Thread(target=watch, daemon=True).start()

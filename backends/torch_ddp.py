@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import time
-import weakref
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,15 +12,14 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from fwbench.backends import ddp_group, workers
-from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device, check_mode
+from fwbench.backends.base import BackendError, check_device, check_mode
+from fwbench.backends.driven import Driven
 from fwbench.backends.torch_backend import TorchBackend, _host, from_native
 from fwbench.harness.probes.memory import peak_rss_mb  # the standard library only
 from fwbench.models.params import Params
 from fwbench.models.spec import BatchNorm, ModelSpec
 
 REPLICAS: dict[int, Replica] = {}   # this rank's replica of each torch@ddp instance, by key
-_KEYS = itertools.count()
-_DROPPED: list[int] = []            # keys of instances collected on rank 0, dropped everywhere with the next command
 
 
 def bounds(size: int, workers: int, rank: int) -> tuple[int, int]:
@@ -171,18 +168,12 @@ ddp_group.HANDLERS.update({
 })
 
 
-class Epoch:
-    """A prepared epoch: its key on every rank, and its steps."""
-
-    def __init__(self, key: int, steps: int):
-        self.key, self.steps = key, steps
-
-
-class TorchDDPBackend(Backend):
+class TorchDDPBackend(Driven):
     """torch@ddp as the harness sees it: rank 0 of the group, which drives every rank's replica."""
 
     name = "torch"
     framework = "torch"
+    local = TorchBackend
     UNSUPPORTED_LAYERS = frozenset({"batchnorm"})  # see Replica: per-slice statistics are not the global batch's
     modes = ("ddp",)
     MODE_NOTES: ClassVar[dict[str, str]] = {
@@ -191,119 +182,37 @@ class TorchDDPBackend(Backend):
                "every batch and its summed loss scaled by workers / batch, so the all-reduced gradient is the "
                "global batch's; epochs resident on every worker",
     }
-    fused = True  # timed over runs of steps, one command to every worker each
-    data_parallel = True
 
     def __init__(self, spec: ModelSpec, params: Params | None = None, *,
                  device: str = "cpu", dtype: str = "float32", seed: int = 0, mode: str | None = None):
         """Start the group on first use and build a replica on every rank; params=None: torch's seeded init."""
         self.mode = check_mode(type(self), mode)
         check_device(TorchBackend, device)
-        self.group = ddp_group.group(device)
-        if self.group.rank != 0:
-            self.group.follow()  # torchrun started this rank too: it serves rank 0 from here and never returns
-        self.spec, self.device, self.workers = spec, device, self.group.size
-        self.key = next(_KEYS)
-        self._run("build", self.key, spec, params, device, dtype, seed)
+        group = ddp_group.group(device)
+        if group.rank != 0:
+            group.follow()  # torchrun started this rank too: it serves rank 0 from here and never returns
+        self.spec, self.device, self.workers = spec, device, group.size
+        self._attach(group)
+        self._run("build", spec, params, device, dtype, seed)
         self.replica = REPLICAS[self.key]
         self.dtype = self.replica.local.dtype
         self.threads_per_worker = torch.get_num_threads()  # as Replica set it, the same on every rank
-        weakref.finalize(self, _DROPPED.append, self.key)
-        self._epochs = itertools.count()
-
-    def _run(self, command: str, *args) -> Any:
-        if _DROPPED:
-            keys = _DROPPED[:]
-            _DROPPED.clear()
-            self.group.run("drop", keys)
-        return self.group.run(command, *args)
-
-    @classmethod
-    def pin_numerics(cls) -> dict[str, object]:
-        """torch's settings, on every rank: rank 0 here, the others when they build."""
-        return TorchBackend.pin_numerics()
-
-    @classmethod
-    def version(cls) -> str:
-        """torch's version."""
-        return TorchBackend.version()
-
-    @classmethod
-    def devices(cls) -> list[str]:
-        """torch's devices."""
-        return TorchBackend.devices()
 
     def get_params(self) -> Params:
         """Rank 0's parameters (every rank holds the same: see replicas_identical)."""
         return self.replica.local.get_params()
 
-    def set_params(self, params: Params) -> None:
-        """Every rank's parameters replaced."""
-        self._run("set_params", self.key, params)
-
     def get_buffers(self) -> Params:
         """Rank 0's running statistics."""
         return self.replica.local.get_buffers()
-
-    def set_buffers(self, buffers: Params) -> None:
-        """Every rank's running statistics replaced."""
-        self._run("set_buffers", self.key, buffers)
-
-    def set_masks(self, masks: Params | None) -> None:
-        """The global batch's keep-masks; each worker applies its slice's rows."""
-        self._run("set_masks", self.key, masks)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Rank 0's evaluation logits: evaluation needs no other worker."""
         return self.replica.local.forward(x)
 
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
-        """The global batch's mean loss and its all-reduced gradients, each worker computing its slice."""
-        return self._run("grads", self.key, np.ascontiguousarray(x), np.ascontiguousarray(y))
-
-    def init_optimizer(self, config: OptimizerConfig) -> None:
-        """torch.optim's state on every rank."""
-        self._run("init_optimizer", self.key, config)
-
-    def set_lr(self, lr: float) -> None:
-        """Every rank's learning rate."""
-        self._run("set_lr", self.key, lr)
-
-    def prepare_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The host arrays: train_step sends them to every worker."""
-        return np.ascontiguousarray(x), np.ascontiguousarray(y)
-
-    def train_step(self, batch: tuple[np.ndarray, np.ndarray]) -> float:
-        """One update of every replica on the global batch; its global mean loss."""
-        return self._run("train", self.key, *batch)
-
-    def prepare_epoch(self, x: np.ndarray, y: np.ndarray, order) -> Epoch:
-        """The epoch's images, labels and batches sent once to every worker, which keeps them resident."""
-        epoch = Epoch(next(self._epochs), len(order))
-        # Contiguous copies: the followers get unpickled ones, and rank 0 must run on what they run on (torch
-        # refuses a view with negative strides, and a step rank 0 alone skips hangs the others' all-reduce).
-        self._run("epoch", self.key, epoch.key, np.ascontiguousarray(x), np.ascontiguousarray(y),
-                  [np.array(o, np.int64) for o in order])
-        return epoch
-
-    def train_steps(self, epoch: Epoch, start: int, stop: int, lrs) -> np.ndarray:
-        """Steps start..stop-1 on every worker, one command for all of them; the global mean losses."""
-        if not 0 <= start <= stop <= epoch.steps or len(lrs) != stop - start:
-            raise BackendError(f"torch@ddp: steps {start}..{stop} with {len(lrs)} learning rates do not fit "
-                               f"an epoch of {epoch.steps} steps")
-        return self._run("steps", self.key, epoch.key, start, stop, [float(lr) for lr in lrs])
-
-    def replicas_identical(self) -> bool:
-        """Whether every worker holds bit-identical parameters."""
-        return len(set(self._run("digest", self.key))) == 1
-
     def worker_step_s(self) -> list[list[float]]:
         """Each worker's seconds per step since the last call (steps on a resident epoch only)."""
-        return self._run("timings", self.key)
-
-    def worker_peak_rss_mb(self) -> list[float]:
-        """Each worker's process high-water mark in MiB, rank 0 (this process) first."""
-        return self._run("memory", self.key)
+        return self._gather("timings")
 
     def peak_device_memory(self) -> int | None:
         """Rank 0's max_memory_allocated on cuda."""

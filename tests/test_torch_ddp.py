@@ -104,7 +104,7 @@ def test_workers_leave_with_their_harness_even_when_it_is_killed():
 
 
 def test_under_torchrun_rank_0_runs_the_harness_and_the_others_serve_it():
-    from fwbench.backends.ddp_group import free_port
+    from fwbench.backends.workers import free_port
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
                           "127.0.0.1", "--master-port", str(free_port()), "-m", "fwbench", "agree", "--backends",
                           "numpy,torch@ddp", "--dtype", "float64", "--steps", "2", "--data", "random", "--json"],
