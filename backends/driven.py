@@ -25,6 +25,21 @@ class Group(Protocol):
         """Every worker runs HANDLERS[command](*args); every worker's answer, the first worker's first."""
 
 
+class Here:
+    """A group of one worker: this process, running each command's handler directly."""
+
+    def __init__(self, handlers: dict[str, Any]):
+        self.handlers, self.dropped = handlers, []
+
+    def run(self, command: str, *args) -> Any:
+        """This process runs handlers[command](*args); its answer."""
+        return self.handlers[command](*args)
+
+    def gather(self, command: str, *args) -> list[Any]:
+        """This process's answer, as the only worker's."""
+        return [self.run(command, *args)]
+
+
 class Epoch:
     """A prepared epoch: its key on every worker, and its steps."""
 
@@ -123,8 +138,9 @@ class Driven(Backend):
         return self._run("steps", epoch.key, start, stop, [float(lr) for lr in lrs])
 
     def replicas_identical(self) -> bool:
-        """Whether every worker holds bit-identical parameters."""
-        return len(set(self._gather("digest"))) == 1
+        """Whether every worker holds bit-identical parameters (a worker's None: its own copies differ)."""
+        digests = self._gather("digest")
+        return None not in digests and len(set(digests)) == 1
 
     def worker_peak_rss_mb(self) -> list[float]:
         """Each worker's process high-water mark (VmHWM) in MiB, the first worker's first."""

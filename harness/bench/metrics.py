@@ -76,7 +76,7 @@ REGISTRY = [
     Metric("epoch_s_each", "s", "training time of every epoch, the first included", training=True),
     Metric("peak_rss_mb", "MiB", "high-water mark of the run's own process image (VmHWM in /proc/self/status, which "
            "exec resets) after step timing; the cell's figure is the median over its runs; a data-parallel cell's is "
-           "the sum of its workers' (workers_peak_rss_mb)",
+           "the sum of its workers' (workers_peak_rss_mb) and of the process driving them (driver_peak_rss_mb)",
            "peak MB", LOWER, fmt.count, MEMORY, ("smaller", "larger")),
     Metric("train_peak_rss_mb", "MiB", "VmHWM at the end of the training run: data, framework, model and the whole "
            "recipe", "train peak MB", LOWER, fmt.count, None, training=True),
@@ -97,13 +97,15 @@ REGISTRY = [
            "steps", form=fmt.ms),
     Metric("images_per_s_per_worker", "images/s", "images_per_s / workers", form=fmt.count),
     Metric("workers_peak_rss_mb", "MiB", "each worker's process high-water mark (VmHWM), rank 0 first; a "
-           "data-parallel cell's peak_rss_mb is their sum"),
+           "data-parallel cell's peak_rss_mb is their sum, plus driver_peak_rss_mb"),
+    Metric("driver_peak_rss_mb", "MiB", "the high-water mark (VmHWM) of a data-parallel cell's own process where it "
+           "only drives workers of their own (flax@dp on a CPU); null where it is a worker itself", form=fmt.count),
     Metric("weak_scaling_efficiency", "fraction", "fwbench's own derived metric, not an MLPerf or AlgoPerf one: "
            "images_per_s with N workers / (N x images_per_s of the same backend with 1 worker at the per-worker "
            "batch, batch_size / N), from the run's 1-worker baseline cell; 1 is perfect weak scaling",
            form=fmt.percent),
     Metric("scaling_note", "text", "why a data-parallel cell's figures are not a scaling measurement (workers x "
-           "threads above the cores, or virtual devices); null when they are one", form=str),
+           "threads above the cores); null when they are one", form=str),
     Metric("agreement_worst_rel_l2", "ratio", "worst relative L2 difference of any gradient, logits or loss of this "
            "backend and mode against the float64 NumPy reference: fwbench agree, float32, one MNIST batch of 32",
            "worst grad diff", LOWER, fmt.sci),

@@ -18,20 +18,23 @@ def figures(backend, batch_size: int, step_ms: float) -> dict:
     if not getattr(backend, "data_parallel", False):
         return {}
     workers, threads, cores = backend.workers, backend.threads_per_worker, parallel.cores()
-    if hasattr(backend, "worker_step_s"):  # workers in processes of their own, each with its clock
+    slowest, memory, driver = step_ms, [peak_rss_mb()], None  # devices of this process: one clock, one image
+    if hasattr(backend, "worker_step_s"):  # workers with clocks of their own (torch@ddp's ranks)
         per_rank = backend.worker_step_s()
         steps = min(len(s) for s in per_rank)
         # Every step waits for its slowest worker at the all-reduce: the step's time is the largest of the ranks'.
         slowest = float(np.median([max(s[i] for s in per_rank) for i in range(steps)])) * 1e3 if steps else None
+    if hasattr(backend, "worker_peak_rss_mb"):
         memory = backend.worker_peak_rss_mb()
-    else:  # devices of one process (flax@dp): one program, one clock, one process image
-        slowest, memory = step_ms, [peak_rss_mb()]
+        # flax@dp on a CPU: this process only drives workers of their own, and its image is the cell's too.
+        driver = peak_rss_mb() if getattr(backend, "driver_apart", False) else None
     note = getattr(backend, "scaling_note", None)
     if note is None and workers * threads > cores:
         note = f"not a scaling measurement: {workers} workers x {threads} threads on {cores} cores"
     return {"workers": workers, "threads_per_worker": threads, "slowest_worker_step_ms": slowest,
             "images_per_s_per_worker": batch_size / step_ms * 1e3 / workers,
-            "workers_peak_rss_mb": memory, "peak_rss_mb": sum(memory), "scaling_note": note}
+            "workers_peak_rss_mb": memory, "driver_peak_rss_mb": driver, "peak_rss_mb": sum(memory) + (driver or 0),
+            "scaling_note": note}
 
 
 def link(cells: list[dict]) -> None:
