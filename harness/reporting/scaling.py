@@ -4,11 +4,12 @@ from __future__ import annotations
 from fwbench.harness import fmt
 from fwbench.harness.reporting.tables import Row, Table, backend_label, with_interval
 
-NOTE = ("Step ms is the harness's clock on rank 0 over whole calls of steps; slowest worker is each step's largest "
-        "worker time, median over steps. Weak-scaling efficiency is fwbench's own derived metric (MLPerf and "
+NOTE = ("Step ms is the harness's clock over whole calls of steps, each returning when every worker has answered; "
+        "slowest worker is each step's largest worker time, median over steps, where the workers keep their own "
+        "clocks (torch@ddp), else the step ms. Weak-scaling efficiency is fwbench's own derived metric (MLPerf and "
         "AlgoPerf report throughput and time to result): images/s with N workers over N times images/s of the same "
         "backend with 1 worker at the per-worker batch and the same threads per worker; 100% is perfect. Peak MB "
-        "sums the workers' processes.")
+        "sums the workers' processes, and the harness's process where it only drives them (flax@dp on a CPU).")
 
 
 def scaling_tables(results: dict) -> list[Table]:
