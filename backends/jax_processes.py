@@ -21,7 +21,8 @@ from fwbench.backends import workers
 from fwbench.backends.base import BackendError
 
 PARENT = "FWBENCH_JAX_CHILD"  # in a worker: the harness's pid; the other variables say how to join
-DRIVER, KEY, PROCESS, PROCESSES = "FWBENCH_JAX_DRIVER", "FWBENCH_JAX_KEY", "FWBENCH_JAX_PROCESS", "FWBENCH_JAX_PROCESSES"
+DRIVER, KEY = "FWBENCH_JAX_DRIVER", "FWBENCH_JAX_KEY"              # the harness's socket and its key
+PROCESS, PROCESSES = "FWBENCH_JAX_PROCESS", "FWBENCH_JAX_PROCESSES"  # this worker's process id, and how many
 COORDINATOR, CPUS, DEVICE = "FWBENCH_JAX_COORDINATOR", "FWBENCH_JAX_CPUS", "FWBENCH_JAX_DEVICE"
 
 
