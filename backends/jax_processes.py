@@ -104,7 +104,9 @@ class Processes:
             except OSError:
                 self._dead(i)
         answers: dict[int, tuple[bool, Any]] = {}
-        deadline = time.monotonic() + workers.timeout_s()
+        # A long command is no fault while every worker lives, but once one has answered, the rest must follow
+        # soon: a worker that skipped a collective has left the others waiting in it.
+        deadline = float("inf")
         while len(answers) < self.count:
             for conn in wait([c for i, c in enumerate(self.conns) if i not in answers], timeout=0.5):
                 i = self.conns.index(conn)
@@ -112,8 +114,9 @@ class Processes:
                     answers[i] = conn.recv()
                 except (EOFError, OSError):
                     self._dead(i)
+                deadline = min(deadline, time.monotonic() + workers.timeout_s())
             if len(answers) < self.count:
-                self._check(deadline, f"to answer '{command}'")
+                self._check(deadline, f"to answer '{command}' after worker {min(answers, default=0)} did")
         for i in range(self.count):
             ok, value = answers[i]
             if not ok:

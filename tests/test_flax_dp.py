@@ -148,3 +148,31 @@ def test_a_worker_that_dies_is_named_and_the_rest_are_stopped():
     assert lines[0].startswith("flax@dp: worker 1 exited with code -9"), lines[0]
     assert lines[1].endswith("start a new process to run flax@dp again"), lines[1]
     assert gone([int(p) for p in lines[2].split()[1:]])
+
+
+def test_a_worker_that_stops_answering_fails_the_call_once_the_others_have_answered():
+    code = textwrap.dedent("""
+        import os, signal, time
+        from fwbench import backends, models
+        spec = models.get("mlp")
+        b = backends.build("flax@dp", spec, None, device="cpu", dtype="float32")
+        os.environ["FWBENCH_DP_TIMEOUT_S"] = "2"  # read at each call: the build had the default
+        pids = [c.pid for c in b.group.children]
+        os.kill(pids[1], signal.SIGSTOP)  # alive, silent: as if it waited in a collective the others skipped
+        began = time.monotonic()
+        try:
+            b.get_params()
+            raise SystemExit("a silent worker went unnoticed")
+        except backends.BackendError as e:
+            print(e, flush=True)
+        print("waited", round(time.monotonic() - began))
+        print("pids", *pids)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT,
+                         env=dict(os.environ, FWBENCH_WORKERS="2"))
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and len(lines) == 3, (out.stdout, out.stderr[-2000:])
+    assert lines[0] == ("flax@dp: the workers took more than 2 s to answer 'get_params' after worker 0 did "
+                        "(set FWBENCH_DP_TIMEOUT_S for longer)"), lines[0]
+    assert 2 <= int(lines[1].split()[1]) <= 20
+    assert gone([int(p) for p in lines[2].split()[1:]])  # the stopped one killed, not left behind
