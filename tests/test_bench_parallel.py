@@ -55,7 +55,7 @@ def test_efficiency_is_throughput_over_workers_times_the_baseline_s():
 
 def test_the_report_has_a_data_parallel_table_with_the_mark_where_it_applies(tmp_path):
     doc = _dp_doc()
-    doc["cells"][-2]["metrics"]["scaling_note"] = "not a scaling measurement: 3 workers x 1 threads on 2 cores"
+    doc["cells"][-2]["metrics"]["scaling_note"] = "not a scaling measurement: 3 workers x 1 thread on 2 cores"
     parallel.link(doc["cells"])
     path = tmp_path / "bench-dp.json"
     path.write_text(json.dumps(doc))

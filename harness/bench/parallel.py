@@ -30,7 +30,7 @@ def figures(backend, batch_size: int, step_ms: float) -> dict:
         driver = peak_rss_mb() if getattr(backend, "driver_apart", False) else None
     note = getattr(backend, "scaling_note", None)
     if note is None and workers * threads > cores:
-        note = f"not a scaling measurement: {workers} workers x {threads} threads on {cores} cores"
+        note = f"not a scaling measurement: {workers} workers x {threads} thread{'s' * (threads != 1)} on {cores} cores"
     return {"workers": workers, "threads_per_worker": threads, "slowest_worker_step_ms": slowest,
             "images_per_s_per_worker": batch_size / step_ms * 1e3 / workers,
             "workers_peak_rss_mb": memory, "driver_peak_rss_mb": driver, "peak_rss_mb": sum(memory) + (driver or 0),
