@@ -43,6 +43,9 @@ class Entry:
     modes: tuple[tuple[str, Entry], ...] = ()
     # Entries with different non-empty process tags cannot be imported into one process (Keras on two backends).
     process: str = ""
+    # A mode that sets process-wide state every other name of its framework would run under (an XLA flag): its own
+    # process, away from every other name, even those without a tag.
+    apart: bool = False
     data_parallel: bool = False  # a mode over --workers processes or devices: the bench adds its 1-worker baseline
 
 
@@ -53,7 +56,9 @@ BUILTIN: dict[str, Entry] = {
                                         "pip install 'fwbench[torch]'", data_parallel=True)),)),
     "flax": Entry("fwbench.backends.flax_backend:FlaxBackend", ("jax", "flax", "optax"), "pip install 'fwbench[flax]'",
                   modes=(("dp", Entry("fwbench.backends.flax_dp:FlaxDPBackend", ("jax", "flax", "optax"),
-                                      "pip install 'fwbench[flax]'", data_parallel=True)),)),
+                                      "pip install 'fwbench[flax]'", data_parallel=True)),
+                         ("eigen", Entry("fwbench.backends.flax_eigen:FlaxEigenBackend", ("jax", "flax", "optax"),
+                                         "pip install 'fwbench[flax]'", process="xla eigen conv", apart=True)))),
     "keras": Entry("fwbench.backends.keras_backend:KerasBackend", ("tensorflow", "keras"),
                    "pip install 'fwbench[keras]'", process="keras on tensorflow",
                    modes=(("jax", Entry("fwbench.backends.keras_jax_backend:KerasJaxBackend", ("keras", "jax", "optax"),
@@ -120,11 +125,19 @@ def data_parallel(name: str) -> bool:
 
 def processes(names: list[str]) -> list[list[str]]:
     """The names split into groups that can each share one process: the first holds every name without a process
-    tag; each further group one tag's names."""
-    tags = {n: "" if _is_path(split(n)[0]) else _resolve(n).process for n in names}
-    order = list(dict.fromkeys(t for t in tags.values() if t))
-    groups = [[n for n in names if tags[n] in ("", *order[:1])]]
-    return groups + [[n for n in names if tags[n] == t] for t in order[1:]]
+    tag, and the first tag's; each further group one tag's names; a tag kept apart never joins the first."""
+    entries = {n: Entry(n, (), "") if _is_path(split(n)[0]) else _resolve(n) for n in names}
+    tags = {n: e.process for n, e in entries.items()}
+    order = list(dict.fromkeys(t for n, t in tags.items() if t and not entries[n].apart))
+    groups = [[n for n in names if not entries[n].apart and tags[n] in ("", *order[:1])]]
+    groups += [[n for n in names if tags[n] == t] for t in order[1:]]
+    for name in (n for n in names if entries[n].apart):  # with the first group unless a name there shares a module
+        shares = any(set(entries[name].requires) & set(entries[n].requires) for n in groups[0])
+        group = next((g for g in groups[1:] if tags[g[0]] == tags[name]), None) if shares else groups[0]
+        if group is None:
+            groups.append(group := [])
+        group.append(name)
+    return [g for g in groups if g] or [[]]
 
 
 def load(name: str) -> type[Backend]:
