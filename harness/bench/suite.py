@@ -56,8 +56,8 @@ PRESETS = {
                      overhead=("torch", "flax@scan-tuned")),
     # More batch sizes and runs, every mode, and the GPU where there is one.
     "full": Suite("full", backends=("numpy", "torch", "torch@channels_last", "torch@compile", "flax", "flax@scan",
-                                    "flax@step-tuned", "flax@scan-tuned", "keras", "keras@xla", "keras@loop",
-                                    "keras@jax"),
+                                    "flax@step-tuned", "flax@scan-tuned", "flax@eigen", "keras", "keras@xla",
+                                    "keras@loop", "keras@jax"),
                   batch_sizes=(64, 512), device="auto", repeat=7, timed_steps=100),
     # The zoo of models people train on MNIST (models/pyex.toml and the rest), each backend in its stock mode, to
     # their sources' accuracy targets. Three runs a cell: the recipe runs in the first, the others only time steps.
