@@ -37,7 +37,7 @@ def test_backends_lists_every_backend(capsys):
     if rows["torch"]["status"] == "ok":
         assert rows["torch"]["modes"] == ["eager", "channels_last", "compile", "cudagraphs", "ddp"]
     if rows["flax"]["status"] == "ok":
-        assert rows["flax"]["modes"] == ["step", "scan", "step-tuned", "scan-tuned", "dp"]
+        assert rows["flax"]["modes"] == ["step", "scan", "step-tuned", "scan-tuned", "dp", "eigen"]
     if rows["keras"]["status"] == "ok":
         assert rows["keras"]["modes"] == ["graph", "xla", "loop", "native", "jax"]
 
