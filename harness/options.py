@@ -84,5 +84,6 @@ def sizes(text: str) -> tuple[int, ...]:
 def add_workers(p) -> None:
     """--workers, for the data-parallel modes; the CLI passes it on in FWBENCH_WORKERS, which cell processes inherit."""
     p.add_argument("--workers", type=positive,
-                   help="workers of a data-parallel mode (torch@ddp): processes on this machine, or torchrun's "
-                        "WORLD_SIZE where it started fwbench; default: every GPU, or 2 on a CPU")
+                   help="workers of a data-parallel mode (torch@ddp, flax@dp): processes on this machine, or "
+                        "torchrun's WORLD_SIZE where it started fwbench (torch@ddp), or the GPUs of this process "
+                        "(flax@dp); default: every GPU, or 2 on a CPU")
