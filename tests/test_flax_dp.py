@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+import workers_procs
 
 pytest.importorskip("flax")
 
@@ -18,18 +18,11 @@ WORKER = "fwbench.backends.flax_dp"
 
 
 def workers_running() -> list[int]:
-    """Pids of flax@dp worker processes now running (tests run one at a time, so they are this test's)."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if f"-m {WORKER}" in line]
+    return workers_procs.running(WORKER)
 
 
-def gone(pids, seconds: float = 15) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if not set(pids) & set(workers_running()):
-            return True
-        time.sleep(0.2)
-    return False
+def gone(pids) -> bool:
+    return workers_procs.gone(pids, WORKER)
 
 
 def fwbench(*args: str, workers: int = 2) -> dict:
@@ -106,11 +99,7 @@ def test_workers_have_cores_of_their_own_a_dead_one_is_named_and_none_outlives_a
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, FWBENCH_WORKERS="2", FWBENCH_WORKER_THREADS="1"))
     try:
-        lines = []
-        end = time.monotonic() + TIMEOUT
-        while time.monotonic() < end and not (lines and lines[-1].startswith("pids")):
-            lines.append(proc.stdout.readline().strip())
-        assert lines[-1].startswith("pids"), (lines, proc.stderr.read() if proc.poll() is not None else "")
+        lines = workers_procs.lines_until(proc, "pids", TIMEOUT)
         assert any(line.startswith("refused") and "dtype" in line for line in lines), lines
         assert any(line.startswith("loss 2.3") for line in lines), lines
         if len(os.sched_getaffinity(0)) >= 2:

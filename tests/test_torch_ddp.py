@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+import workers_procs
 
 pytest.importorskip("torch")
 
@@ -20,18 +20,11 @@ FOLLOWER = "fwbench.backends.torch_ddp"
 
 
 def followers() -> list[int]:
-    """Pids of follower processes now running (tests run one at a time, so they are this test's)."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if f"-m {FOLLOWER}" in line]
+    return workers_procs.running(FOLLOWER)
 
 
-def gone(pids, seconds: float = 15) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if not set(pids) & set(followers()):
-            return True
-        time.sleep(0.2)
-    return False
+def gone(pids) -> bool:
+    return workers_procs.gone(pids, FOLLOWER)
 
 
 def fwbench(*args: str, workers: int = 2) -> subprocess.CompletedProcess:
@@ -88,11 +81,7 @@ def test_workers_leave_with_their_harness_even_when_it_is_killed():
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, FWBENCH_WORKERS="2"))
     try:
-        lines = []
-        end = time.monotonic() + TIMEOUT
-        while time.monotonic() < end and not (lines and lines[-1].startswith("pids")):
-            lines.append(proc.stdout.readline().strip())
-        assert lines[-1].startswith("pids"), (lines, proc.stderr.read() if proc.poll() is not None else "")
+        lines = workers_procs.lines_until(proc, "pids", TIMEOUT)
         assert any(line.startswith("refused") and "dtype" in line for line in lines), lines
         pids = [int(p) for p in lines[-1].split()[1:]]
         assert len(pids) == 1 and set(pids) <= set(followers())
