@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import warnings
 
 from fwbench import backends
 from fwbench import models
 from fwbench.backends.base import BackendError
+from fwbench.harness import interrupts
 from fwbench.harness import options as opt
 from fwbench.harness.data import DataError
 from fwbench.harness.recipe import OPTIMIZERS, SCHEDULES
@@ -126,24 +125,6 @@ def _plain_warnings(command: str) -> None:
         warnings.showwarning = show
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, handled as Ctrl-C is: finished results kept, children stopped, exit 130."""
-
-
-def _terminate(signum, frame):
-    signal.signal(signum, signal.SIG_IGN)  # a second one must not cut short the saving of what is finished
-    raise Terminated(signal.Signals(signum).name)
-
-
-def _catch_termination() -> dict:
-    """Turn SIGTERM and SIGHUP into Terminated; the handlers they replace, to restore."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    # One ignored on purpose (nohup) stays ignored.
-    return {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)
-            if signal.getsignal(sig) is signal.SIG_DFL}
-
-
 def main(argv: list[str] | None = None) -> int:
     from fwbench.harness.bench.child import die_with_parent
     die_with_parent()  # started by a bench: go when the bench goes
@@ -155,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     from fwbench.harness.allocator import tune
     from fwbench.harness.commands import COMMANDS  # after parsing, so --help stays fast
     tune()  # the same allocator behaviour in every command as in the bench cells
-    replaced = _catch_termination()
+    replaced = interrupts.catch()
     try:
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # here, not at exit, so a reader that went away is caught below
@@ -169,12 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fwbench {args.command}: error: {e}", file=sys.stderr)
         return 2 if not isinstance(e, TrainingDiverged) else 1
     except KeyboardInterrupt as e:
-        how = f" by {e} (exit 130, as for Ctrl-C)" if isinstance(e, Terminated) else ""
+        how = f" by {e} (exit 130, as for Ctrl-C)" if isinstance(e, interrupts.Terminated) else ""
         print(f"fwbench {args.command}: interrupted{how}", file=sys.stderr)
         return 130
     finally:
-        for sig, handler in replaced.items():
-            signal.signal(sig, handler)
+        interrupts.restore(replaced)
 
 
 if __name__ == "__main__":
