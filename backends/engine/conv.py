@@ -5,10 +5,11 @@ import weakref
 
 import numpy as np
 
-from fwbench.backends.engine import parallel
+from fwbench.backends.engine import parallel, winograd
 from fwbench.backends.engine.activations import ACTIVATIONS, relu_grad
 from fwbench.backends.engine.pool import POOLS
 from fwbench.backends.engine.tensor import Tensor
+from fwbench.backends.engine.winograd import Winograd
 from fwbench.backends.engine.xp import module_of
 
 Pads = tuple[int, int, int, int]  # zeros (top, bottom, left, right); an int n means n on every side
@@ -43,7 +44,8 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
     relu'(0) = 0), and keeps nothing at full size.
     """
     check_channels(x, w)
-    conv = Conv(x.data, w, b, stride, padding)
+    conv = (Winograd(x.data, w, b, pads(padding)) if winograd.applies(x.data, w.shape, stride, pads(padding))
+            else Conv(x.data, w, b, stride, padding))
     xp, o, full = conv.xp, w.shape[0], (conv.n, conv.oh, conv.ow, w.shape[0])
     windows = POOLS[pool[0]](full, *pool[1:]) if pool else None
     y = xp.empty((conv.n, windows.oh, windows.ow, o) if pool else full, dtype=w.dtype)
@@ -57,8 +59,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
         before_pool = xp.empty((conv.slices[0].stop, *full[1:]), dtype=w.dtype) if pool and not act else None
         for s in slices:
             z = y[s] if not pool else kept[s] if act else before_pool[:s.stop - s.start]
-            # The rows are NHWC as they come (no transpose), the bias added by the GEMM itself.
-            xp.matmul(conv.cols(s, scratch), conv.wb, out=z.reshape(-1, o))
+            conv.forward(s, scratch, z)
             if act:
                 activate(z, z)
             if pool:
@@ -123,6 +124,11 @@ class Conv:
         # The patches of the whole batch, one view for every slice (as_strided costs ~15 us a call); padded, each
         # worker's buffer has its own.
         self.patches = None if any(self.pads) else self.patches_of(x)
+
+    def forward(self, s: slice, scratch: tuple, z: np.ndarray) -> None:
+        """The conv's output for slice s into z (images, OH, OW, O), bias added."""
+        # The rows are NHWC as they come (no transpose), the bias added by the GEMM itself.
+        self.xp.matmul(self.cols(s, scratch), self.wb, out=z.reshape(-1, self.wb.shape[1]))
 
     def patches_of(self, xpad: np.ndarray) -> np.ndarray:
         """The (m, OH, OW, kh, kw, C) view of padded NHWC xpad whose [n, r, c] is output pixel (r, c)'s patch."""

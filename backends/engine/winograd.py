@@ -1,0 +1,212 @@
+"""Stride-1 conv2d by Winograd's minimal filtering F(m x m, r x r): forward, weight and input gradients from one
+set of tile transforms, on channels-last (NHWC) arrays, a slice of images at a time."""
+from __future__ import annotations
+
+import numpy as np
+
+from fwbench.backends.engine import parallel
+from fwbench.backends.engine.xp import module_of
+
+# Kernel size r -> output tile m. F(4x4, 5x5) multiplies 64 values a tile where the direct conv multiplies 400
+# (6.25x fewer GEMM FLOPs), F(4x4, 3x3) 36 where it multiplies 144 (4x). Larger tiles need more interpolation
+# points, and the float error grows with them: see POINTS.
+TILES = {3: 4, 5: 4}
+# The interpolation points of Toom-Cook, besides infinity: the smallest in magnitude first, as Lavin and Gray
+# (2016) choose them, since the transforms' entries are their powers.
+POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
+# Winograd runs where its GEMM multiplies at most 1/MIN_GAIN of the direct conv's values and each transformed value
+# feeds at least MIN_DEPTH of them (C*O / (C + O)): below either, its transforms, which are copies and thin GEMMs,
+# cost more than the GEMM saves. Measured on the 2-core reference CPU, forward and backward of 64 images on two
+# workers, Winograd's time over the direct path's (gain, depth): tgmnist's 5x5 32->32 on 24x24 0.56-0.60 (6.25,
+# 16), pyex's 3x3 32->64 on 26x26 0.65-0.67 (4, 21), tgmnist's 3x3 32->64 on 10x10 0.90-0.96 (4, 21), 64->64 on
+# 28x28 0.60 (4, 32), 5x5 8->16 on 24x24 0.80 (6.25, 5.3), 3x3 16->16 on 28x28 0.98 (4, 8); and left out: 3x3
+# 64->64 on 8x8 1.21-1.25 (2.25, 32), flaxex's 3x3 32->64 on 14x14 0.90-0.99 (3.1, 21), 3x3 8->8 on 28x28 1.15
+# (4, 4).
+MIN_GAIN = 3.5
+MIN_DEPTH = 5
+# Images per slice: as many as keep a slice's transformed input (a*a values a tile per channel) about this size.
+SLICE_BYTES = 1 << 20
+
+
+def matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A^T (m, a), G (a, r) and B^T (a, a), a = m + r - 1, in float64: y = A^T [(G w G^T) * (B^T d B)] A."""
+    a = m + r - 1
+    p = np.array(POINTS[:a - 1])
+
+    def evaluate(k: int) -> np.ndarray:
+        """(a, k): a polynomial of degree k - 1 at each point, and its leading coefficient (the point at infinity)."""
+        e = np.zeros((a, k))
+        e[:-1] = p[:, None] ** np.arange(k)
+        e[-1, -1] = 1
+        return e
+    # Correlation is the transpose of polynomial multiplication, whose interpolation is V^-1: y = E_m^T [(E_r w) *
+    # (V^-T d)]. Each point's 1/prod(p_j - p_k) goes with the weights, whose transform is computed once a step.
+    f = np.ones(a)
+    f[:-1] = [np.prod([pj - pk for pk in p if pk != pj]) for pj in p]
+    return evaluate(m).T, evaluate(r) / f[:, None], f[:, None] * np.linalg.inv(evaluate(a)).T
+
+
+def applies(x: np.ndarray, w_shape: tuple, stride: int, pads: tuple[int, int, int, int]) -> bool:
+    """Whether a conv of NHWC x by w (O, C, kh, kw) at this stride and padding runs by Winograd here."""
+    o, c, kh, kw = w_shape
+    # Off the CPU a GEMM is cheap and each transform a kernel launch more.
+    if module_of(x) is not np or stride != 1 or kh != kw or kh not in TILES or x.dtype not in (np.float32, np.float64):
+        return False
+    m, a = TILES[kh], TILES[kh] + kh - 1
+    oh, ow = x.shape[1] + pads[0] + pads[1] - kh + 1, x.shape[2] + pads[2] + pads[3] - kw + 1
+    if min(oh, ow) < 1:
+        return False
+    gain = kh * kw * oh * ow / (a * a * -(-oh // m) * -(-ow // m))
+    return gain >= MIN_GAIN and c * o / (c + o) >= MIN_DEPTH
+
+
+class Winograd:
+    """One conv2d call by Winograd: its geometry, its transformed weight and its slices of images."""
+
+    def __init__(self, x: np.ndarray, w, b, pads: tuple[int, int, int, int]):
+        self.xp, self.x, self.pads, self.stride = np, x, pads, 1
+        self.n, h, wd, self.c = x.shape
+        self.o, _, r, _ = w.shape
+        m = self.m = TILES[r]
+        self.r, self.a = r, m + r - 1
+        top, bottom, left, right = pads
+        self.oh, self.ow = h + top + bottom - r + 1, wd + left + right - r + 1
+        self.ty, self.tx = -(-self.oh // m), -(-self.ow // m)  # tiles down and across; the last ones may overhang
+        self.hp, self.wp = self.ty * m + r - 1, self.tx * m + r - 1  # the input the tiles cover, zero-padded
+        at, g, bt = (z.astype(x.dtype) for z in matrices(m, r))
+        self.at, self.bt = at, bt
+        self.a_, self.b_ = np.ascontiguousarray(at.T), np.ascontiguousarray(bt.T)
+        self.g = g
+        # U[i, j] = (G w G^T)[i, j] as a (C, O) matrix, for the batched GEMM over the a*a tile positions.
+        self.u = np.ascontiguousarray(np.einsum("ik,ockl,jl->ijco", g, w.data, g, optimize=True)
+                                      .reshape(self.a * self.a, self.c, self.o))
+        self.bias = b.data
+        self.tiles = self.ty * self.tx  # a image's
+        per_image = self.a * self.a * self.tiles * max(self.c, self.o) * x.itemsize
+        self.slices = parallel.slices(self.n, SLICE_BYTES // per_image)
+        # The GEMM's FLOPs and the transforms' values, as conv.Conv counts its work.
+        values = self.tiles * self.a * self.a * (self.c + self.o) * 2
+        self.work = self.n * (2 * self.a * self.a * self.tiles * self.c * self.o + parallel.VALUE_FLOPS * values)
+        # Each slice's transformed input, kept for the weight gradient: (a*a, tiles, C), as large as its im2col
+        # block would be over a*a / r*r (0.4x at F(4, 5)).
+        self.v = np.empty((self.a * self.a, self.n * self.tiles, self.c), dtype=x.dtype)
+
+    def scratch(self) -> np.ndarray:
+        """A worker's own zero-bordered input buffer for one slice (the tiles' overhang reads its zeros)."""
+        return np.zeros((self.slices[0].stop, self.hp, self.wp, self.c), dtype=self.x.dtype)
+
+    def forward(self, s: slice, padded: np.ndarray, z: np.ndarray) -> None:
+        """The conv's output for slice s into z (images, OH, OW, O), bias added."""
+        k, v = s.stop - s.start, self.v[:, s.start * self.tiles:s.stop * self.tiles]
+        self._transform_input(self._covered(s, padded[:k]), v)
+        mm = np.matmul(v, self.u)  # (a*a, tiles, O)
+        self._transform_output(mm, z)
+        z += self.bias
+
+    def _covered(self, s: slice, padded: np.ndarray) -> np.ndarray:
+        """Slice s's input as the tiles read it: x itself where they cover it exactly, else padded with zeros."""
+        if not any(self.pads) and self.x.shape[1:3] == (self.hp, self.wp):
+            return self.x[s]
+        top, _, left, _ = self.pads
+        padded[:, top:top + self.x.shape[1], left:left + self.x.shape[2]] = self.x[s]
+        return padded
+
+    def _transform_input(self, d: np.ndarray, out: np.ndarray) -> None:
+        """V[i, j] = B^T d B over every tile of d (images, hp, wp, C): two GEMMs with a inner products each."""
+        a, m, k, c = self.a, self.m, d.shape[0], self.c
+        sn, sh, sw, sc = d.strides
+        # The a rows of each tile row side by side: rows[l] is input row t*m + l of every tile row t.
+        rows = np.empty((a, k, self.ty, self.wp, c), dtype=d.dtype)
+        rows[...] = np.lib.stride_tricks.as_strided(d, rows.shape, (sh, sn, m * sh, sw, sc))
+        down = (self.bt @ rows.reshape(a, -1)).reshape(a, k * self.ty, self.wp, c)  # (i, images*ty, wp, C)
+        s0, s1, s2, s3 = down.strides
+        across = np.empty((a, a, k * self.ty, self.tx, c), dtype=d.dtype)  # (i, l, images*ty, tx, C)
+        across[...] = np.lib.stride_tricks.as_strided(down, across.shape, (s0, s2, s1, m * s2, s3))
+        np.matmul(self.bt, across.reshape(a, a, -1), out=out.reshape(a, a, -1))
+
+    def _transform_output(self, mm: np.ndarray, z: np.ndarray) -> None:
+        """z's tiles = A^T M A, cut to (OH, OW) where the last tiles overhang."""
+        a, m, o, k = self.a, self.m, self.o, z.shape[0]
+        across = np.matmul(self.at, mm.reshape(a, a, -1))  # (i, m_j, tiles*O)
+        y = (self.at @ across.reshape(a, -1)).reshape(m, m, k, self.ty, self.tx, o)  # (m_i, m_j, ...)
+        if self.oh == self.ty * m and self.ow == self.tx * m:
+            z.reshape(k, self.ty, m, self.tx, m, o)[...] = y.transpose(2, 3, 0, 4, 1, 5)
+        else:
+            full = np.empty((k, self.ty, m, self.tx, m, o), dtype=z.dtype)
+            full[...] = y.transpose(2, 3, 0, 4, 1, 5)
+            z[...] = full.reshape(k, self.ty * m, self.tx * m, o)[:, :self.oh, :self.ow]
+
+    def gradients(self, s: slice, g: np.ndarray, dx: np.ndarray | None, padded: np.ndarray) -> np.ndarray:
+        """Slice s's gradient of U (a*a, C, O), from g (images, OH, OW, O); its input gradient into dx[s]."""
+        k = s.stop - s.start
+        gm = self._untransform_output(g)  # (a*a, tiles, O): the gradient at M
+        v = self.v[:, s.start * self.tiles:s.stop * self.tiles]
+        du = np.matmul(v.transpose(0, 2, 1), gm)
+        if dx is not None:
+            dv = np.matmul(gm, self.u.transpose(0, 2, 1))  # (a*a, tiles, C)
+            self._untransform_input(dv, padded[:k])
+            top, _, left, _ = self.pads
+            dx[s] = padded[:k, top:top + dx.shape[1], left:left + dx.shape[2]]
+        return du
+
+    def _untransform_output(self, g: np.ndarray) -> np.ndarray:
+        """The transpose of _transform_output: A g A^T over g's tiles, zeros where they overhang."""
+        a, m, o, k = self.a, self.m, self.o, g.shape[0]
+        if self.oh != self.ty * m or self.ow != self.tx * m:
+            full = np.zeros((k, self.ty * m, self.tx * m, o), dtype=g.dtype)
+            full[:, :self.oh, :self.ow] = g
+            g = full
+        tiled = np.empty((m, m, k, self.ty, self.tx, o), dtype=g.dtype)  # (m_i, m_j, images, ty, tx, O)
+        tiled.transpose(2, 3, 0, 4, 1, 5)[...] = g.reshape(k, self.ty, m, self.tx, m, o)
+        down = (self.a_ @ tiled.reshape(m, -1)).reshape(a, m, -1)  # (i, m_j, ...)
+        return np.matmul(self.a_, down).reshape(a * a, k * self.tiles, o)
+
+    def _untransform_input(self, dv: np.ndarray, dpadded: np.ndarray) -> None:
+        """The transpose of _transform_input: B dV B^T over every tile, overlapping tiles added, into dpadded."""
+        a, m, k, c = self.a, self.m, dpadded.shape[0], self.c
+        across = np.matmul(self.b_, dv.reshape(a, a, -1)).reshape(a, a, k * self.ty, self.tx, c)  # (i, l, ...)
+        # Tiles overlap by r - 1 columns: the first m of each tile's are written, the rest added one offset at a time,
+        # so that no two writes of one pass meet.
+        down = np.empty((a, k * self.ty, self.wp, c), dtype=dv.dtype)
+        down[:, :, :m * self.tx].reshape(a, k * self.ty, self.tx, m, c)[...] = across[:, :m].transpose(0, 2, 3, 1, 4)
+        down[:, :, m * self.tx:] = 0
+        for l in range(m, a):
+            down[:, :, l:l + m * self.tx:m] += across[:, l]
+        rows = (self.b_ @ down.reshape(a, -1)).reshape(a, k, self.ty, self.wp, c)
+        dpadded[:, :m * self.ty].reshape(k, self.ty, m, self.wp, c)[...] = rows[:m].transpose(1, 2, 0, 3, 4)
+        dpadded[:, m * self.ty:] = 0
+        for i in range(m, a):
+            dpadded[:, i:i + m * self.ty:m] += rows[i]
+
+    def backward(self, x, w, b, g: np.ndarray, after) -> None:
+        """Accumulate the gradients of w, b and (when it needs one) x from g, the NHWC gradient at the output."""
+        o = self.o
+        dx = np.empty(x.shape, dtype=g.dtype) if x.requires_grad else None
+
+        def work(_: int, slices: list[slice]) -> tuple[np.ndarray, np.ndarray]:
+            """The worker's slices: their input gradients into dx; returns the sums of their U and bias gradients."""
+            du, db = np.zeros_like(self.u), np.zeros(o, dtype=g.dtype)
+            dpadded = self.scratch() if dx is not None else None
+            pooled = after.windows is not None
+            unpooled = np.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if pooled else None
+            for s in slices:
+                gs = after.grad(g[s], s, unpooled[:s.stop - s.start] if pooled else None)
+                du += self.gradients(s, gs, dx, dpadded)
+                db += gs.reshape(-1, o).sum(axis=0)
+            return du, db
+        # Summed in worker order: the same order every step.
+        (du, db), *others = parallel.share(work, self.slices, 2 * self.work)
+        for other_du, other_db in others:
+            du += other_du
+            db += other_db
+        if w.requires_grad:
+            w.accumulate(self.weight_gradient(du))
+        if b.requires_grad:
+            b.accumulate(db)
+        if dx is not None:
+            x.accumulate(dx)
+
+    def weight_gradient(self, du: np.ndarray) -> np.ndarray:
+        """The (O, C, r, r) gradient of w from that of U: G^T dU G."""
+        du = du.reshape(self.a, self.a, self.c, self.o)
+        return np.ascontiguousarray(np.einsum("ik,ijco,jl->ockl", self.g, du, self.g, optimize=True))

@@ -1,0 +1,135 @@
+"""Winograd's stride-1 conv against the direct one (im2col and one GEMM): the same values and gradients, within
+1e-12 in float64 and the documented FLOAT32_BOUND in float32, on edge shapes; and where the engine uses it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fwbench.backends.engine import Tensor, avgpool2d, conv2d, maxpool2d, parallel, relu, tanh, winograd
+
+# Relative L2 error of a float32 Winograd conv's output and each gradient against float64, worst seen in these tests
+# 4.6e-6 (F(4x4, 5x5), whose points reach +-2 and +-1/2); the direct path's is about 3e-7. docs/performance.md.
+FLOAT32_BOUND = 1e-5
+
+# (N, H, W, C, O, kernel, padding): tiles that cover the output exactly and ones that overhang it, one-pixel
+# outputs, a batch of one, asymmetric padding, more outputs than inputs and the reverse.
+CASES = [(3, 24, 24, 8, 8, 5, 0), (2, 10, 11, 8, 9, 3, 0), (1, 5, 5, 8, 8, 5, 0), (1, 3, 3, 9, 8, 3, 0),
+         (2, 7, 6, 8, 10, 5, (2, 1, 0, 3)), (2, 9, 9, 12, 8, 3, 1), (1, 6, 13, 8, 16, 3, (0, 2, 1, 0))]
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    """Winograd for every conv it can compute (stride 1, a kernel in TILES), whatever its gain."""
+    monkeypatch.setattr(winograd, "MIN_GAIN", 0)
+    monkeypatch.setattr(winograd, "MIN_DEPTH", 0)
+
+
+def leaves(n, h, w, c, o, k, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return (Tensor(rng.standard_normal((n, h, w, c)).astype(dtype), True),
+            Tensor((rng.standard_normal((o, c, k, k)) / np.sqrt(c * k * k)).astype(dtype), True),
+            Tensor(rng.standard_normal(o).astype(dtype), True))
+
+
+def grads_of(build, leaves_):
+    """Output and gradients of sum(build() * R) for a fixed random R."""
+    for t in leaves_:
+        t.zero_grad()
+    out = build()
+    r = np.random.default_rng(5).standard_normal(out.shape).astype(out.dtype)
+    (out * Tensor(r)).sum().backward()
+    return [out.data] + [t.grad for t in leaves_]
+
+
+def direct(case, monkeypatch, **kw):
+    """The direct path's output and gradients in float64: the reference."""
+    n, h, w, c, o, k, padding = case
+    with monkeypatch.context() as m:
+        m.setattr(winograd, "MIN_GAIN", float("inf"))
+        ls = leaves(n, h, w, c, o, k, np.float64)
+        return grads_of(lambda: conv2d(*ls, 1, padding, **kw), ls)
+
+
+def pads_of(padding):
+    return (padding,) * 4 if isinstance(padding, int) else padding
+
+
+def rel(got, want) -> float:
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300))
+
+
+@pytest.mark.parametrize("m,r", sorted((m, r) for r, m in winograd.TILES.items()))
+def test_the_transforms_compute_a_correlation(m, r):
+    at, g, bt = winograd.matrices(m, r)
+    rng = np.random.default_rng(0)
+    d, w = rng.standard_normal(m + r - 1), rng.standard_normal(r)
+    want = np.array([d[i:i + r] @ w for i in range(m)])
+    np.testing.assert_allclose(at @ ((g @ w) * (bt @ d)), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype,bound", [(np.float64, 1e-12), (np.float32, FLOAT32_BOUND)])
+def test_winograd_equals_the_direct_conv(case, dtype, bound, forced, monkeypatch):
+    n, h, w, c, o, k, padding = case
+    want = direct(case, monkeypatch)
+    ls = leaves(n, h, w, c, o, k, dtype)
+    assert winograd.applies(ls[0].data, ls[1].shape, 1, pads_of(padding))
+    got = grads_of(lambda: conv2d(*ls, 1, padding), ls)
+    for name, g, wnt in zip(("value", "x grad", "w grad", "b grad"), got, want):
+        assert g.dtype == dtype and g.shape == wnt.shape, name
+        assert rel(g, wnt) <= bound, (name, rel(g, wnt))
+
+
+@pytest.mark.parametrize("pool", [None, ("max", 2, 2), ("avg", 3, 1)])
+@pytest.mark.parametrize("act", [None, "tanh"])
+@pytest.mark.parametrize("relu_after", [False, True])
+def test_what_follows_the_conv_is_fused_as_on_the_direct_path(pool, act, relu_after, forced):
+    # The epilogue is the direct path's own: fused equals the plain ops bit for bit, Winograd in both.
+    ls = leaves(2, 9, 10, 8, 8, 3, np.float64)
+    fused = grads_of(lambda: conv2d(*ls, 1, 1, relu=relu_after, pool=pool, act=act), ls)
+
+    def plain():
+        y = conv2d(*ls, 1, 1)
+        y = tanh(y) if act else y
+        y = {"max": maxpool2d, "avg": avgpool2d}[pool[0]](y, *pool[1:]) if pool else y
+        return relu(y) if relu_after else y
+    for name, got, want in zip(("value", "x grad", "w grad", "b grad"), fused, grads_of(plain, ls)):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_slices_and_workers_change_only_the_rounding(forced, monkeypatch):
+    case = (5, 12, 12, 8, 8, 5, 1)
+    ls = leaves(*case[:6], np.float64)
+    whole = grads_of(lambda: conv2d(*ls, 1, 1), ls)
+    monkeypatch.setattr(winograd, "SLICE_BYTES", 1)  # a slice per image
+    monkeypatch.setattr(parallel, "PARALLEL_FLOPS", 0)
+    parallel.configure(2)
+    try:
+        sliced = grads_of(lambda: conv2d(*ls, 1, 1), ls)
+    finally:
+        parallel.configure(1)
+    for name, got, want in zip(("value", "x grad", "w grad", "b grad"), sliced, whole):
+        assert rel(got, want) <= 1e-14, name
+
+
+def test_a_weight_without_a_gradient_and_an_input_without_one_are_left_alone(forced):
+    x, w, b = leaves(2, 8, 8, 8, 8, 3, np.float64)
+    x.requires_grad = w.requires_grad = False
+    conv2d(x, w, b, 1, 0).sum().backward()
+    assert x.grad is None and w.grad is None and b.grad.shape == (8,)
+
+
+def test_the_rule_picks_the_large_multi_channel_convs():
+    def picked(n_hw, c, o, k, stride=1, padding=0, dtype=np.float32):
+        x = np.zeros((2, n_hw, n_hw, c), dtype)
+        return winograd.applies(x, (o, c, k, k), stride, pads_of(padding))
+    assert picked(24, 32, 32, 5)  # tgmnist's second conv
+    assert picked(26, 32, 64, 3)  # pyex's second
+    assert not picked(26, 32, 64, 3, stride=2)
+    assert not picked(28, 1, 32, 3)  # one input channel: all transform, no GEMM to save
+    assert not picked(8, 64, 64, 3)  # a 6x6 output in 4x4 tiles: a gain of 2.25
+    assert not picked(14, 6, 16, 5)  # lenet5's second: depth 4.4
+    assert not picked(24, 32, 32, 7)  # no tiles for 7x7
+    assert not picked(24, 32, 32, 5, dtype=np.float16)
+    x = np.zeros((2, 24, 24, 32), np.float32)
+    assert not winograd.applies(x, (32, 32, 3, 5), 1, (0, 0, 0, 0))  # not square
