@@ -36,8 +36,9 @@ def conformance(name: str, device: str) -> dict:
     if doc is None:
         return {"passed": False, "failed": [], "seconds": seconds, "error": why}
     failed = [c["name"] for c in doc["checks"] if c["status"] == "fail"]
-    return {"passed": doc["passed"], "failed": failed, "mode": doc.get("mode"), "version": doc.get("version"),
-            "source": doc.get("source"), "seconds": seconds}
+    unsupported = [c["name"] for c in doc["checks"] if c["status"] == "not supported"]
+    return {"passed": doc["passed"], "failed": failed, "unsupported": unsupported, "mode": doc.get("mode"),
+            "version": doc.get("version"), "source": doc.get("source"), "seconds": seconds}
 
 
 def agreement(model: str, names: list[str], device: str) -> dict:
