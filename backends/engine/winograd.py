@@ -17,11 +17,11 @@ POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
 # Winograd runs where its GEMM multiplies at most 1/MIN_GAIN of the direct conv's values and each transformed value
 # feeds at least MIN_DEPTH of them (C*O / (C + O)): below either, its transforms, which are copies and thin GEMMs,
 # cost more than the GEMM saves. Measured on the 2-core reference CPU, forward and backward of 64 images on two
-# workers, Winograd's time over the direct path's (gain, depth): tgmnist's 5x5 32->32 on 24x24 0.56-0.60 (6.25,
-# 16), pyex's 3x3 32->64 on 26x26 0.65-0.67 (4, 21), tgmnist's 3x3 32->64 on 10x10 0.90-0.96 (4, 21), 64->64 on
-# 28x28 0.60 (4, 32), 5x5 8->16 on 24x24 0.80 (6.25, 5.3), 3x3 16->16 on 28x28 0.98 (4, 8); and left out: 3x3
-# 64->64 on 8x8 1.21-1.25 (2.25, 32), flaxex's 3x3 32->64 on 14x14 0.90-0.99 (3.1, 21), 3x3 8->8 on 28x28 1.15
-# (4, 4).
+# workers, Winograd's time over the direct path's (gain, depth): tgmnist's 5x5 32->32 on 24x24 0.54-0.61 (6.25,
+# 16), pyex's 3x3 32->64 on 26x26 0.62-0.67 (4, 21), tgmnist's 3x3 32->64 on 10x10 0.83-0.96 (4, 21), 64->64 on
+# 28x28 0.60 (4, 32), 5x5 8->16 on 24x24 0.80 (6.25, 5.3), 3x3 16->16 on 28x28 0.95-0.98 (4, 8); and left out: 3x3
+# 64->64 on 8x8 1.18-1.25 (2.25, 32), flaxex's 3x3 32->64 on 14x14 0.90-0.99 (3.1, 21), 3x3 8->8 on 28x28 1.15
+# (4, 4), lenet5's 5x5 6->16 on 14x14 1.14-1.39 (4.3, 4.4).
 MIN_GAIN = 3.5
 MIN_DEPTH = 5
 # Images per slice: as many as keep a slice's transformed input (a*a values a tile per channel) about this size.
@@ -101,7 +101,6 @@ class Winograd:
         self._transform_input(self._covered(s, padded[:k]), v)
         mm = np.matmul(v, self.u)  # (a*a, tiles, O)
         self._transform_output(mm, z)
-        z += self.bias
 
     def _covered(self, s: slice, padded: np.ndarray) -> np.ndarray:
         """Slice s's input as the tiles read it: x itself where they cover it exactly, else padded with zeros."""
@@ -125,15 +124,16 @@ class Winograd:
         np.matmul(self.bt, across.reshape(a, a, -1), out=out.reshape(a, a, -1))
 
     def _transform_output(self, mm: np.ndarray, z: np.ndarray) -> None:
-        """z's tiles = A^T M A, cut to (OH, OW) where the last tiles overhang."""
+        """z's tiles = A^T M A plus the bias, cut to (OH, OW) where the last tiles overhang."""
         a, m, o, k = self.a, self.m, self.o, z.shape[0]
         across = np.matmul(self.at, mm.reshape(a, a, -1))  # (i, m_j, tiles*O)
         y = (self.at @ across.reshape(a, -1)).reshape(m, m, k, self.ty, self.tx, o)  # (m_i, m_j, ...)
+        # The bias is added in the copy that puts the tiles in place: one pass, not two.
         if self.oh == self.ty * m and self.ow == self.tx * m:
-            z.reshape(k, self.ty, m, self.tx, m, o)[...] = y.transpose(2, 3, 0, 4, 1, 5)
+            np.add(y.transpose(2, 3, 0, 4, 1, 5), self.bias, out=z.reshape(k, self.ty, m, self.tx, m, o))
         else:
             full = np.empty((k, self.ty, m, self.tx, m, o), dtype=z.dtype)
-            full[...] = y.transpose(2, 3, 0, 4, 1, 5)
+            np.add(y.transpose(2, 3, 0, 4, 1, 5), self.bias, out=full)
             z[...] = full.reshape(k, self.ty * m, self.tx * m, o)[:, :self.oh, :self.ow]
 
     def gradients(self, s: slice, g: np.ndarray, dx: np.ndarray | None, padded: np.ndarray) -> np.ndarray:
@@ -144,9 +144,11 @@ class Winograd:
         du = np.matmul(v.transpose(0, 2, 1), gm)
         if dx is not None:
             dv = np.matmul(gm, self.u.transpose(0, 2, 1))  # (a*a, tiles, C)
-            self._untransform_input(dv, padded[:k])
-            top, _, left, _ = self.pads
-            dx[s] = padded[:k, top:top + dx.shape[1], left:left + dx.shape[2]]
+            exact = not any(self.pads) and dx.shape[1:3] == (self.hp, self.wp)  # the tiles cover dx exactly
+            self._untransform_input(dv, dx[s] if exact else padded[:k])
+            if not exact:
+                top, _, left, _ = self.pads
+                dx[s] = padded[:k, top:top + dx.shape[1], left:left + dx.shape[2]]
         return du
 
     def _untransform_output(self, g: np.ndarray) -> np.ndarray:
