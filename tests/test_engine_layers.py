@@ -46,6 +46,24 @@ def test_average_pool_by_hand():
     assert overlapping.shape == (2, 2, 3, 1) and overlapping.data[1, 1, 2, 0] == x[1, 1:4, 2:5, 0].mean()
 
 
+@pytest.mark.parametrize("size,stride", [(2, 2), (3, 1), (3, 2), (2, 3), (1, 2)])
+def test_average_pool_equals_the_window_loop(size, stride):
+    # Computed separably (rows, then columns): the same means and gradients, overlapping, gapped and cut windows.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 9, 8, 6))
+    r = rng.standard_normal((2, (9 - size) // stride + 1, (8 - size) // stride + 1, 6))
+    t = Tensor(x, requires_grad=True)
+    out = avgpool2d(t, size, stride)
+    (out * Tensor(r)).sum().backward()
+    want, dx = np.zeros(r.shape), np.zeros(x.shape)
+    for i, j in np.ndindex(*r.shape[1:3]):
+        rows, cols = slice(i * stride, i * stride + size), slice(j * stride, j * stride + size)
+        want[:, i, j] = x[:, rows, cols].mean(axis=(1, 2))
+        dx[:, rows, cols] += r[:, i, j, None, None] / size ** 2
+    np.testing.assert_allclose(out.data, want, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(t.grad, dx, rtol=1e-13, atol=1e-15)
+
+
 def test_batchnorm_trains_on_the_batch_and_updates_with_the_unbiased_variance():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 3, 2, 5)) * 3 + 1
