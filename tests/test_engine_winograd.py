@@ -112,6 +112,17 @@ def test_slices_and_workers_change_only_the_rounding(forced, monkeypatch):
         assert rel(got, want) <= 1e-14, name
 
 
+def test_a_batch_too_large_to_keep_is_transformed_again_for_its_gradients(forced, monkeypatch):
+    case = (5, 12, 12, 8, 8, 3, 1)
+    ls = leaves(*case[:6], np.float64)
+    kept = grads_of(lambda: conv2d(*ls, 1, 1), ls)
+    monkeypatch.setattr(winograd, "KEEP_BYTES", 0)
+    monkeypatch.setattr(winograd, "SLICE_BYTES", 1)  # and in slices, each its own buffer's
+    again = grads_of(lambda: conv2d(*ls, 1, 1), ls)
+    for name, got, want in zip(("value", "x grad", "w grad", "b grad"), again, kept):
+        assert rel(got, want) <= 1e-14, name
+
+
 def test_a_weight_without_a_gradient_and_an_input_without_one_are_left_alone(forced):
     x, w, b = leaves(2, 8, 8, 8, 8, 3, np.float64)
     x.requires_grad = w.requires_grad = False

@@ -26,6 +26,10 @@ MIN_GAIN = 3.5
 MIN_DEPTH = 5
 # Images per slice: as many as keep a slice's transformed input (a*a values a tile per channel) about this size.
 SLICE_BYTES = 1 << 20
+# The forward pass keeps the whole batch's transformed input for the weight gradient up to this size, as the direct
+# path keeps its im2col (conv.KEEP_COLS_BYTES); above it (an evaluation of 1,000 images: tgmnist's 205 MB) each
+# slice's goes to a worker's buffer, and a backward pass transforms its slices again.
+KEEP_BYTES = 64 << 20
 
 
 def matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,20 +91,37 @@ class Winograd:
         # The GEMM's FLOPs and the transforms' values, as conv.Conv counts its work.
         values = self.tiles * self.a * self.a * (self.c + self.o) * 2
         self.work = self.n * (2 * self.a * self.a * self.tiles * self.c * self.o + parallel.VALUE_FLOPS * values)
-        # Each slice's transformed input, kept for the weight gradient: (a*a, tiles, C), the size of the batch's
-        # im2col over the gain (0.16x on tgmnist's 5x5 conv).
-        self.v = np.empty((self.a * self.a, self.n * self.tiles, self.c), dtype=x.dtype)
+        # The transformed input, kept for the weight gradient: (a*a, tiles, C), the size of the batch's im2col over
+        # the gain (0.16x on tgmnist's 5x5 conv).
+        size = self.a * self.a * self.n * self.tiles * self.c * x.itemsize
+        self.v = np.empty((self.a * self.a, self.n * self.tiles, self.c), dtype=x.dtype) if size <= KEEP_BYTES else None
 
-    def scratch(self) -> np.ndarray:
-        """A worker's own zero-bordered input buffer for one slice (the tiles' overhang reads its zeros)."""
-        return np.zeros((self.slices[0].stop, self.hp, self.wp, self.c), dtype=self.x.dtype)
+    def scratch(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """A worker's own buffers for one slice: its zero-bordered input (the tiles' overhang reads the zeros), and
+        its transformed input where the batch's is not kept."""
+        m = self.slices[0].stop
+        padded = np.zeros((m, self.hp, self.wp, self.c), dtype=self.x.dtype)
+        v = None if self.v is not None else np.empty((self.a * self.a, m * self.tiles, self.c), dtype=self.x.dtype)
+        return padded, v
 
-    def forward(self, s: slice, padded: np.ndarray, z: np.ndarray) -> None:
+    def forward(self, s: slice, scratch: tuple, z: np.ndarray) -> None:
         """The conv's output for slice s into z (images, OH, OW, O), bias added."""
-        k, v = s.stop - s.start, self.v[:, s.start * self.tiles:s.stop * self.tiles]
-        self._transform_input(self._covered(s, padded[:k]), v)
+        v = self._transformed(s, scratch)
         mm = np.matmul(v, self.u)  # (a*a, tiles, O)
         self._transform_output(mm, z)
+
+    def _transformed(self, s: slice, scratch: tuple, again: bool = False) -> np.ndarray:
+        """Slice s's transformed input (a*a, tiles, C); again: the backward pass asking for the forward pass's."""
+        padded, buffer = scratch
+        k = s.stop - s.start
+        if self.v is not None:
+            v = self.v[:, s.start * self.tiles:s.stop * self.tiles]
+            if again:
+                return v
+        else:
+            v = buffer[:, :k * self.tiles]
+        self._transform_input(self._covered(s, padded[:k]), v)
+        return v
 
     def _covered(self, s: slice, padded: np.ndarray) -> np.ndarray:
         """Slice s's input as the tiles read it: x itself where they cover it exactly, else padded with zeros."""
@@ -136,11 +157,15 @@ class Winograd:
             np.add(y.transpose(2, 3, 0, 4, 1, 5), self.bias, out=full)
             z[...] = full.reshape(k, self.ty * m, self.tx * m, o)[:, :self.oh, :self.ow]
 
-    def gradients(self, s: slice, g: np.ndarray, dx: np.ndarray | None, padded: np.ndarray) -> np.ndarray:
-        """Slice s's gradient of U (a*a, C, O), from g (images, OH, OW, O); its input gradient into dx[s]."""
+    def gradients(self, s: slice, g: np.ndarray, dx: np.ndarray | None, scratch: tuple,
+                  padded: np.ndarray | None) -> np.ndarray:
+        """Slice s's gradient of U (a*a, C, O), from g (images, OH, OW, O); its input gradient into dx[s].
+
+        scratch: the worker's buffers (scratch()); padded: where the input gradient is put together when the tiles
+        do not cover dx exactly."""
         k = s.stop - s.start
         gm = self._untransform_output(g)  # (a*a, tiles, O): the gradient at M
-        v = self.v[:, s.start * self.tiles:s.stop * self.tiles]
+        v = self._transformed(s, scratch, again=True)
         du = np.matmul(v.transpose(0, 2, 1), gm)
         if dx is not None:
             dv = np.matmul(gm, self.u.transpose(0, 2, 1))  # (a*a, tiles, C)
@@ -188,12 +213,13 @@ class Winograd:
         def work(_: int, slices: list[slice]) -> tuple[np.ndarray, np.ndarray]:
             """The worker's slices: their input gradients into dx; returns the sums of their U and bias gradients."""
             du, db = np.zeros_like(self.u), np.zeros(o, dtype=g.dtype)
-            dpadded = self.scratch() if dx is not None else None
+            scratch = self.scratch()
+            dpadded = np.zeros_like(scratch[0]) if dx is not None else None
             pooled = after.windows is not None
             unpooled = np.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if pooled else None
             for s in slices:
                 gs = after.grad(g[s], s, unpooled[:s.stop - s.start] if pooled else None)
-                du += self.gradients(s, gs, dx, dpadded)
+                du += self.gradients(s, gs, dx, scratch, dpadded)
                 db += gs.reshape(-1, o).sum(axis=0)
             return du, db
         # Summed in worker order: the same order every step.
