@@ -30,7 +30,7 @@ class Processes:
     """The harness's side: `count` worker processes, each answering every command over its own connection."""
 
     def __init__(self, count: int, device: str, module: str):
-        self.count, self.device, self.dropped = count, device, []
+        self.count, self.dropped = count, []
         self.broken: str | None = None
         key = secrets.token_bytes(16)
         self.listener = Listener(("127.0.0.1", 0), authkey=key)
