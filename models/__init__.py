@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fwbench.models.spec import (LAYER_TYPES, Conv2D, Dense, Flatten, Layer, MaxPool2D, ModelSpec, ReLU, Sigmoid,
-                                 SpecError, Tanh, load, parse)
+                                 SpecError, Tanh, parse)
+from fwbench.models.spec_file import load
 
 HERE = Path(__file__).parent
 

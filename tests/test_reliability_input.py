@@ -88,7 +88,7 @@ def test_spec_that_is_a_directory_says_what_was_expected(capsys, tmp_path):
 
 def test_oversized_spec_is_refused_by_size(capsys, tmp_path):
     path = tmp_path / "huge.toml"
-    path.write_text("# padding\n" * (models.spec.MAX_SPEC_BYTES // 10 + 1))
+    path.write_text("# padding\n" * (models.spec_file.MAX_SPEC_BYTES // 10 + 1))
     code, _, err = run(capsys, "models", str(path))
     line = one_line(err)
     assert code == 2 and str(path) in line and "larger than 1 MiB" in line
