@@ -20,7 +20,7 @@ from fwbench.models.spec import FIELDS, LAYER_TYPES, Layer
 # Each built-in backend: (module, its table's name in that module, or in a submodule after a dot).
 TABLES = {"numpy": ("fwbench.backends.numpy_backend", "LOWER"),
           "torch": ("fwbench.backends.torch_backend", "MODULES"),
-          "flax": ("fwbench.backends.flax_backend", "LAYERS"),
+          "flax": ("fwbench.backends.flax_net", "LAYERS"),
           "micrograd": ("fwbench.backends.micrograd.layers", "LAYERS")}
 
 
