@@ -1,7 +1,13 @@
-"""Shared fixtures: backends parametrized over what is installed, and an isolated data cache."""
+"""Shared fixtures: backends parametrized over what is installed, an isolated data cache, the wrong backends."""
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
 import pytest
 
 from fwbench import backends
+from fwbench.harness.conformance.command import add_arguments, conformance
 
 
 # Backends that compute one Python scalar at a time (MicrogradBackend.scalar_limit): they refuse
@@ -27,3 +33,28 @@ def isolated_cache(tmp_path_factory):
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         mp.delenv("FWBENCH_DATA", raising=False)
         yield
+
+
+@pytest.fixture(scope="session")
+def wrong_dir() -> Path:
+    """The folder of wrongmod.py, for a subprocess's PYTHONPATH."""
+    return Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def wrong(wrong_dir, monkeypatch):
+    """The wrongmod module, freshly imported (for module:Class paths too) while the test runs."""
+    monkeypatch.syspath_prepend(str(wrong_dir))
+    sys.modules.pop("wrongmod", None)
+    yield importlib.import_module("wrongmod")
+    sys.modules.pop("wrongmod", None)
+
+
+@pytest.fixture
+def cli():
+    """`fwbench conformance ARGV` in this process; returns its exit code."""
+    def run(argv: list[str]) -> int:
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        return conformance(parser.parse_args(argv))
+    return run

@@ -1,262 +1,18 @@
-"""The conformance kit: built-ins pass; backends wrong on purpose fail at the right layer, in the CLI and pytest."""
+"""The conformance kit: built-ins pass; backends wrong on purpose (wrongmod.py) fail at the right layer."""
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fwbench import backends
 from fwbench.harness.conformance import BATTERY, hints, run_conformance
-from fwbench.harness.conformance.command import add_arguments, conformance
 from fwbench.harness.conformance.runner import Result, prepare, run
+from wrongmod import BATCHNORM_CASES, DROPOUT_CASES, OPTIMIZER_ROWS, SCALED_CONV_FAILS, SGD_SET_LR
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [check.name for check in BATTERY]
-# Backends that are wrong on purpose, each in one way. A module file, so the pytest plugin's
-# subprocess can load them by module:Class path too.
-WRONG = '''
-import numpy as np
-
-from fwbench.backends.base import Backend, BackendError
-from fwbench.backends.engine import Tensor
-from fwbench.backends.numpy_backend import NumpyBackend, Pass
-
-
-class ScaledConvGrad(NumpyBackend):
-    """Every conv weight gradient FACTOR times the right one: 10% too large."""
-    FACTOR = 1.1
-
-    def loss_and_grads(self, x, y):
-        loss, grads = super().loss_and_grads(x, y)
-        for i, layer in enumerate(self.spec.layers):
-            if layer.type == "conv2d":
-                grads[f"{i}.weight"] = grads[f"{i}.weight"] * self.FACTOR
-        return loss, grads
-
-
-class TransposedDense(NumpyBackend):
-    """get_params hands dense weights back as (out, in), torch's native layout."""
-    def get_params(self):
-        return {k: v.T.copy() if v.ndim == 2 else v for k, v in super().get_params().items()}
-
-
-class NoOptimizers(NumpyBackend):
-    """Everything but optimizers, which raise the base class's NotImplementedError."""
-    def init_optimizer(self, config):
-        Backend.init_optimizer(self, config)
-
-
-class NoGradients(NumpyBackend):
-    """Refuses the one thing every backend must do."""
-    def loss_and_grads(self, x, y):
-        return Backend.loss_and_grads(self, x, y)
-
-
-class Float32Only(NumpyBackend):
-    """Refuses float64."""
-    def __init__(self, spec, params=None, *, device="cpu", dtype="float32", seed=0):
-        if dtype != "float32":
-            raise BackendError(f"backend 'float32only' supports only float32, not {dtype}")
-        super().__init__(spec, params, device=device, dtype=dtype, seed=seed)
-
-
-class CrashingForward(NumpyBackend):
-    """forward() has a bug."""
-    def forward(self, x):
-        return 1 / 0
-
-
-class AnyDevice(NumpyBackend):
-    """Does not check the device, and falls over on it with the wrong exception."""
-    def __init__(self, spec, params=None, *, device="cpu", dtype="float32", seed=0):
-        {"cpu": 0}[device]
-        super().__init__(spec, params, device=device, dtype=dtype, seed=seed)
-
-
-class SkipsLastStep(NumpyBackend):
-    """A fused train_steps that forgets the short last batch of an epoch."""
-    fused = True
-
-    def train_steps(self, epoch, start, stop, lrs):
-        return super().train_steps(epoch, start, min(stop, len(epoch) - 1), lrs[:len(epoch) - 1 - start])
-
-
-class Moded(NumpyBackend):
-    """Has modes and remembers the one each instance was built in."""
-    modes = ("plain", "fancy")
-    built = []
-
-    def __init__(self, *args, mode=None, **kwargs):
-        Moded.built.append(mode)
-        super().__init__(*args, **kwargs)
-
-
-class BiasedRunningVar(NumpyBackend):
-    """Updates batch norm's running variance with the biased batch variance, as a hand-written norm might."""
-    def train_step(self, batch):
-        before = self.get_buffers()
-        loss = super().train_step(batch)
-        for i, layer in enumerate(self.spec.layers):
-            if layer.type == "batchnorm":
-                count = len(batch[0]) * int(np.prod(self.spec.input_of(i)[1:]))
-                old, new = before[f"{i}.running_var"], self.buffers[f"{i}.running_var"]
-                kept = (1 - layer.momentum) * old
-                new[...] = kept + (new - kept) * (count - 1) / count  # momentum * var * count / (count - 1) undone
-        return loss
-
-
-class IgnoresMasks(NumpyBackend):
-    """Accepts the harness's dropout masks and draws its own anyway."""
-    def set_masks(self, masks):
-        pass
-
-
-class BatchStatsForward(NumpyBackend):
-    """forward() normalises with the batch's statistics, as a model left in training mode does."""
-    def forward(self, x):
-        if not any(layer.type == "batchnorm" for layer in self.spec.layers):
-            return super().forward(x)
-        return self._logits(self.xp.asarray(x, dtype=self.dtype), Pass(True, self.buffers)).data.copy()
-
-
-class StatefulLossAndGrads(NumpyBackend):
-    """loss_and_grads updates the running statistics, as a train step does."""
-    def loss_and_grads(self, x, y):
-        loss = self._loss(*self.prepare_batch(x, y), update=True)
-        return float(loss.data), {k: t.grad.copy() for k, t in self.params.items()}
-
-
-class AliasedBuffers(NumpyBackend):
-    """get_buffers hands out its live arrays instead of copies."""
-    def get_buffers(self):
-        return dict(self.buffers)
-
-
-class NoBatchNorm(NumpyBackend):
-    """Lowers every layer type but batch norm, and says so."""
-    UNSUPPORTED_LAYERS = frozenset({"batchnorm"})
-
-    def __init__(self, spec, *args, **kwargs):
-        if any(layer.type == "batchnorm" for layer in spec.layers):
-            raise BackendError("backend 'numpy' has no lowering for batchnorm")
-        super().__init__(spec, *args, **kwargs)
-
-
-class NoisyZeroGrad(NumpyBackend):
-    """Rounding noise of SCALE times the largest gradient in the gradients that are zero in exact arithmetic."""
-    SCALE = 0.0
-
-    def loss_and_grads(self, x, y):
-        loss, grads = super().loss_and_grads(x, y)
-        largest = max(np.linalg.norm(g) for g in grads.values())
-        for i, layer in enumerate(self.spec.layers[1:], 1):
-            if layer.type == "batchnorm":  # the bias of the conv or dense layer in front of it
-                bias = grads[f"{i - 1}.bias"]
-                unit = np.linspace(-1, 1, bias.size) / np.linalg.norm(np.linspace(-1, 1, bias.size))
-                grads[f"{i - 1}.bias"] = bias + self.SCALE * largest * unit
-        return loss, grads
-
-
-class LrInsideMomentum(NumpyBackend):
-    """SGD with momentum as Keras writes it, v = momentum * v - lr * g; p += v: torch's steps while lr is constant."""
-    def init_optimizer(self, config):
-        super().init_optimizer(config)
-        if config.name == "sgd":
-            self.optimizer = KerasSGD(self.flat, config.lr, config.momentum)
-
-
-class KerasSGD:
-    """The learning rate inside the momentum buffer: the same steps as torch's while it is constant."""
-    def __init__(self, flat, lr, momentum):
-        self.flat, self.lr, self.momentum, self.velocity = flat, lr, momentum, np.zeros_like(flat)
-
-    def step(self, grads):
-        self.velocity *= self.momentum
-        self.velocity -= self.lr * grads[0]
-        self.flat += self.velocity
-
-
-class Float32LearningRate(NumpyBackend):
-    """Keeps the learning rate as a float32 scalar, as a framework that holds it in a float32 variable does."""
-    def init_optimizer(self, config):
-        super().init_optimizer(config)
-        self.set_lr(config.lr)
-
-    def set_lr(self, lr):
-        super().set_lr(np.float32(lr))
-
-
-def hwc_flatten(h, i, layer, w, b, run):
-    """The engine's channels-last map flattened as it lies, in H, W, C order."""
-    if h.data.ndim == 2:
-        return h
-    out = Tensor(h.data.reshape(h.shape[0], -1), _prev=(h,), _op="flatten")
-
-    def _backward(g):
-        if h.requires_grad:
-            h.accumulate(g.reshape(h.shape))
-    out._backward = _backward
-    return out
-
-
-class ChannelsLastFlatten(NumpyBackend):
-    """Flattens in H, W, C order and forgets to permute the rows of the dense layer after it."""
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._steps = [(hwc_flatten if layer.type == "flatten" else op, i, layer, w, b)
-                       for op, i, layer, w, b in self._steps]
-
-
-class ChannelsLastFlattenAnyDevice(ChannelsLastFlatten, AnyDevice):
-    """The flatten of one and the device check of the other: two unrelated mistakes."""
-
-
-class NoisyGrads(NumpyBackend):
-    """Gradients that differ between calls, by SCALE relative (atomics on a GPU, say)."""
-    SCALE = 1e-13
-
-    def loss_and_grads(self, x, y):
-        loss, grads = super().loss_and_grads(x, y)
-        self.calls = getattr(self, "calls", 0) + 1
-        return loss, {k: g * (1 + self.SCALE * self.calls) for k, g in grads.items()}
-'''
-
-
-@pytest.fixture(scope="module")
-def wrong_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("wrong")
-    (path / "wrongmod.py").write_text(WRONG)
-    return path
-
-
-@pytest.fixture
-def wrong(wrong_dir, monkeypatch):
-    """The wrongmod module, importable as wrongmod (for module:Class paths) while the test runs."""
-    monkeypatch.syspath_prepend(str(wrong_dir))
-    sys.modules.pop("wrongmod", None)
-    yield importlib.import_module("wrongmod")
-    sys.modules.pop("wrongmod", None)
-
-
-# The rows whose gradients pass through a conv weight: every case with a conv, and the models.
-SCALED_CONV_FAILS = {"backward/conv2d 3x3", "backward/conv2d 3x3 stride 2 padding 1",
-                     "backward/conv2d 2x2 stride 3 padding 2", "backward/conv2d 3x3 same",
-                     "backward/conv2d 4x4 stride 2 same (asymmetric)", "backward/relu", "backward/tanh",
-                     "backward/sigmoid", "backward/maxpool2d 2", "backward/maxpool2d 3 stride 2 (overlapping)",
-                     "backward/avgpool2d 2", "backward/avgpool2d 3 stride 2 (overlapping)",
-                     "backward/batchnorm (C, H, W)", "backward/dropout 0.5", "model/tinycnn", "model/cnn"}
-BATCHNORM_CASES, DROPOUT_CASES = ("batchnorm (C, H, W)", "batchnorm (F)"), ("dropout 0.5",)
-# The rows that need an optimizer, which NoOptimizers refuses.
-SGD_SET_LR = "optimizer/sgd momentum with set_lr"
-OPTIMIZER_ROWS = {"optimizer/sgd momentum 0.9", "optimizer/adam", "optimizer/set_lr keeps state", SGD_SET_LR,
-                  "training/an epoch through train_steps", "training/tinycnn loss falls",
-                  *[f"state/{case}: training steps" for case in BATCHNORM_CASES + DROPOUT_CASES]}
 
 
 def statuses(doc: dict) -> dict[str, str]:
@@ -329,7 +85,7 @@ def test_lr_inside_the_momentum_buffer_fails_only_sgd_with_set_lr(wrong):
     assert not hinted(doc)
 
 
-def test_a_float32_learning_rate_gets_the_float32_hint_in_the_json_document(wrong, capsys):
+def test_a_float32_learning_rate_gets_the_float32_hint_in_the_json_document(wrong, capsys, cli):
     assert cli(["wrongmod:Float32LearningRate", "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert failures(doc) == OPTIMIZER_ROWS - {"training/tinycnn loss falls"}  # the loss still falls
@@ -337,7 +93,7 @@ def test_a_float32_learning_rate_gets_the_float32_hint_in_the_json_document(wron
     assert hinted(doc) == {name: hints.FLOAT32 for name in failures(doc)}  # on the failing rows, and only there
 
 
-def test_a_channels_last_flatten_points_the_rows_it_breaks_at_the_flatten(wrong, capsys):
+def test_a_channels_last_flatten_points_the_rows_it_breaks_at_the_flatten(wrong, capsys, cli):
     assert cli(["wrongmod:ChannelsLastFlattenAnyDevice"]) == 1
     rows = {line.split("  ")[0]: line.rstrip() for line in capsys.readouterr().out.splitlines()}
     rows = {name: rows[name] for name in NAMES}
@@ -465,7 +221,7 @@ def test_transposed_dense_weights_fail_the_round_trip_naming_dense(wrong):
     assert status["forward/dense"] == "pass"  # the computation itself is right; only the conversion is not
 
 
-def test_missing_optimizers_are_not_supported_not_failed(wrong, capsys):
+def test_missing_optimizers_are_not_supported_not_failed(wrong, capsys, cli):
     doc = run_conformance(wrong.NoOptimizers)
     unsupported = {name for name, status in statuses(doc).items() if status == "not supported"}
     assert unsupported == OPTIMIZER_ROWS
@@ -530,73 +286,3 @@ def test_other_tie_conventions_and_tiny_nondeterminism_are_notes(wrong, monkeypa
     ctx = prepare(wrong.NoisyGrads)
     [result] = run(ctx, [c for c in BATTERY if c.name == "determinism/loss and gradients"])
     assert result.status == "fail" and result.error > 1e-10 and result.hint == ""  # 1e-6, but not against float32
-
-
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return conformance(parser.parse_args(argv))
-
-
-def test_cli_prints_one_row_per_check_and_exits_1_on_a_failure(wrong, capsys):
-    assert cli(["wrongmod:ScaledConvGrad"]) == 1
-    out = capsys.readouterr().out
-    lines = out.splitlines()
-    assert lines[0].startswith("fwbench conformance: wrongmod:ScaledConvGrad (numpy ") and "module path" in lines[0]
-    body = lines[lines.index("") + 3: lines.index("", lines.index("") + 1)]  # table rows after header and rule
-    assert [line.split("  ")[0] for line in body] == NAMES
-    row = next(line for line in body if line.startswith("backward/conv2d 3x3 "))
-    assert " FAIL " in row and "1.0e-01" in row and "gradient of 0.weight (conv2d)" in row
-    assert lines[-1].startswith("NOT conformant: ") and "backward/relu" in lines[-1]
-
-
-def test_cli_json_document(capsys):
-    assert cli(["numpy", "--json", "--device", "auto"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert {"backend", "source", "version", "device", "dtype", "checks", "passed"} <= set(doc)
-    assert doc["backend"] == "numpy" and doc["device"] == "cpu" and doc["passed"] is True
-    assert all({"name", "status", "error", "bound", "detail"} <= set(c) for c in doc["checks"])
-
-
-def test_cli_refuses_a_device_the_backend_lacks():
-    with pytest.raises(backends.BackendError, match="cannot use device 'cuda'"):
-        cli(["numpy", "--device", "cuda"])
-
-
-def pytest_run(args: list[str], cwd: Path, extra_path: Path) -> subprocess.CompletedProcess:
-    """pytest in a fresh process with only this plugin loaded (no entry points, so no double registration)."""
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
-           "PYTHONPATH": os.pathsep.join([str(extra_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "fwbench.harness.conformance.pytest_plugin",
-                           "-p", "no:cacheprovider", *args], cwd=cwd, env=env, capture_output=True, text=True)
-
-
-def test_pytest_plugin_runs_one_test_per_check(tmp_path):
-    proc = pytest_run(["--fwbench-backend", "numpy", "-v"], tmp_path, tmp_path)  # no test files of its own
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{len(BATTERY)} passed" in proc.stdout.splitlines()[-1]
-    assert "fwbench::test_conformance[backward/conv2d 3x3 stride 2 padding 1] PASSED" in proc.stdout
-
-
-def test_pytest_plugin_fails_wrong_checks_and_skips_unsupported_ones(tmp_path, wrong_dir):
-    (tmp_path / "test_own.py").write_text("def test_authors_own():\n    assert sorted([2, 1]) == [1, 2]\n")
-    proc = pytest_run(["--fwbench-backend", "wrongmod:ScaledConvGrad", "--fwbench-backend", "wrongmod:NoOptimizers",
-                       "-q", "-rfs"], tmp_path, wrong_dir)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    summary = proc.stdout.splitlines()[-1]
-    fails, skips = len(SCALED_CONV_FAILS), len(OPTIMIZER_ROWS)
-    assert summary.startswith(f"{fails} failed, {2 * len(BATTERY) - fails - skips + 1} passed, {skips} skipped"), (
-        summary)
-    failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED ")]
-    assert len(failed) == fails and all("[wrongmod:ScaledConvGrad " in line for line in failed)
-    assert "FAILED fwbench::test_conformance[wrongmod:ScaledConvGrad backward/conv2d 3x3]" in proc.stdout
-    # The failure section says which layer and parameter, without a traceback.
-    assert "\nconv2d 3x3: gradient of 0.weight (conv2d) off by 1.0e-01 relative (bound 1e-10)\n" in proc.stdout
-    assert "not supported: numpy does not support optimizer 'adam'" in proc.stdout
-    assert "Traceback" not in proc.stdout
-
-
-def test_pytest_plugin_reports_a_backend_that_cannot_load_as_a_usage_error(tmp_path):
-    proc = pytest_run(["--fwbench-backend", "nosuch"], tmp_path, tmp_path)
-    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
-    assert "--fwbench-backend nosuch: unknown backend 'nosuch'" in proc.stderr

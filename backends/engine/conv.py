@@ -9,7 +9,6 @@ from fwbench.backends.engine import parallel, winograd
 from fwbench.backends.engine.activations import ACTIVATIONS, relu_grad
 from fwbench.backends.engine.pool import POOLS
 from fwbench.backends.engine.tensor import Tensor
-from fwbench.backends.engine.winograd import Winograd
 from fwbench.backends.engine.xp import module_of
 
 Pads = tuple[int, int, int, int]  # zeros (top, bottom, left, right); an int n means n on every side
@@ -44,8 +43,8 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
     relu'(0) = 0), and keeps nothing at full size.
     """
     check_channels(x, w)
-    conv = (Winograd(x.data, w, b, pads(padding)) if winograd.applies(x.data, w.shape, stride, pads(padding))
-            else Conv(x.data, w, b, stride, padding))
+    by_winograd = winograd.applies(x.data, w.shape, stride, pads(padding))
+    conv = winograd.Winograd(x.data, w, b, pads(padding)) if by_winograd else Conv(x.data, w, b, stride, padding)
     xp, o, full = conv.xp, w.shape[0], (conv.n, conv.oh, conv.ow, w.shape[0])
     windows = POOLS[pool[0]](full, *pool[1:]) if pool else None
     y = xp.empty((conv.n, windows.oh, windows.ow, o) if pool else full, dtype=w.dtype)

@@ -68,11 +68,11 @@ class Winograd:
     """One conv2d call by Winograd: its geometry, its transformed weight and its slices of images."""
 
     def __init__(self, x: np.ndarray, w, b, pads: tuple[int, int, int, int]):
-        self.xp, self.x, self.pads, self.stride = np, x, pads, 1
+        self.xp, self.x, self.pads = np, x, pads
         self.n, h, wd, self.c = x.shape
         self.o, _, r, _ = w.shape
         m = self.m = TILES[r]
-        self.r, self.a = r, m + r - 1
+        self.a = m + r - 1
         top, bottom, left, right = pads
         self.oh, self.ow = h + top + bottom - r + 1, wd + left + right - r + 1
         self.ty, self.tx = -(-self.oh // m), -(-self.ow // m)  # tiles down and across; the last ones may overhang

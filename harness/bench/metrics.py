@@ -55,7 +55,8 @@ REGISTRY = [
            HIGHER, _decimals(1)),
     Metric("mfu", "fraction", "model FLOPs utilisation: gflops / the machine's peak, the larger of the run's start "
            "and end calibrations' matmul_gflops (float32 NumPy matmul, 512x512); can exceed 1 where a framework's "
-           "kernels beat that probe or multiply fewer than the model's FLOPs (Winograd convs); null on a GPU or a dtype other than float32, which the probe does not measure",
+           "kernels beat that probe or multiply fewer than the model's FLOPs (Winograd convs); null on a GPU or a dtype "
+           "other than float32, which the probe does not measure",
            "% of peak", HIGHER, fmt.percent),
     Metric("flop_limited_ms", "ms", "the step time at the machine's peak: step_gflop / the peak mfu divides by; the "
            "floor a FLOP-bound step could reach (step_ms = flop_limited_ms / mfu); null where mfu is", form=fmt.ms),
