@@ -157,25 +157,35 @@ def naive_input_grad(g, w, shape, stride, padding):
     return dx[:, :, top:top + h, left:left + wd]
 
 
-@pytest.mark.parametrize("rows_when", [10 ** 9, 0])  # every stride-1 conv by kernel rows; every one by flat rows
+# Every stride-1 conv by kernel rows, their shares summed in NHWC or channels first; every one by flat rows.
+PATHS = {"rows": (10 ** 9, 0), "rows-channels-first": (10 ** 9, 10 ** 9), "flat": (0, 0)}
+
+
+def take_path(name, monkeypatch):
+    rows_when, channels_first = PATHS[name]
+    monkeypatch.setattr(conv, "ROWS_WHEN", rows_when)
+    monkeypatch.setattr(conv, "ROWS_CHANNELS_FIRST", channels_first)
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("case", CASES)
-def test_input_gradient_equals_the_naive_loop(case, rows_when, monkeypatch):
+def test_input_gradient_equals_the_naive_loop(case, path, monkeypatch):
     n, c, h, w, o, k, stride, padding = case
     x, wt, b = leaves(n, c, h, w, o, k, True)
-    monkeypatch.setattr(conv, "ROWS_WHEN", rows_when)
+    take_path(path, monkeypatch)
     out, dx = grads_of(lambda: conv2d(x, wt, b, stride, padding), (x,), integers=True)
     r = np.random.default_rng(5).integers(-2, 3, out.shape).astype(out.dtype)  # grads_of's R
     want = naive_input_grad(to_canonical(r), wt.data, to_canonical(x.data).shape, stride, padding)
     np.testing.assert_array_equal(to_canonical(dx), want)  # small integers: exact whatever the order
 
 
-@pytest.mark.parametrize("rows_when", [10 ** 9, 0])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kernel", [(2, 4), (4, 1)])
-def test_input_gradient_of_a_rectangular_kernel_equals_the_naive_loop(kernel, rows_when, monkeypatch):
+def test_input_gradient_of_a_rectangular_kernel_equals_the_naive_loop(kernel, path, monkeypatch):
     rng = np.random.default_rng(2)
     x = Tensor(rng.integers(-1, 2, (2, 6, 7, 3)).astype(np.float64), True)
     wt, b = Tensor(rng.integers(-1, 2, (5, 3, *kernel)).astype(np.float64), True), Tensor(np.zeros(5), True)
-    monkeypatch.setattr(conv, "ROWS_WHEN", rows_when)
+    take_path(path, monkeypatch)
     out, dx = grads_of(lambda: conv2d(x, wt, b), (x,), integers=True)
     r = np.random.default_rng(5).integers(-2, 3, out.shape).astype(out.dtype)  # grads_of's R
     want = naive_input_grad(to_canonical(r), wt.data, to_canonical(x.data).shape, 1, 0)

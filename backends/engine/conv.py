@@ -5,7 +5,7 @@ import weakref
 
 import numpy as np
 
-from fwbench.backends.engine import parallel, winograd
+from fwbench.backends.engine import parallel, rowblocks, winograd
 from fwbench.backends.engine.activations import ACTIVATIONS, relu_grad
 from fwbench.backends.engine.pool import POOLS
 from fwbench.backends.engine.tensor import Tensor
@@ -30,6 +30,10 @@ ROWS_WHEN = 2  # kh*C*ROWS_WHEN >= O
 # backward pass cuts it again slice by slice. pyex's second conv (42 MiB kept): 0.90x the time; tgmnist's (82 MiB) no
 # faster kept, read back from memory, than cut again in cache.
 KEEP_COLS_BYTES = 64 << 20
+# Below this many input channels, the input gradient by kernel rows sums its shares channels first and transposes the
+# sum once: in NHWC each add runs over C values at a time. Measured here, one slice's input gradient against NHWC
+# shares: C 3, 6 and 8 0.57-0.65x the time (lenet5's second conv 0.62x), C 16 1.03x, C 32 (flaxex's) 1.18x.
+ROWS_CHANNELS_FIRST = 16
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False,
@@ -95,7 +99,10 @@ class Epilogue:
 
 
 class Conv:
-    """One conv2d call's geometry, its weight and bias as a (kh*kw*C + 1, O) matrix, and its slices of images."""
+    """One conv2d call's geometry, its weight and bias as a (kh*kw*C + 1, O) matrix, and its slices of images.
+
+    With row blocks (rowblocks.py), each im2col row is the window of B output pixels of a row, and the GEMM's weight
+    is `wide`, B*O columns; otherwise `wide` is wb."""
 
     def __init__(self, x: np.ndarray, w: Tensor, b: Tensor, stride: int, padding: int | Pads):
         self.xp = module_of(x)
@@ -109,12 +116,20 @@ class Conv:
         self.wb = self.xp.empty((self.k + 1, o), dtype=w.dtype)
         self.wb[:-1] = w.data.transpose(2, 3, 1, 0).reshape(self.k, o)
         self.wb[-1] = b.data
-        self.slices = image_slices(self.n, self.oh * self.ow * (self.k + 1) * x.itemsize, self.xp)
+        # Off the CPU a GEMM's width is not what limits it: row blocks there would only add FLOPs.
+        self.block = rowblocks.block_size(o, self.ow, stride) if self.xp is np else 1
+        self.wide = self.wb
+        if self.block > 1:
+            self.wide = np.empty((self.kh * (self.block + self.kw - 1) * self.c + 1, self.block * o), dtype=w.dtype)
+            self.wide[:-1] = rowblocks.widen(w.data, self.block)
+            self.wide[-1] = np.tile(b.data, self.block)
+        self.row = self.wide.shape[0]  # an im2col row: its window and a last 1, for the bias
+        self.per_image = self.oh * self.ow // self.block * self.row
+        self.slices = image_slices(self.n, self.per_image * x.itemsize, self.xp)
         m = self.slices[0].stop
-        self.per_image = self.oh * self.ow * (self.k + 1)
         # The forward pass's work in GEMM FLOPs, its im2col included: a one-channel conv's few FLOPs still come with
         # a large im2col (lenet5's first: 16 M FLOPs and 1.3 M values to copy), which is worth sharing.
-        self.work = 2 * self.n * self.per_image * o + parallel.VALUE_FLOPS * self.n * self.per_image
+        self.work = (2 * self.wide.shape[1] + parallel.VALUE_FLOPS) * self.n * self.per_image
         # The forward pass's im2col kept for the backward pass, or each worker's block rewritten in both.
         self.keep = self.n * self.per_image * x.itemsize <= KEEP_COLS_BYTES
         self.kept, self.lent = lend(w, self.n * self.per_image, x.dtype, self.xp) if self.keep else (None, None)
@@ -127,11 +142,11 @@ class Conv:
     def forward(self, s: slice, scratch: tuple, z: np.ndarray) -> None:
         """The conv's output for slice s into z (images, OH, OW, O), bias added."""
         # The rows are NHWC as they come (no transpose), the bias added by the GEMM itself.
-        self.xp.matmul(self.cols(s, scratch), self.wb, out=z.reshape(-1, self.wb.shape[1]))
+        self.xp.matmul(self.cols(s, scratch), self.wide, out=z.reshape(-1, self.wide.shape[1]))
 
     def patches_of(self, xpad: np.ndarray) -> np.ndarray:
-        """The (m, OH, OW, kh, kw, C) view of padded NHWC xpad whose [n, r, c] is output pixel (r, c)'s patch."""
-        return patches(xpad, self.kh, self.kw, self.stride, self.oh, self.ow)
+        """The (m, OH, OW/B, kh, B + kw - 1, C) view of padded NHWC xpad: [n, r, q] is row block q's window."""
+        return patches(xpad, self.kh, self.kw, self.stride, self.oh, self.ow, self.block)
 
     def scratch(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """A worker's own buffers: its im2col block (or the kept one), its padded slice (or None) and its patches."""
@@ -153,24 +168,25 @@ class Conv:
         return view[:m]
 
     def cols(self, s: slice, scratch: tuple, again: bool = False) -> np.ndarray:
-        """im2col of slice s: (m*OH*OW, kh*kw*C + 1), one row per output pixel and a last column of ones.
+        """im2col of slice s: (m*OH*OW/B, self.row), one row per output pixel (or row block), a last column of ones.
 
         scratch: the worker's buffers; again: the backward pass asking for the forward pass's block, as it was kept."""
-        m, k = s.stop - s.start, self.k
+        m, k = s.stop - s.start, self.row - 1
         block, padded, view = scratch
         start = s.start * self.per_image if self.keep else 0
         flat = block[start:start + m * self.per_image]
+        channel_major = self.c < FEW_CHANNELS and self.block == 1
         if again and self.keep:
-            return flat.reshape(k + 1, -1).T if self.c < FEW_CHANNELS else flat.reshape(-1, k + 1)
-        view = self._patches(s, padded, view)  # (m, OH, OW, kh, kw, C)
-        if self.c < FEW_CHANNELS:
+            return flat.reshape(k + 1, -1).T if channel_major else flat.reshape(-1, k + 1)
+        view = self._patches(s, padded, view)  # (m, OH, OW/B, kh, B + kw - 1, C)
+        if channel_major:
             # Stored transposed, (K + 1, m*OH*OW): each copy is a run along an image row. BLAS takes the transpose.
             block = flat.reshape(k + 1, -1)
             block[:-1].reshape(self.kh, self.kw, self.c, m, self.oh, self.ow)[...] = view.transpose(3, 4, 5, 0, 1, 2)
             block[-1] = 1
             return block.T
         block = flat.reshape(-1, k + 1)
-        block[:, :-1].reshape(m, self.oh, self.ow, self.kh, self.kw, self.c)[...] = view
+        block[:, :-1].reshape(view.shape)[...] = view
         block[:, -1] = 1
         return block
 
@@ -183,7 +199,7 @@ class Conv:
             """The worker's slices: their input gradients into dx; returns the sum of their weight gradients."""
             # The weight gradient (O, kh*kw*C), and the bias's in the last column. Computed as g.T @ cols, not as
             # cols.T @ g: OpenBLAS runs the wide product 1.4-2.4x faster here on 500+ patch columns (tgmnist, pyex).
-            gwb = xp.zeros((o, self.k + 1), dtype=g.dtype)
+            gwb = xp.zeros(self.wide.shape[::-1], dtype=g.dtype)
             part, scratch = xp.empty_like(gwb), self.scratch()
             pooled = after.windows is not None
             unpooled = xp.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if pooled else None
@@ -191,7 +207,7 @@ class Conv:
             for s in slices:
                 gs = after.grad(g[s], s, unpooled[:s.stop - s.start] if pooled else None).reshape(-1, o)
                 if w.requires_grad or b.requires_grad:
-                    xp.matmul(gs.T, self.cols(s, scratch, again=True), out=part)
+                    xp.matmul(gs.reshape(-1, part.shape[0]).T, self.cols(s, scratch, again=True), out=part)
                     gwb += part
                 if back is not None:
                     back.add(s, gs)
@@ -200,6 +216,8 @@ class Conv:
         gwb, *others = parallel.share(work, self.slices, 2 * self.work)
         for other in others:
             gwb += other
+        if self.block > 1:
+            gwb = rowblocks.fold(gwb, self.block, self.kh, self.kw, self.c)
         if w.requires_grad:
             w.accumulate(xp.ascontiguousarray(gwb[:, :-1].reshape(o, self.kh, self.kw, self.c).transpose(0, 3, 1, 2)))
         if b.requires_grad:
@@ -246,7 +264,13 @@ class InputGradient:
             self.gwide = xp.zeros((m, conv.oh, conv.ow + 2 * (kw - 1), o), dtype=dx.dtype)
             self.windows = patches(self.gwide, 1, kw, 1, conv.oh, self.wp)[:, :, :, 0]  # (m, OH, wp, kw, O)
             self.cut = xp.empty((m, conv.oh, self.wp, kw, o), dtype=dx.dtype)
-            self.shares = xp.empty((m, conv.oh, self.wp, kh, c), dtype=dx.dtype)
+            self.channels_first = c < ROWS_CHANNELS_FIRST
+            if self.channels_first:  # the GEMM transposed: (kh*C, pixels), so each add runs along image rows
+                self.by_row = xp.ascontiguousarray(self.by_row.T)
+                self.shares = xp.empty((kh, c, m, conv.oh, self.wp), dtype=dx.dtype)
+                self.summed = xp.empty((c, m, self.hp, self.wp), dtype=dx.dtype)
+            else:
+                self.shares = xp.empty((m, conv.oh, self.wp, kh, c), dtype=dx.dtype)
         elif self.flat:
             # Channels first and each image's rows end to end: an output pixel's gradient reaches the input pixel
             # kernel offset (i, j) away at a fixed distance i*wp + j along them, so each offset's share is one
@@ -280,8 +304,18 @@ class InputGradient:
         """Stride 1: g's rows cut kw pixels wide, one GEMM to every kernel row's share, then one add per kernel row."""
         conv, m, kh, kw, oh = self.conv, target.shape[0], self.conv.kh, self.conv.kw, self.conv.oh
         self.gwide[:m, :, kw - 1:kw - 1 + conv.ow] = g.reshape(m, oh, conv.ow, -1)
-        cut, shares = self.cut[:m], self.shares[:m]
+        cut = self.cut[:m]
         cut[...] = self.windows[:m]
+        if self.channels_first:
+            shares, summed = self.shares[:, :, :m], self.summed[:, :m]
+            conv.xp.matmul(self.by_row, cut.reshape(-1, self.by_row.shape[1]).T, out=shares.reshape(kh * conv.c, -1))
+            summed[:, :, :oh] = shares[0]
+            summed[:, :, oh:] = 0
+            for i in range(1, kh):
+                summed[:, :, i:i + oh] += shares[i]
+            target[...] = summed.transpose(1, 2, 3, 0)
+            return
+        shares = self.shares[:m]
         conv.xp.matmul(cut.reshape(-1, self.by_row.shape[0]), self.by_row, out=shares.reshape(-1, self.by_row.shape[1]))
         target[:, :oh] = shares[..., 0, :]
         target[:, oh:] = 0
@@ -313,11 +347,14 @@ class InputGradient:
                 target[:, rows, cols] += dcols[i * conv.kw + j].reshape(-1, conv.oh, conv.ow, conv.c)
 
 
-def patches(xpad: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int) -> np.ndarray:
-    """The (m, OH, OW, kh, kw, C) view of padded NHWC xpad whose [n, r, c] is output pixel (r, c)'s patch."""
+def patches(xpad: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int, block: int = 1) -> np.ndarray:
+    """The (m, OH, OW, kh, kw, C) view of padded NHWC xpad whose [n, r, c] is output pixel (r, c)'s patch.
+
+    With block B (stride 1), (m, OH, OW/B, kh, B + kw - 1, C): [n, r, q] is the window of pixels qB to qB + B - 1."""
     sn, sh, sw, sc = xpad.strides
-    shape = (xpad.shape[0], oh, ow, kh, kw, xpad.shape[3])
-    return module_of(xpad).lib.stride_tricks.as_strided(xpad, shape, (sn, sh * stride, sw * stride, sh, sw, sc))
+    shape = (xpad.shape[0], oh, ow // block, kh, kw + block - 1, xpad.shape[3])
+    strides = (sn, sh * stride, sw * stride * block, sh, sw, sc)
+    return module_of(xpad).lib.stride_tricks.as_strided(xpad, shape, strides)
 
 
 def image_slices(n: int, bytes_per_image: int, xp=np) -> list[slice]:
