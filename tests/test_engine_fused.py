@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fwbench.backends.engine import Tensor, avgpool2d, conv, conv2d, dense, maxpool2d, relu, sigmoid, tanh
+from fwbench.backends.engine import Tensor, avgpool2d, conv, conv2d, dense, maxpool2d, parallel, relu, sigmoid, tanh
 from fwbench.backends.engine.layout import to_canonical
 
 # (N, C, H, W, out channels, kernel, stride, padding): square and not, stride larger than the kernel, one-pixel
@@ -167,12 +167,15 @@ def take_path(name, monkeypatch):
     monkeypatch.setattr(conv, "ROWS_CHANNELS_FIRST", channels_first)
 
 
+@pytest.mark.parametrize("two_a_slice", [False, True])  # one slice of the batch; slices of 2, the last one shorter
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("case", CASES)
-def test_input_gradient_equals_the_naive_loop(case, path, monkeypatch):
+def test_input_gradient_equals_the_naive_loop(case, path, two_a_slice, monkeypatch):
     n, c, h, w, o, k, stride, padding = case
     x, wt, b = leaves(n, c, h, w, o, k, True)
     take_path(path, monkeypatch)
+    if two_a_slice:
+        monkeypatch.setattr(conv, "image_slices", lambda n, _, xp=np: parallel.slices(n, 2, xp))
     out, dx = grads_of(lambda: conv2d(x, wt, b, stride, padding), (x,), integers=True)
     r = np.random.default_rng(5).integers(-2, 3, out.shape).astype(out.dtype)  # grads_of's R
     want = naive_input_grad(to_canonical(r), wt.data, to_canonical(x.data).shape, stride, padding)

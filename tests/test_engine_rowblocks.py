@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fwbench.backends.engine import conv, conv2d, rowblocks
+from fwbench.backends.engine import conv, conv2d, parallel, rowblocks
 from test_engine_fused import grads_of, leaves
 
 # (n, c, h, w, o, k, padding): lenet5's first conv in small, several channels in and out, asymmetric padding, a
@@ -50,6 +50,13 @@ def test_row_blocks_keep_the_fused_epilogue(fused, monkeypatch):
     pixels, blocks = by_pixels_and_by_blocks(CASES[0], True, monkeypatch=monkeypatch, **fused)
     for got, want in zip(blocks, pixels):
         np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)  # tanh: not integers
+
+
+def test_row_blocks_in_slices_of_two_images_give_the_per_pixel_conv(monkeypatch):
+    monkeypatch.setattr(conv, "image_slices", lambda n, _, xp=np: parallel.slices(n, 2, xp))
+    pixels, blocks = by_pixels_and_by_blocks((3, 2, 6, 8, 4, 3, 1), True, monkeypatch=monkeypatch)  # 2 + 1 images
+    for got, want in zip(blocks, pixels):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_row_blocks_cut_again_equal_row_blocks_kept(monkeypatch):

@@ -267,8 +267,9 @@ class InputGradient:
             self.channels_first = c < ROWS_CHANNELS_FIRST
             if self.channels_first:  # the GEMM transposed: (kh*C, pixels), so each add runs along image rows
                 self.by_row = xp.ascontiguousarray(self.by_row.T)
-                self.shares = xp.empty((kh, c, m, conv.oh, self.wp), dtype=dx.dtype)
-                self.summed = xp.empty((c, m, self.hp, self.wp), dtype=dx.dtype)
+                # Flat, so that a shorter last slice takes a contiguous prefix of each.
+                self.shares = xp.empty(kh * c * m * conv.oh * self.wp, dtype=dx.dtype)
+                self.summed = xp.empty(c * m * self.hp * self.wp, dtype=dx.dtype)
             else:
                 self.shares = xp.empty((m, conv.oh, self.wp, kh, c), dtype=dx.dtype)
         elif self.flat:
@@ -307,8 +308,10 @@ class InputGradient:
         cut = self.cut[:m]
         cut[...] = self.windows[:m]
         if self.channels_first:
-            shares, summed = self.shares[:, :, :m], self.summed[:, :m]
-            conv.xp.matmul(self.by_row, cut.reshape(-1, self.by_row.shape[1]).T, out=shares.reshape(kh * conv.c, -1))
+            c, wp = conv.c, self.wp
+            shares = self.shares[:kh * c * m * oh * wp].reshape(kh, c, m, oh, wp)
+            summed = self.summed[:c * m * self.hp * wp].reshape(c, m, self.hp, wp)
+            conv.xp.matmul(self.by_row, cut.reshape(-1, self.by_row.shape[1]).T, out=shares.reshape(kh * c, -1))
             summed[:, :, :oh] = shares[0]
             summed[:, :, oh:] = 0
             for i in range(1, kh):
