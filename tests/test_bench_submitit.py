@@ -26,8 +26,10 @@ def test_a_submitit_run_has_the_form_of_a_plain_one_and_each_run_its_node(tmp_pa
     [job_cell], [plain_cell] = jobs["cells"], plain["cells"]
     assert job_cell["status"] == plain_cell["status"] == "ok"
     assert set(job_cell) == set(plain_cell) and set(job_cell["metrics"]) == set(plain_cell["metrics"])
-    [run] = job_cell["runs"]
-    assert set(run) - set(plain_cell["runs"][0]) == {"machine"} and run["machine"]["cpu"]
+    runs = job_cell["runs"]  # a contended run is measured once more, so a busy machine gives two
+    assert len(runs) == 1 or (len(runs) == 2 and runs[0]["contention"]["contended"]), runs
+    for run in runs:
+        assert set(run) - set(plain_cell["runs"][0]) == {"machine"} and run["machine"]["cpu"]
     assert jobs["config"]["dispatch"]["executor"] == "submitit"
     assert list((tmp_path / "jobs" / "submitit").glob("*_log.out")), "submitit kept no log"
 
