@@ -56,6 +56,7 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print the same as one JSON document")
 
     p = sub.add_parser("backends", help="list backends with framework version, devices and status")
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these backends (default: every registered one)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("train", help="train one backend on MNIST")

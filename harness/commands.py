@@ -36,7 +36,7 @@ def models_(args) -> int:
 
 
 def backends_(args) -> int:
-    rows = info.backend_rows()
+    rows = info.backend_rows(args.names)
     print(json.dumps(rows) if args.json else info.backends_table(rows))
     return 0
 

@@ -67,9 +67,12 @@ def models_summary(names: list[str]) -> str:
     return text_table(["name", "layers", "output", "params"], rows)
 
 
-def backend_rows() -> list[dict]:
-    """Status of every registered backend; a broken one never hides the others."""
-    return [backend_row(name) for name in backends.names()]
+def backend_rows(names: list[str] | None = None) -> list[dict]:
+    """Status of the named backends (modes dropped), or of every registered one; a broken one never hides the others."""
+    bases = dict.fromkeys(backends.split(name)[0] for name in names or backends.names())
+    for base in bases:
+        backends.source(base)  # an unknown name is the user's mistake, refused before anything is imported
+    return [backend_row(base) for base in bases]
 
 
 def backend_row(name: str) -> dict:

@@ -42,6 +42,13 @@ def test_backends_lists_every_backend(capsys):
         assert rows["keras"]["modes"] == ["graph", "xla", "loop", "native", "jax"]
 
 
+def test_backends_lists_only_the_named_ones_and_refuses_an_unknown_name(capsys):
+    code, out, _ = run(capsys, "backends", "numpy", "micrograd@x", "numpy@y", "--json")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["numpy", "micrograd"]  # modes dropped, once each
+    code, out, err = run(capsys, "backends", "numpy", "nope")
+    assert code == 2 and not out and len(err.strip().splitlines()) == 1 and "unknown backend 'nope'" in err
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["train", "--backend", "mxnet"], "unknown backend 'mxnet'; choose one of numpy, torch, flax"),
     (["train", "--backend", "nosuch.module:Thing"], "no module named 'nosuch.module'"),

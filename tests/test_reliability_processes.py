@@ -225,7 +225,7 @@ def test_a_hung_gpu_probe_is_stopped_and_the_bench_goes_on(tmp_path, monkeypatch
     monkeypatch.setattr(command.sys, "executable", str(sleeper))
     monkeypatch.setitem(checks.TIMEOUT_S, "backends", 1)
     start = time.monotonic()
-    assert command.devices_seen() is None  # no answer: each cell says for itself why it cannot use cuda
+    assert command.devices_seen(["numpy"]) is None  # no answer: each cell says for itself why it cannot use cuda
     assert time.monotonic() - start < 10 and not survivors(sleep)
     err = capsys.readouterr().err
     assert err == "fwbench bench: warning: could not check for a GPU up front (fwbench backends timed out after 1 s)\n"
@@ -276,7 +276,7 @@ def test_bench_json_gives_the_path_status_and_failed_cells_as_the_last_line(tmp_
 def test_the_gpu_suite_is_refused_up_front_where_no_backend_sees_a_gpu(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(command, "run_suite", lambda *a, **k: pytest.fail("cells ran"))
     cpu_only = {n: {"name": n, "status": "ok", "devices": ["cpu"]} for n in ("numpy", "torch", "flax")}
-    monkeypatch.setattr(command, "devices_seen", lambda: cpu_only)
+    monkeypatch.setattr(command, "devices_seen", lambda names: cpu_only)
     for argv in (["--suite", "gpu"], ["--suite", "quick", "--device", "cuda"]):
         assert main(["bench", *argv, "--out", str(tmp_path)]) == 2
         err = capsys.readouterr().err
@@ -284,7 +284,7 @@ def test_the_gpu_suite_is_refused_up_front_where_no_backend_sees_a_gpu(tmp_path,
         assert "no backend here sees a GPU (numpy: cpu; torch: cpu; flax: cpu)" in err
     assert not list(tmp_path.iterdir())
     # one backend that sees a GPU is enough: the others record in their cells why they cannot run
-    monkeypatch.setattr(command, "devices_seen", lambda: {**cpu_only, "torch": {**cpu_only["torch"],
+    monkeypatch.setattr(command, "devices_seen", lambda names: {**cpu_only, "torch": {**cpu_only["torch"],
                                                                                 "devices": ["cpu", "cuda"]}})
     monkeypatch.setattr(command, "run_suite", finished)
     assert main(["bench", "--suite", "gpu", "--out", str(tmp_path)]) == 0
@@ -299,7 +299,7 @@ def finished(suite, out):
 
 
 def test_the_gpu_suite_is_refused_on_this_machine_when_it_has_no_gpu(tmp_path, capsys):
-    seen = command.devices_seen()
+    seen = command.devices_seen(["numpy", "torch", "flax"])  # the gpu suite's backends
     if seen is None or any("cuda" in row["devices"] for row in seen.values()):
         pytest.skip("a backend sees a GPU here")
     assert main(["bench", "--suite", "gpu", "--out", str(tmp_path)]) == 2

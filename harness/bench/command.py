@@ -113,11 +113,12 @@ def _check_fits(name: str, suite) -> None:
     check_memory(spec, batch, "float32", recipe.optimizer, suite.device)
 
 
-def devices_seen() -> dict[str, dict] | None:
-    """`fwbench backends --json`, row by name; None when it gave no answer (each cell then says why for itself)."""
+def devices_seen(names) -> dict[str, dict] | None:
+    """`fwbench backends NAME... --json`, row by name; None when it gave no answer (each cell then says why)."""
     # Asked in a fresh process, as the cells are: probing a GPU here would hold its runtime (and JAX's
-    # preallocated memory) in this process for the whole run.
-    rows, why = checks.fwbench("backends", ["--json"], expect=list)
+    # preallocated memory) in this process for the whole run. Only the suite's backends: each one probed
+    # imports its framework.
+    rows, why = checks.fwbench("backends", [*names, "--json"], expect=list)
     if rows is None:
         print(f"fwbench bench: warning: could not check for a GPU up front ({why})", file=sys.stderr)
         return None
@@ -126,10 +127,11 @@ def devices_seen() -> dict[str, dict] | None:
 
 def _check_cuda(names, named: bool, where: str) -> None:
     """Refuse cuda up front where no backend of the suite sees a GPU here, or a named one does not."""
-    seen = devices_seen()
+    bases = list(dict.fromkeys(backends.split(n)[0] for n in names))
+    seen = devices_seen(bases)
     if seen is None:
         return
-    rows = [seen[base] for base in dict.fromkeys(backends.split(n)[0] for n in names) if base in seen]
+    rows = [seen[base] for base in bases if base in seen]
     for row in rows if named else ():
         if row["status"] == "ok" and "cuda" not in row["devices"]:
             raise BackendError(f"--device cuda: backend '{row['name']}' cannot use a GPU here (it sees: "
