@@ -1,6 +1,10 @@
 """The engine's worker threads: the same numbers as one thread, exactly on small integers and for elementwise work."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -49,6 +53,30 @@ def test_dense_split_between_workers_equals_one_product(two_workers):
     out.sum().backward()
     np.testing.assert_array_equal(out.data, np.maximum(x.data @ w.data + b.data, 0))
     np.testing.assert_array_equal(w.grad, x.data.T @ (out.data > 0).astype(np.float32))
+
+
+@pytest.mark.parametrize("lend", [True, False])  # BLAS's threads for the call, or a slice of rows per worker
+def test_matmul_on_two_workers_equals_one_product_and_gives_blas_back(lend, two_workers, monkeypatch):
+    from threadpoolctl import threadpool_info
+    monkeypatch.setattr(parallel, "BLAS_THREADS_SLEEP", lend)
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(-3, 4, (9, 70)).astype(np.float32), rng.integers(-3, 4, (70, 33)).astype(np.float32)
+    lent = []
+    if lend:  # BLAS must see two threads during the call
+        monkeypatch.setattr(parallel, "_blas", [type("Spy", (), {"set_num_threads": lambda self, n: lent.append(n)})()])
+    np.testing.assert_array_equal(parallel.matmul(a, b), a @ b)
+    np.testing.assert_array_equal(parallel.matmul(a.T.copy().T, b[:, 3:]), a @ b[:, 3:])  # strided operands
+    assert lent == ([2, 1] * 2 if lend else [])
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == [1]
+
+
+@pytest.mark.parametrize("first,env,sleeps", [("", {}, "True 4"), ("", {"OPENBLAS_THREAD_TIMEOUT": "20"}, "False 20"),
+                                              ("import numpy; ", {}, "False None")])
+def test_blas_threads_sleep_only_where_fwbench_set_it_before_numpy(first, env, sleeps):
+    code = f"import os; {first}import fwbench; print(fwbench.BLAS_THREADS_SLEEP, os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, timeout=60)
+    assert done.stdout.split() == sleeps.split(), done.stderr
 
 
 def test_adam_on_two_workers_equals_one_bit_for_bit(two_workers, monkeypatch):

@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fwbench import BLAS_THREADS_SLEEP
 from fwbench.backends.engine.xp import module_of
 
 # NumPy releases the GIL in its copies, ufunc loops and BLAS calls, so threads that take turns over slices of a
@@ -18,6 +19,7 @@ from fwbench.backends.engine.xp import module_of
 _pool: ThreadPoolExecutor | None = None
 _workers = 1
 _limit = None  # threadpoolctl's hold of NumPy's BLAS at one thread, while there are workers
+_blas: list = []  # its controllers of that BLAS, through which matmul lends BLAS the workers' cores for one call
 # Work is handed to the workers from this many FLOPs: below it, the hand-off (tens of microseconds) costs more than
 # it saves. The mlp's whole step is 1.3 ms, and split at 4 M FLOPs it took 2.4.
 PARALLEL_FLOPS = 16_000_000
@@ -28,7 +30,7 @@ VALUE_FLOPS = 50
 
 def configure(workers: int) -> None:
     """Run sliced work on this many threads from now on, BLAS on one thread in each; 1: as NumPy alone runs."""
-    global _pool, _workers, _limit
+    global _pool, _workers, _limit, _blas
     if workers == _workers:
         return
     if _pool is not None:
@@ -37,13 +39,14 @@ def configure(workers: int) -> None:
         _limit.restore_original_limits()
     # The calling thread is worker 0: the pool holds the others.
     _pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="engine") if workers > 1 else None
-    _workers, _limit = workers, None
+    _workers, _limit, _blas = workers, None, []
     if workers > 1:
         try:
-            from threadpoolctl import threadpool_limits
+            from threadpoolctl import ThreadpoolController
         except ImportError:  # BLAS then keeps its own threads: the same results, only slower
             return
-        _limit = threadpool_limits(limits=1, user_api="blas")
+        controller = ThreadpoolController().select(user_api="blas")
+        _limit, _blas = controller.limit(limits=1), controller.lib_controllers
 
 
 def threads() -> int:
@@ -103,18 +106,34 @@ def halves(fn: Callable[[slice], object], n: int, work: float) -> None:
 
 
 def matmul(a, b):
-    """a @ b for 2-D a and b, the rows of a split between the workers when it is large enough to pay."""
+    """a @ b for 2-D a and b, on every worker's core when it is large enough to pay."""
     flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
-    n = workers(a.shape[0])
-    if n == 1 or _pool is None or flops < PARALLEL_FLOPS:
+    if _pool is None or flops < PARALLEL_FLOPS or module_of(a) is not np:
         return a @ b
-    xp = module_of(a)
-    out = xp.empty((a.shape[0], b.shape[1]), dtype=xp.result_type(a, b))
+    if _blas and BLAS_THREADS_SLEEP:
+        return _on_blas_threads(a, b)
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    n = workers(a.shape[0])
     bounds = [a.shape[0] * w // n for w in range(n + 1)]
     parts = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
 
     def work(_: int, mine: Sequence[slice]) -> None:
         for p in mine:
-            xp.matmul(a[p], b, out=out[p])
+            np.matmul(a[p], b, out=out[p])
     share(work, parts, flops)
     return out
+
+
+def _on_blas_threads(a, b):
+    """a @ b with BLAS on as many threads as there are workers, for this call only."""
+    # A dense layer's GEMM has few rows (the batch). Cut into a slice of rows per worker, each slice ran almost as
+    # slowly as the whole (32 of 64 rows: 80% of the time on one thread), and BLAS's own split ran 1.2-1.6x faster
+    # than ours on the GEMMs of a 784-512-512-10 mlp. Only where its idle threads sleep at once (fwbench/__init__.py):
+    # left spinning, they slowed the conv ops that follow (pyex's step 1.37x, flaxex's 1.25x).
+    for blas in _blas:
+        blas.set_num_threads(_workers)
+    try:
+        return a @ b
+    finally:
+        for blas in _blas:
+            blas.set_num_threads(1)
