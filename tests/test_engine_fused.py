@@ -90,6 +90,41 @@ def test_conv_with_activation_and_pool_equals_the_plain_ops_bit_for_bit(case, ac
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("after", ["relu", "tanh"])
+@pytest.mark.parametrize("pool", [("max", 2, 2), ("max", 3, 2), ("max", 3, 1)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", [CASES[1], CASES[6], CASES[7]])
+def test_an_activation_after_the_max_pool_equals_it_before_bit_for_bit(case, after, pool, dtype):
+    n, c, h, w, o, k, stride, padding = case
+    x, wt, b = leaves(n, c, h, w, o, k, ties=False, dtype=dtype)
+    if min(conv2d(x, wt, b, stride, padding).shape[1:3]) < pool[1]:
+        pytest.skip("the conv's output is smaller than the window")
+
+    def plain():
+        return maxpool2d(PLAIN_ACTS[after](conv2d(x, wt, b, stride, padding)), pool[1], pool[2])
+    value, *grads = grads_of(lambda: conv2d(x, wt, b, stride, padding, pool=pool, after=after), (x, wt, b))
+    want_value, *want = grads_of(plain, (x, wt, b))
+    np.testing.assert_array_equal(value, want_value)
+    # Where overlapping windows share a cell, its gradient is a sum of each window's times tanh', not the sum times
+    # it: a rounding apart, relative to the gradient's scale (sums that cancel leave a cell far smaller).
+    rounding = 16 * np.finfo(dtype).eps if after == "tanh" and pool[2] < pool[1] else 0
+    for got, expected in zip(grads, want):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=rounding * np.abs(expected).max())
+
+
+def test_tanh_after_the_max_pool_sends_a_tie_of_tanh_to_the_largest_input():
+    """Two inputs that round to the same tanh: pooled first, the gradient goes to the larger, of the same value."""
+    z1 = np.float32(3)
+    z2 = np.nextafter(z1, np.float32(4))
+    assert z1 < z2 and np.tanh(z1) == np.tanh(z2)
+    x = np.array([z1, z2, 0, 0], np.float32).reshape(1, 2, 2, 1)
+    first, after = Tensor(x.copy(), True), Tensor(x.copy(), True)
+    maxpool2d(tanh(first), 2).sum().backward()
+    tanh(maxpool2d(after, 2)).sum().backward()
+    assert first.grad.ravel()[0] == after.grad.ravel()[1] == 1 - np.tanh(z1) ** 2
+    assert first.grad.ravel()[1] == after.grad.ravel()[0] == 0
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_conv_equals_the_naive_loop_on_edge_shapes(case):
     n, c, h, w, o, k, stride, padding = case

@@ -207,12 +207,18 @@ FUSED_SPECS = {"cnn": models.get("cnn"), "tinycnn": models.get("tinycnn"), "relu
             {"type": "maxpool2d", "size": 3, "stride": 2}, {"type": "relu"},
             {"type": "conv2d", "out_channels": 4, "kernel_size": 2}, {"type": "relu"}, {"type": "avgpool2d", "size": 2},
             {"type": "conv2d", "out_channels": 2, "kernel_size": 1}, {"type": "avgpool2d", "size": 2},
-            {"type": "flatten"}, {"type": "dense", "units": 3}]})}
+            {"type": "flatten"}, {"type": "dense", "units": 3}]}), "tanh-pools": models.parse({
+        "name": "tanh-pools", "input": [2, 12, 12], "classes": 3, "layers": [
+            {"type": "conv2d", "out_channels": 3, "kernel_size": 2, "padding": 1}, {"type": "tanh"},
+            {"type": "maxpool2d", "size": 2}, {"type": "conv2d", "out_channels": 4, "kernel_size": 2},
+            {"type": "batchnorm"}, {"type": "tanh"}, {"type": "maxpool2d", "size": 2},
+            {"type": "conv2d", "out_channels": 2, "kernel_size": 1}, {"type": "tanh"},
+            {"type": "maxpool2d", "size": 2}, {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "units": 3}]})}
 
 
 @pytest.mark.parametrize("name", FUSED_SPECS)
 def test_fused_ops_equal_the_layers_in_spec_order_bit_for_bit(name):
-    """conv [activation] [pool [relu]], dense + relu and relu + maxpool fused: the same loss and gradients exactly."""
+    """conv [activation] [pool [relu]], dense + relu, relu or tanh + maxpool fused: the same loss and gradients."""
     spec = FUSED_SPECS[name]
     params = init_params(spec, 0)
     rng = np.random.default_rng(0)

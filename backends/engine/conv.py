@@ -6,7 +6,7 @@ import weakref
 import numpy as np
 
 from fwbench.backends.engine import parallel, rowblocks, winograd
-from fwbench.backends.engine.activations import ACTIVATIONS, relu_grad
+from fwbench.backends.engine.activations import ACTIVATIONS
 from fwbench.backends.engine.pool import POOLS
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
@@ -37,15 +37,17 @@ ROWS_CHANNELS_FIRST = 16
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False,
-           pool: tuple[str, int, int] | None = None, act: str | None = None) -> Tensor:
-    """Cross-correlate NHWC x with w (out, in, kh, kw) and add b (out,); then act, pool and relu, as asked.
+           pool: tuple[str, int, int] | None = None, act: str | None = None, after: str | None = None) -> Tensor:
+    """Cross-correlate NHWC x with w (out, in, kh, kw) and add b (out,); then act, pool and after, as asked.
 
     Each slice of images goes through all of them while it is in cache. act (relu, tanh, sigmoid) is applied to the
     conv's output, and kept for the backward pass when a pool follows; pool = (max or avg, size, stride) pools it;
-    relu = True applies relu to what comes out. relu then max pool is written as max pool then relu, which is the
-    same, tie rule included (the first max wins either way when it is > 0, and passes nothing otherwise, as
-    relu'(0) = 0), and keeps nothing at full size.
+    after (relu, tanh) is applied to what comes out, its gradient read from its own output; relu = True is
+    after = "relu". relu then max pool is written as max pool then relu, which is the same, tie rule included (the
+    first max wins either way when it is > 0, and passes nothing otherwise, as relu'(0) = 0), and keeps nothing at
+    full size; tanh then max pool as max pool then tanh, see numpy_backend._fused.
     """
+    after = "relu" if relu else after
     check_channels(x, w)
     by_winograd = winograd.applies(x.data, w.shape, stride, pads(padding))
     conv = winograd.Winograd(x.data, w, b, pads(padding)) if by_winograd else Conv(x.data, w, b, stride, padding)
@@ -54,6 +56,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
     y = xp.empty((conv.n, windows.oh, windows.ow, o) if pool else full, dtype=w.dtype)
     arg = xp.empty(y.shape, dtype=windows.index) if pool and windows.index else None
     activate, act_grad = ACTIVATIONS[act] if act else (None, None)
+    post, post_grad = ACTIVATIONS[after] if after else (None, None)
     # What the pool reads, when the backward pass needs it: the activation's output.
     kept = xp.empty(full, dtype=w.dtype) if pool and act else None
 
@@ -67,29 +70,30 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
                 activate(z, z)
             if pool:
                 windows.forward(z, y[s], None if arg is None else arg[s])
-            if relu:
-                xp.maximum(y[s], 0, out=y[s])
+            if post:
+                post(y[s], y[s])
     parallel.share(work, conv.slices, conv.work)
-    name = "_".join(part for part in ("conv2d", act, pool and pool[0] + "pool", relu and "relu") if part)
+    name = "_".join(part for part in ("conv2d", act, pool and pool[0] + "pool", after) if part)
     out = Tensor(y, _prev=(x, w, b), _op=name)
 
     def _backward(g):
-        conv.backward(x, w, b, xp.ascontiguousarray(g), Epilogue(y if relu else None, windows, arg,
-                                                                  act_grad, y if act and not pool else kept))
+        conv.backward(x, w, b, xp.ascontiguousarray(g), Epilogue(post_grad, y, windows, arg, act_grad,
+                                                                  y if act and not pool else kept))
     out._backward = _backward
     return out
 
 
 class Epilogue:
-    """What came after the conv's GEMM, undone slice by slice in the backward pass: relu, the pool, the activation."""
+    """What came after the conv's GEMM, undone slice by slice in the backward pass: after, the pool, the activation."""
 
-    def __init__(self, relu_out, windows, arg, act_grad, act_out):
-        self.relu_out, self.windows, self.arg, self.act_grad, self.act_out = relu_out, windows, arg, act_grad, act_out
+    def __init__(self, post_grad, out, windows, arg, act_grad, act_out):
+        self.post_grad, self.out, self.windows, self.arg = post_grad, out, windows, arg
+        self.act_grad, self.act_out = act_grad, act_out
 
     def grad(self, g: np.ndarray, s: slice, unpooled: np.ndarray | None) -> np.ndarray:
         """The gradient at the GEMM's output for slice s, from g, the slice's gradient at the conv2d's output."""
-        if self.relu_out is not None:
-            g = relu_grad(g, self.relu_out[s])
+        if self.post_grad is not None:
+            g = self.post_grad(g, self.out[s])
         if self.windows is not None:
             self.windows.backward(g, None if self.arg is None else self.arg[s], unpooled)
             g = unpooled
