@@ -293,7 +293,8 @@ def _fused(layers: tuple, i: int) -> tuple[Callable, int, int] | None:
         j += 1
         after = "relu" if at(j, ReLU) else None
         j += after is not None
-        if isinstance(pool, MaxPool2D) and isinstance(act, _AFTER_MAX_POOL) and (after is None or isinstance(act, ReLU)):
+        movable = isinstance(pool, MaxPool2D) and isinstance(act, _AFTER_MAX_POOL)
+        if movable and (after is None or isinstance(act, ReLU)):
             act, after = None, _ACT[type(act)]
         kind = "max" if isinstance(pool, MaxPool2D) else "avg"
         return partial(_conv, act=act and _ACT[type(act)], after=after, pool=(kind, pool.size, pool.step)), i, j - i

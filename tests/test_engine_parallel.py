@@ -67,13 +67,14 @@ def test_matmul_on_two_workers_equals_one_product_and_gives_blas_back(lend, two_
     np.testing.assert_array_equal(parallel.matmul(a, b), a @ b)
     np.testing.assert_array_equal(parallel.matmul(a.T.copy().T, b[:, 3:]), a @ b[:, 3:])  # strided operands
     assert lent == ([2, 1] * 2 if lend else [])
-    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == [1]
+    assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}  # every BLAS loaded
 
 
 @pytest.mark.parametrize("first,env,sleeps", [("", {}, "True 4"), ("", {"OPENBLAS_THREAD_TIMEOUT": "20"}, "False 20"),
                                               ("import numpy; ", {}, "False None")])
 def test_blas_threads_sleep_only_where_fwbench_set_it_before_numpy(first, env, sleeps):
-    code = f"import os; {first}import fwbench; print(fwbench.BLAS_THREADS_SLEEP, os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    code = (f"import os; {first}import fwbench; "
+            "print(fwbench.BLAS_THREADS_SLEEP, os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
     base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, timeout=60)
     assert done.stdout.split() == sleeps.split(), done.stderr
