@@ -73,7 +73,9 @@ def test_a_live_child_is_this_process_own_work():
     time.sleep(1.0)
     found = contention.between(before, contention.snapshot())
     loop.wait()
-    assert found["others_cpu"] < contention.OTHERS_LIMIT and not found["contended"], found
+    assert found["others_cpu"] < contention.OTHERS_LIMIT, found
+    # The hypervisor's steal is no process's: on a busy host it alone may still mark the second contended.
+    assert found["contended"] == (found.get("steal", 0) > contention.STEAL_LIMIT), found
 
 
 def test_calibration_measures_matmul_and_bandwidth():
