@@ -283,7 +283,7 @@ def _fused(layers: tuple, i: int) -> tuple[Callable, int, int] | None:
         return j < len(layers) and isinstance(layers[j], kind)
     if at(i, Conv2D):
         # conv [activation] [pool [relu]] as one op, slice by slice while each is in cache. A monotone activation
-        # before a max pool moves after it (see _after_max_pool; a second relu changes nothing); any other
+        # before a max pool moves after it (see _AFTER_MAX_POOL; a second relu changes nothing); any other
         # activation before a pool stays before it.
         j, act = i + 1, layers[i + 1] if at(i + 1, (ReLU, Tanh, Sigmoid)) else None
         j += act is not None

@@ -27,6 +27,7 @@ class MaxWindows:
         # The winner is kept as its offset's index: a byte for windows up to 16 x 16.
         self.index = np.uint8 if size * size <= 256 else np.uint32
         self.oh, self.ow, self.offsets, self.tiled = windows(shape, size, stride)
+        self._kept, self._kept_hwc = None, None  # _origins' flat indices, for the next slice of the same shape
 
     def forward(self, x: np.ndarray, best: np.ndarray, arg: np.ndarray) -> None:
         """best = the max of each window of x, arg = the index of its first maximal offset (row-major)."""
@@ -75,7 +76,7 @@ class MaxWindows:
 
     def _origins(self, n: int, h: int, w: int, c: int) -> np.ndarray:
         """The flat index of each window's first cell, channel by channel: (n, OH, OW, C), kept for the next call."""
-        kept = getattr(self, "_kept", None)
+        kept = self._kept
         if kept is None or kept.shape[0] < n or self._kept_hwc != (h, w, c):
             s = self.stride
             self._kept_hwc = (h, w, c)
