@@ -269,3 +269,26 @@ def test_dense_weight_gradient_keeps_the_weights_memory_order():
     assert results[1][2].flags.f_contiguous and results[0][2].flags.c_contiguous
     for got, want in zip(*results):
         np.testing.assert_array_equal(got, want)  # small integers: exact in either order
+
+
+# The direct path (5 x 5, 8 -> 8) and Winograd's (3 x 3, 16 -> 16), on 12 x 12: a max pool with an activation
+# before it (kept at full size), an overlapping max pool with one after it, both, and an average pool.
+RUN_CASES = [(5, {"pool": ("max", 2, 2), "act": "tanh"}), (5, {"pool": ("max", 3, 2), "after": "relu"}),
+             (3, {"pool": ("max", 2, 2), "act": "relu", "after": "tanh"}), (3, {"pool": ("avg", 2, 2)})]
+
+
+@pytest.mark.parametrize("kernel, epilogue", RUN_CASES)
+def test_epilogue_over_runs_of_slices_equals_one_run_a_slice(kernel, epilogue, monkeypatch):
+    from fwbench.backends.engine import winograd
+    c = 8 if kernel == 5 else 16
+    x, wt, b = leaves(5, c, 12, 12, c, kernel, True, dtype=np.float32)
+    monkeypatch.setattr(conv, "SLICE_BYTES", 1)  # a slice per image
+    monkeypatch.setattr(winograd, "SLICE_BYTES", 1)
+    assert winograd.applies(x.data, wt.shape, 1, (1,) * 4) == (kernel == 3)
+    runs = []
+    for run_bytes in (1, 1 << 40):  # a run per slice; all five slices in one run
+        monkeypatch.setattr(conv, "RUN_BYTES", run_bytes)
+        runs.append(grads_of(lambda: conv2d(x, wt, b, 1, 1, **epilogue), (x, wt, b), integers=True))
+    for name, got, want in zip(("value", "x grad", "w grad", "b grad"), *runs):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=name)
+

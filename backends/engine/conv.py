@@ -34,6 +34,13 @@ KEEP_COLS_BYTES = 64 << 20
 # sum once: in NHWC each add runs over C values at a time. Measured here, one slice's input gradient against NHWC
 # shares: C 3, 6 and 8 0.57-0.65x the time (lenet5's second conv 0.62x), C 16 1.03x, C 32 (flaxex's) 1.18x.
 ROWS_CHANNELS_FIRST = 16
+# The pool and what follows it run over runs of consecutive slices, up to this many bytes of the conv's output each
+# (and at least one run a worker): on a slice of a few images each of a pool's 13 to 37 passes takes a few
+# microseconds, and two workers making such calls wait on each other for the GIL (np.take and np.bincount, in an
+# overlapping max pool's backward pass, hold it throughout). Measured here against a run per slice, steps in
+# alternating rounds: wide7 0.84x the time, overlap 0.87x, vgg 0.91x, lenet5 and pyex 0.9x, cnn and tgmnist within
+# noise; and one run a worker (batch 64) took 0.95-0.97x the time of 2 MiB runs on wide7 and vgg.
+RUN_BYTES = 1 << 23
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False,
@@ -59,39 +66,48 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
     post, post_grad = ACTIVATIONS[after] if after else (None, None)
     # What the pool reads, when the backward pass needs it: the activation's output.
     kept = xp.empty(full, dtype=w.dtype) if pool and act else None
+    runs = runs_of(conv.slices, int(np.prod(full[1:])) * w.dtype.itemsize)
 
-    def work(_: int, slices: list[slice]) -> None:
+    def work(_: int, mine: list[list[slice]]) -> None:
         scratch = conv.scratch()
-        before_pool = xp.empty((conv.slices[0].stop, *full[1:]), dtype=w.dtype) if pool and not act else None
-        for s in slices:
-            z = y[s] if not pool else kept[s] if act else before_pool[:s.stop - s.start]
-            conv.forward(s, scratch, z)
-            if act:
-                activate(z, z)
+        longest = max(images(run).stop - images(run).start for run in mine)
+        before_pool = xp.empty((longest, *full[1:]), dtype=w.dtype) if pool and not act else None
+        for run in mine:
+            r = images(run)
+            zr = y[r] if not pool else kept[r] if act else before_pool[:r.stop - r.start]
+            for s in run:
+                z = zr[s.start - r.start:s.stop - r.start]
+                conv.forward(s, scratch, z)
+                if act:  # while the slice's output is still in cache
+                    activate(z, z)
             if pool:
-                windows.forward(z, y[s], None if arg is None else arg[s])
+                windows.forward(zr, y[r], None if arg is None else arg[r])
             if post:
-                post(y[s], y[s])
-    parallel.share(work, conv.slices, conv.work)
+                post(y[r], y[r])
+    parallel.share(work, runs, conv.work)
     name = "_".join(part for part in ("conv2d", act, pool and pool[0] + "pool", after) if part)
     out = Tensor(y, _prev=(x, w, b), _op=name)
 
     def _backward(g):
         conv.backward(x, w, b, xp.ascontiguousarray(g), Epilogue(post_grad, y, windows, arg, act_grad,
-                                                                  y if act and not pool else kept))
+                                                                  y if act and not pool else kept, runs))
     out._backward = _backward
     return out
 
 
 class Epilogue:
-    """What came after the conv's GEMM, undone slice by slice in the backward pass: after, the pool, the activation."""
+    """What came after the conv's GEMM, undone run by run in the backward pass: after, the pool, the activation."""
 
-    def __init__(self, post_grad, out, windows, arg, act_grad, act_out):
+    def __init__(self, post_grad, out, windows, arg, act_grad, act_out, runs: list[list[slice]]):
         self.post_grad, self.out, self.windows, self.arg = post_grad, out, windows, arg
-        self.act_grad, self.act_out = act_grad, act_out
+        self.act_grad, self.act_out, self.runs = act_grad, act_out, runs
+
+    def longest(self, mine: list[list[slice]]) -> int:
+        """The images of the longest of these runs."""
+        return max(images(run).stop - images(run).start for run in mine)
 
     def grad(self, g: np.ndarray, s: slice, unpooled: np.ndarray | None) -> np.ndarray:
-        """The gradient at the GEMM's output for slice s, from g, the slice's gradient at the conv2d's output."""
+        """The gradient at the GEMM's output for images s (a run), from g, their gradient at the conv2d's output."""
         if self.post_grad is not None:
             g = self.post_grad(g, self.out[s])
         if self.windows is not None:
@@ -199,25 +215,28 @@ class Conv:
         xp, o = self.xp, w.shape[0]
         dx = xp.empty(x.shape, dtype=g.dtype) if x.requires_grad else None
 
-        def work(_: int, slices: list[slice]) -> np.ndarray:
-            """The worker's slices: their input gradients into dx; returns the sum of their weight gradients."""
+        def work(_: int, mine: list[list[slice]]) -> np.ndarray:
+            """The worker's runs: their input gradients into dx; returns the sum of their weight gradients."""
             # The weight gradient (O, kh*kw*C), and the bias's in the last column. Computed as g.T @ cols, not as
             # cols.T @ g: OpenBLAS runs the wide product 1.4-2.4x faster here on 500+ patch columns (tgmnist, pyex).
             gwb = xp.zeros(self.wide.shape[::-1], dtype=g.dtype)
             part, scratch = xp.empty_like(gwb), self.scratch()
             pooled = after.windows is not None
-            unpooled = xp.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if pooled else None
+            unpooled = xp.empty((after.longest(mine), self.oh, self.ow, o), dtype=g.dtype) if pooled else None
             back = InputGradient(self, dx, o) if dx is not None else None
-            for s in slices:
-                gs = after.grad(g[s], s, unpooled[:s.stop - s.start] if pooled else None).reshape(-1, o)
-                if w.requires_grad or b.requires_grad:
-                    xp.matmul(gs.reshape(-1, part.shape[0]).T, self.cols(s, scratch, again=True), out=part)
-                    gwb += part
-                if back is not None:
-                    back.add(s, gs)
+            for run in mine:
+                r = images(run)
+                gr = after.grad(g[r], r, unpooled[:r.stop - r.start] if pooled else None)
+                for s in run:
+                    gs = gr[s.start - r.start:s.stop - r.start].reshape(-1, o)
+                    if w.requires_grad or b.requires_grad:
+                        xp.matmul(gs.reshape(-1, part.shape[0]).T, self.cols(s, scratch, again=True), out=part)
+                        gwb += part
+                    if back is not None:
+                        back.add(s, gs)
             return gwb
         # Summed in worker order: the same order every step.
-        gwb, *others = parallel.share(work, self.slices, 2 * self.work)
+        gwb, *others = parallel.share(work, after.runs, 2 * self.work)
         for other in others:
             gwb += other
         if self.block > 1:
@@ -368,6 +387,19 @@ def image_slices(n: int, bytes_per_image: int, xp=np) -> list[slice]:
     """Consecutive slices of n images, about SLICE_BYTES each; one slice of all n off the CPU."""
     # The slices are for the CPU's cache; on a GPU they would only multiply kernel launches.
     return parallel.slices(n, SLICE_BYTES // max(bytes_per_image, 1), xp)
+
+
+def runs_of(slices: list[slice], bytes_per_image: int) -> list[list[slice]]:
+    """The slices in runs of consecutive ones, about RUN_BYTES of output each, and as many runs as workers at least."""
+    whole = (slices[-1].stop - slices[0].start) * bytes_per_image
+    count = min(len(slices), max(-(-whole // RUN_BYTES), parallel.threads()))
+    bounds = [len(slices) * i // count for i in range(count + 1)]
+    return [slices[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
+
+
+def images(run: list[slice]) -> slice:
+    """The images of a run of consecutive slices."""
+    return slice(run[0].start, run[-1].stop)
 
 
 def check_channels(x: Tensor, w: Tensor) -> None:

@@ -210,20 +210,23 @@ class Winograd:
         o = self.o
         dx = np.empty(x.shape, dtype=g.dtype) if x.requires_grad else None
 
-        def work(_: int, slices: list[slice]) -> tuple[np.ndarray, np.ndarray]:
-            """The worker's slices: their input gradients into dx; returns the sums of their U and bias gradients."""
+        def work(_: int, mine: list[list[slice]]) -> tuple[np.ndarray, np.ndarray]:
+            """The worker's runs: their input gradients into dx; returns the sums of their U and bias gradients."""
             du, db = np.zeros_like(self.u), np.zeros(o, dtype=g.dtype)
             scratch = self.scratch()
             dpadded = np.zeros_like(scratch[0]) if dx is not None else None
             pooled = after.windows is not None
-            unpooled = np.empty((self.slices[0].stop, self.oh, self.ow, o), dtype=g.dtype) if pooled else None
-            for s in slices:
-                gs = after.grad(g[s], s, unpooled[:s.stop - s.start] if pooled else None)
-                du += self.gradients(s, gs, dx, scratch, dpadded)
-                db += gs.reshape(-1, o).sum(axis=0)
+            unpooled = np.empty((after.longest(mine), self.oh, self.ow, o), dtype=g.dtype) if pooled else None
+            for run in mine:
+                r = slice(run[0].start, run[-1].stop)
+                gr = after.grad(g[r], r, unpooled[:r.stop - r.start] if pooled else None)
+                for s in run:
+                    gs = gr[s.start - r.start:s.stop - r.start]
+                    du += self.gradients(s, gs, dx, scratch, dpadded)
+                    db += gs.reshape(-1, o).sum(axis=0)
             return du, db
         # Summed in worker order: the same order every step.
-        (du, db), *others = parallel.share(work, self.slices, 2 * self.work)
+        (du, db), *others = parallel.share(work, after.runs, 2 * self.work)
         for other_du, other_db in others:
             du += other_du
             db += other_db
