@@ -8,17 +8,19 @@ from fwbench.backends.engine import conv, conv2d, parallel, rowblocks
 from test_engine_fused import grads_of, leaves
 
 # (n, c, h, w, o, k, padding): lenet5's first conv in small, several channels in and out, asymmetric padding, a
-# batch of 1, a kernel as wide as the image, and a one-pixel-wide output (OW 1: no block).
+# batch of 1, a kernel as wide as the image, a one-pixel-wide output (OW 1: no block), and more outputs than MAX_O
+# on a window of WIDE_WINDOW values.
 CASES = [(2, 1, 8, 8, 6, 5, 2), (3, 3, 7, 9, 4, 3, 0), (1, 2, 6, 9, 2, 3, (1, 0, 2, 1)), (2, 4, 6, 6, 5, 6, 0),
-         (1, 1, 4, 5, 3, 4, 0), (2, 3, 9, 8, 6, 3, 1)]
+         (1, 1, 4, 5, 3, 4, 0), (2, 3, 9, 8, 6, 3, 1), (2, 3, 7, 8, 8, 3, 1)]
 
 
 def by_pixels_and_by_blocks(case, ties, dtype=np.float64, monkeypatch=None, **fused):
     n, c, h, w, o, k, padding = case
     x, wt, b = leaves(n, c, h, w, o, k, ties, dtype=dtype)
     results = []
-    for max_o in (0, rowblocks.MAX_O):
+    for max_o, wide_max_o in ((0, 0), (rowblocks.MAX_O, rowblocks.WIDE_MAX_O)):
         monkeypatch.setattr(rowblocks, "MAX_O", max_o)
+        monkeypatch.setattr(rowblocks, "WIDE_MAX_O", wide_max_o)
         results.append(grads_of(lambda: conv2d(x, wt, b, 1, padding, **fused), (x, wt, b), integers=ties))
     return results
 
@@ -26,7 +28,7 @@ def by_pixels_and_by_blocks(case, ties, dtype=np.float64, monkeypatch=None, **fu
 def blocks_of(case) -> int:
     n, c, h, w, o, k, padding = case
     left, right = (padding, padding) if isinstance(padding, int) else padding[2:]
-    return rowblocks.block_size(o, w + left + right - k + 1, 1)
+    return rowblocks.block_size(o, w + left + right - k + 1, 1, k * k * c)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -70,19 +72,22 @@ def test_row_blocks_cut_again_equal_row_blocks_kept(monkeypatch):
 
 
 def test_the_cases_take_row_blocks_where_they_should():
-    assert [blocks_of(case) for case in CASES] == [4, 7, 5, 1, 2, 4]
+    assert [blocks_of(case) for case in CASES] == [4, 7, 5, 1, 2, 4, 2]
 
 
-@pytest.mark.parametrize("o, ow, stride, want", [
-    (6, 28, 1, 4),   # lenet5's first conv: 24 columns
-    (4, 28, 1, 7),   # 24 / 4 = 6 is no divisor of 28; 7 (28 columns) is nearer than 4 (16)
-    (6, 13, 1, 1),   # no divisor from 2 to 8
-    (8, 28, 1, 1),   # more outputs than MAX_O
-    (6, 28, 2, 1),   # stride 2
-    (1, 16, 1, 8),   # B at most 8
+@pytest.mark.parametrize("o, ow, stride, window, want", [
+    (6, 28, 1, 25, 4),    # lenet5's first conv: 24 columns
+    (4, 28, 1, 9, 7),     # 24 / 4 = 6 is no divisor of 28; 7 (28 columns) is nearer than 4 (16)
+    (6, 13, 1, 9, 1),     # no divisor from 2 to 8
+    (8, 28, 1, 25, 1),    # more outputs than MAX_O, on a window shorter than WIDE_WINDOW
+    (8, 28, 1, 49, 2),    # wide7's 7 x 7 conv: 16 columns (2) as near as 32 (4)
+    (16, 10, 1, 150, 2),  # lenet5's second
+    (17, 28, 1, 150, 1),  # more outputs than WIDE_MAX_O
+    (6, 28, 2, 25, 1),    # stride 2
+    (1, 16, 1, 9, 8),     # B at most 8
 ])
-def test_block_size(o, ow, stride, want):
-    assert rowblocks.block_size(o, ow, stride) == want
+def test_block_size(o, ow, stride, window, want):
+    assert rowblocks.block_size(o, ow, stride, window) == want
 
 
 def test_widen_then_fold_is_b_times_the_kernel():

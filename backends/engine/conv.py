@@ -137,7 +137,7 @@ class Conv:
         self.wb[:-1] = w.data.transpose(2, 3, 1, 0).reshape(self.k, o)
         self.wb[-1] = b.data
         # Off the CPU a GEMM's width is not what limits it: row blocks there would only add FLOPs.
-        self.block = rowblocks.block_size(o, self.ow, stride) if self.xp is np else 1
+        self.block = rowblocks.block_size(o, self.ow, stride, self.k) if self.xp is np else 1
         self.wide = self.wb
         if self.block > 1:
             self.wide = np.empty((self.kh * (self.block + self.kw - 1) * self.c + 1, self.block * o), dtype=w.dtype)
