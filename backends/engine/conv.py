@@ -38,8 +38,8 @@ ROWS_CHANNELS_FIRST = 16
 # (and at least one run a worker): on a slice of a few images each of a pool's 13 to 37 passes takes a few
 # microseconds, and two workers making such calls wait on each other for the GIL (np.take and np.bincount, in an
 # overlapping max pool's backward pass, hold it throughout). Measured here against a run per slice, steps in
-# alternating rounds: wide7 0.84x the time, overlap 0.87x, vgg 0.91x, lenet5 and pyex 0.9x, cnn and tgmnist within
-# noise; and one run a worker (batch 64) took 0.95-0.97x the time of 2 MiB runs on wide7 and vgg.
+# alternating rounds: wide7 0.84x the time, overlap 0.87x, vgg 0.91x, lenet5 0.89-0.95x, pyex 0.9x, cnn and
+# tgmnist within noise; and one run a worker (batch 64) took 0.95-0.97x the time of 2 MiB runs on wide7 and vgg.
 RUN_BYTES = 1 << 23
 
 
