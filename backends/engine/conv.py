@@ -70,8 +70,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
 
     def work(_: int, mine: list[list[slice]]) -> None:
         scratch = conv.scratch()
-        longest = max(images(run).stop - images(run).start for run in mine)
-        before_pool = xp.empty((longest, *full[1:]), dtype=w.dtype) if pool and not act else None
+        before_pool = xp.empty((longest(mine), *full[1:]), dtype=w.dtype) if pool and not act else None
         for run in mine:
             r = images(run)
             zr = y[r] if not pool else kept[r] if act else before_pool[:r.stop - r.start]
@@ -102,9 +101,10 @@ class Epilogue:
         self.post_grad, self.out, self.windows, self.arg = post_grad, out, windows, arg
         self.act_grad, self.act_out, self.runs = act_grad, act_out, runs
 
-    def longest(self, mine: list[list[slice]]) -> int:
-        """The images of the longest of these runs."""
-        return max(images(run).stop - images(run).start for run in mine)
+    @staticmethod
+    def longest(mine: list[list[slice]]) -> int:
+        """The images of the longest of these runs (for Winograd's backward pass)."""
+        return longest(mine)
 
     def grad(self, g: np.ndarray, s: slice, unpooled: np.ndarray | None) -> np.ndarray:
         """The gradient at the GEMM's output for images s (a run), from g, their gradient at the conv2d's output."""
@@ -222,7 +222,7 @@ class Conv:
             gwb = xp.zeros(self.wide.shape[::-1], dtype=g.dtype)
             part, scratch = xp.empty_like(gwb), self.scratch()
             pooled = after.windows is not None
-            unpooled = xp.empty((after.longest(mine), self.oh, self.ow, o), dtype=g.dtype) if pooled else None
+            unpooled = xp.empty((longest(mine), self.oh, self.ow, o), dtype=g.dtype) if pooled else None
             back = InputGradient(self, dx, o) if dx is not None else None
             for run in mine:
                 r = images(run)
@@ -400,6 +400,11 @@ def runs_of(slices: list[slice], bytes_per_image: int) -> list[list[slice]]:
 def images(run: list[slice]) -> slice:
     """The images of a run of consecutive slices."""
     return slice(run[0].start, run[-1].stop)
+
+
+def longest(runs: list[list[slice]]) -> int:
+    """The images of the longest of these runs."""
+    return max(run[-1].stop - run[0].start for run in runs)
 
 
 def check_channels(x: Tensor, w: Tensor) -> None:
