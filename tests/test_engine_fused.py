@@ -279,7 +279,7 @@ RUN_CASES = [(5, {"pool": ("max", 2, 2), "act": "tanh"}), (5, {"pool": ("max", 3
 
 @pytest.mark.parametrize("kernel, epilogue", RUN_CASES)
 def test_epilogue_over_runs_of_slices_equals_one_run_a_slice(kernel, epilogue, monkeypatch):
-    from fwbench.backends.engine import winograd
+    from fwbench.backends.engine import epilogue as epilogues, winograd
     c = 8 if kernel == 5 else 16
     x, wt, b = leaves(5, c, 12, 12, c, kernel, True, dtype=np.float32)
     monkeypatch.setattr(conv, "SLICE_BYTES", 1)  # a slice per image
@@ -287,7 +287,7 @@ def test_epilogue_over_runs_of_slices_equals_one_run_a_slice(kernel, epilogue, m
     assert winograd.applies(x.data, wt.shape, 1, (1,) * 4) == (kernel == 3)
     runs = []
     for run_bytes in (1, 1 << 40):  # a run per slice; all five slices in one run
-        monkeypatch.setattr(conv, "RUN_BYTES", run_bytes)
+        monkeypatch.setattr(epilogues, "RUN_BYTES", run_bytes)
         runs.append(grads_of(lambda: conv2d(x, wt, b, 1, 1, **epilogue), (x, wt, b), integers=True))
     for name, got, want in zip(("value", "x grad", "w grad", "b grad"), *runs):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=name)

@@ -131,9 +131,9 @@ def test_elementwise_layers_on_two_workers_equal_one_worker(name, two_workers):
 
 
 def test_runs_are_consecutive_slices_one_a_worker_at_least(two_workers):
-    from fwbench.backends.engine import conv
+    from fwbench.backends.engine import epilogue
     slices = parallel.slices(11, 2)
-    runs = conv.runs_of(slices, 1)
-    assert [conv.images(run) for run in runs] == [slice(0, 6), slice(6, 11)]
+    runs = epilogue.runs_of(slices, 1)
+    assert [epilogue.images(run) for run in runs] == [slice(0, 6), slice(6, 11)]
     assert [s for run in runs for s in run] == slices
-    assert len(conv.runs_of(slices, conv.RUN_BYTES)) == 6  # an image of RUN_BYTES: a run a slice
+    assert len(epilogue.runs_of(slices, epilogue.RUN_BYTES)) == 6  # an image of RUN_BYTES: a run a slice

@@ -7,6 +7,7 @@ import numpy as np
 
 from fwbench.backends.engine import parallel, rowblocks, winograd
 from fwbench.backends.engine.activations import ACTIVATIONS
+from fwbench.backends.engine.epilogue import Epilogue, images, longest, runs_of
 from fwbench.backends.engine.pool import POOLS
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
@@ -34,13 +35,7 @@ KEEP_COLS_BYTES = 64 << 20
 # sum once: in NHWC each add runs over C values at a time. Measured here, one slice's input gradient against NHWC
 # shares: C 3, 6 and 8 0.57-0.65x the time (lenet5's second conv 0.62x), C 16 1.03x, C 32 (flaxex's) 1.18x.
 ROWS_CHANNELS_FIRST = 16
-# The pool and what follows it run over runs of consecutive slices, up to this many bytes of the conv's output each
-# (and at least one run a worker): on a slice of a few images each of a pool's 13 to 37 passes takes a few
-# microseconds, and two workers making such calls wait on each other for the GIL (np.take and np.bincount, in an
-# overlapping max pool's backward pass, hold it throughout). Measured here against a run per slice, steps in
-# alternating rounds: wide7 0.84x the time, overlap 0.87x, vgg 0.91x, lenet5 0.89-0.95x, pyex 0.9x, cnn and
-# tgmnist within noise; and one run a worker (batch 64) took 0.95-0.97x the time of 2 MiB runs on wide7 and vgg.
-RUN_BYTES = 1 << 23
+
 
 
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False,
@@ -92,30 +87,6 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
                                                                   y if act and not pool else kept, runs))
     out._backward = _backward
     return out
-
-
-class Epilogue:
-    """What came after the conv's GEMM, undone run by run in the backward pass: after, the pool, the activation."""
-
-    def __init__(self, post_grad, out, windows, arg, act_grad, act_out, runs: list[list[slice]]):
-        self.post_grad, self.out, self.windows, self.arg = post_grad, out, windows, arg
-        self.act_grad, self.act_out, self.runs = act_grad, act_out, runs
-
-    @staticmethod
-    def longest(mine: list[list[slice]]) -> int:
-        """The images of the longest of these runs (for Winograd's backward pass)."""
-        return longest(mine)
-
-    def grad(self, g: np.ndarray, s: slice, unpooled: np.ndarray | None) -> np.ndarray:
-        """The gradient at the GEMM's output for images s (a run), from g, their gradient at the conv2d's output."""
-        if self.post_grad is not None:
-            g = self.post_grad(g, self.out[s])
-        if self.windows is not None:
-            self.windows.backward(g, None if self.arg is None else self.arg[s], unpooled)
-            g = unpooled
-        if self.act_grad is not None:
-            g = self.act_grad(g, self.act_out[s])
-        return g
 
 
 class Conv:
@@ -387,24 +358,6 @@ def image_slices(n: int, bytes_per_image: int, xp=np) -> list[slice]:
     """Consecutive slices of n images, about SLICE_BYTES each; one slice of all n off the CPU."""
     # The slices are for the CPU's cache; on a GPU they would only multiply kernel launches.
     return parallel.slices(n, SLICE_BYTES // max(bytes_per_image, 1), xp)
-
-
-def runs_of(slices: list[slice], bytes_per_image: int) -> list[list[slice]]:
-    """The slices in runs of consecutive ones, about RUN_BYTES of output each, and as many runs as workers at least."""
-    whole = (slices[-1].stop - slices[0].start) * bytes_per_image
-    count = min(len(slices), max(-(-whole // RUN_BYTES), parallel.threads()))
-    bounds = [len(slices) * i // count for i in range(count + 1)]
-    return [slices[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
-
-
-def images(run: list[slice]) -> slice:
-    """The images of a run of consecutive slices."""
-    return slice(run[0].start, run[-1].stop)
-
-
-def longest(runs: list[list[slice]]) -> int:
-    """The images of the longest of these runs."""
-    return max(run[-1].stop - run[0].start for run in runs)
 
 
 def check_channels(x: Tensor, w: Tensor) -> None:

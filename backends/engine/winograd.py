@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fwbench.backends.engine import parallel
+from fwbench.backends.engine.epilogue import images, longest
 from fwbench.backends.engine.xp import module_of
 
 # Kernel size r -> output tile m. F(4x4, 5x5) multiplies 64 values a tile where the direct conv multiplies 400
@@ -216,9 +217,9 @@ class Winograd:
             scratch = self.scratch()
             dpadded = np.zeros_like(scratch[0]) if dx is not None else None
             pooled = after.windows is not None
-            unpooled = np.empty((after.longest(mine), self.oh, self.ow, o), dtype=g.dtype) if pooled else None
+            unpooled = np.empty((longest(mine), self.oh, self.ow, o), dtype=g.dtype) if pooled else None
             for run in mine:
-                r = slice(run[0].start, run[-1].stop)
+                r = images(run)
                 gr = after.grad(g[r], r, unpooled[:r.stop - r.start] if pooled else None)
                 for s in run:
                     gs = gr[s.start - r.start:s.stop - r.start]
