@@ -1,19 +1,53 @@
-"""Adam: its first moment never lingers in float32's subnormal range, and chunked it is bit for bit the whole update."""
+"""Adam: torch's update to rounding, its first moment never lingers in float32's subnormal range, and chunked it is
+bit for bit the whole update."""
+import math
+
 import numpy as np
+import pytest
 
 from fwbench.backends.engine import optim
 from fwbench.backends.engine.optim import Adam
 
 
-def plain_adam(p, grads, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
-    """torch.optim.Adam's arithmetic, written out, with no flushing."""
+def torch_adam(p, grads, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+    """torch.optim.Adam's arithmetic, written out in p's dtype."""
+    f = p.dtype.type
     p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
     for t, g in enumerate(grads, 1):
-        m = m * np.float32(b1) + g * np.float32(1 - b1)
-        v = v * np.float32(b2) + (g * g) * np.float32(1 - b2)
-        denom = np.sqrt(v) / np.float32(np.sqrt(1 - b2 ** t)) + np.float32(eps)
-        p = p - (m / denom) * np.float32(lr / (1 - b1 ** t))
+        m = m * f(b1) + g * f(1 - b1)
+        v = v * f(b2) + (g * g) * f(1 - b2)
+        denom = np.sqrt(v) / f(np.sqrt(1 - b2 ** t)) + f(eps)
+        p = p - (m / denom) * f(lr / (1 - b1 ** t))
+    return p
+
+
+def plain_adam(p, grads, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+    """The engine's arrangement of that update, written out, with no flushing: moments over (1 - b1), (1 - b2)."""
+    p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, 1):
+        m = m * np.float32(b1) + g
+        v = v * np.float32(b2) + g * g
+        root = math.sqrt(1 - b2 ** t) / math.sqrt(1 - b2)
+        p = p - (m / (np.sqrt(v) + np.float32(eps * root))) * np.float32(lr * (1 - b1) * root / (1 - b1 ** t))
     return p, m
+
+
+@pytest.mark.parametrize("dtype, scale, rtol", [(np.float64, 1e-3, 1e-12), (np.float64, 1e-8, 1e-12),
+                                                 (np.float32, 1e-3, 3e-5), (np.float32, 1e-8, 3e-5)])
+def test_adam_is_torchs_update_up_to_rounding(dtype, scale, rtol):
+    # Gradients of 1e-8 put sqrt(vhat) next to eps, where a misplaced or misscaled epsilon would show.
+    rng = np.random.default_rng(2)
+    p0 = rng.uniform(-0.1, 0.1, 200).astype(dtype)
+    # Of one sign mostly, so that every parameter moves a long way: about lr a step.
+    grads = [((1 + 0.5 * rng.standard_normal(200)) * scale).astype(dtype) for _ in range(40)]
+    p = p0.copy()
+    opt = Adam([p], lr=1e-3)
+    for g in grads:
+        opt.step([g])
+    want = torch_adam(p0, grads)
+    moved = np.abs(want - p0)
+    assert moved.min() > 0.01  # every parameter moved, by far more than the tolerance below
+    np.testing.assert_allclose(p - p0, want - p0, rtol=rtol, atol=0)
 
 
 def test_a_dead_unit_first_moment_is_flushed_without_changing_parameters():
