@@ -9,6 +9,7 @@ were slowed alike, and the ratio is all there is to read (its rows say how many 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -53,11 +54,19 @@ def _percent(v) -> str:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    contended = "--with-contended" in args
-    doc = json.load(open(next(a for a in args if not a.startswith("--"))))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", help="a bench results file (results/performance/bench-quick-*.json)")
+    ap.add_argument("--with-contended", action="store_true", help="keep the runs marked contended")
+    args = ap.parse_args()
+    try:
+        with open(args.results) as f:
+            doc = json.load(f)
+        table = rows(doc, args.with_contended)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"numpy_vs_torch.py: cannot read {args.results} as a bench results file ({e}); "
+                 "pass one that `fwbench bench` wrote")
     print(markdown_table(["spec", "GFLOP a step", "numpy ms", "torch ms", "numpy / torch (rounds)", "numpy % of peak",
-                          "torch % of peak", "peak MB numpy / torch"], rows(doc, contended)))
+                          "torch % of peak", "peak MB numpy / torch"], table))
 
 
 if __name__ == "__main__":
