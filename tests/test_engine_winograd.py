@@ -123,6 +123,22 @@ def test_a_batch_too_large_to_keep_is_transformed_again_for_its_gradients(forced
         assert rel(got, want) <= 1e-14, name
 
 
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("channels", [slice(None, None, 2), slice(None, 8)])
+def test_an_input_that_is_a_strided_view_gives_its_copys_results(padding, channels, forced):
+    # Unpadded, with tiles that cover it exactly, the transform reads the input in place: a view whose pixels are not
+    # evenly spaced runs of channels (the first 8 of 16) must not be read as if they were.
+    x, w, b = leaves(2, 10, 10, 8, 8, 3, np.float64)
+    wide = np.full((2, 10, 10, 16), 7.0)
+    wide[..., channels] = x.data
+    view = Tensor(wide[..., channels], True)
+    assert not view.data.flags.c_contiguous
+    got = grads_of(lambda: conv2d(view, w, b, 1, padding), [view, w, b])
+    want = grads_of(lambda: conv2d(x, w, b, 1, padding), [x, w, b])
+    for name, g, ref in zip(("value", "x grad", "w grad", "b grad"), got, want):
+        np.testing.assert_array_equal(g, ref, err_msg=name)
+
+
 def test_a_weight_without_a_gradient_and_an_input_without_one_are_left_alone(forced):
     x, w, b = leaves(2, 8, 8, 8, 8, 3, np.float64)
     x.requires_grad = w.requires_grad = False
