@@ -37,7 +37,6 @@ KEEP_COLS_BYTES = 64 << 20
 ROWS_CHANNELS_FIRST = 16
 
 
-
 def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads = 0, relu: bool = False,
            pool: tuple[str, int, int] | None = None, act: str | None = None, after: str | None = None) -> Tensor:
     """Cross-correlate NHWC x with w (out, in, kh, kw) and add b (out,); then act, pool and after, as asked.
