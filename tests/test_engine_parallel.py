@@ -130,6 +130,26 @@ def test_elementwise_layers_on_two_workers_equal_one_worker(name, two_workers):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("n, step, sizes", [
+    (64, 9, [8] * 8),  # not seven of 9 and one of 1: runs of 36 and 28 images on two workers
+    (64, 33, [32, 32]),
+    (64, 100, [64]),  # one slice stays whole
+    (11, 2, [2] * 5 + [1]),
+    (9, 4, [3, 2, 2, 2]),  # four, a whole number a worker, not three
+    (3, 1, [1, 1, 1]),
+    (0, 4, []),
+])
+def test_slices_are_even_and_a_whole_number_a_worker(n, step, sizes, two_workers):
+    got = parallel.slices(n, step)
+    assert [s.stop - s.start for s in got] == sizes
+    assert all(a.stop == b.start for a, b in zip(got, got[1:])) and (not got or (got[0].start, got[-1].stop) == (0, n))
+
+
+def test_one_worker_takes_as_few_slices_as_fit():
+    assert [s.stop - s.start for s in parallel.slices(9, 4)] == [3, 3, 3]
+    assert [s.stop - s.start for s in parallel.slices(10, 4)] == [4, 3, 3]
+
+
 def test_runs_are_consecutive_slices_one_a_worker_at_least(two_workers):
     from fwbench.backends.engine import epilogue
     slices = parallel.slices(11, 2)
