@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fwbench.backends.engine import Tensor, avgpool2d, conv2d, maxpool2d, parallel, relu, tanh, winograd
+from fwbench.backends.engine.pool import POOLS, MaxWindows
 
 # Relative L2 error of a float32 Winograd conv's output and each gradient against float64, worst seen in these tests
 # 4.6e-6 (F(4x4, 5x5), whose points reach +-2 and +-1/2); the direct path's is about 3e-7. docs/performance.md.
@@ -95,6 +96,42 @@ def test_what_follows_the_conv_is_fused_as_on_the_direct_path(pool, act, relu_af
         return relu(y) if relu_after else y
     for name, got, want in zip(("value", "x grad", "w grad", "b grad"), fused, grads_of(plain, ls)):
         np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def fused_pool_cases():
+    """(N, H, W, C, O, padding, pool size): outputs the tiles cover exactly, square or not, padded or not, a window
+    as large as a tile, a batch of one."""
+    return [(2, 8, 8, 8, 8, 1, 2), (3, 16, 12, 8, 5, 1, 2), (2, 10, 10, 8, 8, 0, 2), (1, 8, 8, 3, 4, 1, 4)]
+
+
+@pytest.mark.parametrize("case", fused_pool_cases())
+@pytest.mark.parametrize("dtype,b_bound", [(np.float64, 1e-14), (np.float32, 1e-6)])
+def test_a_max_pool_the_tiles_cover_is_pooled_by_the_output_transform(case, dtype, b_bound, forced):
+    n, h, w, c, o, padding, size = case
+    x, wt, b = leaves(n, h, w, c, o, 3, dtype)
+    wt.data[:2] = 0  # two channels' outputs are their bias everywhere: every window a tie, won by its first cell
+    conv = winograd.Winograd(x.data, wt, b, pads_of(padding))
+    assert conv.pools(MaxWindows((n, conv.oh, conv.ow, o), size, size))
+    fused = grads_of(lambda: conv2d(x, wt, b, 1, padding, relu=True, pool=("max", size, size)), (x, wt, b))
+    plain = grads_of(lambda: relu(maxpool2d(conv2d(x, wt, b, 1, padding), size)), (x, wt, b))
+    for name, got, want in zip(("value", "x grad", "w grad"), fused, plain):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    # The bias gradient adds the same terms without the pool's zeros between them: in another order.
+    assert rel(fused[3], plain[3]) <= b_bound
+
+
+def test_the_output_transform_pools_only_disjoint_max_windows_inside_its_tiles(forced):
+    x, w, b = leaves(2, 8, 9, 8, 8, 3, np.float64)
+
+    def pools(padding, pool, size, stride):
+        conv = winograd.Winograd(x.data, w, b, pads_of(padding))
+        return conv.pools(POOLS[pool]((2, conv.oh, conv.ow, 8), size, stride))
+    exact = (1, 1, 1, 0)  # an 8 x 8 output: 2 x 2 tiles
+    assert pools(exact, "max", 2, 2) and pools(exact, "max", 4, 4)
+    assert not pools(1, "max", 2, 2)  # 8 x 9: the last tiles overhang
+    assert not pools(exact, "avg", 2, 2)
+    assert not pools(exact, "max", 3, 2)  # overlapping windows
+    assert not pools(exact, "max", 3, 3)  # windows across tiles
 
 
 def test_slices_and_workers_change_only_the_rounding(forced, monkeypatch):

@@ -58,23 +58,29 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
     arg = xp.empty(y.shape, dtype=windows.index) if pool and windows.index else None
     activate, act_grad = ACTIVATIONS[act] if act else (None, None)
     post, post_grad = ACTIVATIONS[after] if after else (None, None)
+    # Winograd's output transform may pool, when nothing comes between: the slice's pooled output and winners.
+    by_conv = pool is not None and not act and by_winograd and conv.pools(windows)
     # What the pool reads, when the backward pass needs it: the activation's output.
     kept = xp.empty(full, dtype=w.dtype) if pool and act else None
     runs = runs_of(conv.slices, int(np.prod(full[1:])) * w.dtype.itemsize)
 
     def work(_: int, mine: list[list[slice]]) -> None:
         scratch = conv.scratch()
-        before_pool = xp.empty((longest(mine), *full[1:]), dtype=w.dtype) if pool and not act else None
+        before_pool = xp.empty((longest(mine), *full[1:]), dtype=w.dtype) if pool and not act and not by_conv else None
         for run in mine:
             r = images(run)
-            zr = y[r] if not pool else kept[r] if act else before_pool[:r.stop - r.start]
-            for s in run:
-                z = zr[s.start - r.start:s.stop - r.start]
-                conv.forward(s, scratch, z)
-                if act:  # while the slice's output is still in cache
-                    activate(z, z)
-            if pool:
-                windows.forward(zr, y[r], None if arg is None else arg[r])
+            if by_conv:
+                for s in run:
+                    conv.forward(s, scratch, y[s], arg[s])
+            else:
+                zr = y[r] if not pool else kept[r] if act else before_pool[:r.stop - r.start]
+                for s in run:
+                    z = zr[s.start - r.start:s.stop - r.start]
+                    conv.forward(s, scratch, z)
+                    if act:  # while the slice's output is still in cache
+                        activate(z, z)
+                if pool:
+                    windows.forward(zr, y[r], None if arg is None else arg[r])
             if post:
                 post(y[r], y[r])
     parallel.share(work, runs, conv.work)
@@ -82,8 +88,9 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
     out = Tensor(y, _prev=(x, w, b), _op=name)
 
     def _backward(g):
-        conv.backward(x, w, b, xp.ascontiguousarray(g), Epilogue(post_grad, y, windows, arg, act_grad,
-                                                                  y if act and not pool else kept, runs))
+        # Pooled by the conv, the epilogue stops at the pool: the conv routes the gradient to the winners in arg.
+        conv.backward(x, w, b, xp.ascontiguousarray(g), Epilogue(post_grad, y, None if by_conv else windows, arg,
+                                                                  act_grad, y if act and not pool else kept, runs))
     out._backward = _backward
     return out
 

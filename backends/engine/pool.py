@@ -31,18 +31,7 @@ class MaxWindows:
 
     def forward(self, x: np.ndarray, best: np.ndarray, arg: np.ndarray) -> None:
         """best = the max of each window of x, arg = the index of its first maximal offset (row-major)."""
-        xp = module_of(x)
-        best[...] = x[self.offsets[0]]
-        arg[...] = 0
-        better = xp.empty(best.shape, dtype=bool)
-        code = xp.empty_like(arg)
-        for k, at in enumerate(self.offsets[1:], start=1):
-            v = x[at]
-            # Strictly greater, so on ties the earlier offset keeps the win (torch's rule). The winner
-            # is the last offset that beat the running max, hence arg = max(arg, k * better).
-            xp.greater(v, best, out=better)
-            xp.maximum(arg, xp.multiply(better, self.index(k), out=code), out=arg)
-            xp.maximum(best, v, out=best)  # maximum, not where(better): a NaN propagates
+        first_max([x[at] for at in self.offsets], best, arg)
 
     def backward(self, g: np.ndarray, arg: np.ndarray, dx: np.ndarray) -> None:
         """dx = g routed to each window's winner; cells that no window's winner is get zero."""
@@ -51,13 +40,12 @@ class MaxWindows:
             return self._scatter(g, arg, dx)
         if not self.tiled:  # when the windows tile dx exactly, every cell is written below
             dx[...] = 0
+        if self.stride >= self.size:  # disjoint windows: each cell hears from one window, so assign
+            return route(g, arg, [dx[at] for at in self.offsets])
         won = xp.empty(arg.shape, dtype=bool)
-        for k, at in enumerate(self.offsets):
+        for k, at in enumerate(self.offsets):  # overlapping windows share input cells, so each offset adds into dx
             xp.equal(arg, k, out=won)
-            if self.stride >= self.size:  # disjoint windows: each cell hears from one window, so assign
-                xp.multiply(g, won, out=dx[at])
-            else:  # overlapping windows share input cells, so each offset adds into dx
-                dx[at] += g * won
+            dx[at] += g * won
 
     def _scatter(self, g: np.ndarray, arg: np.ndarray, dx: np.ndarray) -> None:
         """Overlapping windows: each gradient added at its winner's flat index in one pass (np.bincount)."""
@@ -84,6 +72,30 @@ class MaxWindows:
                                  + np.arange(self.oh)[:, None, None] * (s * w * c)
                                  + np.arange(self.ow)[:, None] * (s * c) + np.arange(c)).astype(np.intp)
         return kept[:n]  # a shorter slice's windows are the first ones: images come first in NHWC
+
+
+def first_max(candidates: list[np.ndarray], best: np.ndarray, arg: np.ndarray) -> None:
+    """best = the elementwise max of the candidates (a window's offsets, in order), arg = the first one's index."""
+    xp = module_of(best)
+    best[...] = candidates[0]
+    arg[...] = 0
+    better = xp.empty(best.shape, dtype=bool)
+    code = xp.empty_like(arg)
+    for k, v in enumerate(candidates[1:], start=1):
+        # Strictly greater, so on ties the earlier offset keeps the win (torch's rule). The winner is the last
+        # offset that beat the running max, hence arg = max(arg, k * better).
+        xp.greater(v, best, out=better)
+        xp.maximum(arg, xp.multiply(better, arg.dtype.type(k), out=code), out=arg)
+        xp.maximum(best, v, out=best)  # maximum, not where(better): a NaN propagates
+
+
+def route(g: np.ndarray, arg: np.ndarray, targets: list[np.ndarray]) -> None:
+    """targets[k] = g where offset k won its window (arg == k), else 0: disjoint windows' backward pass."""
+    xp = module_of(g)
+    won = xp.empty(arg.shape, dtype=bool)
+    for k, target in enumerate(targets):
+        xp.equal(arg, k, out=won)
+        xp.multiply(g, won, out=target)
 
 
 def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
