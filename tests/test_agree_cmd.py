@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from fwbench import backends
+from fwbench import backends, models
 from fwbench.backends import Entry
 from fwbench.backends.numpy_backend import NumpyBackend
 from fwbench.harness.cli import main
@@ -184,3 +184,21 @@ def test_torch_in_a_mode_is_reported_under_its_name_and_mode(capsys):
     assert code == 0 and list(doc["backends"]) == ["numpy", "torch@channels_last"]
     assert doc["backends"]["torch@channels_last"]["mode"] == "channels_last"
     assert "torch@channels_last~reference" in doc["table"]["0.weight"]
+
+
+def test_the_tie_case_says_where_numpy_rounds_it_by_winograd(capsys, tmp_path):
+    from test_ties import WINO
+    from fwbench.harness.agreement.ties import winograd_layers
+    assert winograd_layers(WINO, "float32") == [2] and winograd_layers(WINO, "float64") == []
+    path = tmp_path / "wino.toml"
+    conv = 'type = "conv2d"\nout_channels = 16\nkernel_size = 3\npadding = "same"'
+    layers = [conv, 'type = "relu"', conv, 'type = "relu"', 'type = "dropout"\nrate = 0.5',
+              'type = "maxpool2d"\nsize = 2', 'type = "flatten"', 'type = "dense"\nunits = 4']
+    path.write_text('name = "wino"\ninput = [1, 8, 8]\nclasses = 4\n' + "".join(f"\n[[layers]]\n{t}\n" for t in layers))
+    assert models.get(str(path)) == WINO
+    _, out, _ = agree(capsys, "--model", str(path), "--dtype", "float32", "--backends", "numpy", "--ties",
+                      "--batch-size", "4")
+    assert "note: numpy runs conv layer(s) 2 by Winograd in float32" in out
+    code, out, _ = agree(capsys, "--model", str(path), "--dtype", "float64", "--backends", "numpy", "--ties",
+                         "--batch-size", "4")
+    assert code == 0 and "Winograd" not in out

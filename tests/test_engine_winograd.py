@@ -20,9 +20,10 @@ CASES = [(3, 24, 24, 8, 8, 5, 0), (2, 10, 11, 8, 9, 3, 0), (1, 5, 5, 8, 8, 5, 0)
 
 @pytest.fixture
 def forced(monkeypatch):
-    """Winograd for every conv it can compute (stride 1, a kernel in TILES), whatever its gain."""
+    """Winograd for every conv it can compute (stride 1, a kernel in TILES), whatever its gain, in float64 too."""
     monkeypatch.setattr(winograd, "MIN_GAIN", 0)
     monkeypatch.setattr(winograd, "MIN_DEPTH", 0)
+    monkeypatch.setattr(winograd, "DTYPES", (np.float32, np.float64))
 
 
 def leaves(n, h, w, c, o, k, dtype, seed=0):
@@ -195,5 +196,6 @@ def test_the_rule_picks_the_large_multi_channel_convs():
     assert not picked(14, 6, 16, 5)  # lenet5's second: depth 4.4
     assert not picked(24, 32, 32, 7)  # no tiles for 7x7
     assert not picked(24, 32, 32, 5, dtype=np.float16)
+    assert not picked(24, 32, 32, 5, dtype=np.float64)  # the reference's precision: the direct conv, exact on ties
     x = np.zeros((2, 24, 24, 32), np.float32)
     assert not winograd.applies(x, (32, 32, 3, 5), 1, (0, 0, 0, 0))  # not square

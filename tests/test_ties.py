@@ -170,3 +170,28 @@ def test_tie_case_grads_follow_measured_conventions(backend_name, key):
     got = grads(backends.load(backend_name), key)
     for k in want:
         assert rel(got[k], want[k]) <= 1e-10, k
+
+
+# A conv the engine runs by Winograd in float32 (16 to 16 channels, 3 x 3 on 8 x 8), and dropout on 4-D features.
+WINO = models.parse({"name": "wino", "input": [1, 8, 8], "classes": 4, "layers": [
+    {"type": "conv2d", "out_channels": 16, "kernel_size": 3, "padding": "same"}, {"type": "relu"},
+    {"type": "conv2d", "out_channels": 16, "kernel_size": 3, "padding": "same"}, {"type": "relu"},
+    {"type": "dropout", "rate": 0.5}, {"type": "maxpool2d", "size": 2}, {"type": "flatten"},
+    {"type": "dense", "units": 4}]})
+
+
+def test_count_ties_gives_dropout_its_masks_channels_last():
+    params = init_params(WINO, 0, "float64")
+    x, _, params = tie_case(WINO, params, 4, 0)
+    counts = count_ties(WINO, params, x)  # the canonical (N, C, H, W) masks once met NHWC features: a crash
+    assert counts["relu_zeros"] > 0 and counts["pool_ties"] > 0, counts
+
+
+def test_the_float64_reference_keeps_the_tie_case_exact_where_float32_runs_winograd():
+    from fwbench.backends.engine import winograd
+    from fwbench.harness.agreement.agree import REFERENCE, one_step
+    x, y, params = tie_case(WINO, init_params(WINO, 0, "float64"), 4, 0)
+    assert winograd.applies(np.zeros((4, 8, 8, 16), np.float32), (16, 16, 3, 3), 1, (1,) * 4)
+    report = one_step(WINO, ["torch"], params, x, y, dtype="float32", devices={"torch": "cpu"})
+    # torch's float32 direct conv is exact on the case; a reference by Winograd broke its ties by rounding (0.1).
+    assert all(cells[f"torch~{REFERENCE}"]["rel_l2"] <= 1e-5 for cells in report.table.values()), report.table

@@ -32,6 +32,11 @@ SLICE_BYTES = 1 << 20
 # path keeps its im2col (conv.KEEP_COLS_BYTES); above it (an evaluation of 1,000 images: tgmnist's 205 MB) each
 # slice's goes to a worker's buffer, and a backward pass transforms its slices again.
 KEEP_BYTES = 64 << 20
+# Winograd runs in float32 only. In float64 the engine is fwbench's reference (`fwbench agree`), and its direct conv
+# sums exact products exactly where the inputs allow: agree's tie case (0/1 inputs, weights on a 1/4 grid) ties
+# thousands of relu inputs and pool windows, and Winograd's transforms, exact only to rounding, broke them by noise
+# (torch's float32 gradients read 0.09-0.13 from a Winograd reference on pyex and tgmnist, 1.6e-6 from a direct one).
+DTYPES = (np.float32,)
 
 
 def matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,7 +61,7 @@ def applies(x: np.ndarray, w_shape: tuple, stride: int, pads: tuple[int, int, in
     """Whether a conv of NHWC x by w (O, C, kh, kw) at this stride and padding runs by Winograd here."""
     o, c, kh, kw = w_shape
     # Off the CPU a GEMM is cheap and each transform a kernel launch more.
-    if module_of(x) is not np or stride != 1 or kh != kw or kh not in TILES or x.dtype not in (np.float32, np.float64):
+    if module_of(x) is not np or stride != 1 or kh != kw or kh not in TILES or x.dtype not in DTYPES:
         return False
     m, a = TILES[kh], TILES[kh] + kh - 1
     oh, ow = x.shape[1] + pads[0] + pads[1] - kh + 1, x.shape[2] + pads[2] + pads[3] - kw + 1

@@ -96,6 +96,11 @@ def agree(args) -> int:
         x, y, params = ties.tie_case(spec, params, len(y), args.seed)
         doc["ties_hit"] = ties.count_ties(spec, params, x, seed=args.seed)
         doc["data"] = "constructed ties: 0/1 inputs, weights on a 1/4 grid, zero biases"
+        by_winograd = ties.winograd_layers(spec, args.dtype)
+        if by_winograd and any(backends.split(n)[0] == "numpy" for n in names):
+            notes.append(f"numpy runs conv layer(s) {', '.join(map(str, by_winograd))} by Winograd in {args.dtype}: "
+                         "its transforms round the constructed values, so rounding breaks their ties "
+                         "(docs/agreement.md)")
     report = ag.one_step(spec, names, params, x, y, dtype=args.dtype, devices=devices, skipped=skipped,
                          seed=args.seed)
     names = survivors(names, report.runs, skipped, notes)

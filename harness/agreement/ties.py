@@ -9,11 +9,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 from fwbench import backends
 from fwbench import models
 from fwbench.backends import numpy_backend
-from fwbench.backends.engine import Tensor
+from fwbench.backends.engine import Tensor, winograd
 from fwbench.backends.engine.layout import to_engine
 from fwbench.backends.lowering import lower
 from fwbench.models.params import Params, dropout_masks, init_buffers
-from fwbench.models.spec import MaxPool2D, ModelSpec, ReLU
+from fwbench.models.spec import Conv2D, MaxPool2D, ModelSpec, ReLU
 
 # One pixel x=1. For the pool probe, a 2x2 conv with padding 1 turns it into the 2x2 map
 # out[i, j] = w[1-i, 1-j] * x, so all-ones weights give a 4-way tie in one 2x2 pool window.
@@ -118,7 +118,9 @@ def count_ties(spec: ModelSpec, params: Params, x: np.ndarray, seed: int = 0) ->
     counts = {key: 0 for key, _ in TIE_COUNTS.values()}
     params = {k: Tensor(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
     # A training pass, as loss_and_grads runs it: batch statistics, and the harness's masks of step 0.
-    run = numpy_backend.Pass(True, init_buffers(spec, "float64"), masks=dropout_masks(spec, seed, 0, len(h)))
+    # The masks are canonical (N, C, H, W) like the harness's inputs: channels last, as the engine's ops take them.
+    masks = {key: to_engine(mask) for key, mask in dropout_masks(spec, seed, 0, len(h)).items()}
+    run = numpy_backend.Pass(True, init_buffers(spec, "float64"), masks=masks)
     for i, (op, layer) in enumerate(zip(lower(numpy_backend.LOWER, spec, "numpy"), spec.layers)):
         if type(layer) in TIE_COUNTS:
             key, count = TIE_COUNTS[type(layer)]
@@ -126,6 +128,20 @@ def count_ties(spec: ModelSpec, params: Params, x: np.ndarray, seed: int = 0) ->
         # The NumPy engine's op for the layer alone, unfused: the values every backend computes.
         h = op(Tensor(h), i, layer, params.get(f"{i}.weight"), params.get(f"{i}.bias"), run).data
     return counts
+
+
+def winograd_layers(spec: ModelSpec, dtype: str) -> list[int]:
+    """The conv layers the NumPy engine runs by Winograd at this dtype, whose rounding breaks constructed ties."""
+    found = []
+    for i, layer in enumerate(spec.layers):
+        if isinstance(layer, Conv2D):
+            c, h, w = spec.input_of(i)
+            k = layer.kernel_size
+            # applies() reads only the input's shape, dtype and array module.
+            if winograd.applies(np.empty((1, h, w, c), dtype), (layer.out_channels, c, k, k), layer.stride,
+                                layer.pads((c, h, w))):
+                found.append(i)
+    return found
 
 
 def _tied_windows(h: np.ndarray, size: int, stride: int) -> int:
