@@ -113,12 +113,21 @@ def _tensor(run: Run, row: str) -> np.ndarray:
     return run.grads[row]
 
 
+def pair_tol(pair: str, tol: float) -> float:
+    """A pair's bound: tol against the reference, twice tol between two backends."""
+    # Each backend may be tol from the exact answer, the reference, in its own direction: two that both pass
+    # may be 2 tol apart (overlap's float32 tie case: numpy 3.6e-6 and torch 9.5e-6 from the reference, 1.07e-5
+    # apart), and failing them would be rounding noise crying wolf.
+    return tol if REFERENCE in pair.split("~") else 2 * tol
+
+
 def check(report: StepReport, tol: float, dtype: str) -> list[tuple[str, str]]:
-    """(pair, message) for each tensor and pair whose relative L2 difference exceeds the bound."""
+    """(pair, message) for each tensor and pair whose relative L2 difference exceeds its bound (pair_tol)."""
     def of(row: str) -> str:
         return f"of the zero floor {report.floor:.3g}" if row in report.floored else "relative"
-    return [(pair, f"{row}: {pair} differ by {m['rel_l2']:.3g} {of(row)} (bound {tol:g} for {dtype})")
-            for row, cells in report.table.items() for pair, m in cells.items() if not m["rel_l2"] <= tol]
+    return [(pair, f"{row}: {pair} differ by {m['rel_l2']:.3g} {of(row)} (bound {pair_tol(pair, tol):g} for {dtype})")
+            for row, cells in report.table.items() for pair, m in cells.items()
+            if not m["rel_l2"] <= pair_tol(pair, tol)]
 
 
 def worst(report: StepReport, metric: str = "rel_l2") -> tuple[str, str, float]:
@@ -211,11 +220,13 @@ def _step(backend: Backend, x: np.ndarray, y: np.ndarray, masks: Params) -> tupl
 def check_trajectory(traj: Trajectory, tol: float, dtype: str) -> list[str]:
     """One line per pair whose final parameters, buffers or evaluation logits are further apart than the bound."""
     steps = len(next(iter(traj.losses.values())))
-    bound = f"(bound {tol:g} for {dtype})"
-    return ([f"{what}: {pair} drift {d[-1]:.3g} relative after {steps} steps {bound}"
+
+    def bound(pair: str) -> str:
+        return f"(bound {pair_tol(pair, tol):g} for {dtype})"
+    return ([f"{what}: {pair} drift {d[-1]:.3g} relative after {steps} steps {bound(pair)}"
              for what, series in (("parameters", traj.distance), ("buffers", traj.buffers))
-             for pair, d in series.items() if d and not d[-1] <= tol]
-            + [f"evaluation logits: {pair} differ by {m['rel_l2']:.3g} relative after {steps} steps {bound}"
-               for pair, m in traj.logits.items() if not m["rel_l2"] <= tol]
+             for pair, d in series.items() if d and not d[-1] <= pair_tol(pair, tol)]
+            + [f"evaluation logits: {pair} differ by {m['rel_l2']:.3g} relative after {steps} steps {bound(pair)}"
+               for pair, m in traj.logits.items() if not m["rel_l2"] <= pair_tol(pair, tol)]
             + [f"replicas: {name}'s workers hold different parameters after {steps} steps"
                for name, same in traj.replicas.items() if not same])

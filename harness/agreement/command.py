@@ -264,5 +264,6 @@ def verdict(doc: dict) -> str:
         if "trajectory" in doc:
             what = "parameters, buffers" if doc["trajectory"]["buffers"] else "parameters"
             after = f", {what} and evaluation logits within {tol['trajectory_rel']:g} after the trajectory"
-        lines.append(f"PASS: every tensor within {tol['grad_rel_l2']:g} relative{after}")
+        lines.append(f"PASS: every tensor within {tol['grad_rel_l2']:g} relative of the reference, twice that between "
+                     f"two backends{after}")
     return "\n".join(lines)
