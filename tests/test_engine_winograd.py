@@ -99,13 +99,12 @@ def test_what_follows_the_conv_is_fused_as_on_the_direct_path(pool, act, relu_af
         np.testing.assert_array_equal(got, want, err_msg=name)
 
 
-def fused_pool_cases():
-    """(N, H, W, C, O, padding, pool size): outputs the tiles cover exactly, square or not, padded or not, a window
-    as large as a tile, a batch of one."""
-    return [(2, 8, 8, 8, 8, 1, 2), (3, 16, 12, 8, 5, 1, 2), (2, 10, 10, 8, 8, 0, 2), (1, 8, 8, 3, 4, 1, 4)]
+# (N, H, W, C, O, padding, pool size): outputs the tiles cover exactly, square or not, padded or not, a window as
+# large as a tile, a batch of one.
+POOL_CASES = [(2, 8, 8, 8, 8, 1, 2), (3, 16, 12, 8, 5, 1, 2), (2, 10, 10, 8, 8, 0, 2), (1, 8, 8, 3, 4, 1, 4)]
 
 
-@pytest.mark.parametrize("case", fused_pool_cases())
+@pytest.mark.parametrize("case", POOL_CASES)
 @pytest.mark.parametrize("dtype,b_bound", [(np.float64, 1e-14), (np.float32, 1e-6)])
 def test_a_max_pool_the_tiles_cover_is_pooled_by_the_output_transform(case, dtype, b_bound, forced):
     n, h, w, c, o, padding, size = case
