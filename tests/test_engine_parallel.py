@@ -22,6 +22,19 @@ def two_workers(monkeypatch):
     parallel.configure(1)
 
 
+def test_workers_shorten_the_switch_interval_and_one_worker_restores_it():
+    workers = parallel.threads()
+    parallel.configure(1)
+    before = sys.getswitchinterval()
+    try:
+        parallel.configure(2)
+        assert sys.getswitchinterval() == pytest.approx(parallel.SWITCH_INTERVAL)
+        parallel.configure(1)
+        assert sys.getswitchinterval() == before
+    finally:
+        parallel.configure(workers)
+
+
 def run_conv(x, w, b, **kw):
     for t in (x, w, b):
         t.zero_grad()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Sequence
 
@@ -20,6 +21,13 @@ _pool: ThreadPoolExecutor | None = None
 _workers = 1
 _limit = None  # threadpoolctl's hold of NumPy's BLAS at one thread, while there are workers
 _blas: list = []  # its controllers of that BLAS, through which matmul lends BLAS the workers' cores for one call
+# While there are workers, a thread waiting for the GIL asks its holder for it after this long, not CPython's 5 ms.
+# A worker back from a short NumPy call (tens of microseconds) finds the GIL taken by the other, whose calls are
+# shorter than this machine's wake-up of a sleeping thread (~76 us), and could wait the whole interval. Measured
+# here, steps in fresh processes, 4-6 alternating rounds: 100 us took vgg's step 0.96x the time, 50 us vgg, strided
+# and wide7 0.97-0.98x, 200 us 0.98x.
+SWITCH_INTERVAL = 1e-4
+_switch = None  # the interpreter's own interval, restored with one worker
 # Work is handed to the workers from this many FLOPs: below it, the hand-off (tens of microseconds) costs more than
 # it saves. The mlp's whole step is 1.3 ms, and split at 4 M FLOPs it took 2.4.
 PARALLEL_FLOPS = 16_000_000
@@ -30,17 +38,22 @@ VALUE_FLOPS = 50
 
 def configure(workers: int) -> None:
     """Run sliced work on this many threads from now on, BLAS on one thread in each; 1: as NumPy alone runs."""
-    global _pool, _workers, _limit, _blas
+    global _pool, _workers, _limit, _blas, _switch
     if workers == _workers:
         return
     if _pool is not None:
         _pool.shutdown()
     if _limit is not None:
         _limit.restore_original_limits()
+    if _switch is not None:
+        sys.setswitchinterval(_switch)
+        _switch = None
     # The calling thread is worker 0: the pool holds the others.
     _pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="engine") if workers > 1 else None
     _workers, _limit, _blas = workers, None, []
     if workers > 1:
+        _switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:  # BLAS then keeps its own threads: the same results, only slower
