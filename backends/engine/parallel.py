@@ -23,9 +23,10 @@ _limit = None  # threadpoolctl's hold of NumPy's BLAS at one thread, while there
 _blas: list = []  # its controllers of that BLAS, through which matmul lends BLAS the workers' cores for one call
 # While there are workers, a thread waiting for the GIL asks its holder for it after this long, not CPython's 5 ms.
 # A worker back from a short NumPy call (tens of microseconds) finds the GIL taken by the other, whose calls are
-# shorter than this machine's wake-up of a sleeping thread (~76 us), and could wait the whole interval. Measured
-# here, steps in fresh processes, 4-6 alternating rounds: 100 us took vgg's step 0.96x the time, 50 us vgg, strided
-# and wide7 0.97-0.98x, 200 us 0.98x.
+# shorter than this machine's wake-up of a sleeping thread (~76 us), and may wait out the whole interval: two threads
+# of 64K-float adds ran at 0.26-1.96x one thread's throughput, varying from run to run. Measured here, steps in fresh
+# processes against 5 ms, 4-8 alternating rounds: vgg 0.87-1.0x the time (five runs, median 0.97), strided and wide7
+# 0.97-0.98x, pyex 0.90x, cnn 0.97x; mlp and dmlp, whose workers get no work, 0.93-1.08x (noise).
 SWITCH_INTERVAL = 1e-4
 _switch = None  # the interpreter's own interval, restored with one worker
 # Work is handed to the workers from this many FLOPs: below it, the hand-off (tens of microseconds) costs more than
