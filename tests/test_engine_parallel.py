@@ -96,6 +96,7 @@ def test_blas_threads_sleep_only_where_fwbench_set_it_before_numpy(first, env, s
 def test_adam_on_two_workers_equals_one_bit_for_bit(two_workers, monkeypatch):
     from fwbench.backends.engine import optim
     monkeypatch.setattr(optim, "CHUNK", 5)
+    monkeypatch.setattr(optim, "SHARE_FROM", 1)
     rng = np.random.default_rng(3)
     grads = [rng.standard_normal(23).astype(np.float32) for _ in range(20)]
     results = []
@@ -107,6 +108,28 @@ def test_adam_on_two_workers_equals_one_bit_for_bit(two_workers, monkeypatch):
             opt.step([g])
         results.append(p)
     np.testing.assert_array_equal(*results)
+
+
+@pytest.mark.parametrize("size, shared", [(99, False), (100, True)])
+def test_adam_shares_an_array_from_share_from_elements(size, shared, monkeypatch):
+    import threading
+    from fwbench.backends.engine import optim
+    monkeypatch.setattr(optim, "CHUNK", 10)
+    monkeypatch.setattr(optim, "SHARE_FROM", 100)
+    names = set()
+    update = optim.Adam._update
+
+    def spy(self, *args):
+        names.add(threading.current_thread().name)
+        return update(self, *args)
+    monkeypatch.setattr(optim.Adam, "_update", spy)
+    workers = parallel.threads()
+    parallel.configure(2)
+    try:
+        Adam([np.ones(size, np.float32)], lr=1e-2).step([np.ones(size, np.float32)])
+    finally:
+        parallel.configure(workers)
+    assert len(names) == (2 if shared else 1)
 
 
 def test_one_worker_leaves_blas_alone():

@@ -36,6 +36,10 @@ FLUSH_EVERY = 16
 # each other for the GIL, and 32K chunks (in L2) took 1.07-1.2x as long (pyex 2.64 against 2.36 ms, flaxex 1.71
 # against 1.43-1.56).
 CHUNK = 1 << 17
+# An array's chunks are shared between the workers from this many elements; a smaller one's passes are too short (the
+# calls then wait on each other for the GIL). Adam's step alone, 30 alternating rounds in one process: pyex's 1.18 M
+# weights on two workers took 0.69x the time of one (2.19 -> 1.55 ms), dmlp's 401K and 262K 1.04x.
+SHARE_FROM = 1 << 20
 
 
 def chunks(n: int, xp=np) -> list[slice]:
@@ -79,7 +83,7 @@ class Adam:
                 for c in cs:
                     n = c.stop - c.start
                     self._update(p[c], g[c], m[c], v[c], tmp[:n], normal[:n], tiny, step_size, eps_v)
-            parallel.share(work, chunks(p.size, xp), 10 * p.size)  # ten operations an element
+            parallel.share(work, chunks(p.size, xp), parallel.PARALLEL_FLOPS if p.size >= SHARE_FROM else 0)
 
     def _update(self, p, g, m, v, tmp, normal, tiny, step_size: float, eps_v: float) -> None:
         """One chunk's update, in place through one scratch array."""
