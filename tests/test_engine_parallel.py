@@ -83,7 +83,7 @@ def test_matmul_on_two_workers_equals_one_product_and_gives_blas_back(lend, two_
     assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}  # every BLAS loaded
 
 
-@pytest.mark.parametrize("first,env,sleeps", [("", {}, "True 4"), ("", {"OPENBLAS_THREAD_TIMEOUT": "20"}, "False 20"),
+@pytest.mark.parametrize("first,env,sleeps", [("", {}, "True 20"), ("", {"OPENBLAS_THREAD_TIMEOUT": "8"}, "False 8"),
                                               ("import numpy; ", {}, "False None")])
 def test_blas_threads_sleep_only_where_fwbench_set_it_before_numpy(first, env, sleeps):
     code = (f"import os; {first}import fwbench; "
