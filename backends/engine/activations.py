@@ -26,15 +26,24 @@ def tanh_grad(g: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(z: np.ndarray, out: np.ndarray) -> None:
-    """out = 1 / (1 + exp(-z)), written so that no exp overflows."""
+    """out = 1 / (1 + exp(-z)), in four passes in place; where exp(-z) overflows to inf, out is exactly 0."""
+    # The exact value there is below float32's smallest normal (z < -88) or float64's (z < -708). Written with
+    # exp(-|z|) and where() instead, to keep exp from overflowing, it took 9x the time (5.2 ms against 0.57 on 301K
+    # float32 values, sigm's first conv), and 1/3 of that spec's step.
     xp = module_of(z)
-    e = xp.exp(-xp.abs(z))  # in (0, 1]: exp of a large positive number would overflow
-    out[...] = xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    with np.errstate(over="ignore"):
+        xp.negative(z, out=out)
+        xp.exp(out, out=out)
+        out += 1
+        xp.reciprocal(out, out=out)
 
 
 def sigmoid_grad(g: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """g y (1 - y), y = sigmoid(x)."""
-    return g * (y * (1 - y))
+    """g y (1 - y), y = sigmoid(x), in one new array."""
+    d = 1 - y
+    d *= y
+    d *= g
+    return d
 
 
 # name -> (activation(z, out), gradient(g, out))

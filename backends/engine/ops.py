@@ -20,7 +20,7 @@ def tanh(x: Tensor) -> Tensor:
 
 
 def sigmoid(x: Tensor) -> Tensor:
-    """1 / (1 + exp(-x)), written so that no exp overflows; its gradient y (1 - y) is read from the output."""
+    """1 / (1 + exp(-x)); its gradient y (1 - y) is read from the output."""
     return _activation(x, "sigmoid")
 
 
