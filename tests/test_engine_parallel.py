@@ -17,6 +17,7 @@ from fwbench.backends.engine.optim import Adam
 def two_workers(monkeypatch):
     """Two workers, and work of any size handed to them."""
     monkeypatch.setattr(parallel, "PARALLEL_FLOPS", 0)
+    monkeypatch.setattr(parallel, "HALVES_FLOPS", 0)
     parallel.configure(2)
     yield
     parallel.configure(1)
@@ -130,6 +131,19 @@ def test_adam_shares_an_array_from_share_from_elements(size, shared, monkeypatch
     finally:
         parallel.configure(workers)
     assert len(names) == (2 if shared else 1)
+
+
+@pytest.mark.parametrize("work, shared", [(parallel.HALVES_FLOPS - 1, False), (parallel.HALVES_FLOPS, True)])
+def test_halves_shares_elementwise_work_from_halves_flops(work, shared):
+    import threading
+    workers = parallel.threads()
+    parallel.configure(2)
+    names = []
+    try:
+        parallel.halves(lambda s: names.append(threading.current_thread().name), 64, work)
+    finally:
+        parallel.configure(workers)
+    assert len(set(names)) == (2 if shared else 1)
 
 
 def test_one_worker_leaves_blas_alone():

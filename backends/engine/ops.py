@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from fwbench.backends.engine import parallel
-from fwbench.backends.engine.activations import ACTIVATIONS, relu_grad
+from fwbench.backends.engine.activations import ACTIVATIONS, PASSES, relu_grad
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
@@ -26,7 +26,7 @@ def sigmoid(x: Tensor) -> Tensor:
 
 def _activation(x: Tensor, name: str) -> Tensor:
     forward, grad = ACTIVATIONS[name]
-    xp, n, work = module_of(x.data), len(x.data), parallel.value_work(x.data, 4)
+    xp, n, work = module_of(x.data), len(x.data), parallel.value_work(x.data, PASSES[name])
     y = xp.empty_like(x.data)
     parallel.halves(lambda s: forward(x.data[s], y[s]), n, work)
     out = Tensor(y, _prev=(x,), _op=name)

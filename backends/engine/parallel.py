@@ -32,6 +32,12 @@ _switch = None  # the interpreter's own interval, restored with one worker
 # Work is handed to the workers from this many FLOPs: below it, the hand-off (tens of microseconds) costs more than
 # it saves. The mlp's whole step is 1.3 ms, and split at 4 M FLOPs it took 2.4.
 PARALLEL_FLOPS = 16_000_000
+# halves() shares elementwise work from this much: below it, the hand-off and the GIL (an op's calls of a few tens of
+# microseconds on two threads) cost more than a second core saves. An op's forward and backward on two workers
+# against one, 20 alternating rounds in one process (work in brackets): relu on 401K values 1.18x the time (80 M), on
+# 1.6M 0.79x (320 M); a 3 x 3 stride-2 max pool of 401K values 1.14x (180 M), of 1.6M 0.70x; the same avg pool 1.32x
+# and 0.73x; tanh on 200K 1.00x (120 M), on 401K 0.83x (240 M); sigmoid on 200K 1.27x (80 M), on 401K 0.89x (160 M).
+HALVES_FLOPS = 200_000_000
 # A value that a copy or an elementwise pass reads or writes costs about as long as this many FLOPs of GEMM on the
 # reference CPU (~1 G values/s against ~50 GFLOP/s a thread): work counts both.
 VALUE_FLOPS = 50
@@ -118,12 +124,12 @@ def value_work(a, passes: float) -> float:
 
 
 def halves(fn: Callable[[slice], object], n: int, work: float) -> None:
-    """fn(s) over n items (images) cut into one contiguous slice per worker; one call of all n below PARALLEL_FLOPS.
+    """fn(s) over n items (images) cut into one contiguous slice per worker; one call of all n below HALVES_FLOPS.
 
     work: the whole job's, in FLOPs (VALUE_FLOPS a value). For elementwise passes over a batch: one large
     call each, since many small calls on two threads are slower than on one (each waits for the GIL: ten thousand
     float adds took 0.4-0.7x the time on two threads, a million 1.3-1.6x)."""
-    n_workers = workers(n) if work >= PARALLEL_FLOPS else 1
+    n_workers = workers(n) if work >= HALVES_FLOPS else 1
     bounds = [n * w // n_workers for w in range(n_workers + 1)]
     share(lambda _, mine: [fn(s) for s in mine], [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])], work)
 
