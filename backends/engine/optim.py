@@ -83,6 +83,7 @@ class Adam:
                 for c in cs:
                     n = c.stop - c.start
                     self._update(p[c], g[c], m[c], v[c], tmp[:n], normal[:n], tiny, step_size, eps_v)
+            # The rule is SHARE_FROM's, measured on Adam itself, not share()'s count of FLOPs.
             parallel.share(work, chunks(p.size, xp), parallel.PARALLEL_FLOPS if p.size >= SHARE_FROM else 0)
 
     def _update(self, p, g, m, v, tmp, normal, tiny, step_size: float, eps_v: float) -> None:
