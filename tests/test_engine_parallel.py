@@ -1,6 +1,7 @@
 """The engine's worker threads: the same numbers as one thread, exactly on small integers and for elementwise work."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -23,17 +24,24 @@ def two_workers(monkeypatch):
     parallel.configure(1)
 
 
-def test_workers_shorten_the_switch_interval_and_one_worker_restores_it():
+@contextlib.contextmanager
+def workers_restored():
+    """The test's own worker counts, and afterwards the count that was configured before it."""
     workers = parallel.threads()
-    parallel.configure(1)
-    before = sys.getswitchinterval()
     try:
+        yield
+    finally:
+        parallel.configure(workers)
+
+
+def test_workers_shorten_the_switch_interval_and_one_worker_restores_it():
+    with workers_restored():
+        parallel.configure(1)
+        before = sys.getswitchinterval()
         parallel.configure(2)
         assert sys.getswitchinterval() == pytest.approx(parallel.SWITCH_INTERVAL)
         parallel.configure(1)
         assert sys.getswitchinterval() == before
-    finally:
-        parallel.configure(workers)
 
 
 def run_conv(x, w, b, **kw):
@@ -124,25 +132,19 @@ def test_adam_shares_an_array_from_share_from_elements(size, shared, monkeypatch
         names.add(threading.current_thread().name)
         return update(self, *args)
     monkeypatch.setattr(optim.Adam, "_update", spy)
-    workers = parallel.threads()
-    parallel.configure(2)
-    try:
+    with workers_restored():
+        parallel.configure(2)
         Adam([np.ones(size, np.float32)], lr=1e-2).step([np.ones(size, np.float32)])
-    finally:
-        parallel.configure(workers)
     assert len(names) == (2 if shared else 1)
 
 
 @pytest.mark.parametrize("work, shared", [(parallel.HALVES_FLOPS - 1, False), (parallel.HALVES_FLOPS, True)])
 def test_halves_shares_elementwise_work_from_halves_flops(work, shared):
     import threading
-    workers = parallel.threads()
-    parallel.configure(2)
     names = []
-    try:
+    with workers_restored():
+        parallel.configure(2)
         parallel.halves(lambda s: names.append(threading.current_thread().name), 64, work)
-    finally:
-        parallel.configure(workers)
     assert len(set(names)) == (2 if shared else 1)
 
 
