@@ -1,5 +1,6 @@
 # Sourced by the GPU scripts: an uninstalled checkout (the device machine) importable as the package it installs
-# as, `fwbench`, through a link to the repository root; and unbuffered output, so a cut-off call keeps its lines.
+# as, `fwbench`, through a link to the repository root (ahead of any carried wheels' folder already on the path);
+# and unbuffered output, so a cut-off call keeps its lines.
 shim=$(mktemp -d)
 ln -s "$PWD" "$shim/fwbench"
-export PYTHONPATH=$shim PYTHONUNBUFFERED=1
+export PYTHONPATH=$shim${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The GPU suite for the device machine: fwbench bench --suite gpu, then the plain loops' epochs and the
 # harness overhead on cuda. Everything lands in OUTDIR; commit it under results/<card>/.
-# Usage: FWBENCH_DATA=<dir of MNIST IDX files> bash benchmarks/gpu_bench.sh OUTDIR [suite|checks|plain|all]
-# (each part fits one 10-minute device call; "all", the default, runs every part).
+# Usage: FWBENCH_DATA=<dir of MNIST IDX files> bash benchmarks/gpu_bench.sh OUTDIR [suite|checks|plain|dp|all] [BENCH ARGS]
+# (each part fits one 10-minute device call; "all", the default, runs every part but dp). BENCH ARGS go to the
+# suite's `fwbench bench`, e.g. `--models cnn --repeat 3` where the device time is short.
 set -uo pipefail
 out=${1:?usage: gpu_bench.sh OUTDIR [suite|checks|plain|all]}
 part=${2:-all}
+extra=("${@:3}")
 source "$(dirname "$0")/checkout_env.sh"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 python3 -m fwbench backends | tee -a "$out/gpu.txt"
@@ -13,7 +15,7 @@ if [[ $part == suite || $part == all ]]; then
   python3 -c "import cupy; print('cupy', cupy.__version__)" 2>&1 | tail -n 1 | tee -a "$out/gpu.txt"
   # Without CuPy the numpy cells record why they cannot use cuda; the rest of the suite runs.
   # The conformance kit per mode runs in the checks part, so the timing fits one call; rows show it as not run.
-  python3 -m fwbench bench --suite gpu --no-conformance --out "$out"
+  python3 -m fwbench bench --suite gpu --no-conformance --out "$out" "${extra[@]}"
   python3 -m fwbench report "$out"/bench-gpu-*.json --out "$out/report.md"
 fi
 if [[ $part == checks || $part == all ]]; then
@@ -28,4 +30,16 @@ if [[ $part == plain || $part == all ]]; then
   python3 benchmarks/plain_flax.py --device cuda --epochs 2 --kernels | tee -a "$out/plain_flax_epochs.jsonl"
   python3 benchmarks/plain_flax_scan.py --device cuda --epochs 2 --kernels | tee "$out/plain_flax_scan_epochs.jsonl"
   python3 benchmarks/overhead.py --device cuda --frameworks torch,flax,flax@scan-tuned --rounds 3 --steps 200 --out "$out"
+fi
+if [[ $part == dp ]]; then
+  # Issue 15's smoke test on one GPU: NCCL under torch@ddp and a one-device mesh under flax@dp, each against the
+  # single-process reference, then a short bench of both beside their 1-worker baselines. File names keep to
+  # letters, digits, '.', '-' and '_' (the device tool returns no others).
+  python3 -m fwbench agree --backends numpy,torch@ddp,flax@dp --device cuda --dtype float64 --steps 3 --json \
+    > "$out/agree-dp-float64.json"
+  python3 -m fwbench bench --suite quick --backends torch@ddp,flax@dp --device cuda --models mlp --repeat 3 \
+    --out "$out"
+  for name in torch@ddp flax@dp; do
+    python3 -m fwbench conformance "$name" --device cuda --json > "$out/conformance-${name/@/-}.json"
+  done
 fi
