@@ -24,10 +24,17 @@ POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
 # workers, Winograd's time over the direct path's (gain, depth): tgmnist's 5x5 32->32 on 24x24 0.54-0.61 (6.25,
 # 16), pyex's 3x3 32->64 on 26x26 0.62-0.67 (4, 21), tgmnist's 3x3 32->64 on 10x10 0.83-0.96 (4, 21), 64->64 on
 # 28x28 0.60 (4, 32), 5x5 8->16 on 24x24 0.80 (6.25, 5.3), 3x3 16->16 on 28x28 0.95-0.98 (4, 8); and left out: 3x3
-# 64->64 on 8x8 1.18-1.25 (2.25, 32), flaxex's 3x3 32->64 on 14x14 0.90-0.99 (3.1, 21), 3x3 8->8 on 28x28 1.15
-# (4, 4), lenet5's 5x5 6->16 on 14x14 1.14-1.39 (4.3, 4.4).
+# 64->64 on 8x8 1.18-1.25 (2.25, 32), flaxex's 3x3 32->64 on 14x14 0.90-0.99 (3.1, 21; LOW_GAIN below takes it
+# now), 3x3 8->8 on 28x28 1.15 (4, 4), lenet5's 5x5 6->16 on 14x14 1.14-1.39 (4.3, 4.4).
 MIN_GAIN = 3.5
 MIN_DEPTH = 5
+# A gain from LOW_GAIN pays where each transformed value feeds at least DEEP (the transforms' cost per GEMM FLOP
+# falls as the depth grows). Measured 2026-12-04, after the set-up's cost fell to a tenth, the same way, 12
+# alternating rounds (gain 3.06 on 14 x 14 and 7 x 7): 32->32 0.92-0.94 (depth 16), with its 2 x 2 max pool 0.92,
+# 32->64 0.90 (21), 64->64 on 7 x 7 0.82 (32), 32->32 on 7 x 7 0.98 (16); and left out: 24->24 1.00 (12), 16->32
+# 1.10-1.13 (10.7), with its pool 1.10.
+LOW_GAIN = 3.0
+DEEP = 16
 # Images per slice: as many as keep a slice's transformed input (a*a values a tile per channel) about this size.
 SLICE_BYTES = 1 << 20
 # The forward pass keeps the whole batch's transformed input for the weight gradient up to this size, as the direct
@@ -80,7 +87,8 @@ def applies(x: np.ndarray, w_shape: tuple, stride: int, pads: tuple[int, int, in
     if min(oh, ow) < 1:
         return False
     gain = kh * kw * oh * ow / (a * a * -(-oh // m) * -(-ow // m))
-    return gain >= MIN_GAIN and c * o / (c + o) >= MIN_DEPTH
+    depth = c * o / (c + o)
+    return depth >= MIN_DEPTH and (gain >= MIN_GAIN or gain >= LOW_GAIN and depth >= DEEP)
 
 
 class Winograd:
