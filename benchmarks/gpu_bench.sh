@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The GPU suite for the device machine: fwbench bench --suite gpu, then the plain loops' epochs and the
 # harness overhead on cuda. Everything lands in OUTDIR; commit it under results/<card>/.
-# Usage: FWBENCH_DATA=<dir of MNIST IDX files> bash benchmarks/gpu_bench.sh OUTDIR [suite|checks|plain|dp|all] [BENCH ARGS]
-# (each part fits one 10-minute device call; "all", the default, runs every part but dp). BENCH ARGS go to the
-# suite's `fwbench bench`, e.g. `--models cnn --repeat 3` where the device time is short.
+# Usage: FWBENCH_DATA=<dir of MNIST IDX files> bash benchmarks/gpu_bench.sh OUTDIR [PART] [BENCH ARGS]
+# PART: suite, checks, plain, dp, diagnose or all. Each part fits one 10-minute device call; "all", the default,
+# runs suite, checks and plain. BENCH ARGS go to the suite's `fwbench bench`, e.g. `--models cnn --repeat 3`
+# where the device time is short.
 set -uo pipefail
-out=${1:?usage: gpu_bench.sh OUTDIR [suite|checks|plain|all]}
+out=${1:?usage: gpu_bench.sh OUTDIR [suite|checks|plain|dp|diagnose|all] [BENCH ARGS]}
 part=${2:-all}
 extra=("${@:3}")
 source "$(dirname "$0")/checkout_env.sh"
@@ -42,4 +43,9 @@ if [[ $part == dp ]]; then
   for name in torch@ddp flax@dp; do
     python3 -m fwbench conformance "$name" --device cuda --json > "$out/conformance-${name/@/-}.json"
   done
+fi
+if [[ $part == diagnose ]]; then
+  # Which step of torch@cudagraphs's and stock flax's updates leaves the float64 reference on cuda, and whether
+  # models built before it in the process matter (the kit's failures of 2026-12-04, results/h200/20261204/).
+  python3 benchmarks/gpu_diagnose.py --device cuda | tee "$out/diagnose.jsonl"
 fi
