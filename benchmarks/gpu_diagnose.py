@@ -19,26 +19,21 @@ import sys
 import numpy as np
 
 from fwbench import backends
-from fwbench.backends.base import OptimizerConfig
 from fwbench.backends.numpy_backend import NumpyBackend
 from fwbench.harness.conformance.cases import params_of, spec_of
 from fwbench.harness.conformance.context import cast
+from fwbench.harness.conformance.measure import rel_error
+from fwbench.harness.conformance.training import CASE, CONFIGS, batches
 
-CASE = "tinycnn"
-OPTIMIZERS = {"sgd": OptimizerConfig("sgd", lr=0.05, momentum=0.9), "adam": OptimizerConfig("adam", lr=0.01)}
-
-
-def batches(n: int, spec) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The kit's kind of batches: seeded normal images, 8 a batch."""
-    rng = np.random.default_rng(9)
-    return [(rng.standard_normal((8, *spec.input)), rng.integers(0, spec.classes, 8)) for _ in range(n)]
+# The kit's own optimizer rows, on its own batches of 8: what failed there is what this steps through.
+OPTIMIZERS = {"sgd": CONFIGS["sgd momentum 0.9"], "adam": CONFIGS["adam"]}
 
 
-def trajectory(backend, spec, config: OptimizerConfig, steps: int) -> list[dict[str, np.ndarray]]:
+def trajectory(backend, config, steps: int) -> list[dict[str, np.ndarray]]:
     """The parameters before each step and after the last, in float64."""
     backend.init_optimizer(config)
     out = [{k: np.asarray(v, np.float64) for k, v in backend.get_params().items()}]
-    for x, y in batches(steps, spec):
+    for x, y in batches(steps, 8):
         backend.train_step(backend.prepare_batch(x, y))
         out.append({k: np.asarray(v, np.float64) for k, v in backend.get_params().items()})
     return out
@@ -49,16 +44,11 @@ def one(name: str, device: str, optimizer: str, steps: int, before: int) -> dict
     spec, start = spec_of(CASE), cast(params_of(CASE), "float64")
     config = OPTIMIZERS[optimizer]
     for _ in range(before):  # other models first, as the kit builds dozens before its optimizer rows
-        trajectory(backends.build(name, spec, start, device=device, dtype="float64"), spec, config, 3)
-    got = trajectory(backends.build(name, spec, start, device=device, dtype="float64"), spec, config, steps)
-    want = trajectory(NumpyBackend(spec, start, dtype="float64"), spec, config, steps)
-    errors = []
-    for k in range(1, steps + 1):
-        row = {}
-        for p in want[0]:
-            step_want, step_got = want[k][p] - want[k - 1][p], got[k][p] - got[k - 1][p]
-            row[p] = float(np.linalg.norm(step_got - step_want) / max(np.linalg.norm(step_want), 1e-300))
-        errors.append(row)
+        trajectory(backends.build(name, spec, start, device=device, dtype="float64"), config, 3)
+    got = trajectory(backends.build(name, spec, start, device=device, dtype="float64"), config, steps)
+    want = trajectory(NumpyBackend(spec, start, dtype="float64"), config, steps)
+    errors = [{p: rel_error(got[k][p] - got[k - 1][p], want[k][p] - want[k - 1][p])[0] for p in want[0]}
+              for k in range(1, steps + 1)]
     worst = [max(row.values()) for row in errors]
     return {"name": name, "device": device, "optimizer": optimizer, "before": before, "worst_per_step": worst,
             "per_step": errors}

@@ -28,13 +28,13 @@ def test_the_reference_against_itself_reads_zero_at_every_step(script):
 def test_an_update_off_by_a_factor_shows_at_its_step(script, monkeypatch):
     from fwbench.backends import numpy_backend
     real = numpy_backend.NumpyBackend.train_step
-    calls = []
+    steps = {}  # per model; the first model stepped is the one measured, the reference comes after it
 
-    def doubled_after_one(self, batch):  # the second step of the measured model moves twice as far
-        calls.append(self)
+    def doubled_after_one(self, batch):  # the measured model's second step moves twice as far
+        steps[id(self)] = steps.get(id(self), 0) + 1
         before = {k: v.copy() for k, v in self.get_params().items()}
         loss = real(self, batch)
-        if len([c for c in calls if c is self]) == 2 and len({id(c) for c in calls}) == 1:
+        if len(steps) == 1 and steps[id(self)] == 2:
             self.set_params({k: 2 * v - before[k] for k, v in self.get_params().items()})
         return loss
     monkeypatch.setattr(numpy_backend.NumpyBackend, "train_step", doubled_after_one)

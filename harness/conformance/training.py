@@ -31,7 +31,7 @@ SMOKE_STEPS, SMOKE_BATCH, SMOKE = 20, 8, OptimizerConfig("adam", lr=0.02)
 SMOKE_RATIO = 0.5
 
 
-def _batches(n: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def batches(n: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(SEED + 2)
     spec = spec_of(CASE)
     return [(rng.standard_normal((size, *spec.input)), rng.integers(0, spec.classes, size)) for _ in range(n)]
@@ -41,7 +41,7 @@ def _train(make, dtype: str, config: OptimizerConfig, lrs: list[float | None]):
     """Parameters after one step per entry of lrs (a number: set_lr to it first), on seeded batches."""
     backend = make()
     backend.init_optimizer(config)
-    for (x, y), lr in zip(_batches(len(lrs), 8), lrs):
+    for (x, y), lr in zip(batches(len(lrs), 8), lrs):
         if lr is not None:
             backend.set_lr(lr)
         backend.train_step(backend.prepare_batch(x.astype(dtype), y))
@@ -122,7 +122,7 @@ def smoke(ctx: Context) -> Outcome:
     """SMOKE_STEPS Adam steps on one batch through prepare_batch/train_step must lower the loss."""
     backend = ctx.build(spec_of(CASE), params_of(CASE))
     backend.init_optimizer(SMOKE)
-    x, y = _batches(1, SMOKE_BATCH)[0]
+    x, y = batches(1, SMOKE_BATCH)[0]
     batch = backend.prepare_batch(x.astype(ctx.dtype), y)
     losses = [float(backend.train_step(batch)) for _ in range(SMOKE_STEPS)]
     backend.synchronize()
