@@ -4,6 +4,7 @@ import pytest
 
 from fwbench import models
 from fwbench.backends.engine import Tensor, avgpool2d, batchnorm, conv2d, dropout
+from fwbench.backends.engine import norm
 from fwbench.backends.engine.norm import channel_sum
 from fwbench.backends.engine.layout import to_canonical, to_engine
 from fwbench.backends.numpy_backend import NumpyBackend
@@ -104,6 +105,39 @@ def test_batchnorm_in_float32_follows_float64_on_an_offset_batch():
         results.append((out.data, t.grad, gamma.grad))
     for single, double in zip(*results):
         assert np.linalg.norm(single - double) / np.linalg.norm(double) < 1e-5
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(7, 3, 4, 5), (7, 5)])
+def test_batchnorm_in_chunks_equals_one_chunk_and_the_formula(monkeypatch, shape, training):
+    rng = np.random.default_rng(4)
+    x, g = rng.standard_normal(shape) * 2 + 3, rng.standard_normal(shape)
+    c, axes = shape[-1], tuple(range(len(shape) - 1))
+    running = (rng.standard_normal(c), rng.random(c) + 0.5)
+
+    def run():
+        t = Tensor(x.copy(), requires_grad=True)
+        gamma, beta = Tensor(np.linspace(0.5, 2, c), requires_grad=True), Tensor(np.linspace(-1, 1, c), requires_grad=True)
+        out = batchnorm(t, gamma, beta, 1e-5, tuple(r.copy() for r in running), training)
+        out._backward(g)
+        return out.data, t.grad, gamma.grad, beta.grad
+    whole = run()
+    monkeypatch.setattr(norm, "CHUNK_BYTES", 2 * x[0].nbytes + 8)  # chunks of 2 images, and a last one of 1
+    assert [s.stop - s.start for s in norm.chunks(x.reshape(len(x), -1))] == [2, 2, 2, 1]
+    for got, want in zip(run(), whole):
+        np.testing.assert_array_equal(got, want)
+    # A first mean 0.25 off leaves a shift that the second pass must fold in exactly: the result may not change.
+    first = norm.channel_sum
+    monkeypatch.setattr(norm, "channel_sum", lambda a: first(a) + 0.25 * (a.size // a.shape[-1]))
+    for got, want in zip(run(), whole):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    mean, var = (x.mean(axis=axes), x.var(axis=axes)) if training else running
+    xhat = (x - mean) / np.sqrt(var + 1e-5)
+    gamma, m = np.linspace(0.5, 2, c), x.size // c
+    dx = gamma / np.sqrt(var + 1e-5) * (g - g.mean(axis=axes) - xhat * (g * xhat).mean(axis=axes) if training else g)
+    for got, want in zip(whole, (xhat * gamma + np.linspace(-1, 1, c), dx, (g * xhat).sum(axis=axes),
+                                 g.sum(axis=axes))):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * m)
 
 
 def test_dropout_scales_the_kept_units_and_passes_their_gradient():
