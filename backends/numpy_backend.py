@@ -39,9 +39,9 @@ class Pass:
         return self.rng.random(shape, dtype=np.float32) >= layer.rate
 
 
-def _batchnorm(h: Tensor, i: int, layer: BatchNorm, w: Tensor, b: Tensor, run: Pass) -> Tensor:
+def _batchnorm(h: Tensor, i: int, layer: BatchNorm, w: Tensor, b: Tensor, run: Pass, act: str | None = None) -> Tensor:
     running = run.buffers[f"{i}.running_mean"], run.buffers[f"{i}.running_var"]
-    return batchnorm(h, w, b, layer.eps, running, run.training, layer.momentum if run.update else None)
+    return batchnorm(h, w, b, layer.eps, running, run.training, layer.momentum if run.update else None, act)
 
 
 def _dropout(h: Tensor, i: int, layer: Dropout, w: None, b: None, run: Pass) -> Tensor:
@@ -300,6 +300,9 @@ def _fused(layers: tuple, i: int) -> tuple[Callable, int, int] | None:
         return partial(_conv, act=act and _ACT[type(act)], after=after, pool=(kind, pool.size, pool.step)), i, j - i
     if at(i, Dense) and at(i + 1, ReLU):
         return _dense_relu, i, 2
+    if at(i, BatchNorm) and at(i + 1, (ReLU, Tanh, Sigmoid)):
+        # The activation on each chunk of batch norm's output while it is in cache, its gradient likewise.
+        return partial(_batchnorm, act=_ACT[type(layers[i + 1])]), i, 2
     if at(i, _AFTER_MAX_POOL) and at(i + 1, MaxPool2D):
         return partial(_pool_act, act=layers[i]), i + 1, 2
     return None

@@ -1,4 +1,4 @@
-"""The engine's fast paths against plain ones: fused relu, conv slices, and the numpy backend's fused plan.
+"""The engine's fast paths against plain ones: fused activations, conv slices, and the numpy backend's fused plan.
 
 Bit for bit where the arithmetic is the same (fused relu, small-integer inputs); otherwise within rounding, as
 BLAS may order a dot product differently in a differently shaped matmul.
@@ -8,8 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fwbench.backends.engine import Tensor, avgpool2d, conv, conv2d, dense, maxpool2d, parallel, relu, sigmoid, tanh
+from fwbench import models
+from fwbench.backends.engine import (Tensor, avgpool2d, batchnorm, conv, conv2d, dense, maxpool2d, norm, parallel, relu,
+                                     sigmoid, tanh)
 from fwbench.backends.engine.layout import to_canonical
+from fwbench.backends.numpy_backend import NumpyBackend, plan
 
 # (N, C, H, W, out channels, kernel, stride, padding): square and not, stride larger than the kernel, one-pixel
 # outputs, a batch of one, asymmetric "same"-style padding, and enough channels for the input gradient as a conv.
@@ -292,3 +295,33 @@ def test_epilogue_over_runs_of_slices_equals_one_run_a_slice(kernel, epilogue, m
     for name, got, want in zip(("value", "x grad", "w grad", "b grad"), *runs):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=name)
 
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_with_its_activation_equals_the_activation_after_it_bit_for_bit(act, training, monkeypatch):
+    monkeypatch.setattr(norm, "CHUNK_BYTES", 1)  # a chunk an image
+    rng = np.random.default_rng(6)
+    x = Tensor(rng.integers(-1, 2, (3, 4, 5, 2)).astype(float), True)  # ties: batch norm outputs exactly 0
+    gamma, beta = Tensor(np.array([1.0, 2.0]), True), Tensor(np.zeros(2), True)
+    running = (np.zeros(2), np.ones(2))
+    ops = {"relu": relu, "tanh": tanh, "sigmoid": sigmoid}
+    fused = grads_of(lambda: batchnorm(x, gamma, beta, 1e-5, running, training, act=act), (x, gamma, beta))
+    plain = grads_of(lambda: ops[act](batchnorm(x, gamma, beta, 1e-5, running, training)), (x, gamma, beta))
+    assert (fused[0] == 0).any() or act != "relu"
+    for got, want in zip(fused, plain):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_plan_fuses_batch_norm_and_its_activation_and_trains_as_unfused():
+    spec = models.parse({"name": "t", "input": [1, 6, 6], "classes": 3, "layers": [
+        {"type": "conv2d", "out_channels": 2, "kernel_size": 3}, {"type": "batchnorm"}, {"type": "relu"},
+        {"type": "flatten"}, {"type": "dense", "units": 3}]})
+    fused, plain = NumpyBackend(spec, dtype="float64"), NumpyBackend(spec, dtype="float64")
+    plain._steps = plan(spec, plain.params, fuse=False)
+    assert len(fused._steps) == len(plain._steps) - 1
+    x, y = np.random.default_rng(0).standard_normal((4, 1, 6, 6)), np.array([0, 1, 2, 1])
+    (loss_a, grads_a), (loss_b, grads_b) = fused.loss_and_grads(x, y), plain.loss_and_grads(x, y)
+    assert loss_a == loss_b
+    for k in grads_a:
+        np.testing.assert_array_equal(grads_a[k], grads_b[k])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fwbench.backends.engine.activations import ACTIVATIONS
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
 
@@ -14,11 +15,12 @@ CHUNK_BYTES = 256 << 10
 
 
 def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple[np.ndarray, np.ndarray],
-              training: bool, momentum: float | None = None) -> Tensor:
+              training: bool, momentum: float | None = None, act: str | None = None) -> Tensor:
     """Per channel of NHWC x (per feature of (N, F) x); batch statistics in training, else the running ones.
 
     running is (mean, var). With a momentum, training also updates them in place, as PyTorch does:
-    running = (1 - momentum) running + momentum batch, the variance unbiased there though biased in the output."""
+    running = (1 - momentum) running + momentum batch, the variance unbiased there though biased in the output.
+    act (relu, tanh, sigmoid) is applied to the output chunk by chunk, its gradient read from its own output."""
     xp = module_of(x.data)
     count = x.data.size // x.shape[-1]  # values per channel
     # Each image is one row, and a per-channel vector is tiled along it: broadcast along the channel axis alone,
@@ -63,16 +65,23 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
     drift = shift * inv_std
     scaled, y = centred, xp.empty_like(centred)  # c inv_std: xhat + drift; centred is not needed again
     times, gain, bias = tile(inv_std), tile(gamma.data), tile(beta.data - gamma.data * drift)
+    activate, act_grad = ACTIVATIONS[act] if act else (None, None)
     for s in parts:
         scaled[s] *= times
         xp.multiply(scaled[s], gain, out=y[s])
         y[s] += bias
-    out = Tensor(y.reshape(x.shape), _prev=(x, gamma, beta), _op="batchnorm")
+        if activate:  # while the chunk is in cache: no pass over the whole batch, no array of its own
+            activate(y[s], y[s])
+    out = Tensor(y.reshape(x.shape), _prev=(x, gamma, beta), _op=f"batchnorm_{act}" if act else "batchnorm")
 
     def _backward(g):
-        g = xp.ascontiguousarray(g).reshape(n, -1)
+        upstream = xp.ascontiguousarray(g).reshape(n, -1)
         dbeta, dgamma = xp.empty_like(sums), xp.empty_like(sums)
+        dx = xp.empty_like(upstream)
+        g = dx if act_grad else upstream  # the gradient at batch norm's own output: kept in dx for the second pass
         for s in parts:
+            if act_grad:
+                dx[s] = act_grad(upstream[s], y[s])
             g_scaled = scratch[:s.stop - s.start]
             xp.multiply(g[s], scaled[s], out=g_scaled)
             image_sums(g[s], dbeta[s])
@@ -85,13 +94,12 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
             gamma.accumulate(dgamma)
         if x.requires_grad:
             scale = gamma.data * inv_std
-            dx = xp.empty_like(g)
             # The statistics depend on x too: dx = scale (g - mean(g) - xhat mean(g xhat)), as torch writes it,
             # with the channel means taken from the sums above, and xhat = scaled - drift.
             k = scale * dgamma * per
             times, slope, offset = tile(scale), tile(k), tile(scale * dbeta * per - drift * k)
             for s in parts:
-                xp.multiply(g[s], times, out=dx[s])
+                xp.multiply(g[s], times, out=dx[s])  # in place where g is dx
                 if training:
                     part = scratch[:s.stop - s.start]
                     xp.multiply(scaled[s], slope, out=part)
