@@ -9,6 +9,7 @@ from fwbench.backends.base import OptimizerConfig  # noqa: E402
 from fwbench.backends.numpy_backend import NumpyBackend  # noqa: E402
 from fwbench.backends.torch_backend import TorchBackend  # noqa: E402
 from fwbench.harness.agreement import metrics  # noqa: E402
+from fwbench.harness.agreement.agree import TRAJECTORY_TOL  # noqa: E402
 from fwbench.models.params import dropout_masks, init_buffers, init_params  # noqa: E402
 from specs import FRESH, batch  # noqa: E402
 
@@ -35,12 +36,21 @@ def pair(spec, mode="eager", masks=None):
     return ref, got
 
 
-def assert_close(got, want, floor=0.0):
-    """Every tensor of got within TOL of want, relative L2 (against at least floor)."""
+def assert_close(got, want, floor=0.0, tol=TOL):
+    """Every tensor of got within tol of want, relative L2 (against at least floor)."""
     assert set(got) == set(want)
     for k in want:
         assert got[k].dtype == np.float64, k
-        assert metrics.compare(got[k], want[k], floor)["rel_l2"] <= TOL, k
+        assert metrics.compare(got[k], want[k], floor)["rel_l2"] <= tol, k
+
+
+def assert_trained_close(got, want, config):
+    """After training steps (parameters, buffers, evaluation logits), within `fwbench agree`'s trajectory bound."""
+    # FRESH's second conv feeds a batch norm through pooling and a dense layer, so its bias's exact gradient is zero:
+    # Adam turns the rounding noise there into updates. On an Intel host, torch channels_last read 1.17e-10 for that
+    # bias after 3 Adam steps, on the engine of 2026-12-04 morning and after (1.15e-10), where GRAD_TOL's 1e-10
+    # bounds one step's gradients; agree.TRAJECTORY_TOL is the contract after several.
+    assert_close(got, want, tol=TRAJECTORY_TOL[("float64", config.name)])
 
 
 def assert_grads_close(got, want):
@@ -112,12 +122,12 @@ def step(ref, got, k, n):
 def test_train_steps_move_parameters_and_buffers_as_numpy_does(mode, config):
     ref, got = pair(FRESH, mode)
     train_both(ref, got, config, 3)
-    assert_close(got.get_params(), ref.get_params())
+    assert_trained_close(got.get_params(), ref.get_params(), config)
     moved = got.get_buffers()
     assert not np.allclose(moved["1.running_mean"], 0) and not np.allclose(moved["9.running_var"], 1)
-    assert_close(moved, ref.get_buffers())
+    assert_trained_close(moved, ref.get_buffers(), config)
     x, _ = batch(FRESH, n=4, seed=3)
-    assert metrics.compare(got.forward(x), ref.forward(x))["rel_l2"] <= TOL
+    assert_trained_close({"logits": got.forward(x)}, {"logits": ref.forward(x)}, config)
 
 
 def test_masks_are_checked_and_none_returns_to_torchs_own_dropout():
@@ -152,7 +162,7 @@ def test_conv_same_with_even_kernels_is_numpys(mode):
 
 @pytest.mark.slow
 def test_compile_mode_trains_fresh_as_numpy_does_without_recompiling_for_new_masks():
-    """Real torch.compile: masks set per step and a ragged last batch reuse the graphs; numpy's numbers to 1e-10."""
+    """Real torch.compile: masks per step and a ragged last batch reuse the graphs; numpy's numbers within agree's."""
     import torch._dynamo.utils
     ref, got = pair(FRESH, "compile")
     frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
@@ -161,10 +171,10 @@ def test_compile_mode_trains_fresh_as_numpy_does_without_recompiling_for_new_mas
     with torch._dynamo.config.patch(error_on_recompile=True):
         step(ref, got, 1, 6)
         step(ref, got, 2, 4)  # ragged: a smaller last batch, with its own masks
-    assert_close(got.get_params(), ref.get_params())
-    assert_close(got.get_buffers(), ref.get_buffers())
+    assert_trained_close(got.get_params(), ref.get_params(), CONFIGS[1])
+    assert_trained_close(got.get_buffers(), ref.get_buffers(), CONFIGS[1])
     x, y = batch(FRESH, n=4, seed=3)
-    assert metrics.compare(got.forward(x), ref.forward(x))["rel_l2"] <= TOL
+    assert_trained_close({"logits": got.forward(x)}, {"logits": ref.forward(x)}, CONFIGS[1])
     (want_loss, want), (loss, grads) = ref.loss_and_grads(x, y), got.loss_and_grads(x, y)
     assert loss == pytest.approx(want_loss, rel=TOL)
     assert_grads_close(grads, want)
