@@ -117,7 +117,8 @@ def test_batchnorm_in_chunks_equals_one_chunk_and_the_formula(monkeypatch, shape
 
     def run():
         t = Tensor(x.copy(), requires_grad=True)
-        gamma, beta = Tensor(np.linspace(0.5, 2, c), requires_grad=True), Tensor(np.linspace(-1, 1, c), requires_grad=True)
+        gamma = Tensor(np.linspace(0.5, 2, c), requires_grad=True)
+        beta = Tensor(np.linspace(-1, 1, c), requires_grad=True)
         out = batchnorm(t, gamma, beta, 1e-5, tuple(r.copy() for r in running), training)
         out._backward(g)
         return out.data, t.grad, gamma.grad, beta.grad

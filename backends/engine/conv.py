@@ -209,11 +209,12 @@ class Conv:
                 gr = after.grad(g[r], r, unpooled[:r.stop - r.start] if pooled else None)
                 for s in run:
                     gs = gr[s.start - r.start:s.stop - r.start].reshape(-1, o)
-                    if (w.requires_grad or b.requires_grad) and self.channel_major:
-                        xp.matmul(self.cols(s, scratch, again=True).T, gs, out=part)
-                        gwb += part
-                    elif w.requires_grad or b.requires_grad:
-                        xp.matmul(gs.reshape(-1, part.shape[0]).T, self.cols(s, scratch, again=True), out=part)
+                    if w.requires_grad or b.requires_grad:
+                        cols = self.cols(s, scratch, again=True)
+                        if self.channel_major:
+                            xp.matmul(cols.T, gs, out=part)
+                        else:
+                            xp.matmul(gs.reshape(-1, part.shape[0]).T, cols, out=part)
                         gwb += part
                     if back is not None:
                         back.add(s, gs)
