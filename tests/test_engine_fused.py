@@ -296,7 +296,6 @@ def test_epilogue_over_runs_of_slices_equals_one_run_a_slice(kernel, epilogue, m
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
-
 @pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])
 @pytest.mark.parametrize("training", [True, False])
 def test_batchnorm_with_its_activation_equals_the_activation_after_it_bit_for_bit(act, training, monkeypatch):

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 
 from fwbench import models
-from fwbench.backends.engine import Tensor, avgpool2d, batchnorm, conv2d, dropout
-from fwbench.backends.engine import norm
+from fwbench.backends.engine import Tensor, avgpool2d, batchnorm, conv2d, dropout, norm
 from fwbench.backends.engine.norm import channel_sum
 from fwbench.backends.engine.layout import to_canonical, to_engine
 from fwbench.backends.numpy_backend import NumpyBackend
