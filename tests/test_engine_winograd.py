@@ -149,6 +149,20 @@ def test_slices_and_workers_change_only_the_rounding(forced, monkeypatch):
         assert rel(got, want) <= 1e-14, name
 
 
+def test_the_float32_bias_gradient_rounds_no_more_than_the_direct_paths(forced, monkeypatch):
+    # 8 images of 28 x 28 in one slice: summed down its 6272 rows one after another, the bias gradient read 9.4e-7
+    # from float64, where the direct path's (its GEMM's column of ones) reads 3.6e-7 and each image's sum 2.0e-7.
+    case = (8, 28, 28, 16, 16, 3, 1)
+    want = direct(case, monkeypatch)[3]
+    ls = leaves(*case[:6], np.float32)
+    assert len(winograd.Winograd(ls[0].data, ls[1], ls[2], (1,) * 4).slices) == 1
+    assert rel(grads_of(lambda: conv2d(*ls, 1, 1), ls)[3], want) <= 5e-7
+    with monkeypatch.context() as m:
+        m.setattr(winograd, "MIN_GAIN", float("inf"))
+        ls = leaves(*case[:6], np.float32)
+        assert rel(grads_of(lambda: conv2d(*ls, 1, 1), ls)[3], want) <= 5e-7
+
+
 def test_a_batch_too_large_to_keep_is_transformed_again_for_its_gradients(forced, monkeypatch):
     case = (5, 12, 12, 8, 8, 3, 1)
     ls = leaves(*case[:6], np.float64)

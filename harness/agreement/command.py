@@ -92,15 +92,21 @@ def agree(args) -> int:
     from fwbench.harness.agreement import ties
     conventions = ag.attempt(names, "in the tie probe", lambda n: ties.probe(n, devices[n], args.dtype), skipped)
     names = survivors(names, conventions, skipped, notes)
+    numpy_by_winograd = ", ".join(map(str, ties.winograd_layers(spec, args.dtype)))
+    if not any(backends.split(n)[0] == "numpy" for n in names):
+        numpy_by_winograd = ""
     if args.ties:
         x, y, params = ties.tie_case(spec, params, len(y), args.seed)
         doc["ties_hit"] = ties.count_ties(spec, params, x, seed=args.seed)
         doc["data"] = "constructed ties: 0/1 inputs, weights on a 1/4 grid, zero biases"
-        by_winograd = ties.winograd_layers(spec, args.dtype)
-        if by_winograd and any(backends.split(n)[0] == "numpy" for n in names):
-            notes.append(f"numpy runs conv layer(s) {', '.join(map(str, by_winograd))} by Winograd in {args.dtype}: "
+        if numpy_by_winograd:
+            notes.append(f"numpy runs conv layer(s) {numpy_by_winograd} by Winograd in {args.dtype}: "
                          "its transforms round the constructed values, so rounding breaks their ties "
                          "(docs/agreement.md)")
+    if args.steps and numpy_by_winograd:
+        notes.append(f"numpy runs conv layer(s) {numpy_by_winograd} by Winograd in {args.dtype}, with 3 to 12 times "
+                     "the direct conv's rounding error: where a max-pool window or a relu input is nearly tied, it "
+                     "can go the other way and numpy's trajectory then parts from the reference's (docs/agreement.md)")
     report = ag.one_step(spec, names, params, x, y, dtype=args.dtype, devices=devices, skipped=skipped,
                          seed=args.seed)
     names = survivors(names, report.runs, skipped, notes)

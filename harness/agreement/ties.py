@@ -131,7 +131,7 @@ def count_ties(spec: ModelSpec, params: Params, x: np.ndarray, seed: int = 0) ->
 
 
 def winograd_layers(spec: ModelSpec, dtype: str) -> list[int]:
-    """The conv layers the NumPy engine runs by Winograd at this dtype, whose rounding breaks constructed ties."""
+    """The conv layers the NumPy engine runs by Winograd at this dtype, rounding more than a direct conv does."""
     found = []
     for i, layer in enumerate(spec.layers):
         if isinstance(layer, Conv2D):
