@@ -104,6 +104,7 @@ class NumpyBackend(Backend):
             self.params[k] = Tensor(stored(self.flat[start:stop], np.shape(v)), requires_grad=True)
             self.params[k].data[...] = self.xp.asarray(v)
             self.grad_views.append(stored(self.flat_grad[start:stop], np.shape(v)))
+            self.params[k].sink = self.grad_views[-1]
             start = stop
         # The ops are chosen once: a step runs the list, with no per-layer dispatch or key lookups.
         self._steps = plan(spec, self.params, self.fuse)
@@ -210,7 +211,8 @@ class NumpyBackend(Backend):
         with np.errstate(over="ignore", invalid="ignore"):
             loss = self._loss(*batch, update=True)
         for t, g in zip(self.params.values(), self.grad_views):
-            self.xp.copyto(g, t.grad)
+            if t.grad is not g:  # an op that wrote it into its sink has nothing left to copy
+                self.xp.copyto(g, t.grad)
         optimizer.step([self.flat_grad])
         return loss.data[()]
 

@@ -188,6 +188,29 @@ def test_dense_value_and_gradients():
     assert_grads(lambda: weighted_sum(dense(x, w, b)), x, w, b)
 
 
+@pytest.mark.parametrize("column_major", [True, False])
+def test_a_dense_layer_writes_its_parameters_gradients_into_their_sinks(column_major):
+    x, b = param(5, 4), param(3)
+    w = Tensor(np.asfortranarray(RNG.standard_normal((4, 3))) if column_major else RNG.standard_normal((4, 3)), True)
+    weighted_sum(dense(x, w, b)).backward()
+    plain = [w.grad, b.grad]
+    for t in (x, w, b):
+        t.zero_grad()
+    w.sink, b.sink = np.empty_like(w.data), np.empty(3)  # empty_like keeps w's memory order
+    weighted_sum(dense(x, w, b)).backward()
+    assert w.grad is w.sink and b.grad is b.sink
+    np.testing.assert_array_equal(w.grad, plain[0])
+    np.testing.assert_array_equal(b.grad, plain[1])
+    # Used twice, the second gradient is added to the first as without a sink.
+    for t in (x, w, b):
+        t.zero_grad()
+    (weighted_sum(dense(x, w, b)) + weighted_sum(dense(x, w, b), seed=2)).backward()
+    x2, w2, b2 = (Tensor(t.data.copy(), True) for t in (x, w, b))
+    (weighted_sum(dense(x2, w2, b2)) + weighted_sum(dense(x2, w2, b2), seed=2)).backward()
+    np.testing.assert_allclose(w.grad, w2.grad, rtol=1e-14)
+    np.testing.assert_allclose(b.grad, b2.grad, rtol=1e-14)
+
+
 def test_cross_entropy_value_and_gradient():
     logits, y = param(6, 4), np.array([0, 3, 1, 1, 2, 0])
     p = np.exp(logits.data) / np.exp(logits.data).sum(axis=1, keepdims=True)

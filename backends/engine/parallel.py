@@ -134,14 +134,15 @@ def halves(fn: Callable[[slice], object], n: int, work: float) -> None:
     share(lambda _, mine: [fn(s) for s in mine], [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])], work)
 
 
-def matmul(a, b):
-    """a @ b for 2-D a and b, on every worker's core when it is large enough to pay."""
+def matmul(a, b, out=None):
+    """a @ b for 2-D a and b (into out, when given), on every worker's core when it is large enough to pay."""
     flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
     if _pool is None or flops < PARALLEL_FLOPS or module_of(a) is not np:
-        return a @ b
+        return module_of(a).matmul(a, b, out=out)
     if _blas and BLAS_THREADS_SLEEP:
-        return _on_blas_threads(a, b)
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+        return _on_blas_threads(a, b, out)
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
     n = workers(a.shape[0])
     bounds = [a.shape[0] * w // n for w in range(n + 1)]
     parts = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
@@ -153,8 +154,8 @@ def matmul(a, b):
     return out
 
 
-def _on_blas_threads(a, b):
-    """a @ b with BLAS on as many threads as there are workers, for this call only."""
+def _on_blas_threads(a, b, out=None):
+    """a @ b (into out, when given) with BLAS on as many threads as there are workers, for this call only."""
     # A dense layer's GEMM has few rows (the batch). Cut into a slice of rows per worker, each slice ran almost as
     # slowly as the whole (32 of 64 rows: 80% of the time on one thread), and BLAS's own split ran 1.2-1.6x faster
     # than ours on the GEMMs of a 784-512-512-10 mlp. Only where its idle threads sleep at once (fwbench/__init__.py):
@@ -162,7 +163,7 @@ def _on_blas_threads(a, b):
     for blas in _blas:
         blas.set_num_threads(_workers)
     try:
-        return a @ b
+        return np.matmul(a, b, out=out)
     finally:
         for blas in _blas:
             blas.set_num_threads(1)

@@ -22,6 +22,9 @@ class Tensor:
         # each step's graph and its large arrays are freed at once instead of by the garbage collector.
         self._backward = lambda g: None
         self._op = _op
+        # Where a parameter's gradient is gathered for the optimizer (a view of one flat array), when it is: an op
+        # may write the first gradient there itself (gradient_out), and the copy into it is then saved.
+        self.sink: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -38,6 +41,10 @@ class Tensor:
         """Add g to this tensor's gradient; a tensor used twice receives the sum of both paths."""
         # Not in place: the first g may be an array another tensor also holds.
         self.grad = g if self.grad is None else self.grad + g
+
+    def gradient_out(self) -> np.ndarray | None:
+        """Where an op may write this tensor's gradient, to accumulate() it after: its sink, while it has none yet."""
+        return self.sink if self.grad is None else None
 
     def zero_grad(self) -> None:
         """Forget the gradient before the next backward pass."""
