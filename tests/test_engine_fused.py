@@ -11,6 +11,7 @@ import pytest
 from fwbench import models
 from fwbench.backends.engine import (Tensor, avgpool2d, batchnorm, conv, conv2d, dense, maxpool2d, norm, parallel, relu,
                                      sigmoid, tanh)
+from fwbench.backends.engine.activations import ACTIVATIONS
 from fwbench.backends.engine.layout import to_canonical
 from fwbench.backends.numpy_backend import NumpyBackend, plan
 
@@ -91,6 +92,36 @@ def test_conv_with_activation_and_pool_equals_the_plain_ops_bit_for_bit(case, ac
     fused = grads_of(lambda: conv2d(x, wt, b, stride, padding, relu=relu_after, pool=pool, act=act), (x, wt, b))
     for got, want in zip(fused, grads_of(plain, (x, wt, b))):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("pool", [None, ("avg", 2, 2), ("max", 2, 2)])
+@pytest.mark.parametrize("relu_after", [False, True])
+def test_the_backward_pass_leaves_the_incoming_gradient_as_it_was(act, pool, relu_after):
+    # The activation's gradient is taken in place only in arrays the conv made itself: the incoming one may be
+    # held by other tensors too.
+    n, c, h, w, o, k, stride, padding = CASES[0]
+    x, wt, b = leaves(n, c, h, w, o, k, ties=False)
+    y = conv2d(x, wt, b, stride, padding, relu=relu_after, pool=pool, act=act)
+    g = np.random.default_rng(3).standard_normal(y.shape)
+    before = g.copy()
+    y._backward(g)
+    np.testing.assert_array_equal(g, before)
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid"])
+def test_an_activations_gradient_into_out_or_in_place_equals_a_new_one_bit_for_bit(name):
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal(1000).astype(np.float32)
+    y[::7] = 0  # relu'(0) = 0
+    g = rng.standard_normal(1000).astype(np.float32)
+    grad = ACTIVATIONS[name][1]
+    want = grad(g, y)
+    out = np.empty_like(g)
+    assert grad(g, y, out) is out
+    np.testing.assert_array_equal(out, want)
+    assert grad(g, y, g) is g
+    np.testing.assert_array_equal(g, want)
 
 
 @pytest.mark.parametrize("after", ["relu", "tanh"])

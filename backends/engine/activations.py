@@ -11,18 +11,24 @@ def relu(z: np.ndarray, out: np.ndarray) -> None:
     module_of(z).maximum(z, 0, out=out)
 
 
-def relu_grad(g: np.ndarray, y: np.ndarray) -> np.ndarray:
+# Each gradient writes into out when given (which may be g itself), else into a new array. In place, relu's on 1.6M
+# float32 values took 0.66 ms against 1.0: a new array of that size is written to memory not yet in cache.
+
+
+def relu_grad(g: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """g where the output y > 0, else 0: relu'(0) = 0, torch's convention (y > 0 iff its input > 0)."""
-    return g * (y > 0)
+    return module_of(g).multiply(g, y > 0, out=out)
 
 
 def tanh(z: np.ndarray, out: np.ndarray) -> None:
     module_of(z).tanh(z, out=out)
 
 
-def tanh_grad(g: np.ndarray, y: np.ndarray) -> np.ndarray:
+def tanh_grad(g: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """g (1 - y^2), y = tanh(x)."""
-    return g * (1 - y * y)
+    d = y * y
+    module_of(y).subtract(1, d, out=d)
+    return module_of(g).multiply(g, d, out=out)
 
 
 def sigmoid(z: np.ndarray, out: np.ndarray) -> None:
@@ -38,12 +44,14 @@ def sigmoid(z: np.ndarray, out: np.ndarray) -> None:
         xp.reciprocal(out, out=out)
 
 
-def sigmoid_grad(g: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """g y (1 - y), y = sigmoid(x), in one new array."""
+def sigmoid_grad(g: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """g y (1 - y), y = sigmoid(x)."""
     d = 1 - y
     d *= y
-    d *= g
-    return d
+    if out is None:
+        d *= g
+        return d
+    return module_of(g).multiply(d, g, out=out)
 
 
 # Each activation's forward and backward, in elementwise passes' worth of work (parallel.value_work): relu's max, and

@@ -41,11 +41,12 @@ class Epilogue:
 
     def grad(self, g: np.ndarray, s: slice, unpooled: np.ndarray | None) -> np.ndarray:
         """The gradient at the GEMM's output for images s (a run), from g, their gradient at the conv2d's output."""
+        owned = False  # g may be an array other tensors hold, until a step here makes a new one
         if self.post_grad is not None:
-            g = self.post_grad(g, self.out[s])
+            g, owned = self.post_grad(g, self.out[s]), True
         if self.windows is not None:
             self.windows.backward(g, None if self.arg is None else self.arg[s], unpooled)
-            g = unpooled
+            g, owned = unpooled, True
         if self.act_grad is not None:
-            g = self.act_grad(g, self.act_out[s])
+            g = self.act_grad(g, self.act_out[s], g if owned else None)
         return g

@@ -81,7 +81,7 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
         g = dx if act_grad else upstream  # the gradient at batch norm's own output: kept in dx for the second pass
         for s in parts:
             if act_grad:
-                dx[s] = act_grad(upstream[s], y[s])
+                act_grad(upstream[s], y[s], dx[s])
             g_scaled = scratch[:s.stop - s.start]
             xp.multiply(g[s], scaled[s], out=g_scaled)
             image_sums(g[s], dbeta[s])
