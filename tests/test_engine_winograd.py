@@ -15,7 +15,8 @@ FLOAT32_BOUND = 1e-5
 # (N, H, W, C, O, kernel, padding): tiles that cover the output exactly and ones that overhang it, one-pixel
 # outputs, a batch of one, asymmetric padding, more outputs than inputs and the reverse.
 CASES = [(3, 24, 24, 8, 8, 5, 0), (2, 10, 11, 8, 9, 3, 0), (1, 5, 5, 8, 8, 5, 0), (1, 3, 3, 9, 8, 3, 0),
-         (2, 7, 6, 8, 10, 5, (2, 1, 0, 3)), (2, 9, 9, 12, 8, 3, 1), (1, 6, 13, 8, 16, 3, (0, 2, 1, 0))]
+         (2, 7, 6, 8, 10, 5, (2, 1, 0, 3)), (2, 9, 9, 12, 8, 3, 1), (1, 6, 13, 8, 16, 3, (0, 2, 1, 0)),
+         (2, 12, 12, 12, 20, 4, 1), (1, 4, 4, 8, 8, 4, 0), (2, 9, 7, 8, 12, 4, (1, 2, 2, 1))]
 
 
 @pytest.fixture
@@ -213,6 +214,7 @@ def test_the_rule_picks_the_large_multi_channel_convs():
     assert not picked(14, 16, 32, 3, padding=1)  # depth 10.7
     assert not picked(14, 24, 24, 3, padding=1)  # depth 12
     assert not picked(10, 64, 64, 3, padding=1)  # a gain of 2.78, however deep
+    assert picked(24, 12, 20, 4, padding=1)  # the overlap spec's 4 x 4 conv: gain 4.8, depth 7.5
     assert not picked(24, 32, 32, 7)  # no tiles for 7x7
     assert not picked(24, 32, 32, 5, dtype=np.float16)
     assert not picked(24, 32, 32, 5, dtype=np.float64)  # the reference's precision: the direct conv, exact on ties

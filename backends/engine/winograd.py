@@ -13,9 +13,13 @@ from fwbench.backends.engine.pool import first_max, route
 from fwbench.backends.engine.xp import module_of
 
 # Kernel size r -> output tile m. F(4x4, 5x5) multiplies 64 values a tile where the direct conv multiplies 400
-# (6.25x fewer GEMM FLOPs), F(4x4, 3x3) 36 where it multiplies 144 (4x). Larger tiles need more interpolation
-# points, and the float error grows with them: see POINTS.
-TILES = {3: 4, 5: 4}
+# (6.25x fewer GEMM FLOPs), F(4x4, 4x4) 49 where it multiplies 256 (5.2x), F(4x4, 3x3) 36 where it multiplies 144
+# (4x). Larger tiles need more interpolation points, and the float error grows with them: see POINTS. The overlap
+# spec's 12->20 4 x 4 conv on 24 x 24 (padding 1), forward and backward with its relu and 3 x 3 stride-2 avg pool
+# on two workers, 12 alternating rounds: 3.78 + 5.54 ms by F(4x4, 4x4) against 4.12 + 7.32 direct (0.81x); by
+# F(3x3, 4x4) 4.80 + 6.92, by F(2x2, 4x4) 4.53 + 7.47. Its float32 error: 1.3e-6 / 1.8e-6 / 3.5e-6 (value, input
+# and weight gradient; the direct conv's 2.1e-7 / 1.7e-7 / 3.6e-7).
+TILES = {3: 4, 4: 4, 5: 4}
 # The interpolation points of Toom-Cook, besides infinity: the smallest in magnitude first, as Lavin and Gray
 # (2016) choose them, since the transforms' entries are their powers. F(4x4, 3x3) with 1/2 and -2 in place of +-2
 # rounded 1.3-1.5x less on normal random inputs (benchmarks/winograd_error.py --points 0,1,-1,0.5,-2,2,-0.5), but on
