@@ -38,8 +38,11 @@ FLUSH_EVERY = 16
 CHUNK = 1 << 17
 # An array's chunks are shared between the workers from this many elements; a smaller one's passes are too short (the
 # calls then wait on each other for the GIL). Adam's step alone, 30 alternating rounds in one process: pyex's 1.18 M
-# weights on two workers took 0.69x the time of one (2.19 -> 1.55 ms), dmlp's 401K and 262K 1.04x.
-SHARE_FROM = 1 << 20
+# weights on two workers took 0.69x the time of one (2.19 -> 1.55 ms), dmlp's 401K and 262K 1.04x. Since Adam runs
+# over the one flat array of every parameter, measured again on the Intel host (2026-12-04): from 256K rather than
+# 1M, flaxex's 824K took 1.21 ms against 1.33, and its step 0.943x and 0.959x (two runs of 8 alternating rounds in
+# fresh processes); dmlp's 670K 0.98x and 0.99x.
+SHARE_FROM = 1 << 18
 
 
 def chunks(n: int, xp=np) -> list[slice]:
