@@ -205,7 +205,7 @@ def test_the_tie_case_says_where_numpy_rounds_it_by_winograd(capsys, tmp_path):
     # Trained in lockstep, the trajectory's note says why numpy may part from the reference; not without steps.
     _, out, _ = agree(capsys, "--model", str(path), "--dtype", "float32", "--backends", "numpy", "--steps", "1",
                       "--batch-size", "4", "--data", "random")
-    assert "note: numpy runs conv layer(s) 2 by Winograd in float32, with 3 to 12 times" in out
+    assert "note: numpy runs conv layer(s) 2 by Winograd in float32, with 4 to 12 times" in out
     _, out, _ = agree(capsys, "--model", str(path), "--dtype", "float32", "--backends", "numpy", "--batch-size", "4",
                       "--data", "random")
     assert "Winograd" not in out

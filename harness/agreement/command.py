@@ -104,7 +104,7 @@ def agree(args) -> int:
                          "its transforms round the constructed values, so rounding breaks their ties "
                          "(docs/agreement.md)")
     if args.steps and numpy_by_winograd:
-        notes.append(f"numpy runs conv layer(s) {numpy_by_winograd} by Winograd in {args.dtype}, with 3 to 12 times "
+        notes.append(f"numpy runs conv layer(s) {numpy_by_winograd} by Winograd in {args.dtype}, with 4 to 12 times "
                      "the direct conv's rounding error: where a max-pool window or a relu input is nearly tied, it "
                      "can go the other way and numpy's trajectory then parts from the reference's (docs/agreement.md)")
     report = ag.one_step(spec, names, params, x, y, dtype=args.dtype, devices=devices, skipped=skipped,
