@@ -84,9 +84,7 @@ def dense(x: Tensor, w: Tensor, b: Tensor, relu: bool = False) -> Tensor:
                 gw = parallel.matmul(x.data.T, g, into)
             w.accumulate(gw if into is None else into)
         if b.requires_grad:
-            into = b.gradient_out()
-            gb = g.sum(axis=0, out=into)
-            b.accumulate(gb if into is None else into)
+            b.accumulate(g.sum(axis=0, out=b.gradient_out()))  # the sink itself, when there is one
     out._backward = _backward
     return out
 

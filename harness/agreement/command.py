@@ -92,9 +92,8 @@ def agree(args) -> int:
     from fwbench.harness.agreement import ties
     conventions = ag.attempt(names, "in the tie probe", lambda n: ties.probe(n, devices[n], args.dtype), skipped)
     names = survivors(names, conventions, skipped, notes)
-    numpy_by_winograd = ", ".join(map(str, ties.winograd_layers(spec, args.dtype)))
-    if not any(backends.split(n)[0] == "numpy" for n in names):
-        numpy_by_winograd = ""
+    runs_numpy = any(backends.split(n)[0] == "numpy" for n in names)
+    numpy_by_winograd = ", ".join(map(str, ties.winograd_layers(spec, args.dtype))) if runs_numpy else ""
     if args.ties:
         x, y, params = ties.tie_case(spec, params, len(y), args.seed)
         doc["ties_hit"] = ties.count_ties(spec, params, x, seed=args.seed)
