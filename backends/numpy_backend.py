@@ -221,6 +221,10 @@ class NumpyBackend(Backend):
         if self.xp is not np:
             self.xp.cuda.Device().synchronize()
 
+    def helpers_peak_rss_mb(self) -> list[float]:
+        """The engine's worker processes' own memory peaks, in MiB: the cell's process does not count them."""
+        return parallel.processes_peak_rss_mb()
+
     def peak_device_memory(self) -> int | None:
         """On cuda, the bytes CuPy's default memory pool holds (its high-water mark); None on the CPU."""
         # The pool keeps freed blocks for reuse and never shrinks unless asked to, so what it holds is

@@ -55,9 +55,12 @@ def run_conv(x, w, b, **kw):
 
 @pytest.mark.parametrize("channels", [2, 16])  # im2col channel-major and pixel-major; col2im and the transposed conv
 @pytest.mark.parametrize("pool", [None, (2, 2), (3, 2)])
-def test_conv_on_two_workers_equals_one_worker(channels, pool, two_workers, monkeypatch):
+@pytest.mark.parametrize("processes", [False, True])
+def test_conv_on_two_workers_equals_one_worker(channels, pool, processes, two_workers, monkeypatch):
     from fwbench.backends.engine import conv
     monkeypatch.setattr(conv, "SLICE_BYTES", 1)  # a slice per image: five slices dealt to two workers
+    monkeypatch.setattr(parallel, "REMOTE_FLOPS", 0)
+    parallel.configure(2, processes=processes and parallel.PROCESSES)
     rng = np.random.default_rng(0)
     shapes = [(5, 7, 6, channels), (3, channels, 3, 3), (3,)]
     leaves = [Tensor(rng.integers(-1, 2, s).astype(np.float32), True) for s in shapes]

@@ -150,6 +150,29 @@ def test_slices_and_workers_change_only_the_rounding(forced, monkeypatch):
         assert rel(got, want) <= 1e-14, name
 
 
+@pytest.mark.skipif(not parallel.PROCESSES, reason="worker processes need Linux's memfd")
+@pytest.mark.parametrize("kw", [{}, {"act": "relu"}, {"pool": ("max", 2, 2), "after": "relu"},
+                                {"pool": ("max", 3, 2), "act": "tanh"}, {"pool": ("avg", 2, 2)}])
+def test_a_worker_process_gives_the_worker_threads_bits(kw, forced, monkeypatch):
+    # The same slices dealt the same way: only where the work runs differs. A 2 x 2 max pool after 4 x 4 tiles is
+    # the output transform's own (Winograd.pools).
+    ls = leaves(5, 12, 12, 8, 8, 3, np.float32)
+    monkeypatch.setattr(winograd, "SLICE_BYTES", 1)
+    monkeypatch.setattr(parallel, "PARALLEL_FLOPS", 0)
+    monkeypatch.setattr(parallel, "REMOTE_FLOPS", 0)
+    results = []
+    try:
+        for processes in (True, False):
+            parallel.configure(1)
+            parallel.configure(2, processes=processes)
+            assert parallel.processes() == processes
+            results.append(grads_of(lambda: conv2d(*ls, 1, 1, **kw), ls))
+    finally:
+        parallel.configure(1)
+    for name, got, want in zip(("value", "x grad", "w grad", "b grad"), *results):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+
+
 def test_the_float32_bias_gradient_rounds_no_more_than_the_direct_paths(forced, monkeypatch):
     # 8 images of 28 x 28 in one slice: summed down its 6272 rows one after another, the bias gradient read 9.4e-7
     # from float64, where the direct path's (its GEMM's column of ones) reads 3.6e-7 and each image's sum 2.0e-7.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import weakref
+from functools import partial
 
 import numpy as np
 
@@ -50,26 +51,60 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
     """
     after = "relu" if relu else after
     check_channels(x, w)
-    by_winograd = winograd.applies(x.data, w.shape, stride, pads(padding))
-    conv = winograd.Winograd(x.data, w, b, pads(padding)) if by_winograd else Conv(x.data, w, b, stride, padding)
+    # The forward pass's FLOPs, as the direct conv computes them: from twice that, the backward pass goes to the worker
+    # processes, and the arrays that either pass hands them are made in shared memory.
+    oh, ow = conv_out_size(x.shape[1:3], *w.shape[2:], stride, padding)
+    flops = 2 * x.shape[0] * oh * ow * int(np.prod(w.shape))
+    shared = parallel.remote(2 * flops) and module_of(x.data) is np
+    xd = parallel.shareable(x.data) if shared else x.data
+    by_winograd = winograd.applies(xd, w.shape, stride, pads(padding))
+    conv = winograd.Winograd(xd, w, b, pads(padding), shared) if by_winograd else Conv(xd, w, b, stride, padding,
+                                                                                        shared)
     xp, o, full = conv.xp, w.shape[0], (conv.n, conv.oh, conv.ow, w.shape[0])
     windows = POOLS[pool[0]](full, *pool[1:]) if pool else None
-    y = xp.empty((conv.n, windows.oh, windows.ow, o) if pool else full, dtype=w.dtype)
-    arg = xp.empty(y.shape, dtype=windows.index) if pool and windows.index else None
-    activate, act_grad = ACTIVATIONS[act] if act else (None, None)
-    post, post_grad = ACTIVATIONS[after] if after else (None, None)
+    # What a worker process writes is in shared memory; else the output is where the next conv can hand it on.
+    empty = parallel.empty if shared else partial(parallel.output, xp=xp)
+    y = empty((conv.n, windows.oh, windows.ow, o) if pool else full, w.dtype)
+    arg = empty(y.shape, windows.index) if pool and windows.index else None
+    post_grad = ACTIVATIONS[after][1] if after else None
     # Winograd's output transform may pool, when nothing comes between: the slice's pooled output and winners.
     by_conv = pool is not None and not act and by_winograd and conv.pools(windows)
     # What the pool reads, when the backward pass needs it: the activation's output.
-    kept = xp.empty(full, dtype=w.dtype) if pool and act else None
+    kept = empty(full, w.dtype) if pool and act else None
     runs = runs_of(conv.slices, int(np.prod(full[1:])) * w.dtype.itemsize)
+    parallel.share(Forward(conv, y, arg, kept, windows, act, after, by_conv), runs, conv.work,
+                   remote=shared and parallel.remote(flops))
+    act_grad = ACTIVATIONS[act][1] if act else None
+    name = "_".join(part for part in ("conv2d", act, pool and pool[0] + "pool", after) if part)
+    out = Tensor(y, _prev=(x, w, b), _op=name)
 
-    def work(_: int, mine: list[list[slice]]) -> None:
+    def _backward(g):
+        # Pooled by the conv, the epilogue stops at the pool: the conv routes the gradient to the winners in arg.
+        g = xp.ascontiguousarray(g)
+        conv.backward(x, w, b, parallel.shareable(g) if shared else g, Epilogue(post_grad, y, None if by_conv else windows, arg,
+                                                                  act_grad, y if act and not pool else kept, runs))
+    out._backward = _backward
+    return out
+
+
+class Forward:
+    """conv2d's forward pass over a worker's runs of slices: each slice's conv, act, pool and after, while in cache."""
+
+    def __init__(self, conv, y, arg, kept, windows, act: str | None, after: str | None, by_conv: bool):
+        self.conv, self.y, self.arg, self.kept, self.windows = conv, y, arg, kept, windows
+        self.act, self.after, self.by_conv = act, after, by_conv
+
+    def __call__(self, _: int, mine: list[list[slice]]) -> None:
+        conv, y, arg, kept, windows, act = self.conv, self.y, self.arg, self.kept, self.windows, self.act
+        activate = ACTIVATIONS[act][0] if act else None
+        post = ACTIVATIONS[self.after][0] if self.after else None
+        pool, full = windows is not None, (conv.n, conv.oh, conv.ow, y.shape[-1])
         scratch = conv.scratch()
-        before_pool = xp.empty((longest(mine), *full[1:]), dtype=w.dtype) if pool and not act and not by_conv else None
+        before_pool = conv.xp.empty((longest(mine), *full[1:]), dtype=y.dtype) if pool and not act and not \
+            self.by_conv else None
         for run in mine:
             r = images(run)
-            if by_conv:
+            if self.by_conv:
                 for s in run:
                     conv.forward(s, scratch, y[s], arg[s])
             else:
@@ -83,16 +118,6 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
                     windows.forward(zr, y[r], None if arg is None else arg[r])
             if post:
                 post(y[r], y[r])
-    parallel.share(work, runs, conv.work)
-    name = "_".join(part for part in ("conv2d", act, pool and pool[0] + "pool", after) if part)
-    out = Tensor(y, _prev=(x, w, b), _op=name)
-
-    def _backward(g):
-        # Pooled by the conv, the epilogue stops at the pool: the conv routes the gradient to the winners in arg.
-        conv.backward(x, w, b, xp.ascontiguousarray(g), Epilogue(post_grad, y, None if by_conv else windows, arg,
-                                                                  act_grad, y if act and not pool else kept, runs))
-    out._backward = _backward
-    return out
 
 
 class Conv:
@@ -101,8 +126,9 @@ class Conv:
     With row blocks (rowblocks.py), each im2col row is the window of B output pixels of a row, and the GEMM's weight
     is `wide`, B*O columns; otherwise `wide` is wb."""
 
-    def __init__(self, x: np.ndarray, w: Tensor, b: Tensor, stride: int, padding: int | Pads):
-        self.xp = module_of(x)
+    def __init__(self, x: np.ndarray, w: Tensor, b: Tensor, stride: int, padding: int | Pads, shared: bool = False):
+        self.xp, self.shared = module_of(x), shared  # shared: its arrays in shared memory, for a worker process
+        empty = parallel.empty if shared else self.xp.empty
         self.x, self.stride, self.pads = x, stride, pads(padding)
         self.n, h, wd, self.c = x.shape
         o, _, self.kh, self.kw = w.shape
@@ -110,14 +136,14 @@ class Conv:
         self.k = self.kh * self.kw * self.c
         # Row (i, j, c) of wb is w[:, c, i, j], the order of an im2col row's patch below, and its last row is the
         # bias, against a last im2col column of ones.
-        self.wb = self.xp.empty((self.k + 1, o), dtype=w.dtype)
+        self.wb = empty((self.k + 1, o), w.dtype)
         self.wb[:-1] = w.data.transpose(2, 3, 1, 0).reshape(self.k, o)
         self.wb[-1] = b.data
         # Off the CPU a GEMM's width is not what limits it: row blocks there would only add FLOPs.
         self.block = rowblocks.block_size(o, self.ow, stride, self.k) if self.xp is np else 1
         self.wide = self.wb
         if self.block > 1:
-            self.wide = np.empty((self.kh * (self.block + self.kw - 1) * self.c + 1, self.block * o), dtype=w.dtype)
+            self.wide = empty((self.kh * (self.block + self.kw - 1) * self.c + 1, self.block * o), w.dtype)
             self.wide[:-1] = rowblocks.widen(w.data, self.block)
             self.wide[-1] = np.tile(b.data, self.block)
         self.row = self.wide.shape[0]  # an im2col row: its window and a last 1, for the bias
@@ -130,7 +156,7 @@ class Conv:
         self.work = (2 * self.wide.shape[1] + parallel.VALUE_FLOPS) * self.n * self.per_image
         # The forward pass's im2col kept for the backward pass, or each worker's block rewritten in both.
         self.keep = self.n * self.per_image * x.itemsize <= KEEP_COLS_BYTES
-        self.kept, self.lent = lend(w, self.n * self.per_image, x.dtype, self.xp) if self.keep else (None, None)
+        self.kept, self.lent = lend(w, self.n * self.per_image, x.dtype, empty) if self.keep else (None, None)
         top, bottom, left, right = self.pads
         self.padded_shape = (m, h + top + bottom, wd + left + right, self.c)
         # The patches of the whole batch, one view for every slice (as_strided costs ~15 us a call); padded, each
@@ -190,37 +216,10 @@ class Conv:
     def backward(self, x: Tensor, w: Tensor, b: Tensor, g: np.ndarray, after: Epilogue) -> None:
         """Accumulate the gradients of w, b and (when it needs one) x from g, the NHWC gradient at the output."""
         xp, o = self.xp, w.shape[0]
-        dx = xp.empty(x.shape, dtype=g.dtype) if x.requires_grad else None
-
-        def work(_: int, mine: list[list[slice]]) -> np.ndarray:
-            """The worker's runs: their input gradients into dx; returns the sum of their weight gradients."""
-            # The weight gradient (O, kh*kw*C), and the bias's in the last column. Computed as g.T @ cols, not as
-            # cols.T @ g: OpenBLAS runs the wide product 1.4-2.4x faster here on 500+ patch columns (tgmnist, pyex).
-            # But a channel-major block (a conv of few input channels) is (K + 1, pixels) as it lies, and there
-            # block @ g, (K + 1, O), ran 1.5-1.7x faster than g.T @ block.T (25088 pixels, K + 1 = 10, 16 and 32
-            # outputs: 157 against 264 us, 338 against 502, one thread): summed transposed, turned at the end.
-            gwb = xp.zeros(self.wide.shape if self.channel_major else self.wide.shape[::-1], dtype=g.dtype)
-            part, scratch = xp.empty_like(gwb), self.scratch()
-            pooled = after.windows is not None
-            unpooled = xp.empty((longest(mine), self.oh, self.ow, o), dtype=g.dtype) if pooled else None
-            back = InputGradient(self, dx, o) if dx is not None else None
-            for run in mine:
-                r = images(run)
-                gr = after.grad(g[r], r, unpooled[:r.stop - r.start] if pooled else None)
-                for s in run:
-                    gs = gr[s.start - r.start:s.stop - r.start].reshape(-1, o)
-                    if w.requires_grad or b.requires_grad:
-                        cols = self.cols(s, scratch, again=True)
-                        if self.channel_major:
-                            xp.matmul(cols.T, gs, out=part)
-                        else:
-                            xp.matmul(gs.reshape(-1, part.shape[0]).T, cols, out=part)
-                        gwb += part
-                    if back is not None:
-                        back.add(s, gs)
-            return gwb.T if self.channel_major else gwb
+        dx = (parallel.empty if self.shared else parallel.output)(x.shape, g.dtype, xp) if x.requires_grad else None
+        work = partial(self.gradients, g, dx, after, w.requires_grad or b.requires_grad)
         # Summed in worker order: the same order every step.
-        gwb, *others = parallel.share(work, after.runs, 2 * self.work)
+        gwb, *others = parallel.share(work, after.runs, 2 * self.work, remote=self.shared)
         for other in others:
             gwb += other
         if self.block > 1:
@@ -234,6 +233,36 @@ class Conv:
         if self.lent is not None:
             self.lent[1] = False  # the kept block may serve the next step
 
+    def gradients(self, g: np.ndarray, dx: np.ndarray | None, after: Epilogue, weights: bool, _: int,
+                  mine: list[list[slice]]) -> np.ndarray:
+        """A worker's runs: their input gradients into dx; returns the sum of their weight gradients (if weights)."""
+        # The weight gradient (O, kh*kw*C), and the bias's in the last column. Computed as g.T @ cols, not as
+        # cols.T @ g: OpenBLAS runs the wide product 1.4-2.4x faster here on 500+ patch columns (tgmnist, pyex).
+        # But a channel-major block (a conv of few input channels) is (K + 1, pixels) as it lies, and there
+        # block @ g, (K + 1, O), ran 1.5-1.7x faster than g.T @ block.T (25088 pixels, K + 1 = 10, 16 and 32
+        # outputs: 157 against 264 us, 338 against 502, one thread): summed transposed, turned at the end.
+        xp, o = self.xp, g.shape[-1]
+        gwb = xp.zeros(self.wide.shape if self.channel_major else self.wide.shape[::-1], dtype=g.dtype)
+        part, scratch = xp.empty_like(gwb), self.scratch()
+        pooled = after.windows is not None
+        unpooled = xp.empty((longest(mine), self.oh, self.ow, o), dtype=g.dtype) if pooled else None
+        back = InputGradient(self, dx, o) if dx is not None else None
+        for run in mine:
+            r = images(run)
+            gr = after.grad(g[r], r, unpooled[:r.stop - r.start] if pooled else None)
+            for s in run:
+                gs = gr[s.start - r.start:s.stop - r.start].reshape(-1, o)
+                if weights:
+                    cols = self.cols(s, scratch, again=True)
+                    if self.channel_major:
+                        xp.matmul(cols.T, gs, out=part)
+                    else:
+                        xp.matmul(gs.reshape(-1, part.shape[0]).T, cols, out=part)
+                    gwb += part
+                if back is not None:
+                    back.add(s, gs)
+        return gwb.T if self.channel_major else gwb
+
 
 # Each conv weight's kept im2col block, reused from step to step while that weight lives: [block, in use]. A block
 # over glibc's 32 MiB mmap threshold (pyex's second conv keeps 42 MiB) is otherwise page-faulted in afresh every
@@ -241,13 +270,15 @@ class Conv:
 _kept: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def lend(w: Tensor, size: int, dtype, xp) -> tuple[np.ndarray, list]:
-    """A block of `size` for w's conv to keep from its forward to its backward pass, and its entry to release."""
+def lend(w: Tensor, size: int, dtype, empty) -> tuple[np.ndarray, list]:
+    """A block of `size` for w's conv to keep from its forward to its backward pass, and its entry to release.
+
+    empty: what makes the block (np.empty, cupy's, or parallel.empty for a block in shared memory)."""
     entry = _kept.get(w)
     # In use: the same weight in a second conv before the first one's backward pass (or a forward pass that had
     # none, as in evaluation); that conv gets a block of its own.
-    if entry is None or entry[1] or entry[0].size < size or entry[0].dtype != dtype or module_of(entry[0]) is not xp:
-        entry = _kept[w] = [xp.empty(size, dtype=dtype), False]
+    if entry is None or entry[1] or entry[0].size < size or entry[0].dtype != dtype or entry[2] is not empty:
+        entry = _kept[w] = [empty(size, dtype), False, empty]
     entry[1] = True
     return entry[0][:size], entry
 

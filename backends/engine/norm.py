@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fwbench.backends.engine import parallel
 from fwbench.backends.engine.activations import ACTIVATIONS
 from fwbench.backends.engine.tensor import Tensor
 from fwbench.backends.engine.xp import module_of
@@ -63,7 +64,7 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
             running[1][...] = (1 - momentum) * running[1] + momentum * var * (count / (count - 1))
     inv_std = (1 / xp.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
     drift = shift * inv_std
-    scaled, y = centred, xp.empty_like(centred)  # c inv_std: xhat + drift; centred is not needed again
+    scaled, y = centred, parallel.output(centred.shape, centred.dtype, xp)  # c inv_std: xhat + drift; centred is not needed again
     times, gain, bias = tile(inv_std), tile(gamma.data), tile(beta.data - gamma.data * drift)
     activate, act_grad = ACTIVATIONS[act] if act else (None, None)
     for s in parts:
@@ -77,7 +78,7 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
     def _backward(g):
         upstream = xp.ascontiguousarray(g).reshape(n, -1)
         dbeta, dgamma = xp.empty_like(sums), xp.empty_like(sums)
-        dx = xp.empty_like(upstream)
+        dx = parallel.output(upstream.shape, upstream.dtype, xp)
         g = dx if act_grad else upstream  # the gradient at batch norm's own output: kept in dx for the second pass
         for s in parts:
             if act_grad:

@@ -27,13 +27,13 @@ def sigmoid(x: Tensor) -> Tensor:
 def _activation(x: Tensor, name: str) -> Tensor:
     forward, grad = ACTIVATIONS[name]
     xp, n, work = module_of(x.data), len(x.data), parallel.value_work(x.data, PASSES[name])
-    y = xp.empty_like(x.data)
+    y = parallel.output(x.shape, x.dtype, xp)
     parallel.halves(lambda s: forward(x.data[s], y[s]), n, work)
     out = Tensor(y, _prev=(x,), _op=name)
 
     def _backward(g):
         if x.requires_grad:
-            dx = xp.empty_like(y)
+            dx = parallel.output(y.shape, y.dtype, xp)
 
             def part(s):
                 grad(g[s], y[s], dx[s])

@@ -1,8 +1,10 @@
 """Worker threads for an op's independent slices: NumPy's own loops run on one core, BLAS alone uses them all."""
 from __future__ import annotations
 
+import operator
 import os
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Callable, Sequence
 
@@ -20,6 +22,8 @@ from fwbench.backends.engine.xp import module_of
 _pool: ThreadPoolExecutor | None = None
 _workers = 1
 _limit = None  # threadpoolctl's hold of NumPy's BLAS at one thread, while there are workers
+_remote: list = []  # worker processes (remote.py) for the ops that can hand them their work; worker w is _remote[w - 1]
+_arena = None  # the shared memory those ops' arrays live in, while there are worker processes
 _blas: list = []  # its controllers of that BLAS, through which matmul lends BLAS the workers' cores for one call
 # While there are workers, a thread waiting for the GIL asks its holder for it after this long, not CPython's 5 ms.
 # A worker back from a short NumPy call (tens of microseconds) finds the GIL taken by the other, whose calls are
@@ -41,15 +45,36 @@ HALVES_FLOPS = 200_000_000
 # A value that a copy or an elementwise pass reads or writes costs about as long as this many FLOPs of GEMM on the
 # reference CPU (~1 G values/s against ~50 GFLOP/s a thread): work counts both.
 VALUE_FLOPS = 50
+# The ops that can (conv2d's slices) hand their work to worker processes rather than threads where the platform has
+# memfd: two threads' NumPy calls wait on each other for the GIL, two processes' do not. Measured here, Winograd's
+# conv of vgg's 16 channels over half a batch, forward and backward on one thread each: 4.5-5.1 ms in two processes
+# at once, 7.1-7.6 in two threads of one process (5.0-5.4 alone).
+PROCESSES = sys.platform == "linux" and hasattr(os, "memfd_create")
+# A conv hands its share to the worker processes from this much work (FLOPs, as remote() is asked); below it, to the
+# threads. A hand-off to a process costs 0.2-0.4 ms here (pickling the job, waking the process, its reply) where a
+# thread's costs tens of microseconds, yet the GIL costs threads more: steps in fresh processes, 6 alternating rounds,
+# from 16 M (every conv that is shared at all) against 200 M: flaxex 0.93x, cnn 0.98x, tgmnist 0.97x, strided
+# 0.96x, wide7 and tinycnn 0.99-1.0x, lenet5 1.04x and sigm 1.02x; from 50 M: 0.96x, 1.01x, 0.97x, 0.95x, 0.99x,
+# 1.03x and 1.03x.
+REMOTE_FLOPS = 16_000_000
 
 
-def configure(workers: int) -> None:
-    """Run sliced work on this many threads from now on, BLAS on one thread in each; 1: as NumPy alone runs."""
-    global _pool, _workers, _limit, _blas, _switch
-    if workers == _workers:
+def configure(workers: int, processes: bool | None = None) -> None:
+    """Run sliced work on this many workers from now on, BLAS on one thread in each; 1: as NumPy alone runs.
+
+    processes: whether the ops that can run their share in worker processes do (default PROCESSES); the others, and
+    those ops where there are none, use threads."""
+    global _pool, _workers, _limit, _blas, _switch, _remote, _arena
+    processes = PROCESSES if processes is None else processes
+    if workers == _workers and bool(_remote) == (processes and workers > 1):
         return
     if _pool is not None:
         _pool.shutdown()
+    for worker in _remote:
+        worker.close()
+    if _arena is not None:
+        _arena.close()
+    _remote, _arena = [], None
     if _limit is not None:
         _limit.restore_original_limits()
     if _switch is not None:
@@ -58,6 +83,8 @@ def configure(workers: int) -> None:
     # The calling thread is worker 0: the pool holds the others.
     _pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="engine") if workers > 1 else None
     _workers, _limit, _blas = workers, None, []
+    if workers > 1 and processes:
+        _arena, _remote = _start(workers - 1)
     if workers > 1:
         _switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)
@@ -67,6 +94,87 @@ def configure(workers: int) -> None:
             return
         controller = ThreadpoolController().select(user_api="blas")
         _limit, _blas = controller.limit(limits=1), controller.lib_controllers
+
+
+def _start(count: int) -> tuple[object, list]:
+    """An arena and `count` worker processes that write into it; (None, []) where they cannot start: threads then."""
+    from fwbench.backends.engine import remote, shared
+    arena, started = shared.Arena(), []
+    try:
+        for _ in range(count):
+            started.append(remote.Worker(arena))
+            probe = arena.empty(1, np.int64)
+            probe[0] = 0
+            started[-1].submit(operator.setitem, probe, 0, 1)  # the worker maps the arena and writes into it
+            started[-1].result()
+            if probe[0] != 1:
+                raise RuntimeError("its write did not arrive")
+    except (OSError, RuntimeError) as e:
+        for worker in started:
+            worker.close()
+        arena.close()
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        warnings.warn(f"the NumPy engine's worker processes did not start ({reason}); it uses threads instead",
+                      RuntimeWarning, stacklevel=3)
+        return None, []
+    return arena, started
+
+
+def _forget_in_child() -> None:
+    """In a forked child: the parent's worker processes and shared memory are the parent's; threads from now on."""
+    global _remote, _arena
+    _remote, _arena = [], None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def processes() -> bool:
+    """Whether there are worker processes."""
+    return bool(_remote)
+
+
+def processes_peak_rss_mb() -> list[float]:
+    """Each worker process's own memory high-water mark, in MiB (see remote.Worker.peak_rss_mb)."""
+    return [m for m in (worker.peak_rss_mb() for worker in _remote) if m is not None]
+
+
+def remote(flops: float) -> bool:
+    """Whether work of this size goes to the worker processes (there are some, and it is at least REMOTE_FLOPS)."""
+    return bool(_remote) and flops >= REMOTE_FLOPS
+
+
+def empty(shape, dtype, xp=np) -> np.ndarray:
+    """xp.empty, in the worker processes' shared memory when there are any: for arrays a remote share writes."""
+    return xp.empty(shape, dtype=dtype) if _arena is None or xp is not np else _arena.empty(shape, dtype)
+
+
+def placed(a) -> bool:
+    """Whether a worker process would see array a, and what it writes there: always, where there are none."""
+    return _arena is None or module_of(a) is not np or _arena.holds(a)
+
+
+# output() makes an op's output in shared memory from this size, where there are worker processes: a conv that hands
+# its input (or its output's gradient) to them then reads it where it lies. Copied there instead, flaxex's second
+# conv's input (5.5 MB) took longer than the process saved.
+SHARED_FROM = 1 << 16
+
+
+def output(shape, dtype, xp=np):
+    """xp.empty(shape, dtype), in shared memory where there are worker processes and it is SHARED_FROM bytes or more."""
+    if _arena is None or xp is not np or int(np.prod(shape)) * np.dtype(dtype).itemsize < SHARED_FROM:
+        return xp.empty(shape, dtype=dtype)
+    return _arena.empty(shape, dtype)
+
+
+def shareable(a):
+    """a, or a copy of it in shared memory where there are worker processes and a is not there: a remote share's input."""
+    if placed(a) or a.size == 0:
+        return a
+    copy = _arena.empty(a.shape, a.dtype)
+    copy[...] = a
+    return copy
 
 
 def threads() -> int:
@@ -99,15 +207,30 @@ def workers(items: int) -> int:
     return max(1, min(_workers, items))
 
 
-def share(fn: Callable[[int, Sequence], object], items: Sequence, flops: float) -> list:
+def share(fn: Callable[[int, Sequence], object], items: Sequence, flops: float, remote: bool = False) -> list:
     """fn(worker, its items) for each worker, items dealt round-robin; the results in worker order.
 
+    remote: fn runs in the worker processes, where there are any (see remote()): it and its arguments pickle
+    (shared.dumps), and every array it writes was made by empty() (what it reads and is not there is copied).
     flops: the whole work's, roughly; below PARALLEL_FLOPS it all runs in the calling thread. Worker w always gets
     items w, w + n, w + 2n, ..., so anything a worker sums is summed in the same order every call: the results are
     deterministic for a given number of workers and size of work."""
     n = workers(len(items)) if flops >= PARALLEL_FLOPS else 1
     if n == 1 or _pool is None:
         return [fn(0, items)]
+    if remote and _remote:
+        for w in range(1, n):
+            _remote[w - 1].submit(fn, w, items[w::n])
+        try:
+            first = fn(0, items[::n])
+        finally:
+            # Every worker's result is taken, even when this one failed: none may still write into the op's arrays.
+            results = [_collect(_remote[w - 1]) for w in range(1, n)]
+
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return [first, *results]
     # The calling thread works as worker 0 rather than wait: handing every share to the pool and waiting for all of
     # them took 105-125 us a call here, handing out all but its own 30-40 us (a thread woken is a thread waited for).
     futures = [_pool.submit(fn, w, items[w::n]) for w in range(1, n)]
@@ -116,6 +239,14 @@ def share(fn: Callable[[int, Sequence], object], items: Sequence, flops: float) 
     finally:
         wait(futures)  # no worker may still write into the op's arrays when it returns or raises
     return [first, *(f.result() for f in futures)]
+
+
+def _collect(worker):
+    """A worker process's result, or the exception it raised."""
+    try:
+        return worker.result()
+    except RuntimeError as e:
+        return e
 
 
 def value_work(a, passes: float) -> float:

@@ -102,7 +102,7 @@ def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
     """Max over each size x size window of NHWC x, windows `stride` apart (default: size)."""
     xp = module_of(x.data)
     pool = MaxWindows(x.shape, size, size if stride is None else stride)
-    best = xp.empty((x.shape[0], pool.oh, pool.ow, x.shape[3]), dtype=x.dtype)
+    best = parallel.output((x.shape[0], pool.oh, pool.ow, x.shape[3]), x.dtype, xp)
     arg = xp.empty(best.shape, dtype=pool.index)
     work = parallel.value_work(x.data, len(pool.offsets))
     parallel.halves(lambda s: pool.forward(x.data[s], best[s], arg[s]), len(best), work)
@@ -110,7 +110,7 @@ def maxpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
 
     def _backward(g):
         if x.requires_grad:
-            dx, g = xp.empty_like(x.data), same_layout(g, best)
+            dx, g = parallel.output(x.shape, x.dtype, xp), same_layout(g, best)
             parallel.halves(lambda s: pool.backward(g[s], arg[s], dx[s]), len(best), work)
             x.accumulate(dx)
     out._backward = _backward
@@ -183,14 +183,14 @@ def avgpool2d(x: Tensor, size: int, stride: int | None = None) -> Tensor:
     """Mean over each size x size window of NHWC x, windows `stride` apart (default: size); VALID windows only."""
     xp = module_of(x.data)
     pool = AvgWindows(x.shape, size, size if stride is None else stride)
-    mean = xp.empty((x.shape[0], pool.oh, pool.ow, x.shape[3]), dtype=x.dtype)
+    mean = parallel.output((x.shape[0], pool.oh, pool.ow, x.shape[3]), x.dtype, xp)
     work = parallel.value_work(x.data, len(pool.offsets))
     parallel.halves(lambda s: pool.forward(x.data[s], mean[s]), len(mean), work)
     out = Tensor(mean, _prev=(x,), _op="avgpool2d")
 
     def _backward(g):
         if x.requires_grad:
-            dx, g = xp.empty_like(x.data), same_layout(g, mean)
+            dx, g = parallel.output(x.shape, x.dtype, xp), same_layout(g, mean)
             parallel.halves(lambda s: pool.backward(g[s], None, dx[s]), len(mean), work)
             x.accumulate(dx)
     out._backward = _backward

@@ -3,6 +3,7 @@ set of tile transforms, on channels-last (NHWC) arrays, a slice of images at a t
 from __future__ import annotations
 
 import functools
+from functools import partial
 
 import numpy as np
 
@@ -101,8 +102,9 @@ def applies(x: np.ndarray, w_shape: tuple, stride: int, pads: tuple[int, int, in
 class Winograd:
     """One conv2d call by Winograd: its geometry, its transformed weight and its slices of images."""
 
-    def __init__(self, x: np.ndarray, w, b, pads: tuple[int, int, int, int]):
-        self.xp, self.x, self.pads = np, x, pads
+    def __init__(self, x: np.ndarray, w, b, pads: tuple[int, int, int, int], shared: bool = False):
+        self.xp, self.x, self.pads, self.shared = np, x, pads, shared  # shared: as conv.Conv's
+        empty = parallel.empty if shared else np.empty
         self.n, h, wd, self.c = x.shape
         self.o, _, r, _ = w.shape
         m = self.m = TILES[r]
@@ -116,7 +118,8 @@ class Winograd:
         # G (x) G over the r*r kernel offsets. By einsum, which searched its path at every call, vgg's conv set-up took
         # 240 us and its weight gradient 94, on the step's one core; now 23 and 9.
         u = self.gg @ w.data.reshape(self.o * self.c, r * r).T  # (a*a, O*C)
-        self.u = np.ascontiguousarray(u.reshape(self.a * self.a, self.o, self.c).transpose(0, 2, 1))
+        self.u = empty((self.a * self.a, self.c, self.o), x.dtype)
+        self.u[...] = u.reshape(self.a * self.a, self.o, self.c).transpose(0, 2, 1)
         self.bias = b.data
         self.tiles = self.ty * self.tx  # an image's
         per_image = self.a * self.a * self.tiles * max(self.c, self.o) * x.itemsize
@@ -127,7 +130,7 @@ class Winograd:
         # The transformed input, kept for the weight gradient: (a*a, tiles, C), the size of the batch's im2col over
         # the gain (0.16x on tgmnist's 5x5 conv).
         size = self.a * self.a * self.n * self.tiles * self.c * x.itemsize
-        self.v = np.empty((self.a * self.a, self.n * self.tiles, self.c), dtype=x.dtype) if size <= KEEP_BYTES else None
+        self.v = empty((self.a * self.a, self.n * self.tiles, self.c), x.dtype) if size <= KEEP_BYTES else None
         self.pool = 0  # the size of the max pool the output transform computes, if it does (pools())
 
     def pools(self, windows) -> bool:
@@ -283,34 +286,10 @@ class Winograd:
 
     def backward(self, x, w, b, g: np.ndarray, after) -> None:
         """Accumulate the gradients of w, b and (when it needs one) x from g, the NHWC gradient at the output."""
-        o = self.o
-        dx = np.empty(x.shape, dtype=g.dtype) if x.requires_grad else None
-
-        def work(_: int, mine: list[list[slice]]) -> tuple[np.ndarray, np.ndarray]:
-            """The worker's runs: their input gradients into dx; returns the sums of their U and bias gradients."""
-            du, db = np.zeros_like(self.u), np.zeros(o)
-            sums = np.empty((max(s.stop - s.start for run in mine for s in run), o), dtype=g.dtype)
-            scratch = self.scratch()
-            dpadded = np.zeros_like(scratch[0]) if dx is not None else None
-            pooled = after.windows is not None
-            unpooled = np.empty((longest(mine), self.oh, self.ow, o), dtype=g.dtype) if pooled else None
-            for run in mine:
-                r = images(run)
-                gr = after.grad(g[r], r, unpooled[:r.stop - r.start] if pooled else None)
-                for s in run:
-                    gs = gr[s.start - r.start:s.stop - r.start]
-                    du += self.gradients(s, gs, dx, scratch, dpadded, after.arg[s] if self.pool else None)
-                    # Pooled here, g holds the winners' terms without the others' zeros: the same sum, in another
-                    # order (within 1e-14 of the plain ops' in float64). Each image's sum by a batched GEMM, then
-                    # theirs in float64, as batch norm sums: NumPy's sum down the rows of the slice adds one pixel's
-                    # row after another, and rounded 5x as much in float32 (2.1e-6 relative against 4.4e-7 on the
-                    # direct path, whose GEMM sums in blocks).
-                    per_image = sums[:s.stop - s.start]
-                    image_sums(gs.reshape(len(per_image), -1), per_image)
-                    db += per_image.sum(axis=0, dtype=np.float64)
-            return du, db
+        dx = (parallel.empty if self.shared else parallel.output)(x.shape, g.dtype) if x.requires_grad else None
+        work = partial(self.sums, g, dx, after)
         # Summed in worker order: the same order every step.
-        (du, db), *others = parallel.share(work, after.runs, 2 * self.work)
+        (du, db), *others = parallel.share(work, after.runs, 2 * self.work, remote=self.shared)
         for other_du, other_db in others:
             du += other_du
             db += other_db
@@ -320,6 +299,32 @@ class Winograd:
             b.accumulate(db.astype(g.dtype))
         if dx is not None:
             x.accumulate(dx)
+
+    def sums(self, g: np.ndarray, dx: np.ndarray | None, after, _: int,
+             mine: list[list[slice]]) -> tuple[np.ndarray, np.ndarray]:
+        """A worker's runs: their input gradients into dx; returns the sums of their U and bias gradients."""
+        o = self.o
+        du, db = np.zeros_like(self.u), np.zeros(o)
+        sums = np.empty((max(s.stop - s.start for run in mine for s in run), o), dtype=g.dtype)
+        scratch = self.scratch()
+        dpadded = np.zeros_like(scratch[0]) if dx is not None else None
+        pooled = after.windows is not None
+        unpooled = np.empty((longest(mine), self.oh, self.ow, o), dtype=g.dtype) if pooled else None
+        for run in mine:
+            r = images(run)
+            gr = after.grad(g[r], r, unpooled[:r.stop - r.start] if pooled else None)
+            for s in run:
+                gs = gr[s.start - r.start:s.stop - r.start]
+                du += self.gradients(s, gs, dx, scratch, dpadded, after.arg[s] if self.pool else None)
+                # Pooled here, g holds the winners' terms without the others' zeros: the same sum, in another
+                # order (within 1e-14 of the plain ops' in float64). Each image's sum by a batched GEMM, then
+                # theirs in float64, as batch norm sums: NumPy's sum down the rows of the slice adds one pixel's
+                # row after another, and rounded 5x as much in float32 (2.1e-6 relative against 4.4e-7 on the
+                # direct path, whose GEMM sums in blocks).
+                per_image = sums[:s.stop - s.start]
+                image_sums(gs.reshape(len(per_image), -1), per_image)
+                db += per_image.sum(axis=0, dtype=np.float64)
+        return du, db
 
     def weight_gradient(self, du: np.ndarray) -> np.ndarray:
         """The (O, C, r, r) gradient of w from that of U: G^T dU G."""

@@ -67,6 +67,10 @@ def run(cell: dict) -> dict:
     metrics = {**timing, "import_s": import_s, "images_per_s": cell["batch_size"] / timing["step_ms"] * 1e3,
                **flop_figures(spec, cell["batch_size"], timing["step_ms"]), "peak_rss_mb": peak_rss_mb(),
                **parallel.figures(backend, cell["batch_size"], timing["step_ms"])}
+    helpers = helpers_peak_rss_mb(backend)
+    if helpers:  # processes the backend runs beside the cell's own (the NumPy engine's workers): their memory too
+        metrics["helpers_peak_rss_mb"] = helpers
+        metrics["peak_rss_mb"] += sum(helpers)
     peaks = [backend.peak_device_memory()]
     del backend, epoch
 
@@ -80,7 +84,8 @@ def run(cell: dict) -> dict:
         metrics |= {"epoch_s": float(np.median(seconds[1:])) if len(seconds) > 1 else None,
                     "first_epoch_s": seconds[0], "epoch_s_each": seconds,
                     "test_accuracy": result.test_accuracy, "accuracy_target": cell["target"],
-                    "time_to_accuracy_s": result.time_to_accuracy, "train_peak_rss_mb": peak_rss_mb()}
+                    "time_to_accuracy_s": result.time_to_accuracy,
+                    "train_peak_rss_mb": peak_rss_mb() + sum(helpers_peak_rss_mb(backend))}
         out["curves"] = {"loss": result.loss_curve, "accuracy": result.accuracy_curve}
         trained = backend.get_params()
         conv = next((k for k, v in trained.items() if v.ndim == 4), None)
@@ -89,6 +94,11 @@ def run(cell: dict) -> dict:
     peak = max((p for p in peaks if p is not None), default=None)
     metrics["gpu_peak_mb"] = peak / 2**20 if peak is not None else None
     return out | {"metrics": metrics}
+
+
+def helpers_peak_rss_mb(backend) -> list[float]:
+    """The memory peaks of the processes a backend runs beside the cell's own, in MiB; [] for most backends."""
+    return backend.helpers_peak_rss_mb() if hasattr(backend, "helpers_peak_rss_mb") else []
 
 
 def attempt(cell: dict) -> dict:

@@ -77,10 +77,11 @@ REGISTRY = [
     Metric("epoch_s_each", "s", "training time of every epoch, the first included", training=True),
     Metric("peak_rss_mb", "MiB", "high-water mark of the run's own process image (VmHWM in /proc/self/status, which "
            "exec resets) after step timing; the cell's figure is the median over its runs; a data-parallel cell's is "
-           "the sum of its workers' (workers_peak_rss_mb) and of the process driving them (driver_peak_rss_mb)",
+           "the sum of its workers' (workers_peak_rss_mb) and of the process driving them (driver_peak_rss_mb); the "
+           "NumPy engine's worker processes are added in (helpers_peak_rss_mb)",
            "peak MB", LOWER, fmt.count, MEMORY, ("smaller", "larger")),
     Metric("train_peak_rss_mb", "MiB", "VmHWM at the end of the training run: data, framework, model and the whole "
-           "recipe", "train peak MB", LOWER, fmt.count, None, training=True),
+           "recipe (with helpers_peak_rss_mb's processes, read again then)", "train peak MB", LOWER, fmt.count, None, training=True),
     Metric("gpu_peak_mb", "MiB", "the framework's peak allocated device memory (torch max_memory_allocated, XLA "
            "peak_bytes_in_use); null on the CPU", "GPU peak MB", LOWER, fmt.count),
     Metric("test_accuracy", "fraction", "test accuracy after the recipe's last epoch", "accuracy", HIGHER,
@@ -97,6 +98,9 @@ REGISTRY = [
            "the largest of the workers' own step times (each waits for the others at the all-reduce), median over "
            "steps", form=fmt.ms),
     Metric("images_per_s_per_worker", "images/s", "images_per_s / workers", form=fmt.count),
+    Metric("helpers_peak_rss_mb", "MiB", "each helper process's own high-water mark (VmHWM less the shared memory "
+           "the cell's process counts), for a backend that runs helpers beside the cell's process (the NumPy engine's "
+           "worker processes); included in peak_rss_mb"),
     Metric("workers_peak_rss_mb", "MiB", "each worker's process high-water mark (VmHWM), rank 0 first; a "
            "data-parallel cell's peak_rss_mb is their sum, plus driver_peak_rss_mb"),
     Metric("driver_peak_rss_mb", "MiB", "the high-water mark (VmHWM) of a data-parallel cell's own process where it "
