@@ -167,3 +167,25 @@ def test_the_worker_reports_its_own_memory(worker):
     w.result()
     own = w.peak_rss_mb()
     assert 5 < own < 200  # an interpreter with NumPy, not the 8 MiB it wrote into shared memory twice over
+
+
+def test_stopping_waits_for_the_workers_so_that_their_cpu_time_is_this_processs():
+    # A bench reads the CPU time of the cell's process and its children as the cell's own: a worker left to exit
+    # unwaited-for would be "other processes" there, and every NumPy cell would read as contended.
+    import resource
+
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+    workers = parallel.threads()
+    try:
+        parallel.configure(1)
+        parallel.configure(2, processes=True)
+        before = children_cpu()
+        parallel._remote[0].submit(sum, range(20_000_000))  # a few tenths of a second of CPU
+        parallel._remote[0].result()
+        parallel._stop()
+        assert children_cpu() - before > 0.1 and not parallel.processes()
+    finally:
+        parallel.configure(1)
+        parallel.configure(workers)

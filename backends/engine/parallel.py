@@ -1,6 +1,7 @@
 """Worker threads for an op's independent slices: NumPy's own loops run on one core, BLAS alone uses them all."""
 from __future__ import annotations
 
+import atexit
 import operator
 import os
 import sys
@@ -128,6 +129,16 @@ def _forget_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
+
+
+@atexit.register
+def _stop() -> None:
+    """Stop the worker processes and wait for them: their CPU time is then this process's children's (a bench cell's
+    own, in the contention reading of the bench around it), and none outlives this one. Threads from then on."""
+    global _remote
+    for worker in _remote:
+        worker.close()
+    _remote = []
 
 
 def processes() -> bool:

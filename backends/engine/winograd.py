@@ -133,6 +133,17 @@ class Winograd:
         self.v = empty((self.a * self.a, self.n * self.tiles, self.c), x.dtype) if size <= KEEP_BYTES else None
         self.pool = 0  # the size of the max pool the output transform computes, if it does (pools())
 
+    def __getstate__(self) -> dict:
+        # For a worker process: its transform matrices are its own (transforms() caches them), not pickled each call.
+        state = dict(self.__dict__)
+        for name in ("at", "a_", "bt", "b_", "gg"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.at, self.a_, self.bt, self.b_, self.gg = transforms(self.m, self.a - self.m + 1, self.u.dtype)
+
     def pools(self, windows) -> bool:
         """Whether the output transform takes over this pool from now on: disjoint max windows inside exact tiles."""
         # Each window offset is then one contiguous block of the transform's output, where the pool reads the conv's
