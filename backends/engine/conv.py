@@ -51,11 +51,13 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
     """
     after = "relu" if relu else after
     check_channels(x, w)
-    # The forward pass's FLOPs, as the direct conv computes them: from twice that, the backward pass goes to the worker
-    # processes, and the arrays that either pass hands them are made in shared memory.
+    # Both passes go to the worker processes when the forward pass's work is large enough: its FLOPs, as the direct
+    # conv computes them, and its output's values, which the activation and pool pass over in many calls (what makes
+    # threads wait on each other for the GIL). The arrays they hand over are then made in shared memory.
     oh, ow = conv_out_size(x.shape[1:3], *w.shape[2:], stride, padding)
-    flops = 2 * x.shape[0] * oh * ow * int(np.prod(w.shape))
-    shared = parallel.remote(2 * flops) and module_of(x.data) is np
+    values = x.shape[0] * oh * ow * w.shape[0]
+    shared = parallel.remote(values * 2 * int(np.prod(w.shape[1:])) + parallel.VALUE_FLOPS * values) \
+        and module_of(x.data) is np
     xd = parallel.shareable(x.data) if shared else x.data
     by_winograd = winograd.applies(xd, w.shape, stride, pads(padding))
     conv = winograd.Winograd(xd, w, b, pads(padding), shared) if by_winograd else Conv(xd, w, b, stride, padding,
@@ -72,8 +74,7 @@ def conv2d(x: Tensor, w: Tensor, b: Tensor, stride: int = 1, padding: int | Pads
     # What the pool reads, when the backward pass needs it: the activation's output.
     kept = empty(full, w.dtype) if pool and act else None
     runs = runs_of(conv.slices, int(np.prod(full[1:])) * w.dtype.itemsize)
-    parallel.share(Forward(conv, y, arg, kept, windows, act, after, by_conv), runs, conv.work,
-                   remote=shared and parallel.remote(flops))
+    parallel.share(Forward(conv, y, arg, kept, windows, act, after, by_conv), runs, conv.work, remote=shared)
     act_grad = ACTIVATIONS[act][1] if act else None
     name = "_".join(part for part in ("conv2d", act, pool and pool[0] + "pool", after) if part)
     out = Tensor(y, _prev=(x, w, b), _op=name)

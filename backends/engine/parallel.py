@@ -51,13 +51,14 @@ VALUE_FLOPS = 50
 # conv of vgg's 16 channels over half a batch, forward and backward on one thread each: 4.5-5.1 ms in two processes
 # at once, 7.1-7.6 in two threads of one process (5.0-5.4 alone).
 PROCESSES = sys.platform == "linux" and hasattr(os, "memfd_create")
-# A conv hands its share to the worker processes from this much work (FLOPs, as remote() is asked); below it, to the
-# threads. A hand-off to a process costs 0.2-0.4 ms here (pickling the job, waking the process, its reply) where a
-# thread's costs tens of microseconds, yet the GIL costs threads more: steps in fresh processes, 6 alternating rounds,
-# from 16 M (every conv that is shared at all) against 200 M: flaxex 0.93x, cnn 0.98x, tgmnist 0.97x, strided
-# 0.96x, wide7 and tinycnn 0.99-1.0x, lenet5 1.04x and sigm 1.02x; from 50 M: 0.96x, 1.01x, 0.97x, 0.95x, 0.99x,
-# 1.03x and 1.03x.
-REMOTE_FLOPS = 16_000_000
+# A conv hands its shares to the worker processes from this much forward work (its FLOPs and VALUE_FLOPS for each
+# value of its output, which its activation and pool pass over); below it, to the threads. A hand-off to a process
+# costs 0.2-0.4 ms here (pickling the job, waking the process, its reply), to a thread tens of microseconds, but the
+# GIL costs threads more on large shares. Steps in fresh processes, 4 alternating rounds, against threads: vgg 0.90x
+# and 0.91x, flaxex 0.94x and 0.97x, strided 0.97x, tgmnist 0.98x, wide7 1.00x; lenet5, sigm and cnn, whose convs
+# stay on the threads, 0.98-1.06x over three runs (noise). Every conv that is shared at all on processes (16 M):
+# flaxex 0.93x, lenet5 1.04x, sigm 1.02x (6 rounds).
+REMOTE_FLOPS = 100_000_000
 
 
 def configure(workers: int, processes: bool | None = None) -> None:
