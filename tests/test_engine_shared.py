@@ -189,3 +189,29 @@ def test_stopping_waits_for_the_workers_so_that_their_cpu_time_is_this_processs(
     finally:
         parallel.configure(1)
         parallel.configure(workers)
+
+
+@pytest.mark.parametrize("out_channels, remote", [(2, False), (8, True)])
+def test_a_conv_goes_to_the_processes_from_remote_flops_of_forward_work(out_channels, remote, monkeypatch):
+    from fwbench.backends.engine import Tensor, conv2d
+    # 4 images of 6 x 6, 3 -> O channels, 3 x 3, padding 1: O * 144 output values, each 2 * 27 FLOPs and 50 for the
+    # value: 104 * 144 * O, 29,952 for O = 2 and 119,808 for O = 8.
+    monkeypatch.setattr(parallel, "REMOTE_FLOPS", 60_000)
+    monkeypatch.setattr(parallel, "PARALLEL_FLOPS", 0)
+    seen = []
+    share = parallel.share
+    monkeypatch.setattr(parallel, "share", lambda *args, remote=False: seen.append(remote) or share(*args, remote=remote))
+    workers = parallel.threads()
+    try:
+        parallel.configure(1)
+        parallel.configure(2, processes=True)
+        rng = np.random.default_rng(0)
+        x = Tensor(rng.standard_normal((4, 6, 6, 3)).astype(np.float32), True)
+        w = Tensor(rng.standard_normal((out_channels, 3, 3, 3)).astype(np.float32), True)
+        b = Tensor(np.zeros(out_channels, np.float32), True)
+        conv2d(x, w, b, 1, 1, relu=True).sum().backward()
+        assert seen == [remote, remote]  # forward and backward alike
+        assert not remote or parallel.placed(x.grad)  # what the process wrote is in shared memory
+    finally:
+        parallel.configure(1)
+        parallel.configure(workers)

@@ -25,6 +25,7 @@ _workers = 1
 _limit = None  # threadpoolctl's hold of NumPy's BLAS at one thread, while there are workers
 _remote: list = []  # worker processes (remote.py) for the ops that can hand them their work; worker w is _remote[w - 1]
 _arena = None  # the shared memory those ops' arrays live in, while there are worker processes
+_handed = False  # whether an op has handed work to them since they started (output() then uses _arena)
 _blas: list = []  # its controllers of that BLAS, through which matmul lends BLAS the workers' cores for one call
 # While there are workers, a thread waiting for the GIL asks its holder for it after this long, not CPython's 5 ms.
 # A worker back from a short NumPy call (tens of microseconds) finds the GIL taken by the other, whose calls are
@@ -66,7 +67,7 @@ def configure(workers: int, processes: bool | None = None) -> None:
 
     processes: whether the ops that can run their share in worker processes do (default PROCESSES); the others, and
     those ops where there are none, use threads."""
-    global _pool, _workers, _limit, _blas, _switch, _remote, _arena
+    global _pool, _workers, _limit, _blas, _switch, _remote, _arena, _handed
     processes = PROCESSES if processes is None else processes
     if workers == _workers and bool(_remote) == (processes and workers > 1):
         return
@@ -76,7 +77,7 @@ def configure(workers: int, processes: bool | None = None) -> None:
         worker.close()
     if _arena is not None:
         _arena.close()
-    _remote, _arena = [], None
+    _remote, _arena, _handed = [], None, False
     if _limit is not None:
         _limit.restore_original_limits()
     if _switch is not None:
@@ -124,8 +125,8 @@ def _start(count: int) -> tuple[object, list]:
 
 def _forget_in_child() -> None:
     """In a forked child: the parent's worker processes and shared memory are the parent's; threads from now on."""
-    global _remote, _arena
-    _remote, _arena = [], None
+    global _remote, _arena, _handed
+    _remote, _arena, _handed = [], None, False
 
 
 if hasattr(os, "register_at_fork"):
@@ -136,10 +137,10 @@ if hasattr(os, "register_at_fork"):
 def _stop() -> None:
     """Stop the worker processes and wait for them: their CPU time is then this process's children's (a bench cell's
     own, in the contention reading of the bench around it), and none outlives this one. Threads from then on."""
-    global _remote
+    global _remote, _handed
     for worker in _remote:
         worker.close()
-    _remote = []
+    _remote, _handed = [], False
 
 
 def processes() -> bool:
@@ -174,8 +175,10 @@ SHARED_FROM = 1 << 16
 
 
 def output(shape, dtype, xp=np):
-    """xp.empty(shape, dtype), in shared memory where there are worker processes and it is SHARED_FROM bytes or more."""
-    if _arena is None or xp is not np or int(np.prod(shape)) * np.dtype(dtype).itemsize < SHARED_FROM:
+    """xp.empty(shape, dtype); in shared memory from SHARED_FROM bytes, once a conv has handed work to the processes."""
+    # Only then: shared memory has no transparent huge pages here, and a spec whose convs all stay on the threads
+    # (wide7, sigm) ran 1.02-1.03x as long with every large output there.
+    if not _handed or xp is not np or int(np.prod(shape)) * np.dtype(dtype).itemsize < SHARED_FROM:
         return xp.empty(shape, dtype=dtype)
     return _arena.empty(shape, dtype)
 
@@ -227,10 +230,12 @@ def share(fn: Callable[[int, Sequence], object], items: Sequence, flops: float, 
     flops: the whole work's, roughly; below PARALLEL_FLOPS it all runs in the calling thread. Worker w always gets
     items w, w + n, w + 2n, ..., so anything a worker sums is summed in the same order every call: the results are
     deterministic for a given number of workers and size of work."""
+    global _handed
     n = workers(len(items)) if flops >= PARALLEL_FLOPS else 1
     if n == 1 or _pool is None:
         return [fn(0, items)]
     if remote and _remote:
+        _handed = True
         for w in range(1, n):
             _remote[w - 1].submit(fn, w, items[w::n])
         try:
