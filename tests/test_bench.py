@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 
 from fwbench import models
+from fwbench.backends.engine import parallel as engine_parallel
 from fwbench.harness.bench import checks, limits, results, runner
 from fwbench.harness.bench.suite import PRESETS, cells, rounds
 from fwbench.harness.cli import main
@@ -66,6 +67,9 @@ def test_results_file_is_self_describing_and_keeps_a_failed_cell(tmp_path):
         raw["step_gflop"] / peak * 1e3)
     assert unc["n"] == len(results.used_runs(ok)) and unc["ci"][0] <= m["step_ms"] <= unc["ci"][1]
     assert 0.2 < m["test_accuracy"] <= 1 and 50 < m["peak_rss_mb"] <= m["train_peak_rss_mb"] + 1
+    if engine_parallel.PROCESSES and engine_parallel.cores() > 1:  # the engine's worker process: in the peak too
+        assert len(raw["helpers_peak_rss_mb"]) == engine_parallel.cores() - 1
+        assert all(10 < mb < m["peak_rss_mb"] / 2 for mb in raw["helpers_peak_rss_mb"])
     assert m["gpu_peak_mb"] is None and m["epoch_s"] is None and m["first_epoch_s"] > 0  # one epoch: no epoch_s
     assert m["agreement_worst_rel_l2"] < 1e-5
     assert ok["curves"]["loss"] and len(ok["curves"]["accuracy"]) == 2 and ok["filters"] is None  # mlp: no conv

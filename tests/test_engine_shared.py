@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -215,3 +216,11 @@ def test_a_conv_goes_to_the_processes_from_remote_flops_of_forward_work(out_chan
     finally:
         parallel.configure(1)
         parallel.configure(workers)
+
+
+def test_a_worker_that_does_not_answer_is_given_up(worker):
+    w, _ = worker
+    w.submit(time.sleep, 30)
+    with pytest.raises(RuntimeError, match="did not answer within 0.2 s"):
+        w.result(timeout=0.2)
+    assert w.process.wait(timeout=10) is not None  # killed

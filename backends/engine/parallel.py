@@ -1,4 +1,4 @@
-"""Worker threads for an op's independent slices: NumPy's own loops run on one core, BLAS alone uses them all."""
+"""Workers for an op's independent slices (threads; processes for the convs): NumPy's own loops run on one core."""
 from __future__ import annotations
 
 import atexit
@@ -60,6 +60,9 @@ PROCESSES = sys.platform == "linux" and hasattr(os, "memfd_create")
 # stay on the threads, 0.98-1.06x over three runs (noise). Every conv that is shared at all on processes (16 M):
 # flaxex 0.93x, lenet5 1.04x, sigm 1.02x (6 rounds).
 REMOTE_FLOPS = 100_000_000
+# A worker process that has not answered its first job (it imports NumPy and fwbench) in this long is given up, and
+# the engine uses threads.
+STARTUP_SECONDS = 60
 
 
 def configure(workers: int, processes: bool | None = None) -> None:
@@ -109,7 +112,7 @@ def _start(count: int) -> tuple[object, list]:
             probe = arena.empty(1, np.int64)
             probe[0] = 0
             started[-1].submit(operator.setitem, probe, 0, 1)  # the worker maps the arena and writes into it
-            started[-1].result()
+            started[-1].result(timeout=STARTUP_SECONDS)
             if probe[0] != 1:
                 raise RuntimeError("its write did not arrive")
     except (OSError, RuntimeError) as e:

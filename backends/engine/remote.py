@@ -35,9 +35,14 @@ class Worker:
         self.connection.send_bytes(shared.dumps((fn, args), self.arena))
         self.busy = True
 
-    def result(self):
-        """What the job submitted last returned; its exception, as a RuntimeError with the worker's traceback."""
+    def result(self, timeout: float | None = None):
+        """What the job submitted last returned; its exception, as a RuntimeError with the worker's traceback.
+
+        timeout: seconds to wait at most (a RuntimeError after them, the process killed); None: as long as it takes."""
         self.busy = False
+        if timeout is not None and not self.connection.poll(timeout):
+            self.process.kill()
+            raise RuntimeError(f"the engine's worker process did not answer within {timeout:g} s")
         # Polled for a while before blocking: the caller has nothing else to do, and a sleeping process woken by the
         # reply took 50-130 us more here.
         deadline = time.perf_counter() + SPIN_SECONDS
