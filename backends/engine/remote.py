@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -26,8 +27,7 @@ class Worker:
         self.process = subprocess.Popen([sys.executable, "-c", code, str(theirs.fileno()), str(os.getpid())],
                                         pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
         theirs.close()
-        self.socket = ours
-        self.connection = Connection(os.dup(ours.fileno()))
+        self.connection = Connection(ours.detach())
         self.busy = False
 
     def submit(self, fn, *args) -> None:
@@ -49,9 +49,13 @@ class Worker:
         while not self.connection.poll(0) and time.perf_counter() < deadline:
             pass
         try:
-            status, value = shared.Mapper(0).loads(self.connection.recv_bytes())
+            status, value = pickle.loads(self.connection.recv_bytes())
         except EOFError:
-            raise RuntimeError(f"the engine's worker process died (exit status {self.process.poll()})") from None
+            try:
+                code = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise RuntimeError(f"the engine's worker process died (exit status {code})") from None
         if status == "error":
             raise RuntimeError(f"in the engine's worker process:\n{value}")
         return value
@@ -72,7 +76,6 @@ class Worker:
             except RuntimeError:
                 pass
         self.connection.close()
-        self.socket.close()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
