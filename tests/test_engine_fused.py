@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fwbench import models
-from fwbench.backends.engine import (Tensor, avgpool2d, batchnorm, conv, conv2d, dense, maxpool2d, norm, parallel, relu,
-                                     sigmoid, tanh)
+from fwbench.backends.engine import (Tensor, avgpool2d, batchnorm, conv, conv2d, dense, input_gradient, maxpool2d, norm,
+                                     parallel, relu, sigmoid, tanh)
 from fwbench.backends.engine.activations import ACTIVATIONS
 from fwbench.backends.engine.layout import to_canonical
 from fwbench.backends.numpy_backend import NumpyBackend, plan
@@ -232,8 +232,8 @@ PATHS = {"rows": (10 ** 9, 0), "rows-channels-first": (10 ** 9, 10 ** 9), "flat"
 
 def take_path(name, monkeypatch):
     rows_when, channels_first = PATHS[name]
-    monkeypatch.setattr(conv, "ROWS_WHEN", rows_when)
-    monkeypatch.setattr(conv, "ROWS_CHANNELS_FIRST", channels_first)
+    monkeypatch.setattr(input_gradient, "ROWS_WHEN", rows_when)
+    monkeypatch.setattr(input_gradient, "ROWS_CHANNELS_FIRST", channels_first)
 
 
 @pytest.mark.parametrize("two_a_slice", [False, True])  # one slice of the batch; slices of 2, the last one shorter

@@ -201,7 +201,11 @@ def test_a_conv_goes_to_the_processes_from_remote_flops_of_forward_work(out_chan
     monkeypatch.setattr(parallel, "PARALLEL_FLOPS", 0)
     seen = []
     share = parallel.share
-    monkeypatch.setattr(parallel, "share", lambda *args, remote=False: seen.append(remote) or share(*args, remote=remote))
+
+    def spy(*args, remote=False):
+        seen.append(remote)
+        return share(*args, remote=remote)
+    monkeypatch.setattr(parallel, "share", spy)
     workers = parallel.threads()
     try:
         parallel.configure(1)

@@ -64,7 +64,8 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
             running[1][...] = (1 - momentum) * running[1] + momentum * var * (count / (count - 1))
     inv_std = (1 / xp.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
     drift = shift * inv_std
-    scaled, y = centred, parallel.output(centred.shape, centred.dtype, xp)  # c inv_std: xhat + drift; centred is not needed again
+    # scaled is c inv_std (xhat + drift), in place: centred is not needed again.
+    scaled, y = centred, parallel.output(centred.shape, centred.dtype, xp)
     times, gain, bias = tile(inv_std), tile(gamma.data), tile(beta.data - gamma.data * drift)
     activate, act_grad = ACTIVATIONS[act] if act else (None, None)
     for s in parts:

@@ -187,7 +187,7 @@ def output(shape, dtype, xp=np):
 
 
 def shareable(a):
-    """a, or a copy of it in shared memory where there are worker processes and a is not there: a remote share's input."""
+    """a, or a copy of it in shared memory where there are worker processes and it is not there: a share's input."""
     if placed(a) or a.size == 0:
         return a
     copy = _arena.empty(a.shape, a.dtype)

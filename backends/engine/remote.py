@@ -23,7 +23,7 @@ class Worker:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         # One BLAS thread, as the threads' BLAS is held to: the second core is this process's.
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        code = "import sys; from fwbench.backends.engine import remote; remote.serve(int(sys.argv[1]), int(sys.argv[2]))"
+        code = "import sys; from fwbench.backends.engine import remote; remote.serve(*map(int, sys.argv[1:]))"
         self.process = subprocess.Popen([sys.executable, "-c", code, str(theirs.fileno()), str(os.getpid())],
                                         pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
         theirs.close()
