@@ -10,6 +10,7 @@ import numpy as np
 from fwbench.backends.base import Backend, BackendError, OptimizerConfig, check_device
 from fwbench.backends.engine import (SGD, Adam, Tensor, avgpool2d, batchnorm, conv2d, cross_entropy, dense, dropout,
                                      flatten, maxpool2d, relu, sigmoid, tanh)
+from fwbench.backends import numpy_split as split
 from fwbench.backends.engine import parallel
 from fwbench.backends.engine.layout import chw, to_engine
 from fwbench.backends.lowering import lower
@@ -30,6 +31,7 @@ class Pass:
     update: bool = False               # training: update the running statistics (a train step, not loss_and_grads)
     masks: dict[str, Any] | None = None  # "{i}.mask" -> keep-mask from the harness, channels last; None: from rng
     rng: Any = None                    # the backend's own generator for dropout
+    link: Any = None                   # a replica's share of the batch: its engine.replica.Link, else None
 
     def keep(self, i: int, layer: Dropout, shape: tuple[int, ...]):
         """Layer i's keep-mask for an input of this shape."""
@@ -41,11 +43,18 @@ class Pass:
 
 def _batchnorm(h: Tensor, i: int, layer: BatchNorm, w: Tensor, b: Tensor, run: Pass, act: str | None = None) -> Tensor:
     running = run.buffers[f"{i}.running_mean"], run.buffers[f"{i}.running_var"]
-    return batchnorm(h, w, b, layer.eps, running, run.training, layer.momentum if run.update else None, act)
+    return batchnorm(h, w, b, layer.eps, running, run.training, layer.momentum if run.update else None, act,
+                     run.link)
 
 
 def _dropout(h: Tensor, i: int, layer: Dropout, w: None, b: None, run: Pass) -> Tensor:
-    return dropout(h, run.keep(i, layer, h.shape), layer.rate) if run.training and layer.rate else h
+    if not run.training or not layer.rate:
+        return h
+    if run.link is None:
+        return dropout(h, run.keep(i, layer, h.shape), layer.rate)
+    # The first replica draws the whole batch's mask, as one process would, and hands each replica its images'.
+    whole = run.keep(i, layer, (run.link.images, *h.shape[1:])) if run.link.rank == 0 else None
+    return dropout(h, run.link.scatter(whole), layer.rate)
 
 
 # Layer type -> op(h, i, layer, weight, bias, run): layer i, its parameter tensors (None for a layer without), the Pass.
@@ -96,22 +105,30 @@ class NumpyBackend(Backend):
         # Owned copies: the optimizer updates these arrays in place, so they must never alias the caller's.
         # All of them are views of one flat array, and their gradients are gathered into another, so
         # the optimizer runs each of its operations once over every parameter instead of once per tensor.
-        self.flat = self.xp.empty(sum(np.size(v) for v in params.values()), dtype=self.dtype)
-        self.flat_grad = self.xp.empty_like(self.flat)
-        self.params, self.grad_views, start = {}, [], 0
+        flat = self.xp.empty(sum(np.size(v) for v in params.values()), dtype=self.dtype)
+        self.params = {k: Tensor(np.empty(np.shape(v), self.dtype), requires_grad=True) for k, v in params.items()}
+        self.bind(flat, self.xp.empty_like(flat))
         for k, v in params.items():
-            stop = start + np.size(v)
-            self.params[k] = Tensor(stored(self.flat[start:stop], np.shape(v)), requires_grad=True)
             self.params[k].data[...] = self.xp.asarray(v)
-            self.grad_views.append(stored(self.flat_grad[start:stop], np.shape(v)))
-            self.params[k].sink = self.grad_views[-1]
-            start = stop
         # The ops are chosen once: a step runs the list, with no per-layer dispatch or key lookups.
         self._steps = plan(spec, self.params, self.fuse)
         self.optimizer: SGD | Adam | None = None
         self.buffers = {k: self.xp.asarray(v) for k, v in init_buffers(spec, dtype).items()}
         self.masks: dict | None = None
         self.rng = self.xp.random.default_rng(seed)  # dropout's own draws, when the harness gives no masks
+        self.replicas = split.Replicas()  # the training step's shares on the engine's worker processes
+
+    def bind(self, flat, flat_grad) -> None:
+        """Make every parameter a view of its segment of flat, its gradient's sink one of flat_grad (no copy)."""
+        self.flat, self.flat_grad, self.grad_views, start = flat, flat_grad, [], 0
+        for t in self.params.values():
+            stop = start + t.data.size
+            t.data = stored(flat[start:stop], t.shape)
+            t.sink = stored(flat_grad[start:stop], t.shape)
+            self.grad_views.append(t.sink)
+            start = stop
+        if getattr(self, "optimizer", None) is not None:
+            self.optimizer.params = [flat]
 
     @classmethod
     def pin_numerics(cls) -> dict[str, object]:
@@ -169,12 +186,22 @@ class NumpyBackend(Backend):
             h = op(h, i, layer, w, b, run)
         return h
 
-    def _loss(self, x: np.ndarray, y: np.ndarray, update: bool) -> Tensor:
-        """A training pass forward and backward; leaves gradients in each parameter's .grad."""
+    def _gradients(self, x: np.ndarray, y: np.ndarray, update: bool):
+        """A training pass forward and backward: its loss, and the gradients gathered in flat_grad."""
+        if split.applies(self, len(x)):
+            return self.replicas.step(self, x, y, update)
+        loss = self.half(x, y, Pass(True, self.buffers, update, self.masks, self.rng))
+        return loss.data[()]
+
+    def half(self, x: np.ndarray, y: np.ndarray, run: Pass) -> Tensor:
+        """Forward and backward over images x (a replica's share, with run.link); the gradients in flat_grad."""
         for t in self.params.values():
             t.zero_grad()
-        loss = cross_entropy(self._logits(x, Pass(True, self.buffers, update, self.masks, self.rng)), y)
+        loss = cross_entropy(self._logits(x, run), y, run.link.images if run.link else None)
         loss.backward()
+        for t, g in zip(self.params.values(), self.grad_views):
+            if t.grad is not g:  # an op that wrote it into its sink has nothing left to copy
+                self.xp.copyto(g, t.grad)
         return loss
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -184,8 +211,8 @@ class NumpyBackend(Backend):
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
         """Mean cross-entropy and a copy of every parameter's gradient; parameters and buffers are untouched."""
         x, y = self.prepare_batch(x, y)
-        loss = self._loss(x, y, update=False)
-        return float(loss.data), {k: self._host(t.grad) for k, t in self.params.items()}
+        loss = self._gradients(x, y, update=False)
+        return float(loss), {k: self._host(g) for k, g in zip(self.params, self.grad_views)}
 
     def init_optimizer(self, config: OptimizerConfig) -> None:
         """Fresh SGD or Adam state over the parameter arrays."""
@@ -194,7 +221,8 @@ class NumpyBackend(Backend):
         elif config.name == "adam":
             self.optimizer = Adam([self.flat], config.lr, config.betas, config.eps)
         else:
-            raise BackendError(f"backend 'numpy' has no optimizer '{config.name}'; choose one of {', '.join(OPTIMIZERS)}")
+            raise BackendError(f"backend 'numpy' has no optimizer '{config.name}'; "
+                               f"choose one of {', '.join(OPTIMIZERS)}")
 
     def set_lr(self, lr: float) -> None:
         """New learning rate; moments and velocities are kept."""
@@ -209,12 +237,9 @@ class NumpyBackend(Backend):
         optimizer = self._require_optimizer()
         # A diverging run overflows; the harness reports the non-finite loss itself, once.
         with np.errstate(over="ignore", invalid="ignore"):
-            loss = self._loss(*batch, update=True)
-        for t, g in zip(self.params.values(), self.grad_views):
-            if t.grad is not g:  # an op that wrote it into its sink has nothing left to copy
-                self.xp.copyto(g, t.grad)
+            loss = self._gradients(*batch, update=True)
         optimizer.step([self.flat_grad])
-        return loss.data[()]
+        return loss
 
     def synchronize(self) -> None:
         """Wait for CuPy's queued kernels; NumPy runs eagerly, so nothing is queued on the CPU."""

@@ -108,8 +108,8 @@ class BatchStatsForward(NumpyBackend):
 class StatefulLossAndGrads(NumpyBackend):
     """loss_and_grads updates the running statistics, as a train step does."""
     def loss_and_grads(self, x, y):
-        loss = self._loss(*self.prepare_batch(x, y), update=True)
-        return float(loss.data), {k: t.grad.copy() for k, t in self.params.items()}
+        loss = self._gradients(*self.prepare_batch(x, y), update=True)
+        return float(loss), {k: g.copy() for k, g in zip(self.params, self.grad_views)}
 
 
 class AliasedBuffers(NumpyBackend):

@@ -16,20 +16,21 @@ CHUNK_BYTES = 256 << 10
 
 
 def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple[np.ndarray, np.ndarray],
-              training: bool, momentum: float | None = None, act: str | None = None) -> Tensor:
+              training: bool, momentum: float | None = None, act: str | None = None, across=None) -> Tensor:
     """Per channel of NHWC x (per feature of (N, F) x); batch statistics in training, else the running ones.
 
     running is (mean, var). With a momentum, training also updates them in place, as PyTorch does:
     running = (1 - momentum) running + momentum batch, the variance unbiased there though biased in the output.
-    act (relu, tanh, sigmoid) is applied to the output chunk by chunk, its gradient read from its own output."""
+    act (relu, tanh, sigmoid) is applied to the output chunk by chunk, its gradient read from its own output.
+    across: x is one replica's share of the batch (replica.Link); the statistics are the whole batch's."""
     xp = module_of(x.data)
-    count = x.data.size // x.shape[-1]  # values per channel
+    n, reps = x.shape[0], x.data.size // x.shape[-1] // max(x.shape[0], 1)
+    count = reps * (across.images if across else n)  # values per channel, in the whole batch
     # Each image is one row, and a per-channel vector is tiled along it: broadcast along the channel axis alone,
     # NumPy loops over runs of C values, 2.5x slower (tgmnist's first batch norm: 0.39 against 0.16 ms a pass).
     # Every pass runs in this thread: on the workers, half the images each, forward and backward of a 64 x 14 x 14 x
     # 32 batch took 1.7-2.3 and 1.4-2.1 ms against 0.6-0.9 and 1.0-1.6 here, and a step of tgmnist 1.05x, of a
     # strided-conv spec with batch norm 1.13x as long (8 alternating rounds).
-    n, reps = x.shape[0], count // x.shape[0]
     rows = x.data.reshape(n, -1)
     parts = chunks(rows)
     centred = xp.empty_like(rows)
@@ -41,7 +42,7 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
         raise ValueError(f"batchnorm in training needs more than one value per channel, got {count}; "
                          "use a batch of 2 or more")
     per = x.dtype.type(1 / count)
-    mu, var = (channel_sum(x.data) * per, None) if training else running
+    mu, var = (channel_sum(x.data, across) * per, None) if training else running
     minus, sums = tile(mu), xp.empty((n, x.shape[-1]), dtype=x.dtype)
     squared = xp.empty_like(sums)
     for s in parts:
@@ -55,13 +56,16 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
     # of tgmnist by 1e-5 (float64 sums throughout: 1e-6, at ten times the time). That small shift is not taken from
     # every value but folded into per-channel constants: var = mean(c^2) - shift^2, xhat = c inv_std - drift, with
     # drift = shift inv_std (the same algebra, one pass fewer).
-    shift = total(sums) * per if training else xp.zeros_like(mu)
     if training:
+        shift, square = totals((sums, squared), across)
+        shift *= per
         mu += shift
-        var = xp.maximum(total(squared) * per - shift * shift, 0)
+        var = xp.maximum(square * per - shift * shift, 0)
         if momentum is not None:
             running[0][...] = (1 - momentum) * running[0] + momentum * mu
             running[1][...] = (1 - momentum) * running[1] + momentum * var * (count / (count - 1))
+    else:
+        shift = xp.zeros_like(mu)
     inv_std = (1 / xp.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
     drift = shift * inv_std
     # scaled is c inv_std (xhat + drift), in place: centred is not needed again.
@@ -88,12 +92,15 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
             xp.multiply(g[s], scaled[s], out=g_scaled)
             image_sums(g[s], dbeta[s])
             image_sums(g_scaled, dgamma[s])
-        dbeta = total(dbeta)
-        dgamma = total(dgamma) - drift * dbeta  # sum(g xhat) = sum(g (scaled - drift))
+        # A replica's parameter gradients are its own images' (the replicas' are added after the step); its input
+        # gradient needs the whole batch's.
+        own = totals((dbeta, dgamma))
+        dbeta, dgamma = totals((dbeta, dgamma), across) if across is not None and training else own
+        dgamma -= drift * dbeta  # sum(g xhat) = sum(g (scaled - drift))
         if beta.requires_grad:
-            beta.accumulate(dbeta)
+            beta.accumulate(own[0])
         if gamma.requires_grad:
-            gamma.accumulate(dgamma)
+            gamma.accumulate(own[1] - drift * own[0] if across is not None and training else dgamma)
         if x.requires_grad:
             scale = gamma.data * inv_std
             # The statistics depend on x too: dx = scale (g - mean(g) - xhat mean(g xhat)), as torch writes it,
@@ -127,19 +134,24 @@ def image_sums(rows: np.ndarray, out: np.ndarray) -> None:
     xp.matmul(xp.ones((1, per_image.shape[1]), dtype=rows.dtype), per_image, out=out.reshape(m, 1, c))
 
 
-def total(sums: np.ndarray) -> np.ndarray:
-    """The images' per-channel sums added in float64, back in their dtype."""
-    return sums.sum(axis=0, dtype=np.float64).astype(sums.dtype)
+def totals(parts: tuple[np.ndarray, ...], across=None) -> list[np.ndarray]:
+    """Each (images, C) array's per-channel sum over its images, added in float64, back in their dtype; over every
+    replica's images with across (replica.Link), in one exchange."""
+    xp = module_of(parts[0])
+    sums = xp.stack([p.sum(axis=0, dtype=np.float64) for p in parts])
+    if across is not None:
+        sums = across.sum(sums)
+    return list(sums.astype(parts[0].dtype))
 
 
-def channel_sum(a: np.ndarray) -> np.ndarray:
+def channel_sum(a: np.ndarray, across=None) -> np.ndarray:
     """The sum over every axis but the last (channels last): each image's in its dtype, then theirs in float64."""
     # Each image's sums by one batched GEMM (BLAS sums in blocks), then the images' sums in float64. NumPy's own
     # float32 sum over the outer axes runs one value after another and lost 1e-3 relative on tgmnist; a float64
     # sum throughout is 10x slower (0.8 ms against 0.08 for tgmnist's first batch norm).
     sums = module_of(a).empty((a.shape[0], a.shape[-1]), dtype=a.dtype)
     image_sums(a.reshape(a.shape[0], -1), sums)
-    return total(sums)
+    return totals((sums,), across)[0]
 
 
 def dropout(x: Tensor, keep: np.ndarray, rate: float) -> Tensor:

@@ -94,15 +94,20 @@ def column_major(a) -> bool:
     return a.flags.f_contiguous and not a.flags.c_contiguous
 
 
-def cross_entropy(logits: Tensor, y: np.ndarray) -> Tensor:
-    """Mean softmax cross-entropy of (N, K) logits against integer labels y, as a 0-d tensor."""
+def cross_entropy(logits: Tensor, y: np.ndarray, count: int | None = None) -> Tensor:
+    """Mean softmax cross-entropy of (N, K) logits against integer labels y, as a 0-d tensor.
+
+    count: the whole batch's size, where these N rows are one replica's share of it: their part of its mean."""
     xp = module_of(logits.data)
     n = logits.shape[0]
     rows = xp.arange(n)
     # Subtracting the row max keeps exp() from overflowing; log-sum-exp is unchanged by it.
     z = logits.data - logits.data.max(axis=1, keepdims=True)
     logp = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
-    out = Tensor(-logp[rows, y].mean(), _prev=(logits,), _op="cross_entropy")
+    losses = -logp[rows, y]
+    out = Tensor(losses.mean() if count is None else losses.sum() / logp.dtype.type(count), _prev=(logits,),
+                 _op="cross_entropy")
+    n = n if count is None else count
 
     def _backward(g):
         if logits.requires_grad:

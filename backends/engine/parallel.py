@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import operator
 import os
 import sys
@@ -26,6 +27,7 @@ _limit = None  # threadpoolctl's hold of NumPy's BLAS at one thread, while there
 _remote: list = []  # worker processes (remote.py) for the ops that can hand them their work; worker w is _remote[w - 1]
 _arena = None  # the shared memory those ops' arrays live in, while there are worker processes
 _handed = False  # whether an op has handed work to them since they started (output() then uses _arena)
+_alone = False  # inside alone(): this process runs its ops by itself, the worker processes being replicas
 _blas: list = []  # its controllers of that BLAS, through which matmul lends BLAS the workers' cores for one call
 # While there are workers, a thread waiting for the GIL asks its holder for it after this long, not CPython's 5 ms.
 # A worker back from a short NumPy call (tens of microseconds) finds the GIL taken by the other, whose calls are
@@ -60,6 +62,10 @@ PROCESSES = sys.platform == "linux" and hasattr(os, "memfd_create")
 # stay on the threads, 0.98-1.06x over three runs (noise). Every conv that is shared at all on processes (16 M):
 # flaxex 0.93x, lenet5 1.04x, sigm 1.02x (6 rounds).
 REMOTE_FLOPS = 100_000_000
+# A training step is split by images over the worker processes, where every worker is one: each runs the whole step
+# on its share, alone, and they meet only where batch norm sums over the batch (replica.py). Per-op sharing needs a
+# hand-off for every op, and costs threads the GIL; the engine's own steps, data parallel against it: TBD.
+DATA_PARALLEL = True
 # A worker process that has not answered its first job (it imports NumPy and fwbench) in this long is given up, and
 # the engine uses threads.
 STARTUP_SECONDS = 60
@@ -158,7 +164,23 @@ def processes_peak_rss_mb() -> list[float]:
 
 def remote(flops: float) -> bool:
     """Whether work of this size goes to the worker processes (there are some, and it is at least REMOTE_FLOPS)."""
-    return bool(_remote) and flops >= REMOTE_FLOPS
+    return bool(_remote) and not _alone and flops >= REMOTE_FLOPS
+
+
+def replicas() -> list:
+    """The worker processes that may each take a share of a training step's images (remote.Worker); [] for none."""
+    return list(_remote) if DATA_PARALLEL and len(_remote) == _workers - 1 and not _alone else []
+
+
+@contextlib.contextmanager
+def alone():
+    """Within it, every op runs in the calling thread alone: the other cores run replicas of the step."""
+    global _alone
+    _alone = True
+    try:
+        yield
+    finally:
+        _alone = False
 
 
 def empty(shape, dtype, xp=np) -> np.ndarray:
@@ -181,7 +203,7 @@ def output(shape, dtype, xp=np):
     """xp.empty(shape, dtype); in shared memory from SHARED_FROM bytes, once a conv has handed work to the processes."""
     # Only then: shared memory has no transparent huge pages here, and a spec whose convs all stay on the threads
     # (wide7, sigm) ran 1.02-1.03x as long with every large output there.
-    if not _handed or xp is not np or int(np.prod(shape)) * np.dtype(dtype).itemsize < SHARED_FROM:
+    if not _handed or _alone or xp is not np or int(np.prod(shape)) * np.dtype(dtype).itemsize < SHARED_FROM:
         return xp.empty(shape, dtype=dtype)
     return _arena.empty(shape, dtype)
 
@@ -235,7 +257,7 @@ def share(fn: Callable[[int, Sequence], object], items: Sequence, flops: float, 
     deterministic for a given number of workers and size of work."""
     global _handed
     n = workers(len(items)) if flops >= PARALLEL_FLOPS else 1
-    if n == 1 or _pool is None:
+    if n == 1 or _pool is None or _alone:
         return [fn(0, items)]
     if remote and _remote:
         _handed = True
@@ -288,7 +310,7 @@ def halves(fn: Callable[[slice], object], n: int, work: float) -> None:
 def matmul(a, b, out=None):
     """a @ b for 2-D a and b (into out, when given), on every worker's core when it is large enough to pay."""
     flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
-    if _pool is None or flops < PARALLEL_FLOPS or module_of(a) is not np:
+    if _pool is None or _alone or flops < PARALLEL_FLOPS or module_of(a) is not np:
         return module_of(a).matmul(a, b, out=out)
     if _blas and BLAS_THREADS_SLEEP:
         return _on_blas_threads(a, b, out)

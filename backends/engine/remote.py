@@ -12,6 +12,7 @@ from multiprocessing.connection import Connection
 from fwbench.backends.engine import shared
 
 SPIN_SECONDS = 0.005
+link: Connection | None = None  # in a worker process, its connection to the parent: a replica's step talks over it
 
 
 class Worker:
@@ -50,6 +51,8 @@ class Worker:
             pass
         try:
             status, value = pickle.loads(self.connection.recv_bytes())
+            while status == "peer":  # a replica's exchange left unread by a step that failed (replica.Link.abort)
+                status, value = pickle.loads(self.connection.recv_bytes())
         except EOFError:
             try:
                 code = self.process.wait(timeout=5)
@@ -94,12 +97,17 @@ def serve(fd: int, parent: int) -> None:
     # Its scratch is allocated and freed every job: kept by malloc, not unmapped and faulted back in each time (vgg's
     # conv backward passes took 1.8x as long untuned).
     allocator.tune()
+    global link
+    from fwbench.backends.engine.replica import ABORT
     connection, mapper = Connection(fd), shared.Mapper(parent)
+    link = connection
     while True:
         try:
             message = connection.recv_bytes()
         except (EOFError, OSError):
             return
+        if message == ABORT:  # for a replica's step that had already ended here
+            continue
         try:
             fn, args = mapper.loads(message)
             reply = ("ok", fn(*args))

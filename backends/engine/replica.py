@@ -1,0 +1,97 @@
+"""A training step split by images over the worker processes: the links through which the replicas meet mid-step."""
+from __future__ import annotations
+
+import pickle
+import time
+
+import numpy as np
+
+# What the first replica sends the others when its own part failed: each stops where it waits, and reports.
+ABORT = b"fwbench-abort"
+SPIN_SECONDS = 0.005
+
+
+class Aborted(RuntimeError):
+    """The first replica's part of the step failed; this one stops where it waited for it."""
+
+
+def bounds(n: int, replicas: int) -> list[slice]:
+    """The images of each replica, in order: as even as can be, the first ones the larger."""
+    size, longer = divmod(n, replicas)
+    edges = [r * size + min(r, longer) for r in range(replicas + 1)]
+    return [slice(lo, hi) for lo, hi in zip(edges, edges[1:])]
+
+
+class Link:
+    """One replica's end of the step's exchanges: sums over every replica's images, and the first one's scatter.
+
+    The first replica (rank 0, the caller's process) talks to every other over its worker's socket; the others talk
+    only to it. Sums are added in rank order by rank 0 and sent back, so every replica holds the same bits."""
+
+    def __init__(self, rank: int, parts: list[slice], connection=None, workers: list | None = None):
+        """Rank 0 holds the others' remote.Workers; each other rank the connection to rank 0."""
+        self.rank, self.parts, self.workers = rank, parts, workers or []
+        self.connections = [w.connection for w in self.workers] if rank == 0 else [connection]
+        self.images = parts[-1].stop  # the whole batch's
+
+    def sum(self, a: np.ndarray) -> np.ndarray:
+        """a summed over the replicas, in rank order; the same array on every one."""
+        if self.rank:
+            self._send(self.connections[0], a)
+            return self._receive(0)
+        total = a.copy()
+        for i in range(len(self.connections)):
+            total += self._receive(i)
+        for connection in self.connections:
+            self._send(connection, total)
+        return total
+
+    def scatter(self, whole: np.ndarray | None) -> np.ndarray:
+        """This replica's images of the first replica's whole-batch array (what the others pass is ignored)."""
+        if self.rank:
+            return self._receive(0)
+        for connection, part in zip(self.connections, self.parts[1:]):
+            self._send(connection, whole[part])
+        return whole[self.parts[0]]
+
+    def abort(self) -> None:
+        """Rank 0, its own part failed: tell the others to stop, and wait for them (their errors are its own's)."""
+        for worker in self.workers:
+            try:
+                worker.connection.send_bytes(ABORT)
+            except OSError:  # a worker already gone: its result says so
+                pass
+        for worker in self.workers:
+            if worker.busy:
+                try:
+                    worker.result()
+                except RuntimeError:
+                    pass
+
+    @staticmethod
+    def _send(connection, a: np.ndarray) -> None:
+        connection.send_bytes(pickle.dumps(("peer", a), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _receive(self, i: int) -> np.ndarray:
+        connection = self.connections[i]
+        # Polled for a while before blocking, as remote.Worker.result polls: the other replica is most often a few
+        # microseconds away, and a process that sleeps is woken 50-170 us late here.
+        deadline = time.perf_counter() + SPIN_SECONDS
+        while not connection.poll(0) and time.perf_counter() < deadline:
+            pass
+        try:
+            message = connection.recv_bytes()
+        except (EOFError, OSError):
+            if self.rank:
+                raise Aborted("the first replica is gone") from None
+            raise RuntimeError("the engine's worker process died") from None
+        if message == ABORT:
+            raise Aborted("the first replica's part of the step failed")
+        status, value = pickle.loads(message)
+        if status == "peer":
+            return value
+        # A worker's reply where its exchange was due: its part failed (its traceback), or it ended early. That was
+        # its job's reply: there is no other to wait for.
+        self.workers[i].busy = False
+        raise RuntimeError(f"in the engine's worker process:\n{value}" if status == "error" else
+                           "the engine's worker process ended its part of the step early")

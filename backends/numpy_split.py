@@ -1,0 +1,93 @@
+"""The numpy backend's training step split by images over the engine's worker processes, one replica in each."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from fwbench.backends.engine import parallel, replica
+
+_keys = itertools.count(1)
+_held: dict = {}  # in a worker process: the one replica it holds, under its key
+
+
+def applies(backend, images: int) -> bool:
+    """Whether this backend's step over this many images is split: NumPy itself, two images or more, and workers."""
+    # Only the numpy backend itself: the worker builds a replica of it, which a subclass's overrides (a test's wrong
+    # backend, a plugin) would not be.
+    from fwbench.backends.numpy_backend import NumpyBackend
+    return type(backend) is NumpyBackend and backend.xp is np and images > 1 and bool(parallel.replicas())
+
+
+class Replicas:
+    """A backend's replicas: its parameters in shared memory, each worker's gradient array, and their key."""
+
+    def __init__(self):
+        self.key, self.grads = None, []
+
+    def step(self, backend, x: np.ndarray, y: np.ndarray, update: bool):
+        """Forward and backward over x, each worker its share of the images: the loss; the gradients' sum in flat_grad.
+
+        The first replica (this process) draws dropout's masks and updates batch norm's running statistics."""
+        from fwbench.backends.numpy_backend import Pass
+        workers = parallel.replicas()[:len(x) - 1]
+        self._place(backend, len(workers))
+        parts = replica.bounds(len(x), len(workers) + 1)
+        x, y = parallel.shareable(x), parallel.shareable(y)
+        for rank, worker in enumerate(workers, 1):
+            # A worker holds one replica: this one's is built again where another backend's took its place.
+            held = getattr(worker, "replica", None) == self.key
+            state = None if held else (backend.spec, backend.dtype.name, backend.flat, self.grads[rank - 1])
+            worker.submit(part, self.key, state, rank, parts, x, y)
+            worker.replica = self.key
+        link = replica.Link(0, parts, workers=workers)
+        try:
+            with parallel.alone():
+                loss = backend.half(x[parts[0]], y[parts[0]], Pass(True, backend.buffers, update, backend.masks,
+                                                                   backend.rng, link)).data
+        except BaseException:
+            link.abort()
+            raise
+        losses = [_result(worker) for worker in workers]
+        for other in losses:
+            if isinstance(other, BaseException):
+                raise other
+        # In rank order: the same sum every step.
+        for grad, other in zip(self.grads, losses):
+            backend.flat_grad += grad
+            loss = loss + other
+        return loss[()]
+
+    def _place(self, backend, count: int) -> None:
+        """The parameters and gradients in shared memory, and `count` replicas' gradient arrays, where they are not."""
+        if self.key is not None and len(self.grads) >= count and all(
+                parallel.placed(a) for a in (backend.flat, backend.flat_grad, *self.grads)):
+            return
+        flat = parallel.empty(backend.flat.shape, backend.dtype)
+        flat[...] = backend.flat
+        backend.bind(flat, parallel.empty(flat.shape, backend.dtype))
+        self.grads = [parallel.empty(flat.shape, backend.dtype) for _ in range(count)]
+        self.key = next(_keys)  # the workers' replicas of the old arrays are stale
+
+
+def _result(worker):
+    try:
+        return worker.result()
+    except RuntimeError as e:
+        return e
+
+
+def part(key: int, state, rank: int, parts: list[slice], x: np.ndarray, y: np.ndarray):
+    """In a worker process: replica `rank`'s share of the step, its gradients into its array; returns its loss."""
+    from fwbench.backends.engine import remote
+    from fwbench.backends.numpy_backend import NumpyBackend, Pass
+    if state is not None:
+        spec, dtype, flat, grad = state
+        held = NumpyBackend(spec, dtype=dtype)
+        held.bind(flat, grad)
+        _held.clear()
+        _held[key] = held
+    backend = _held[key]
+    link = replica.Link(rank, parts, connection=remote.link)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run: the first replica's loss reports it
+        return backend.half(x[parts[rank]], y[parts[rank]], Pass(True, backend.buffers, link=link)).data
