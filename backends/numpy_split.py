@@ -6,24 +6,37 @@ import itertools
 import numpy as np
 
 from fwbench.backends.engine import parallel, replica
+from fwbench.models import flops
 
+# A step is split where its convs' work, forward and backward over the batch, is at least this many FLOPs. Below it,
+# the engine's ops share their own work: the GEMMs of a spec without convs, on BLAS's threads, scale better than its
+# halves do (mlp's step 1.42x as long split, dmlp's 1.22x), and a tiny conv's step gains nothing (tinycnn 1.02x, 2.1 M).
+# cnn, whose convs are 53 M, 0.75x. Measured with benchmarks/engine_workers.py (3 alternating rounds).
+SPLIT_FLOPS = 16_000_000
 _keys = itertools.count(1)
 _held: dict = {}  # in a worker process: the one replica it holds, under its key
 
 
 def applies(backend, images: int) -> bool:
-    """Whether this backend's step over this many images is split: NumPy itself, two images or more, and workers."""
+    """Whether this backend's step over this many images is split: NumPy itself, its convs' work, and workers."""
     # Only the numpy backend itself: the worker builds a replica of it, which a subclass's overrides (a test's wrong
     # backend, a plugin) would not be.
     from fwbench.backends.numpy_backend import NumpyBackend
-    return type(backend) is NumpyBackend and backend.xp is np and images > 1 and bool(parallel.replicas())
+    return type(backend) is NumpyBackend and backend.xp is np and images > 1 and bool(parallel.replicas()) and \
+        backend.replicas.worth(backend.spec, images)
 
 
 class Replicas:
     """A backend's replicas: its parameters in shared memory, each worker's gradient array, and their key."""
 
     def __init__(self):
-        self.key, self.grads = None, []
+        self.key, self.grads, self.conv_flops = None, [], None
+
+    def worth(self, spec, images: int) -> bool:
+        """Whether the convs' work over this many images reaches SPLIT_FLOPS."""
+        if self.conv_flops is None:  # per image, counted once
+            self.conv_flops = sum(c.forward + c.backward for c in flops.layer_flops(spec, 1) if c.type == "conv2d")
+        return self.conv_flops * images >= SPLIT_FLOPS
 
     def step(self, backend, x: np.ndarray, y: np.ndarray, update: bool):
         """Forward and backward over x, each worker its share of the images: the loss; the gradients' sum in flat_grad.

@@ -7,6 +7,7 @@ import pytest
 from fwbench import models
 from fwbench.backends.base import OptimizerConfig
 from fwbench.backends.engine import parallel, replica
+from fwbench.backends import numpy_split as split
 from fwbench.backends.numpy_backend import NumpyBackend
 
 pytestmark = pytest.mark.skipif(not parallel.PROCESSES, reason="the engine's worker processes need Linux's memfd")
@@ -20,8 +21,9 @@ SPEC = models.parse({"name": "split", "input": [1, 8, 8], "classes": 4, "layers"
 
 @pytest.fixture
 def replicas(monkeypatch):
-    """Two workers, both processes: a step is split between this process and the worker process."""
+    """Two workers, both processes: a step of any size is split between this process and the worker process."""
     monkeypatch.setattr(parallel, "DATA_PARALLEL", True)
+    monkeypatch.setattr(split, "SPLIT_FLOPS", 0)
     parallel.configure(1)
     parallel.configure(2, processes=True)
     if not parallel.replicas():
@@ -85,6 +87,14 @@ def test_one_image_is_not_split(replicas):
     assert backend.replicas.key is None  # nothing was placed in shared memory for a split
     backend.loss_and_grads(np.concatenate([x, x]), np.array([3, 3]))
     assert backend.replicas.key is not None
+
+
+def test_a_step_is_split_from_its_convs_work(replicas, monkeypatch):
+    monkeypatch.setattr(split, "SPLIT_FLOPS", 16_000_000)
+    cnn, mlp = NumpyBackend(models.get("cnn")), NumpyBackend(models.get("mlp"))
+    per_image = 52_609_024 // 64  # cnn's convs, forward and backward (models/flops.py)
+    assert cnn.replicas.worth(cnn.spec, 64) and not cnn.replicas.worth(cnn.spec, 16_000_000 // per_image)
+    assert not mlp.replicas.worth(mlp.spec, 64)  # no convs: its dense GEMMs share their own work
 
 
 # A label out of range fails the loss of the share that holds it, after batch norm's forward exchanges: the worker's
