@@ -231,11 +231,11 @@ def test_the_rule_picks_the_large_multi_channel_convs():
     assert not picked(28, 1, 32, 3)  # one input channel: all transform, no GEMM to save
     assert not picked(8, 64, 64, 3)  # a 6x6 output in 4x4 tiles: a gain of 2.25
     assert not picked(14, 6, 16, 5)  # lenet5's second: depth 4.4
-    # A gain of 3.06 (14 x 14 in 4 x 4 tiles) pays from depth 16, not below.
+    # A gain of 3.06 (14 x 14 in 4 x 4 tiles) pays from depth 10, not below.
     assert picked(14, 32, 64, 3, padding=1)  # flaxex's second: depth 21.3
     assert picked(14, 32, 32, 3, padding=1)  # depth 16
-    assert not picked(14, 16, 32, 3, padding=1)  # depth 10.7
-    assert not picked(14, 24, 24, 3, padding=1)  # depth 12
+    assert picked(14, 16, 32, 3, padding=1)  # vgg's third: depth 10.7
+    assert not picked(14, 8, 32, 3, padding=1)  # depth 6.4
     assert not picked(10, 64, 64, 3, padding=1)  # a gain of 2.78, however deep
     assert picked(24, 12, 20, 4, padding=1)  # the overlap spec's 4 x 4 conv: gain 4.8, depth 7.5
     assert not picked(24, 32, 32, 7)  # no tiles for 7x7

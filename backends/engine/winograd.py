@@ -40,9 +40,11 @@ MIN_DEPTH = 5
 # falls as the depth grows). Measured 2026-12-04, after the set-up's cost fell to a tenth, the same way, 12
 # alternating rounds (gain 3.06 on 14 x 14 and 7 x 7): 32->32 0.92-0.94 (depth 16), with its 2 x 2 max pool 0.92,
 # 32->64 0.90 (21), 64->64 on 7 x 7 0.82 (32), 32->32 on 7 x 7 0.98 (16); and left out: 24->24 1.00 (12), 16->32
-# 1.10-1.13 (10.7), with its pool 1.10.
+# 1.10-1.13 (10.7), with its pool 1.10. Those were a conv's two shares on two workers; since the step is split by
+# images (numpy_split.py), each replica runs its convs alone, and there vgg's 16->32 on 14 x 14 pays: its step 0.96x
+# (4 alternating rounds in fresh processes), the other specs within the noise (0.97-1.03x, 3 rounds).
 LOW_GAIN = 3.0
-DEEP = 16
+DEEP = 10
 # Images per slice: as many as keep a slice's transformed input (a*a values a tile per channel) about this size.
 SLICE_BYTES = 1 << 20
 # The forward pass keeps the whole batch's transformed input for the weight gradient up to this size, as the direct
