@@ -128,6 +128,20 @@ def test_the_worker_process_runs_the_interpreter_and_package_of_its_parent(worke
     assert w.result() == (sys.executable, fwbench.__file__)
 
 
+def test_the_worker_process_ignores_a_package_of_the_same_name_where_it_starts(tmp_path, monkeypatch):
+    (tmp_path / "fwbench").mkdir()
+    (tmp_path / "fwbench" / "__init__.py").write_text("raise ImportError('the wrong fwbench')\n")
+    monkeypatch.chdir(tmp_path)  # python -c would put it first on the worker's path
+    arena = shared.Arena()
+    w = remote.Worker(arena)
+    try:
+        w.submit(eval, "__import__('fwbench').__file__")
+        import fwbench
+        assert w.result(timeout=60) == fwbench.__file__
+    finally:
+        w.close()
+
+
 def test_workers_that_cannot_start_leave_threads_with_a_warning(monkeypatch):
     def refuse(arena):
         raise OSError("no memfd here")

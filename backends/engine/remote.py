@@ -25,7 +25,9 @@ class Worker:
         # One BLAS thread, as the threads' BLAS is held to: the second core is this process's.
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         code = "import sys; from fwbench.backends.engine import remote; remote.serve(*map(int, sys.argv[1:]))"
-        self.process = subprocess.Popen([sys.executable, "-c", code, str(theirs.fileno()), str(os.getpid())],
+        # -P: the working directory is not put first on the path (python -c would), so the process imports the
+        # parent's fwbench, not one that happens to lie where it was started.
+        self.process = subprocess.Popen([sys.executable, "-P", "-c", code, str(theirs.fileno()), str(os.getpid())],
                                         pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
         theirs.close()
         self.connection = Connection(ours.detach())
