@@ -70,6 +70,15 @@ def test_a_split_step_equals_one_process_in_float64(replicas, n, masks):
             np.testing.assert_allclose(got[k], want[k], rtol=1e-7, atol=1e-9, err_msg=k)
 
 
+def test_three_replicas_equal_one_process(replicas):
+    parallel.configure(3, processes=True)  # two worker processes: rank 0 passes the parts of the sums on
+    assert len(parallel.replicas()) == 2
+    split, whole = run(True, 9, "float64", masks=True), run(False, 9, "float64", masks=True)
+    for k in whole[0][1]:
+        np.testing.assert_allclose(split[0][1][k], whole[0][1][k], rtol=1e-9, atol=1e-12, err_msg=k)
+    np.testing.assert_allclose(split[1], whole[1], rtol=1e-9)
+
+
 def test_a_split_step_is_within_float32_rounding_of_one_process(replicas):
     (loss, grads), *_ = run(True, 16, "float32", steps=0)
     (want_loss, want_grads), *_ = run(False, 16, "float32", steps=0)

@@ -36,14 +36,27 @@ class Link:
 
     def sum(self, a: np.ndarray) -> np.ndarray:
         """a summed over the replicas, in rank order; the same array on every one."""
+        # Every replica sends its part at once and adds every part itself, in rank order (the same bits everywhere):
+        # no replica waits for another's sum, only for the parts. Rank 0 passes the workers' parts on where there
+        # are more than two replicas.
         if self.rank:
             self._send(self.connections[0], a)
-            return self._receive(0)
-        total = a.copy()
-        for i in range(len(self.connections)):
-            total += self._receive(i)
-        for connection in self.connections:
-            self._send(connection, total)
+            parts = [self._receive(0)]
+            if len(self.parts) > 2:
+                parts = [*parts, *self._receive(0)]
+            else:
+                parts.append(a)
+        else:
+            for connection in self.connections:
+                self._send(connection, a)
+            others = [self._receive(i) for i in range(len(self.connections))]
+            if len(others) > 1:
+                for connection in self.connections:
+                    self._send(connection, others)
+            parts = [a, *others]
+        total = parts[0].copy()
+        for part in parts[1:]:
+            total += part
         return total
 
     def scatter(self, whole: np.ndarray | None) -> np.ndarray:
