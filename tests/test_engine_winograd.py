@@ -16,7 +16,7 @@ FLOAT32_BOUND = 1e-5
 # outputs, a batch of one, asymmetric padding, more outputs than inputs and the reverse.
 CASES = [(3, 24, 24, 8, 8, 5, 0), (2, 10, 11, 8, 9, 3, 0), (1, 5, 5, 8, 8, 5, 0), (1, 3, 3, 9, 8, 3, 0),
          (2, 7, 6, 8, 10, 5, (2, 1, 0, 3)), (2, 9, 9, 12, 8, 3, 1), (1, 6, 13, 8, 16, 3, (0, 2, 1, 0)),
-         (2, 12, 12, 12, 20, 4, 1), (1, 4, 4, 8, 8, 4, 0), (2, 9, 7, 8, 12, 4, (1, 2, 2, 1))]
+         (2, 12, 12, 12, 20, 4, 1), (1, 4, 4, 8, 8, 4, 0), (2, 9, 7, 8, 12, 4, (1, 2, 2, 1)), (2, 14, 14, 8, 12, 3, 1)]
 
 
 @pytest.fixture
@@ -61,7 +61,8 @@ def rel(got, want) -> float:
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300))
 
 
-@pytest.mark.parametrize("m,r", sorted((m, r) for r, m in winograd.TILES.items()))
+@pytest.mark.parametrize("m,r", sorted({(m, r) for tiles in (winograd.TILES, winograd.WIDE_TILES)
+                                        for r, m in tiles.items()}))
 def test_the_transforms_compute_a_correlation(m, r):
     at, g, bt = winograd.matrices(m, r)
     rng = np.random.default_rng(0)
@@ -219,6 +220,19 @@ def test_a_weight_without_a_gradient_and_an_input_without_one_are_left_alone(for
     x.requires_grad = w.requires_grad = False
     conv2d(x, w, b, 1, 0).sum().backward()
     assert x.grad is None and w.grad is None and b.grad.shape == (8,)
+
+
+def test_a_wider_tile_where_it_covers_the_output_with_fewer_values():
+    assert winograd.tile(3, 14, 14) == 5  # 9 tiles of 7 x 7 against 16 of 6 x 6: 0.89x the transform work
+    assert winograd.tile(3, 9, 9) == 5  # 4 tiles against 9: 0.71x
+    assert winograd.tile(3, 24, 24) == 4  # pyex's: 25 against 36, fewer values but 1.10x the work
+    assert winograd.tile(3, 28, 28) == 4 and winograd.tile(3, 8, 9) == 4
+    assert winograd.tile(3, 1, 1) == 4 and winograd.tile(3, 6, 12) == 4
+    assert winograd.tile(5, 14, 14) == 4  # no wider tile for 5 x 5
+    # CASES run both: each equals the direct conv within FLOAT32_BOUND (test_winograd_equals_the_direct_conv).
+    picked = {winograd.tile(k, h + sum(pads_of(p)[:2]) - k + 1, w + sum(pads_of(p)[2:]) - k + 1)
+              for _, h, w, _, _, k, p in CASES if k == 3}
+    assert picked == {4, 5}
 
 
 def test_the_rule_picks_the_large_multi_channel_convs():

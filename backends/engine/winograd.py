@@ -21,6 +21,15 @@ from fwbench.backends.engine.xp import module_of
 # F(3x3, 4x4) 4.80 + 6.92, by F(2x2, 4x4) 4.53 + 7.47. Its float32 error: 1.3e-6 / 1.8e-6 / 3.5e-6 (value, input
 # and weight gradient; the direct conv's 2.1e-7 / 1.7e-7 / 3.6e-7).
 TILES = {3: 4, 4: 4, 5: 4}
+# Kernel size r -> a larger output tile, taken where its tiles cover the output with less transform work than TILES'
+# (tile(): a^3 a tile, a^2 values each transformed by a-point sums). F(5x5, 3x3) covers 14 x 14 with 9 tiles of
+# 7 x 7 where F(4x4, 3x3) overhangs it with 16 of 6 x 6: 441 values against 576, 0.89x the work. vgg's two 3 x 3
+# convs on 14 x 14: its step 0.93-0.97x the time, flaxex's 0.91-0.96x (three runs of 4 alternating rounds in fresh
+# processes; the output transform then no longer pools vgg's second: with that one left at F(4x4) 0.982x). By values
+# alone, pyex's 24 x 24 would take it too (1225 against 1296, but 1.10x the work): its step 1.16x; by work 1.00x. It rounds more, its points
+# reaching 1/2: flaxex's second conv 1.3e-6 / 2.5e-6 / 2.5e-6 in float32 (value, input and weight gradient) against
+# 8.3e-7 / 1.6e-6 / 1.5e-6 (benchmarks/winograd_error.py).
+WIDE_TILES = {3: 5}
 # The interpolation points of Toom-Cook, besides infinity: the smallest in magnitude first, as Lavin and Gray
 # (2016) choose them, since the transforms' entries are their powers. F(4x4, 3x3) with 1/2 and -2 in place of +-2
 # rounded 1.3-1.5x less on normal random inputs (benchmarks/winograd_error.py --points 0,1,-1,0.5,-2,2,-0.5), but on
@@ -86,6 +95,14 @@ def transforms(m: int, r: int, dtype) -> tuple[np.ndarray, ...]:
     return out
 
 
+def tile(r: int, oh: int, ow: int) -> int:
+    """The output tile m for an r x r kernel over an (oh, ow) output: TILES[r], or WIDE_TILES[r] where less work."""
+    def work(m: int) -> int:
+        return (m + r - 1) ** 3 * -(-oh // m) * -(-ow // m)
+    wide = WIDE_TILES.get(r)
+    return wide if wide is not None and work(wide) < work(TILES[r]) else TILES[r]
+
+
 def applies(x: np.ndarray, w_shape: tuple, stride: int, pads: tuple[int, int, int, int]) -> bool:
     """Whether a conv of NHWC x by w (O, C, kh, kw) at this stride and padding runs by Winograd here."""
     o, c, kh, kw = w_shape
@@ -109,10 +126,11 @@ class Winograd:
         empty = parallel.empty if shared else np.empty
         self.n, h, wd, self.c = x.shape
         self.o, _, r, _ = w.shape
-        m = self.m = TILES[r]
-        self.a = m + r - 1
         top, bottom, left, right = pads
         self.oh, self.ow = h + top + bottom - r + 1, wd + left + right - r + 1
+        # Whether it runs by Winograd is measured with TILES' gain (applies()); its tile is the one of fewer values.
+        m = self.m = tile(r, self.oh, self.ow)
+        self.a = m + r - 1
         self.ty, self.tx = -(-self.oh // m), -(-self.ow // m)  # tiles down and across; the last ones may overhang
         self.hp, self.wp = self.ty * m + r - 1, self.tx * m + r - 1  # the input the tiles cover, zero-padded
         self.at, self.a_, self.bt, self.b_, self.gg = transforms(m, r, x.dtype)
