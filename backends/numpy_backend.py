@@ -190,10 +190,10 @@ class NumpyBackend(Backend):
         """A training pass forward and backward: its loss, and the gradients gathered in flat_grad."""
         if split.applies(self, len(x)):
             return self.replicas.step(self, x, y, update)
-        loss = self.half(x, y, Pass(True, self.buffers, update, self.masks, self.rng))
+        loss = self.share(x, y, Pass(True, self.buffers, update, self.masks, self.rng))
         return loss.data[()]
 
-    def half(self, x: np.ndarray, y: np.ndarray, run: Pass) -> Tensor:
+    def share(self, x: np.ndarray, y: np.ndarray, run: Pass) -> Tensor:
         """Forward and backward over images x (a replica's share, with run.link); the gradients in flat_grad."""
         for t in self.params.values():
             t.zero_grad()

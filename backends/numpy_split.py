@@ -56,14 +56,16 @@ class Replicas:
         link = replica.Link(0, parts, workers=workers)
         try:
             with parallel.alone():
-                loss = backend.half(x[parts[0]], y[parts[0]], Pass(True, backend.buffers, update, backend.masks,
+                loss = backend.share(x[parts[0]], y[parts[0]], Pass(True, backend.buffers, update, backend.masks,
                                                                    backend.rng, link)).data
         except BaseException:
             link.abort()
+            _forget(workers)
             raise
         losses = [_result(worker) for worker in workers]
         for other in losses:
             if isinstance(other, BaseException):
+                _forget(workers)
                 raise other
         # In rank order: the same sum every step.
         for grad, other in zip(self.grads, losses):
@@ -81,6 +83,12 @@ class Replicas:
         backend.bind(flat, parallel.empty(flat.shape, backend.dtype))
         self.grads = [parallel.empty(flat.shape, backend.dtype) for _ in range(count)]
         self.key = next(_keys)  # the workers' replicas of the old arrays are stale
+
+
+def _forget(workers: list) -> None:
+    """After a failed step: each worker's replica is built again at the next (its construction may have failed)."""
+    for worker in workers:
+        worker.replica = None
 
 
 def _result(worker):
@@ -103,4 +111,4 @@ def part(key: int, state, rank: int, parts: list[slice], x: np.ndarray, y: np.nd
     backend = _held[key]
     link = replica.Link(rank, parts, connection=remote.link)
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run: the first replica's loss reports it
-        return backend.half(x[parts[rank]], y[parts[rank]], Pass(True, backend.buffers, link=link)).data
+        return backend.share(x[parts[rank]], y[parts[rank]], Pass(True, backend.buffers, link=link)).data

@@ -62,9 +62,12 @@ PROCESSES = sys.platform == "linux" and hasattr(os, "memfd_create")
 # stay on the threads, 0.98-1.06x over three runs (noise). Every conv that is shared at all on processes (16 M):
 # flaxex 0.93x, lenet5 1.04x, sigm 1.02x (6 rounds).
 REMOTE_FLOPS = 100_000_000
-# A training step is split by images over the worker processes, where every worker is one: each runs the whole step
-# on its share, alone, and they meet only where batch norm sums over the batch (replica.py). Per-op sharing needs a
-# hand-off for every op, and costs threads the GIL; the engine's own steps, data parallel against it: TBD.
+# The numpy backend may split a training step by images over the worker processes, where every worker is one
+# (backends/numpy_split.py): each runs the whole step on its share alone, and they meet only where the batch is
+# summed over (replica.py). Sharing each op's work instead costs a hand-off an op, and threads the GIL. The engine's
+# steps split, against each op shared, 3 alternating rounds in fresh processes: cnn 0.75x, lenet5 0.73x, sigm 0.72x,
+# tgmnist 0.77x, strided 0.78x, vgg 0.83x, overlap 0.86x, pyex and flaxex 0.93x (benchmarks/engine_workers.py).
+# False: every step's ops share their own work, as evaluation's do.
 DATA_PARALLEL = True
 # A worker process that has not answered its first job (it imports NumPy and fwbench) in this long is given up, and
 # the engine uses threads.

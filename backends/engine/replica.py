@@ -26,7 +26,7 @@ class Link:
     """One replica's end of the step's exchanges: sums over every replica's images, and the first one's scatter.
 
     The first replica (rank 0, the caller's process) talks to every other over its worker's socket; the others talk
-    only to it. Sums are added in rank order by rank 0 and sent back, so every replica holds the same bits."""
+    only to it. Every replica adds the parts of a sum in rank order itself, so every one holds the same bits."""
 
     def __init__(self, rank: int, parts: list[slice], connection=None, workers: list | None = None):
         """Rank 0 holds the others' remote.Workers; each other rank the connection to rank 0."""

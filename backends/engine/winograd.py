@@ -26,9 +26,9 @@ TILES = {3: 4, 4: 4, 5: 4}
 # 7 x 7 where F(4x4, 3x3) overhangs it with 16 of 6 x 6: 441 values against 576, 0.89x the work. vgg's two 3 x 3
 # convs on 14 x 14: its step 0.93-0.97x the time, flaxex's 0.91-0.96x (three runs of 4 alternating rounds in fresh
 # processes; the output transform then no longer pools vgg's second: with that one left at F(4x4) 0.982x). By values
-# alone, pyex's 24 x 24 would take it too (1225 against 1296, but 1.10x the work): its step 1.16x; by work 1.00x. It rounds more, its points
-# reaching 1/2: flaxex's second conv 1.3e-6 / 2.5e-6 / 2.5e-6 in float32 (value, input and weight gradient) against
-# 8.3e-7 / 1.6e-6 / 1.5e-6 (benchmarks/winograd_error.py).
+# alone, pyex's 24 x 24 would take it too (1225 against 1296, but 1.10x the work): its step 1.16x; by work 1.00x.
+# It rounds more, its points reaching 1/2: flaxex's second conv 1.3e-6 / 2.5e-6 / 2.5e-6 in float32 (value, input
+# and weight gradient) against 8.3e-7 / 1.6e-6 / 1.5e-6 (benchmarks/winograd_error.py).
 WIDE_TILES = {3: 5}
 # The interpolation points of Toom-Cook, besides infinity: the smallest in magnitude first, as Lavin and Gray
 # (2016) choose them, since the transforms' entries are their powers. F(4x4, 3x3) with 1/2 and -2 in place of +-2
@@ -128,7 +128,7 @@ class Winograd:
         self.o, _, r, _ = w.shape
         top, bottom, left, right = pads
         self.oh, self.ow = h + top + bottom - r + 1, wd + left + right - r + 1
-        # Whether it runs by Winograd is measured with TILES' gain (applies()); its tile is the one of fewer values.
+        # Whether it runs by Winograd is measured with TILES' gain (applies()); its tile is the one of less work.
         m = self.m = tile(r, self.oh, self.ow)
         self.a = m + r - 1
         self.ty, self.tx = -(-self.oh // m), -(-self.ow // m)  # tiles down and across; the last ones may overhang
