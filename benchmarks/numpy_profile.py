@@ -7,6 +7,8 @@ Usage:
       # numpy and torch timed in alternating rounds in one process, as a bench cell times them
 
 layers times each of the plan's ops, forward and backward, with the engine's workers on, as a bench cell runs it.
+Where the step is split by images (backends/numpy_split.py), the ops timed are this process's, over its share of the
+images, and "the rest" includes waiting for the worker's share.
 profile runs the engine on one thread (cProfile sees only the calling thread), as it runs without pin_numerics.
 compare pins both, so torch's threads and the engine's workers share the cores of one process: it reads the engine
 slower than a bench cell, which has a process to itself; `fwbench bench` gives the figures of record.
@@ -83,7 +85,8 @@ def layers(model: str, steps: int) -> None:
     start = time.perf_counter()
     backend.train_steps(prepared, 10, 10 + steps, lrs[10:10 + steps])
     total = (time.perf_counter() - start) / steps * 1e3
-    print(f"{model}: {total:.3f} ms/step with {parallel.threads()} workers ({steps} steps)")
+    split = " (split by images: each op's time is this process's share)" if backend.replicas.key else ""
+    print(f"{model}: {total:.3f} ms/step with {parallel.threads()} workers ({steps} steps){split}")
     print(f"{'forward ms':>10} {'backward ms':>11}  op")
     for name, (fwd, bwd) in spent.items():
         print(f"{fwd / steps * 1e3:10.3f} {bwd / steps * 1e3:11.3f}  {name}")
