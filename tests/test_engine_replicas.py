@@ -136,6 +136,29 @@ def test_the_worker_rebuilds_its_replica_for_another_backend(replicas):
     assert got == pytest.approx([*want, want[0]], rel=1e-12)
 
 
+def test_a_replica_that_hears_nothing_gives_up_rather_than_hang(monkeypatch):
+    import time
+    from multiprocessing.connection import Pipe
+
+    from fwbench.backends.engine import remote, shared
+    monkeypatch.setattr(replica, "STALL_SECONDS", 0.2)
+    parts = replica.bounds(4, 2)
+    ours, _theirs = Pipe()
+    with pytest.raises(replica.Aborted, match="sent nothing for 0.2 s"):
+        replica.Link(1, parts, connection=ours).sum(np.zeros(3))
+    arena = shared.Arena()
+    worker = remote.Worker(arena)
+    try:
+        worker.submit(time.sleep, 30)  # a worker that never reaches the exchange
+        link = replica.Link(0, parts, workers=[worker])
+        with pytest.raises(RuntimeError, match="worker process sent nothing for 0.2 s"):
+            link.sum(np.zeros(3))
+        link.abort()  # kills it rather than wait for it
+        assert worker.process.wait(timeout=10) is not None
+    finally:
+        worker.close()
+
+
 def test_bounds_are_even_and_in_order():
     assert replica.bounds(7, 2) == [slice(0, 4), slice(4, 7)]
     assert replica.bounds(64, 3) == [slice(0, 22), slice(22, 43), slice(43, 64)]

@@ -9,6 +9,9 @@ import numpy as np
 # What the first replica sends the others when its own part failed: each stops where it waits, and reports.
 ABORT = b"fwbench-abort"
 SPIN_SECONDS = 0.005
+# A replica that has waited this long for another's part gives up with an error rather than hang: no layer of a
+# spec's step takes near it here.
+STALL_SECONDS = 600.0
 
 
 class Aborted(RuntimeError):
@@ -77,7 +80,7 @@ class Link:
         for worker in self.workers:
             if worker.busy:
                 try:
-                    worker.result()
+                    worker.result(timeout=STALL_SECONDS)  # a worker that never answers is killed, not waited for
                 except RuntimeError:
                     pass
 
@@ -93,6 +96,10 @@ class Link:
         while not connection.poll(0) and time.perf_counter() < deadline:
             pass
         try:
+            if not connection.poll(STALL_SECONDS):
+                if self.rank:
+                    raise Aborted(f"the first replica sent nothing for {STALL_SECONDS:g} s")
+                raise RuntimeError(f"the engine's worker process sent nothing for {STALL_SECONDS:g} s")
             message = connection.recv_bytes()
         except (EOFError, OSError):
             if self.rank:
