@@ -35,7 +35,11 @@ class Replicas:
     def worth(self, spec, images: int) -> bool:
         """Whether the convs' work over this many images reaches SPLIT_FLOPS."""
         if self.conv_flops is None:  # per image, counted once
-            self.conv_flops = sum(c.forward + c.backward for c in flops.layer_flops(spec, 1) if c.type == "conv2d")
+            try:
+                self.conv_flops = sum(c.forward + c.backward for c in flops.layer_flops(spec, 1)
+                                      if c.type == "conv2d")
+            except ValueError:  # a layer with no FLOP rule yet: its step runs unsplit rather than fail
+                self.conv_flops = 0
         return self.conv_flops * images >= SPLIT_FLOPS
 
     def step(self, backend, x: np.ndarray, y: np.ndarray, update: bool):

@@ -104,6 +104,12 @@ def test_a_step_is_split_from_its_convs_work(replicas, monkeypatch):
     per_image = 52_609_024 // 64  # cnn's convs, forward and backward (models/flops.py)
     assert cnn.replicas.worth(cnn.spec, 64) and not cnn.replicas.worth(cnn.spec, 16_000_000 // per_image)
     assert not mlp.replicas.worth(mlp.spec, 64)  # no convs: its dense GEMMs share their own work
+    uncounted = NumpyBackend(models.get("cnn"))
+
+    def no_rule(spec, batch):
+        raise ValueError("no FLOP rule for layer type 'new'")
+    monkeypatch.setattr(split.flops, "layer_flops", no_rule)
+    assert not uncounted.replicas.worth(uncounted.spec, 64)  # unsplit, not an error
 
 
 # A label out of range fails the loss of the share that holds it, after batch norm's forward exchanges: the worker's
