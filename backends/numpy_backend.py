@@ -107,12 +107,12 @@ class NumpyBackend(Backend):
         # the optimizer runs each of its operations once over every parameter instead of once per tensor.
         flat = self.xp.empty(sum(np.size(v) for v in params.values()), dtype=self.dtype)
         self.params = {k: Tensor(np.empty(np.shape(v), self.dtype), requires_grad=True) for k, v in params.items()}
+        self.optimizer: SGD | Adam | None = None
         self.bind(flat, self.xp.empty_like(flat))
         for k, v in params.items():
             self.params[k].data[...] = self.xp.asarray(v)
         # The ops are chosen once: a step runs the list, with no per-layer dispatch or key lookups.
         self._steps = plan(spec, self.params, self.fuse)
-        self.optimizer: SGD | Adam | None = None
         self.buffers = {k: self.xp.asarray(v) for k, v in init_buffers(spec, dtype).items()}
         self.masks: dict | None = None
         self.rng = self.xp.random.default_rng(seed)  # dropout's own draws, when the harness gives no masks
@@ -127,7 +127,7 @@ class NumpyBackend(Backend):
             t.sink = stored(flat_grad[start:stop], t.shape)
             self.grad_views.append(t.sink)
             start = stop
-        if getattr(self, "optimizer", None) is not None:
+        if self.optimizer is not None:
             self.optimizer.params = [flat]
 
     @classmethod

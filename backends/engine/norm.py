@@ -93,14 +93,15 @@ def batchnorm(x: Tensor, gamma: Tensor, beta: Tensor, eps: float, running: tuple
             image_sums(g[s], dbeta[s])
             image_sums(g_scaled, dgamma[s])
         # A replica's parameter gradients are its own images' (the replicas' are added after the step); its input
-        # gradient needs the whole batch's.
-        own = totals((dbeta, dgamma))
-        dbeta, dgamma = totals((dbeta, dgamma), across) if across is not None and training else own
+        # gradient needs the whole batch's: the same sums where there are no replicas.
+        own = float64_sums((dbeta, dgamma))
+        dbeta, dgamma = (own if across is None else across.sum(own)).astype(x.dtype)
         dgamma -= drift * dbeta  # sum(g xhat) = sum(g (scaled - drift))
+        own_dbeta, own_dgamma = own.astype(x.dtype)
         if beta.requires_grad:
-            beta.accumulate(own[0])
+            beta.accumulate(own_dbeta)
         if gamma.requires_grad:
-            gamma.accumulate(own[1] - drift * own[0] if across is not None and training else dgamma)
+            gamma.accumulate(own_dgamma - drift * own_dbeta)
         if x.requires_grad:
             scale = gamma.data * inv_std
             # The statistics depend on x too: dx = scale (g - mean(g) - xhat mean(g xhat)), as torch writes it,
@@ -137,11 +138,15 @@ def image_sums(rows: np.ndarray, out: np.ndarray) -> None:
 def totals(parts: tuple[np.ndarray, ...], across=None) -> list[np.ndarray]:
     """Each (images, C) array's per-channel sum over its images, added in float64, back in their dtype; over every
     replica's images with across (replica.Link), in one exchange."""
-    xp = module_of(parts[0])
-    sums = xp.stack([p.sum(axis=0, dtype=np.float64) for p in parts])
+    sums = float64_sums(parts)
     if across is not None:
         sums = across.sum(sums)
     return list(sums.astype(parts[0].dtype))
+
+
+def float64_sums(parts: tuple[np.ndarray, ...]) -> np.ndarray:
+    """(len(parts), C): each (images, C) array's per-channel sum over its images, in float64."""
+    return module_of(parts[0]).stack([p.sum(axis=0, dtype=np.float64) for p in parts])
 
 
 def channel_sum(a: np.ndarray, across=None) -> np.ndarray:
