@@ -235,9 +235,12 @@ class NumpyBackend(Backend):
     def train_step(self, batch: tuple[np.ndarray, np.ndarray]) -> np.floating:
         """One forward, backward and update; returns the loss: a NumPy scalar, or a 0-d CuPy array (no sync)."""
         optimizer = self._require_optimizer()
+        x, y = batch
         # A diverging run overflows; the harness reports the non-finite loss itself, once.
         with np.errstate(over="ignore", invalid="ignore"):
-            loss = self._gradients(*batch, update=True)
+            if split.applies(self, len(x)):
+                return self.replicas.step(self, x, y, True, optimizer)  # the update too, shared by the replicas
+            loss = self._gradients(x, y, update=True)
         optimizer.step([self.flat_grad])
         return loss
 

@@ -5,7 +5,7 @@ import itertools
 
 import numpy as np
 
-from fwbench.backends.engine import parallel, replica
+from fwbench.backends.engine import optim, parallel, replica
 from fwbench.models import flops
 
 # A step is split where its convs' work, forward and backward over the batch, is at least this many FLOPs. Below it,
@@ -13,6 +13,12 @@ from fwbench.models import flops
 # halves do (mlp's step 1.42x as long split, dmlp's 1.22x), and a tiny conv's step gains nothing (tinycnn 1.02x, 2.1 M).
 # cnn, whose convs are 53 M, 0.75x. Measured with benchmarks/engine_workers.py (3 alternating rounds).
 SPLIT_FLOPS = 16_000_000
+# The replicas share the optimizer's step (descend()) from this many parameters; below, the first replica runs it
+# over all of them, as Adam shares its passes over the threads only from optim.SHARE_FROM. Steps in fresh processes
+# against the first replica's Adam on the threads, 4 alternating rounds: pyex (1.2 M parameters) 0.95x, flaxex
+# (824K) 0.94x; shared at every size, lenet5 (62K) read 1.02x, vgg (117K) 1.00x, strided (25K) 1.04x: the replicas'
+# meeting costs more than half a small update saves.
+DESCEND_FROM = optim.SHARE_FROM
 _keys = itertools.count(1)
 _held: dict = {}  # in a worker process: the one replica it holds, under its key
 
@@ -42,26 +48,33 @@ class Replicas:
                 self.conv_flops = 0
         return self.conv_flops * images >= SPLIT_FLOPS
 
-    def step(self, backend, x: np.ndarray, y: np.ndarray, update: bool):
+    def step(self, backend, x: np.ndarray, y: np.ndarray, update: bool, optimizer=None):
         """Forward and backward over x, each worker its share of the images: the loss; the gradients' sum in flat_grad.
 
-        The first replica (this process) draws dropout's masks and updates batch norm's running statistics."""
+        The first replica (this process) draws dropout's masks and updates batch norm's running statistics.
+        optimizer: its step too, each replica over its segment of the parameters (descend())."""
         from fwbench.backends.numpy_backend import Pass
         workers = parallel.replicas()[:len(x) - 1]
-        self._place(backend, len(workers))
+        # Only where the update is large enough that halving it saves more than the replicas' meeting costs.
+        descending = optimizer is not None and backend.flat.size >= DESCEND_FROM
+        self._place(backend, len(workers), optimizer if descending else None)
         parts = replica.bounds(len(x), len(workers) + 1)
         x, y = parallel.shareable(x), parallel.shareable(y)
+        grads = [backend.flat_grad, *self.grads[:len(workers)]]  # in rank order
+        descent = (optimizer, grads) if descending else None
         for rank, worker in enumerate(workers, 1):
             # A worker holds one replica: this one's is built again where another backend's took its place.
             held = getattr(worker, "replica", None) == self.key
             state = None if held else (backend.spec, backend.dtype.name, backend.flat, self.grads[rank - 1])
-            worker.submit(part, self.key, state, rank, parts, x, y)
+            worker.submit(part, self.key, state, rank, parts, x, y, descent)
             worker.replica = self.key
         link = replica.Link(0, parts, workers=workers)
         try:
             with parallel.alone():
                 loss = backend.share(x[parts[0]], y[parts[0]], Pass(True, backend.buffers, update, backend.masks,
                                                                    backend.rng, link)).data
+                if descent is not None:
+                    descend(link, *descent)
         except BaseException:
             link.abort()
             _forget(workers)
@@ -71,14 +84,20 @@ class Replicas:
             if isinstance(other, BaseException):
                 _forget(workers)
                 raise other
-        # In rank order: the same sum every step.
-        for grad, other in zip(self.grads, losses):
-            backend.flat_grad += grad
+        for other in losses:
             loss = loss + other
+        if descent is None:  # in rank order: the same sum every step, and descend()'s
+            for grad in grads[1:]:
+                backend.flat_grad += grad
+            if optimizer is not None:
+                optimizer.step([backend.flat_grad])
         return loss[()]
 
-    def _place(self, backend, count: int) -> None:
-        """The parameters and gradients in shared memory, and `count` replicas' gradient arrays, where they are not."""
+    def _place(self, backend, count: int, optimizer) -> None:
+        """The parameters, gradients and optimizer state in shared memory, and `count` replicas' gradient arrays, where
+        they are not."""
+        if optimizer is not None and not all(parallel.placed(a) for a in optimizer.state()):
+            optimizer.place(parallel.empty)  # sent to the workers with every step: no replica to build again
         if self.key is not None and len(self.grads) >= count and all(
                 parallel.placed(a) for a in (backend.flat, backend.flat_grad, *self.grads)):
             return
@@ -87,6 +106,20 @@ class Replicas:
         backend.bind(flat, parallel.empty(flat.shape, backend.dtype))
         self.grads = [parallel.empty(flat.shape, backend.dtype) for _ in range(count)]
         self.key = next(_keys)  # the workers' replicas of the old arrays are stale
+
+
+def descend(link: replica.Link, optimizer, grads: list[np.ndarray]) -> None:
+    """Replica link.rank's segment of the update: every replica's gradients summed there (in rank order, into the
+    first's), then the optimizer's step over it, once every replica has written its gradients."""
+    # Each replica updates its own segment: the sum and the optimizer's passes are shared without a thread, and the
+    # parameters are whole again when every replica has answered.
+    link.meet()
+    mine = replica.bounds(grads[0].size, len(link.parts))[link.rank]
+    total = grads[0][mine]
+    for other in grads[1:]:
+        total += other[mine]
+    optimizer.begin()
+    optimizer.apply([grads[0]], mine)
 
 
 def _forget(workers: list) -> None:
@@ -102,8 +135,10 @@ def _result(worker):
         return e
 
 
-def part(key: int, state, rank: int, parts: list[slice], x: np.ndarray, y: np.ndarray):
-    """In a worker process: replica `rank`'s share of the step, its gradients into its array; returns its loss."""
+def part(key: int, state, rank: int, parts: list[slice], x: np.ndarray, y: np.ndarray, descent=None):
+    """In a worker process: replica `rank`'s share of the step, its gradients into its array; returns its loss.
+
+    descent: (the optimizer, every replica's gradient array), for its segment of the update (descend())."""
     from fwbench.backends.engine import remote
     from fwbench.backends.numpy_backend import NumpyBackend, Pass
     if state is not None:
@@ -115,4 +150,7 @@ def part(key: int, state, rank: int, parts: list[slice], x: np.ndarray, y: np.nd
     backend = _held[key]
     link = replica.Link(rank, parts, connection=remote.link)
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run: the first replica's loss reports it
-        return backend.share(x[parts[rank]], y[parts[rank]], Pass(True, backend.buffers, link=link)).data
+        loss = backend.share(x[parts[rank]], y[parts[rank]], Pass(True, backend.buffers, link=link)).data
+        if descent is not None:
+            descend(link, *descent)
+    return loss

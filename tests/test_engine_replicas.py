@@ -89,6 +89,32 @@ def test_a_split_step_is_within_float32_rounding_of_one_process(replicas):
         assert np.abs(grads[k] - want_grads[k]).max() <= 1e-6 * scale, k
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("config", [OptimizerConfig("adam", 0.01), OptimizerConfig("sgd", 0.1, momentum=0.9)])
+@pytest.mark.parametrize("descend_from", [0, 10 ** 9])  # every replica updates its segment, or the first all
+def test_the_replicas_update_equals_the_first_replicas_alone_bit_for_bit(replicas, workers, config, descend_from,
+                                                                         monkeypatch):
+    monkeypatch.setattr(split, "DESCEND_FROM", descend_from)
+    parallel.configure(workers, processes=True)
+    shared, alone = NumpyBackend(SPEC, dtype="float32"), NumpyBackend(SPEC, dtype="float32")
+    for backend in (shared, alone):
+        fixed_masks(backend, 9)
+        backend.init_optimizer(config)
+    start = shared.flat.copy()
+    for s in range(3):
+        x, y = shared.prepare_batch(*batch(9, s))
+        shared.train_step((x, y))  # each replica sums and updates its segment of the parameters
+        alone._gradients(x, y, update=True)  # the same split gradients, summed and applied here
+        alone.optimizer.step([alone.flat_grad])
+    for mine in replica.bounds(start.size, workers):  # every replica's segment moved
+        assert not np.array_equal(shared.flat[mine], start[mine])
+    got, want = shared.get_params(), alone.get_params()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    np.testing.assert_array_equal(shared.flat_grad, alone.flat_grad)  # the whole sum, every segment's
+    assert all(parallel.placed(a) for a in shared.optimizer.state()) == (descend_from == 0)
+
+
 def test_one_image_is_not_split(replicas):
     backend = NumpyBackend(models.get("mlp"))
     x = np.random.default_rng(0).standard_normal((1, 1, 28, 28))

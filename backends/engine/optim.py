@@ -19,14 +19,44 @@ class SGD:
 
     def step(self, grads: list[np.ndarray]) -> None:
         """Apply one update from grads, aligned with params."""
+        self.begin()
+        self.apply(grads)
+
+    def begin(self) -> None:
+        """Count a step (SGD keeps no count)."""
+
+    def apply(self, grads: list[np.ndarray], part: slice = slice(None)) -> None:
+        """The step begun last, over elements `part` of every (flattened) parameter: each element's own arithmetic."""
         if self.velocity is None:
             for p, g in zip(self.params, grads):
-                p -= self.lr * g
+                segment(p, part)[...] -= self.lr * segment(g, part)
             return
         for p, g, v in zip(self.params, grads, self.velocity):
+            p, g, v = (segment(a, part) for a in (p, g, v))
             v *= self.momentum
             v += g
             p -= self.lr * v
+
+    def state(self) -> list[np.ndarray]:
+        """The arrays it updates in place besides the parameters."""
+        return self.velocity or []
+
+    def place(self, empty) -> None:
+        """Its state moved into arrays made by empty(shape, dtype) (shared memory), values kept."""
+        self.velocity = self.velocity and moved(self.velocity, empty)
+
+
+def segment(a: np.ndarray, part: slice) -> np.ndarray:
+    """Elements `part` of a, flattened, as a view (a contiguous array's); a itself for every element."""
+    return a if part == slice(None) else a.reshape(-1)[part]
+
+
+def moved(arrays: list[np.ndarray], empty) -> list[np.ndarray]:
+    """Copies of arrays in memory made by empty(shape, dtype)."""
+    copies = [empty(a.shape, a.dtype) for a in arrays]
+    for copy, a in zip(copies, arrays):
+        copy[...] = a
+    return copies
 
 
 FLUSH_EVERY = 16
@@ -69,7 +99,23 @@ class Adam:
 
     def step(self, grads: list[np.ndarray]) -> None:
         """Apply one update: p -= lr * mhat / (sqrt(vhat) + eps)."""
+        self.begin()
+        self.apply(grads)
+
+    def begin(self) -> None:
+        """Count a step: apply() then updates with its bias corrections."""
         self.t += 1
+
+    def state(self) -> list[np.ndarray]:
+        """The arrays it updates in place besides the parameters."""
+        return [*self.m, *self.v]
+
+    def place(self, empty) -> None:
+        """Its state moved into arrays made by empty(shape, dtype) (shared memory), values kept."""
+        self.m, self.v = moved(self.m, empty), moved(self.v, empty)
+
+    def apply(self, grads: list[np.ndarray], part: slice = slice(None)) -> None:
+        """The step begun last, over elements `part` of every (flattened) parameter: each element's own arithmetic."""
         b1, b2 = self.betas
         # With mhat = (1 - b1) m / bc1 and sqrt(vhat) = sqrt(1 - b2) sqrt(v) / sqrt(bc2), multiplying the fraction
         # through by sqrt(bc2) / sqrt(1 - b2) leaves step * m / (sqrt(v) + eps_v): one scale, one epsilon.
@@ -77,7 +123,9 @@ class Adam:
         step_size, eps_v = self.lr * (1 - b1) * root / (1 - b1 ** self.t), self.eps * root
         xp = module_of(*self.params)
         for p, g, m, v, tiny in zip(self.params, grads, self.m, self.v, self.tiny):
-            p, g, m, v = (a.reshape(-1) for a in (p, g, m, v))  # views: every array is contiguous
+            p, g, m, v = (segment(a.reshape(-1), part) for a in (p, g, m, v))  # views: every array is contiguous
+            if p.size == 0:
+                continue
 
             def work(_: int, cs: list[slice]) -> None:
                 # Scratch of one chunk per worker, so the passes allocate nothing more.

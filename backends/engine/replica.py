@@ -62,6 +62,10 @@ class Link:
             total += part
         return total
 
+    def meet(self) -> None:
+        """Return once every replica has reached this point."""
+        self.sum(np.zeros(1, np.int8))
+
     def scatter(self, whole: np.ndarray | None) -> np.ndarray:
         """This replica's images of the first replica's whole-batch array (what the others pass is ignored)."""
         if self.rank:
