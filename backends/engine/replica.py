@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import pickle
-import time
 
 import numpy as np
 
+from fwbench.backends.engine import remote
+
 # What the first replica sends the others when its own part failed: each stops where it waits, and reports.
 ABORT = b"fwbench-abort"
-SPIN_SECONDS = 0.005
 # A replica that has waited this long for another's part gives up with an error rather than hang: no layer of a
 # spec's step takes near it here.
 STALL_SECONDS = 600.0
@@ -95,10 +95,8 @@ class Link:
     def _receive(self, i: int) -> np.ndarray:
         connection = self.connections[i]
         # Polled for a while before blocking, as remote.Worker.result polls: the other replica is most often a few
-        # microseconds away, and a process that sleeps is woken 50-170 us late here.
-        deadline = time.perf_counter() + SPIN_SECONDS
-        while not connection.poll(0) and time.perf_counter() < deadline:
-            pass
+        # microseconds away.
+        remote.wait(connection)
         try:
             if not connection.poll(STALL_SECONDS):
                 if self.rank:
