@@ -240,6 +240,7 @@ class NumpyBackend(Backend):
         with np.errstate(over="ignore", invalid="ignore"):
             if split.applies(self, len(x)):
                 return self.replicas.step(self, x, y, True, optimizer)  # the update too, shared by the replicas
+            split.share_update(self, optimizer)
             loss = self._gradients(x, y, update=True)
         optimizer.step([self.flat_grad])
         return loss

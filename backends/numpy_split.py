@@ -108,6 +108,13 @@ class Replicas:
         self.key = next(_keys)  # the workers' replicas of the old arrays are stale
 
 
+def share_update(backend, optimizer) -> None:
+    """For an unsplit step: where the update is large and there are worker processes, the parameters, gradients and
+    optimizer state in shared memory, so that its passes run there too (optim.Adam.apply)."""
+    if parallel.processes() and backend.xp is np and backend.flat.size >= DESCEND_FROM:
+        backend.replicas._place(backend, 0, optimizer)
+
+
 def descend(link: replica.Link, optimizer, grads: list[np.ndarray]) -> None:
     """Replica link.rank's segment of the update: every replica's gradients summed there (in rank order, into the
     first's), then the optimizer's step over it, once every replica has written its gradients."""
@@ -154,3 +161,6 @@ def part(key: int, state, rank: int, parts: list[slice], x: np.ndarray, y: np.nd
         if descent is not None:
             descend(link, *descent)
     return loss
+
+
+part.poll_after = True  # the worker polls for the next step's share (remote.wait)

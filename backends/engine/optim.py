@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
@@ -127,15 +128,21 @@ class Adam:
             if p.size == 0:
                 continue
 
-            def work(_: int, cs: list[slice]) -> None:
-                # Scratch of one chunk per worker, so the passes allocate nothing more.
-                size = cs[0].stop - cs[0].start
-                tmp, normal = xp.empty(size, p.dtype), xp.empty(size, bool)
-                for c in cs:
-                    n = c.stop - c.start
-                    self._update(p[c], g[c], m[c], v[c], tmp[:n], normal[:n], tiny, step_size, eps_v)
-            # The rule is SHARE_FROM's, measured on Adam itself, not share()'s count of FLOPs.
-            parallel.share(work, chunks(p.size, xp), parallel.PARALLEL_FLOPS if p.size >= SHARE_FROM else 0)
+            work = partial(self._chunks, p, g, m, v, tiny, step_size, eps_v)
+            # The rule is SHARE_FROM's, measured on Adam itself, not share()'s count of FLOPs. In the worker processes
+            # where every array lies in their shared memory (numpy_split.share_update): there, no GIL.
+            parallel.share(work, chunks(p.size, xp), parallel.PARALLEL_FLOPS if p.size >= SHARE_FROM else 0,
+                           remote=xp is np and all(parallel.placed(a) for a in (p, g, m, v)))
+
+    def _chunks(self, p, g, m, v, tiny, step_size: float, eps_v: float, _: int, cs: list[slice]) -> None:
+        """A worker's chunks of the update."""
+        xp = module_of(p)
+        # Scratch of one chunk per worker, so the passes allocate nothing more.
+        size = cs[0].stop - cs[0].start
+        tmp, normal = xp.empty(size, p.dtype), xp.empty(size, bool)
+        for c in cs:
+            n = c.stop - c.start
+            self._update(p[c], g[c], m[c], v[c], tmp[:n], normal[:n], tiny, step_size, eps_v)
 
     def _update(self, p, g, m, v, tmp, normal, tiny, step_size: float, eps_v: float) -> None:
         """One chunk's update, in place through one scratch array."""

@@ -101,8 +101,10 @@ def serve(fd: int, parent: int) -> None:
     from fwbench.backends.engine.replica import ABORT
     connection, mapper = Connection(fd), shared.Mapper(parent)
     link = connection
+    polling = False
     while True:
-        wait(connection)
+        if polling:
+            wait(connection)
         try:
             message = connection.recv_bytes()
         except (EOFError, OSError):
@@ -113,6 +115,9 @@ def serve(fd: int, parent: int) -> None:
             fn, args = mapper.loads(message)
             if fn == "peer":  # an exchange of a replica's step that had already failed here
                 continue
+            # Only after a job that says its next comes at once: a spin after any other would take the core from
+            # the parent's BLAS threads (dmlp's GEMMs, after its update's share).
+            polling = getattr(fn, "poll_after", False)
             reply = ("ok", fn(*args))
         except BaseException:  # noqa: B902 - every failure goes back to the parent, which raises it
             reply = ("error", traceback.format_exc())
