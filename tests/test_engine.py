@@ -297,3 +297,24 @@ def test_squashing_ops_take_extreme_inputs_without_overflow(dtype):
     assert s[1] == (pytest.approx(3.7e-44, rel=0.01) if dtype is np.float64 else 0.0)
     np.testing.assert_allclose(s[2:-2], want, rtol=1e-14 if dtype is np.float64 else 1e-6)
     np.testing.assert_array_equal(t, np.tanh(x))
+
+
+@pytest.mark.parametrize("size,stride,h,w", [*POOL_CASES, (3, 2, 28, 27), (2, 2, 24, 24), (2, 3, 26, 25)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_strided_max_pool_from_its_phases_equals_it_from_the_offsets_bit_for_bit(size, stride, h, w, dtype,
+                                                                                   monkeypatch):
+    from fwbench.backends.engine import pool
+    x = np.random.default_rng(0).standard_normal((40, h, w, 2)).astype(dtype)
+    x[x < 0.3] = 0  # ties, as after a relu: the first maximal offset wins either way
+    windows = pool.MaxWindows(x.shape, size, stride)
+    results = []
+    for phase_bytes in (64, 0):
+        monkeypatch.setattr(pool, "PHASE_BYTES", phase_bytes)
+        monkeypatch.setattr(pool, "PHASE_FROM", 0)
+        best = np.empty((len(x), windows.oh, windows.ow, 2), dtype)
+        arg = np.empty(best.shape, windows.index)
+        windows.forward(x, best, arg)
+        results.append((best, arg))
+    (best, arg), (want_best, want_arg) = results
+    np.testing.assert_array_equal(best, want_best)
+    np.testing.assert_array_equal(arg, want_arg)
