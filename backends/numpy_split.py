@@ -5,7 +5,7 @@ import itertools
 
 import numpy as np
 
-from fwbench.backends.engine import optim, parallel, replica
+from fwbench.backends.engine import mailbox, optim, parallel, replica
 from fwbench.models import flops
 
 # A step is split where its convs' work, forward and backward over the batch, is at least this many FLOPs. Below it,
@@ -36,7 +36,7 @@ class Replicas:
     """A backend's replicas: its parameters in shared memory, each worker's gradient array, and their key."""
 
     def __init__(self):
-        self.key, self.grads, self.conv_flops = None, [], None
+        self.key, self.grads, self.boxes, self.conv_flops = None, [], [], None
 
     def worth(self, spec, images: int) -> bool:
         """Whether the convs' work over this many images reaches SPLIT_FLOPS."""
@@ -62,13 +62,17 @@ class Replicas:
         x, y = parallel.shareable(x), parallel.shareable(y)
         grads = [backend.flat_grad, *self.grads[:len(workers)]]  # in rank order
         descent = (optimizer, grads) if descending else None
+        boxes = self.boxes[:len(workers)] if mailbox.ORDERED else None
         for rank, worker in enumerate(workers, 1):
             # A worker holds one replica: this one's is built again where another backend's took its place.
             held = getattr(worker, "replica", None) == self.key
             state = None if held else (backend.spec, backend.dtype.name, backend.flat, self.grads[rank - 1])
-            worker.submit(part, self.key, state, rank, parts, x, y, descent)
+            if boxes:
+                for box in boxes[rank - 1]:
+                    box.clear()  # what a failed step left there: every worker is idle between steps
+            worker.submit(part, self.key, state, rank, parts, x, y, descent, boxes and boxes[rank - 1])
             worker.replica = self.key
-        link = replica.Link(0, parts, workers=workers)
+        link = replica.Link(0, parts, workers=workers, boxes=boxes)
         try:
             with parallel.alone():
                 loss = backend.share(x[parts[0]], y[parts[0]], Pass(True, backend.buffers, update, backend.masks,
@@ -105,6 +109,8 @@ class Replicas:
         flat[...] = backend.flat
         backend.bind(flat, parallel.empty(flat.shape, backend.dtype))
         self.grads = [parallel.empty(flat.shape, backend.dtype) for _ in range(count)]
+        # To each worker and from it: its small exchanges with the first replica (replica.Link).
+        self.boxes = [(mailbox.Box(parallel.empty), mailbox.Box(parallel.empty)) for _ in range(count)]
         self.key = next(_keys)  # the workers' replicas of the old arrays are stale
 
 
@@ -142,10 +148,11 @@ def _result(worker):
         return e
 
 
-def part(key: int, state, rank: int, parts: list[slice], x: np.ndarray, y: np.ndarray, descent=None):
+def part(key: int, state, rank: int, parts: list[slice], x: np.ndarray, y: np.ndarray, descent=None, boxes=None):
     """In a worker process: replica `rank`'s share of the step, its gradients into its array; returns its loss.
 
-    descent: (the optimizer, every replica's gradient array), for its segment of the update (descend())."""
+    descent: (the optimizer, every replica's gradient array), for its segment of the update (descend()).
+    boxes: its mailboxes with the first replica (to it, from it), or None: the socket."""
     from fwbench.backends.engine import remote
     from fwbench.backends.numpy_backend import NumpyBackend, Pass
     if state is not None:
@@ -155,7 +162,7 @@ def part(key: int, state, rank: int, parts: list[slice], x: np.ndarray, y: np.nd
         _held.clear()
         _held[key] = held
     backend = _held[key]
-    link = replica.Link(rank, parts, connection=remote.link)
+    link = replica.Link(rank, parts, connection=remote.link, boxes=boxes and [boxes])
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run: the first replica's loss reports it
         loss = backend.share(x[parts[rank]], y[parts[rank]], Pass(True, backend.buffers, link=link)).data
         if descent is not None:
