@@ -6,7 +6,7 @@ import pytest
 
 from fwbench import models
 from fwbench.backends.base import OptimizerConfig
-from fwbench.backends.engine import parallel, replica
+from fwbench.backends.engine import mailbox, parallel, replica
 from fwbench.backends import numpy_split as split
 from fwbench.backends.numpy_backend import NumpyBackend
 
@@ -113,6 +113,36 @@ def test_the_replicas_update_equals_the_first_replicas_alone_bit_for_bit(replica
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
     np.testing.assert_array_equal(shared.flat_grad, alone.flat_grad)  # the whole sum, every segment's
     assert all(parallel.placed(a) for a in shared.optimizer.state()) == (descend_from == 0)
+
+
+@pytest.mark.parametrize("ordered", [True, False])  # the small sums through the mailboxes, or the sockets
+def test_the_exchanges_through_either_channel_equal_one_process(replicas, ordered, monkeypatch):
+    monkeypatch.setattr(mailbox, "ORDERED", ordered)
+    puts = []
+    real_put = mailbox.Box.put
+    monkeypatch.setattr(mailbox.Box, "put", lambda box, a: (puts.append(a.shape), real_put(box, a)))
+    split, whole = run(True, 7, "float64", masks=True), run(False, 7, "float64", masks=True)
+    for k in whole[0][1]:
+        np.testing.assert_allclose(split[0][1][k], whole[0][1][k], rtol=1e-9, atol=1e-12, err_msg=k)
+    np.testing.assert_allclose(split[1], whole[1], rtol=1e-9)
+    assert bool(puts) == ordered  # batch norm's sums, this process's side of them
+
+
+def test_a_mailbox_passes_its_messages_in_order_through_its_buffers():
+    box = mailbox.Box(np.empty)
+    assert not box.ready()
+    messages = [np.full((2, 3), float(k)) for k in range(mailbox.BUFFERS + 2)]
+    for k, message in enumerate(messages):
+        if k >= mailbox.BUFFERS - 1:  # at most BUFFERS - 1 untaken, as the replicas leave them
+            np.testing.assert_array_equal(box.take((2, 3)), messages[k - mailbox.BUFFERS + 1])
+        box.put(message)
+        assert box.ready()
+    for message in messages[-(mailbox.BUFFERS - 1):]:
+        np.testing.assert_array_equal(box.take((2, 3)), message)
+    assert not box.ready()
+    box.put(np.zeros(1))
+    box.clear()
+    assert not box.ready()
 
 
 def test_one_image_is_not_split(replicas):

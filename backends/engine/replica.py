@@ -32,8 +32,9 @@ def bounds(n: int, replicas: int) -> list[slice]:
 class Link:
     """One replica's end of the step's exchanges: sums over every replica's images, and the first one's scatter.
 
-    The first replica (rank 0, the caller's process) talks to every other over its worker's socket; the others talk
-    only to it. Every replica adds the parts of a sum in rank order itself, so every one holds the same bits."""
+    The first replica (rank 0, the caller's process) talks to every other over its worker's socket, and through
+    mailboxes in shared memory where it has them; the others talk only to it. Every replica adds the parts of a sum
+    in rank order itself, so every one holds the same bits."""
 
     def __init__(self, rank: int, parts: list[slice], connection=None, workers: list | None = None,
                  boxes: list | None = None):
