@@ -16,8 +16,9 @@ SPLIT_FLOPS = 16_000_000
 # The replicas share the optimizer's step (descend()) from this many parameters; below, the first replica runs it
 # over all of them, as Adam shares its passes over the threads only from optim.SHARE_FROM. Steps in fresh processes
 # against the first replica's Adam on the threads, 4 alternating rounds: pyex (1.2 M parameters) 0.95x, flaxex
-# (824K) 0.94x; shared at every size, lenet5 (62K) read 1.02x, vgg (117K) 1.00x, strided (25K) 1.04x: the replicas'
-# meeting costs more than half a small update saves.
+# (824K) 0.94x. Shared at every size, lenet5 (62K), vgg (117K) and strided (25K) read 1.02x, 1.00x and 1.04x meeting
+# over the socket, 1.02x, 1.00x and 1.02x through the mailboxes: the meeting and its wait cost more than half a small
+# update saves.
 DESCEND_FROM = optim.SHARE_FROM
 _keys = itertools.count(1)
 _held: dict = {}  # in a worker process: the one replica it holds, under its key

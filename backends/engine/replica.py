@@ -66,8 +66,9 @@ class Link:
                 self._send(i, a, boxed)
             parts = [a, *(self._receive(i, a.shape, boxed) for i in range(len(self.connections)))]
             if len(parts) > 2:
+                relayed = np.stack(parts[1:])
                 for i in range(len(self.connections)):
-                    self._send(i, np.stack(parts[1:]), boxed)
+                    self._send(i, relayed, boxed)
         total = parts[0].copy()
         for part in parts[1:]:
             total += part
