@@ -190,8 +190,11 @@ class NumpyBackend(Backend):
         """A training pass forward and backward: its loss, and the gradients gathered in flat_grad."""
         if split.applies(self, len(x)):
             return self.replicas.step(self, x, y, update)
-        loss = self.share(x, y, Pass(True, self.buffers, update, self.masks, self.rng))
-        return loss.data[()]
+        return self._whole(x, y, update)
+
+    def _whole(self, x: np.ndarray, y: np.ndarray, update: bool):
+        """_gradients in this process alone, the step not split."""
+        return self.share(x, y, Pass(True, self.buffers, update, self.masks, self.rng)).data[()]
 
     def share(self, x: np.ndarray, y: np.ndarray, run: Pass) -> Tensor:
         """Forward and backward over images x (a replica's share, with run.link); the gradients in flat_grad."""
@@ -241,7 +244,7 @@ class NumpyBackend(Backend):
             if split.applies(self, len(x)):
                 return self.replicas.step(self, x, y, True, optimizer)  # the update too, shared by the replicas
             split.share_update(self, optimizer)
-            loss = self._gradients(x, y, update=True)
+            loss = self._whole(x, y, update=True)
         optimizer.step([self.flat_grad])
         return loss
 

@@ -124,7 +124,7 @@ class Adam:
         step_size, eps_v = self.lr * (1 - b1) * root / (1 - b1 ** self.t), self.eps * root
         xp = module_of(*self.params)
         for p, g, m, v, tiny in zip(self.params, grads, self.m, self.v, self.tiny):
-            p, g, m, v = (segment(a.reshape(-1), part) for a in (p, g, m, v))  # views: every array is contiguous
+            p, g, m, v = (a.reshape(-1)[part] for a in (p, g, m, v))  # views: every array is contiguous
             if p.size == 0:
                 continue
 
